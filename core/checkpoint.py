@@ -1,0 +1,49 @@
+"""Loading checkpoints written by train.py without executing anything stored in them."""
+
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning import LightningModule
+
+from callbacks.run_config import RUN_CONFIG_KEY
+from core.errors import UserError
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint's contents, read with weights_only=True: tensors and plain data, no code."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"No checkpoint file at {path}: pass ckpt_path=<run dir>/checkpoints/<name>.ckpt of a run of train.py.")
+    not_a_checkpoint = f"{path} is truncated or not a PyTorch checkpoint; use another checkpoint of the run, e.g. last.ckpt."
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; a cut-off one lacks its directory
+        raise UserError(not_a_checkpoint)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        blocked = next((line.strip() for line in str(error).splitlines() if "GLOBAL" in line), "objects other than tensors and plain data")
+        raise UserError(
+            f"Refusing to load {path}: loading it would run code it names ({blocked}); only load checkpoints written by train.py."
+        ) from error
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:
+        raise UserError(not_a_checkpoint) from error
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or RUN_CONFIG_KEY not in checkpoint:
+        raise UserError(f"{path} is not a checkpoint written by train.py (it lacks the weights or the run's config).")
+    return checkpoint
+
+
+def load_weights(module: LightningModule, checkpoint: dict[str, Any], path: str | Path) -> None:
+    """Copy the checkpoint's weights into `module`, refusing weights of another network or dataset."""
+    advice = "evaluate it with the model and data it was trained with (leave out model=/data= overrides)"
+    try:
+        missing, unexpected = module.load_state_dict(checkpoint["state_dict"], strict=False)
+    except RuntimeError as error:  # same names, other shapes: e.g. another number of classes or channels
+        mismatch = next((line.strip() for line in str(error).splitlines() if "size mismatch" in line), str(error))
+        raise UserError(f"The weights in {path} have other shapes than the network built from this config ({mismatch}): {advice}.") from error
+    if missing or unexpected:
+        raise UserError(
+            f"The weights in {path} belong to another network than the one built from this config "
+            f"({len(missing)} missing, e.g. {missing[:1]}; {len(unexpected)} unexpected, e.g. {unexpected[:1]}): {advice}."
+        )

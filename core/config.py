@@ -1,0 +1,24 @@
+"""Turning composed configs into plain data that can be stored in checkpoints and logged."""
+
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+
+def to_plain(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as plain dicts, lists and scalars (safe to pickle with weights_only)."""
+    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"optimizer": {"lr": 0.1}} -> {"optimizer/lr": 0.1}, for TensorBoard's hparams tab."""
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}/"))
+        elif isinstance(value, (list, tuple)):
+            flat[name] = str(value)
+        else:
+            flat[name] = value
+    return flat

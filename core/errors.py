@@ -1,0 +1,37 @@
+"""Mistakes a user can make end as one sentence and a non-zero exit, not as a traceback."""
+
+import logging
+import sys
+from contextlib import contextmanager
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+
+log = logging.getLogger(__name__)
+
+USER_ERROR_EXIT_CODE = 2
+
+
+class UserError(Exception):
+    """Something the user can fix; the message says what is wrong and how to fix it, in one sentence."""
+
+
+def _in_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+@contextmanager
+def exit_on_user_error():
+    """Turn a UserError into its message and exit code 2.
+
+    In a multirun the error is re-raised instead, so that Hydra marks this job as failed and the
+    other jobs of the sweep still run.
+    """
+    try:
+        yield
+    except UserError as error:
+        if _in_multirun():
+            log.error(str(error))
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(USER_ERROR_EXIT_CODE) from None

@@ -1,0 +1,1 @@
+"""LightningDataModules: each knows its input shape, number of classes and class names."""

@@ -1,0 +1,74 @@
+"""What every image DataModule shares: loaders over ArrayImageDatasets and batch-level preprocessing."""
+
+import logging
+
+import torch
+from lightning import LightningDataModule
+from torch.utils.data import DataLoader
+
+from core.errors import UserError
+from datamodules.array_dataset import ArrayImageDataset, already_collated
+
+log = logging.getLogger(__name__)
+
+
+class ImageDataModule(LightningDataModule):
+    """Serves batches {"image": uint8 (B,C,H,W), "label": int64 (B,), "index": int64 (B,)}.
+
+    Conversion to float and normalisation happen on whole batches after they reach the device
+    (`on_after_batch_transfer`), so the GPU does that work when there is one and the host ships
+    4x fewer bytes. Subclasses set `input_shape`, `num_classes`, `mean`, `std`, `class_names` and
+    fill `train_set`, `val_set`, `test_set` in `setup`.
+    """
+
+    input_shape: tuple[int, int, int]
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def __init__(self, batch_size: int = 128, eval_batch_size: int | None = None, num_workers: int = 0, pin_memory: bool = False):
+        super().__init__()
+        if batch_size < 1:
+            raise UserError(f"data.batch_size must be a positive number of images per device, got {batch_size}.")
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.train_set: ArrayImageDataset | None = None
+        self.val_set: ArrayImageDataset | None = None
+        self.test_set: ArrayImageDataset | None = None
+
+    @property
+    def class_names(self) -> list[str]:
+        raise NotImplementedError
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, self.eval_batch_size, shuffle=False)
+
+    def _loader(self, dataset: ArrayImageDataset, batch_size: int, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+            collate_fn=already_collated,
+        )
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (B,C,H,W) in [0, 255] -> float, normalised with the dataset's mean and std."""
+        mean = torch.tensor(self.mean, device=images.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1)
+        return (images.float() / 255.0 - mean) / std
+
+    def on_after_batch_transfer(self, batch: dict | torch.Tensor, dataloader_idx: int) -> dict | torch.Tensor:
+        if not isinstance(batch, dict):  # the module's example_input_array (summary, graph) is a float input already
+            return batch
+        return {**batch, "image": self.normalize(batch["image"])}

@@ -1,0 +1,102 @@
+"""The one LightningModule for image classification: any network, cross-entropy, top-1/top-5."""
+
+import inspect
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from lightning import LightningModule
+from torch import nn
+from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+
+# Scheduler arguments that measure the length of the run; left null in conf/scheduler/*.yaml,
+# they are filled in from the trainer once the number of steps per epoch is known.
+RUN_LENGTH_ARGUMENTS = ("T_max", "total_steps")
+
+
+class ImageClassifier(LightningModule):
+    """Trains `net` (a config with `_target_`) on batches {"image", "label"}.
+
+    All arguments are plain data, saved as hyperparameters, so `load_from_checkpoint` rebuilds the
+    same network from a checkpoint alone.
+    """
+
+    def __init__(
+        self,
+        net: dict[str, Any],
+        optimizer: dict[str, Any],
+        scheduler: dict[str, Any] | None,
+        input_shape: tuple[int, int, int],
+        num_classes: int,
+        label_smoothing: float = 0.0,
+    ):
+        super().__init__()
+        self.save_hyperparameters(logger=False)
+        self.net = instantiate(net, input_shape=tuple(input_shape), num_classes=num_classes)
+        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        self.example_input_array = torch.zeros(2, *input_shape)
+
+        accuracy = MetricCollection(
+            {
+                "top1": MulticlassAccuracy(num_classes, top_k=1, average="micro"),
+                "top5": MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro"),
+            }
+        )
+        self.train_metrics = accuracy.clone(prefix="train/")
+        self.val_metrics = accuracy.clone(prefix="val/")
+        self.test_metrics = accuracy.clone(prefix="test/")
+        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        logits = self(batch["image"])
+        loss = self.loss_fn(logits, batch["label"])
+        step_accuracy = self.train_metrics(logits, batch["label"])
+        self.train_loss.update(loss.detach(), weight=len(logits))
+        self.log_dict(
+            {"train_step/loss": loss.detach(), "train_step/top1": step_accuracy["train/top1"]},
+            on_step=True, on_epoch=False, prog_bar=True,
+        )
+        self._log_epoch_metrics("train", self.train_loss, self.train_metrics)
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._evaluation_step(batch, "val", self.val_loss, self.val_metrics)
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._evaluation_step(batch, "test", self.test_loss, self.test_metrics)
+
+    def _evaluation_step(self, batch: dict[str, torch.Tensor], stage: str, loss_metric: MeanMetric, accuracy: MetricCollection) -> None:
+        logits = self(batch["image"])
+        loss_metric.update(self.loss_fn(logits, batch["label"]), weight=len(logits))
+        accuracy.update(logits, batch["label"])
+        self._log_epoch_metrics(stage, loss_metric, accuracy)
+
+    def _log_epoch_metrics(self, stage: str, loss_metric: MeanMetric, accuracy: MetricCollection) -> None:
+        # Metric objects: Lightning calls compute() at epoch end, which syncs them across DDP processes.
+        self.log(f"{stage}/loss", loss_metric, on_step=False, on_epoch=True, prog_bar=stage == "val")
+        self.log_dict(accuracy, on_step=False, on_epoch=True, prog_bar=stage == "val")
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = instantiate(self.hparams.optimizer, params=self.parameters())
+        scheduler_cfg = self.hparams.scheduler
+        if not scheduler_cfg:
+            return {"optimizer": optimizer}
+        scheduler_factory = instantiate(scheduler_cfg["scheduler"])
+        interval = scheduler_cfg.get("interval", "epoch")
+        run_length = self.trainer.estimated_stepping_batches if interval == "step" else self.trainer.max_epochs
+        accepted = inspect.signature(scheduler_factory.func).parameters
+        filled = {name: run_length for name in RUN_LENGTH_ARGUMENTS if name in accepted and scheduler_factory.keywords.get(name, 0) is None}
+        if "cycle_momentum" in accepted and not _uses_momentum(optimizer):
+            filled["cycle_momentum"] = False  # OneCycleLR would otherwise add momentum (or fail, for Adagrad)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler_factory(optimizer, **filled), "interval": interval, "name": "train/lr"},
+        }
+
+
+def _uses_momentum(optimizer: torch.optim.Optimizer) -> bool:
+    return optimizer.defaults.get("momentum", 0) > 0 or "betas" in optimizer.defaults

@@ -1,0 +1,96 @@
+"""Every option of every config group composes and builds; Hydra's own errors reach the user."""
+
+import pytest
+import torch
+from lightning import Trainer
+
+from core.build import build_callbacks, build_datamodule, build_loggers, build_module, build_trainer
+from tests.compose import compose_config, group_options
+from tests.conftest import run_entry
+
+# trainer presets that need hardware this machine may lack are composed but not built
+NEEDS_GPU = {"gpu", "ddp"}
+
+
+def test_groups_exist():
+    for group in ("data", "model", "optimizer", "scheduler", "trainer", "callbacks", "logger", "paths", "hydra", "experiment", "debug"):
+        assert group_options(group), f"conf/{group}/ has no options"
+
+
+@pytest.mark.parametrize("model", group_options("model"))
+def test_every_model_builds_from_the_datamodule_shape(model, tmp_path, mnist_dir):
+    cfg = compose_config([f"model={model}", f"data.data_dir={mnist_dir}"], tmp_path)
+    datamodule = build_datamodule(cfg)
+    module = build_module(cfg, datamodule)
+    logits = module(torch.zeros(3, *datamodule.input_shape))
+    assert logits.shape == (3, datamodule.num_classes)
+
+
+@pytest.mark.parametrize("optimizer", group_options("optimizer"))
+@pytest.mark.parametrize("scheduler", group_options("scheduler"))
+def test_every_optimizer_and_scheduler_trains_a_step(optimizer, scheduler, tmp_path, mnist_dir):
+    cfg = compose_config([f"optimizer={optimizer}", f"scheduler={scheduler}", f"data.data_dir={mnist_dir}", "data.val_size=100", "data.download=false"], tmp_path)
+    datamodule = build_datamodule(cfg)
+    module = build_module(cfg, datamodule)
+    trainer = Trainer(accelerator="cpu", max_steps=3, limit_val_batches=1, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    before = [p.detach().clone() for p in module.parameters()]
+    trainer.fit(module, datamodule=datamodule)
+    assert trainer.global_step == 3
+    assert any(not torch.equal(a, b) for a, b in zip(before, module.parameters())), "no parameter changed"
+    assert isinstance(trainer.optimizers[0], getattr(torch.optim, cfg.optimizer._target_.rsplit(".", 1)[1]))
+
+
+@pytest.mark.parametrize("trainer_name", group_options("trainer"))
+def test_every_trainer_preset_composes(trainer_name, tmp_path):
+    cfg = compose_config([f"trainer={trainer_name}"], tmp_path)
+    assert cfg.trainer._target_ == "lightning.pytorch.Trainer"
+    if trainer_name not in NEEDS_GPU or torch.cuda.is_available():
+        build_trainer(cfg, build_callbacks(cfg), build_loggers(cfg))
+
+
+def test_ddp_preset_reads_naturally(tmp_path):
+    cfg = compose_config(["trainer=ddp", "trainer.devices=4"], tmp_path)
+    assert (cfg.trainer.strategy, cfg.trainer.accelerator, cfg.trainer.devices) == ("ddp", "gpu", 4)
+
+
+@pytest.mark.parametrize("group", ["callbacks", "logger", "debug", "experiment"])
+def test_every_option_of_the_run_groups_builds(group, tmp_path, mnist_dir):
+    for option in group_options(group):
+        cfg = compose_config([f"{group}={option}", f"data.data_dir={mnist_dir}"], tmp_path)
+        build_trainer(cfg, build_callbacks(cfg), build_loggers(cfg))
+
+
+def test_overrides_reach_the_config(tmp_path):
+    cfg = compose_config(["optimizer=adam", "optimizer.lr=1e-3", "trainer.max_epochs=5", "data.batch_size=256"], tmp_path)
+    assert cfg.optimizer._target_ == "torch.optim.Adam"
+    assert (cfg.optimizer.lr, cfg.trainer.max_epochs, cfg.data.batch_size) == (1e-3, 5, 256)
+
+
+def test_cfg_job_prints_the_composed_config():
+    result = run_entry("train.py", "model=mlp", "optimizer.lr=0.123", "--cfg", "job")
+    assert "lightning_modules.nets.mlp.MLP" in result.stdout
+    assert "lr: 0.123" in result.stdout
+
+
+def test_unknown_group_option_lists_the_choices():
+    result = run_entry("train.py", "model=no_such_model", check=False)
+    assert result.returncode != 0
+    assert "Could not find 'model/no_such_model'" in result.stderr
+    assert "Available options" in result.stderr and "lenet" in result.stderr
+
+
+def test_misspelt_key_is_refused():
+    result = run_entry("train.py", "optimizer.learning_rate=0.1", check=False)
+    assert result.returncode != 0
+    assert "learning_rate" in result.stderr
+
+
+def test_fake_data_has_the_chosen_shape(tmp_path):
+    cfg = compose_config(["data=fake", "data.input_shape=[1,28,28]", "data.num_classes=10", "data.train_size=64", "data.batch_size=16"], tmp_path)
+    datamodule = build_datamodule(cfg)
+    datamodule.setup("fit")
+    batch = next(iter(datamodule.train_dataloader()))
+    assert batch["image"].shape == (16, 1, 28, 28) and batch["image"].dtype == torch.uint8
+    assert int(batch["label"].max()) < 10
+    normalized = datamodule.on_after_batch_transfer(batch, 0)["image"]
+    assert normalized.dtype == torch.float32 and normalized.shape == (16, 1, 28, 28)
