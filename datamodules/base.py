@@ -42,6 +42,10 @@ class ImageDataModule(LightningDataModule):
     def class_names(self) -> list[str]:
         raise NotImplementedError
 
+    def source(self, split: str, index: int) -> str:
+        """Where sample `index` (the batch's "index") of `split` comes from: a file path when the dataset has files."""
+        return f"{split}[{index}]"
+
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, self.batch_size, shuffle=True)
 

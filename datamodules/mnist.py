@@ -36,6 +36,11 @@ class MNISTDataModule(ImageDataModule):
     def class_names(self) -> list[str]:
         return list(MNIST.classes)
 
+    def source(self, split: str, index: int) -> str:
+        """The IDX file and the image's position in it (validation images come from the training file)."""
+        file = "t10k-images-idx3-ubyte" if split == "test" else "train-images-idx3-ubyte"
+        return f"{self.raw_folder / file}[{index}]"
+
     def prepare_data(self) -> None:
         """Download the files once per node when they are absent."""
         raw_files = [self.raw_folder / Path(url).stem for url, _ in MNIST.resources]

@@ -94,3 +94,14 @@ def test_fake_data_has_the_chosen_shape(tmp_path):
     assert int(batch["label"].max()) < 10
     normalized = datamodule.on_after_batch_transfer(batch, 0)["image"]
     assert normalized.dtype == torch.float32 and normalized.shape == (16, 1, 28, 28)
+
+
+def test_mnist_split_is_seeded_disjoint_and_keeps_the_test_set_apart(tmp_path, mnist_dir):
+    cfg = compose_config([f"data.data_dir={mnist_dir}", "data.val_size=100", "data.download=false"], tmp_path)
+    first, second = build_datamodule(cfg), build_datamodule(cfg)
+    first.setup("fit"), second.setup("fit")
+    train_index, val_index = set(first.train_set.source_index.tolist()), set(first.val_set.source_index.tolist())
+    assert len(val_index) == 100 and len(train_index) == 500 and not train_index & val_index
+    assert torch.equal(first.val_set.source_index, second.val_set.source_index)
+    assert len(first.test_set) == 200
+    assert first.source("val", 3).endswith("train-images-idx3-ubyte[3]") and first.source("test", 3).endswith("t10k-images-idx3-ubyte[3]")
