@@ -80,7 +80,8 @@ class ImageDataModule(LightningDataModule):
         """uint8 (B,C,H,W) in [0, 255] -> float, normalised with the dataset's mean and std."""
         mean = torch.tensor(self.mean, device=images.device).view(1, -1, 1, 1)
         std = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1)
-        return (images.float() / 255.0 - mean) / std
+        # (x / 255 - mean) / std as x * scale + shift, in place on a float copy: 3 passes over the batch instead of 5
+        return images.to(torch.float32, copy=True).mul_(1.0 / (255.0 * std)).add_(-mean / std)
 
     def on_after_batch_transfer(self, batch: dict | torch.Tensor, dataloader_idx: int) -> dict | torch.Tensor:
         if not isinstance(batch, dict):  # the module's example_input_array (summary, graph) is a float input already

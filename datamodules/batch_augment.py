@@ -3,7 +3,7 @@
 torchvision's transforms draw one set of random parameters per call, so a batch passed to them is
 cropped and flipped all alike; per-image parameters would need one call per image. Here each image
 gets its own crop offset (or box) and flip, computed for the batch in a few tensor operations:
-a random crop with padding is one gather of uint8 pixels (exact pixel copies, no interpolation),
+a random crop with padding is one index_select of uint8 pixel rows (exact copies, no interpolation),
 a random-resized crop is one affine_grid + grid_sample with one affine matrix per image.
 """
 
@@ -55,34 +55,49 @@ class BatchAugment:
         return self._shifted_crop(images, flipped)
 
     def _shifted_crop(self, images: torch.Tensor, flipped: torch.Tensor) -> torch.Tensor:
-        """Each output pixel copies the source pixel at (row + dy, column + dx), mirrored when flipped:
-        one gather over the batch; source positions outside the image are filled per padding_mode."""
+        """A window of the padded image at a random offset, mirrored where flipped.
+
+        Every run of W consecutive pixels of the padded batch (and of its mirror image) is a row of one
+        strided view of it, so a single index_select copies the rows of all windows, whole rows at a time.
+        """
         batch, channels, height, width = images.shape
         pad = self.padding
-        if pad >= min(height, width) and self.padding_mode in ("reflect", "symmetric"):
-            raise ValueError(f"padding {pad} must be smaller than the image ({height}x{width}) to {self.padding_mode}-pad it")
+        padded = self._pad(images)
+        if self.flip:
+            padded = torch.cat([padded, padded.flip(3)])  # sample b mirrored is sample batch + b
+        padded_height, padded_width = padded.shape[2:]
         device = images.device
-        shift_y = torch.randint(0, 2 * pad + 1, (batch, 1), device=device) - pad
-        shift_x = torch.randint(0, 2 * pad + 1, (batch, 1), device=device) - pad
-        rows = shift_y + torch.arange(height, device=device)
-        columns = torch.arange(width, device=device).expand(batch, width)
-        columns = shift_x + torch.where(flipped[:, None], columns.flip(1), columns)
-        rows, row_inside = self._fold_into(rows, height)
-        columns, column_inside = self._fold_into(columns, width)
-        index = (rows[:, :, None] * width + columns[:, None, :]).view(batch, 1, height * width).expand(batch, channels, -1)
-        out = images.reshape(batch, channels, height * width).gather(2, index).view(batch, channels, height, width)
-        if self.padding_mode == "constant" and pad:
-            out = out * (row_inside[:, :, None] & column_inside[:, None, :])[:, None].to(out.dtype)
-        return out
+        source = torch.arange(batch, device=device) + batch * flipped
+        top = torch.randint(0, 2 * pad + 1, (batch, 1, 1), device=device)
+        left = torch.randint(0, 2 * pad + 1, (batch, 1, 1), device=device)
+        first_rows = (source[:, None, None] * channels + torch.arange(channels, device=device)[:, None]) * padded_height + top
+        starts = (first_rows + torch.arange(height, device=device)) * padded_width + left  # (B, C, H): where each output row starts
+        runs = padded.reshape(-1).unfold(0, width, 1)
+        return runs.index_select(0, starts.view(-1)).view(batch, channels, height, width)
 
-    def _fold_into(self, position: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Source positions folded into [0, size) as padding_mode pads, and which were inside already."""
-        inside = (position >= 0) & (position < size)
+    def _pad(self, images: torch.Tensor) -> torch.Tensor:
+        """Padded by `padding` on every side as torchvision pads: zeros (constant) or by index maps of the rows and columns."""
+        pad = self.padding
+        if pad == 0:
+            return images
+        if self.padding_mode == "constant":
+            return F.pad(images, (pad, pad, pad, pad))
+        height, width = images.shape[2:]
+        if pad >= min(height, width) and self.padding_mode != "edge":
+            raise ValueError(f"padding {pad} must be smaller than the image ({height}x{width}) to {self.padding_mode}-pad it")
+        for dim, size in ((2, height), (3, width)):  # only the borders are gathered: a gather across the whole width is slow
+            before = self._fold_into(torch.arange(-pad, 0, device=images.device), size)
+            after = self._fold_into(torch.arange(size, size + pad, device=images.device), size)
+            images = torch.cat([images.index_select(dim, before), images, images.index_select(dim, after)], dim)
+        return images
+
+    def _fold_into(self, position: torch.Tensor, size: int) -> torch.Tensor:
+        """Positions outside [0, size) mapped inside as padding_mode pads."""
         if self.padding_mode == "reflect":  # ... 2 1 | 0 1 2 ... n-1 | n-2 ...
             position = torch.where(position < 0, -position, torch.where(position >= size, 2 * (size - 1) - position, position))
         elif self.padding_mode == "symmetric":  # ... 1 0 | 0 1 2 ... n-1 | n-1 ...
             position = torch.where(position < 0, -position - 1, torch.where(position >= size, 2 * size - 1 - position, position))
-        return position.clamp(0, size - 1), inside  # constant (masked afterwards) and edge: the nearest pixel
+        return position.clamp(0, size - 1)  # edge: the nearest pixel
 
     def _random_resized_crop(self, images: torch.Tensor, flipped: torch.Tensor) -> torch.Tensor:
         box_height, box_width, top, left = self._random_boxes(len(images), *images.shape[2:], images.device)
