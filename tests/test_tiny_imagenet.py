@@ -15,8 +15,10 @@ import pytest
 import torch
 from PIL import Image
 
+from core.build import build_datamodule, build_module
 from core.errors import UserError
 from datamodules.tiny_imagenet import TinyImageNetDataModule
+from tests.compose import compose_config
 from tests.conftest import run_entry
 from tests.tensorboard_events import read_scalars
 from tests.tiny_imagenet_files import class_from_pixels, write_tiny_imagenet
@@ -340,3 +342,18 @@ def test_train_and_eval_run_end_to_end(pristine, tmp_path):
     evaluated = tmp_path / "eval"
     run_entry("eval.py", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", "splits=[val]", f"hydra.run.dir={evaluated}", "callbacks.progress_bar.refresh_rate=0")
     assert json.loads((evaluated / "metrics.json").read_text())["val/top1"] == pytest.approx(scalars["val/top1"][-1][1], abs=1e-6)
+
+
+# --- the homework preset (needs model=resnet18, conf/model/resnet18.yaml) ----------------------------------
+
+
+def test_resnet18_preset_is_the_documented_recipe(pristine, tmp_path):
+    cfg = compose_config(["experiment=tiny_imagenet_resnet18", f"data.data_dir={pristine}", "data.download=false", f"data.cache_dir={tmp_path / 'cache'}"], tmp_path)
+    assert cfg.data._target_ == "datamodules.tiny_imagenet.TinyImageNetDataModule" and cfg.model.small_input_stem is True
+    assert (cfg.optimizer._target_, cfg.optimizer.nesterov, cfg.optimizer.momentum, cfg.optimizer.lr, cfg.optimizer.weight_decay) == ("torch.optim.SGD", True, 0.9, 0.1, 5e-4)
+    assert cfg.data.batch_size == 256  # the batch lr 0.1 is meant for (linear scaling rule)
+    assert cfg.scheduler.scheduler._target_ == "torch.optim.lr_scheduler.CosineAnnealingLR" and cfg.trainer.max_epochs == 100
+    assert (cfg.data.augment.crop, cfg.data.augment.padding, cfg.data.augment.flip) == ("random", 4, True)
+    datamodule = build_datamodule(cfg)
+    module = build_module(cfg, datamodule)
+    assert module(torch.zeros(2, 3, 64, 64)).shape == (2, CLASSES)
