@@ -7,6 +7,7 @@ files' is rebuilt; one left half-written has no manifest and is rebuilt too. Dec
 process per available CPU core, with a progress bar showing the image count and rate.
 """
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from core.errors import UserError
 from datamodules.image_files import BadImageFile, decode_image
 
 log = logging.getLogger(__name__)
@@ -64,12 +66,27 @@ def _open(folder: Path, manifest: dict) -> DecodedImages:
 
 
 def _build(folder: Path, files: Sequence[Path], image_shape: tuple[int, int, int], expected: str, description: str) -> DecodedImages:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "manifest.json").unlink(missing_ok=True)  # from here until the end the cache is invalid
-    partial = folder / "images.partial.npy"
-    np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(len(files), *image_shape)).flush()
+    # temporary names of this process's own: builders on several nodes sharing the folder do not mix their
+    # rows, and each moves finished files into place atomically (they hold the same pixels)
+    partial = {name: folder / f"{name}.{os.getpid()}.partial{suffix}" for name, suffix in (("images", ".npy"), ("kept", ".npy"), ("manifest", ".json"))}
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "manifest.json").unlink(missing_ok=True)  # from here until the end the cache is invalid
+        manifest = _decode_all(folder, files, image_shape, expected, description, partial)
+    except OSError as error:  # not writable, disk full, ...
+        for path in partial.values():
+            with contextlib.suppress(OSError):
+                path.unlink()
+        raise UserError(
+            f"Could not write the decoded {description} in {folder} ({error.strerror or error}): set data.cache_dir to a writable "
+            f"folder with {len(files) * int(np.prod(image_shape)) / 1e9:.1f} GB free, or data.cache=false to decode images as they are loaded."
+        ) from error
+    return _open(folder, manifest)
 
-    tasks = [(partial, start, [str(path) for path in files[start : start + CHUNK]], image_shape) for start in range(0, len(files), CHUNK)]
+
+def _decode_all(folder: Path, files: Sequence[Path], image_shape: tuple[int, int, int], expected: str, description: str, partial: dict[str, Path]) -> dict:
+    np.lib.format.open_memmap(partial["images"], mode="w+", dtype=np.uint8, shape=(len(files), *image_shape)).flush()
+    tasks = [(partial["images"], start, [str(path) for path in files[start : start + CHUNK]], image_shape) for start in range(0, len(files), CHUNK)]
     processes = min(len(os.sched_getaffinity(0)), len(tasks))
     bad: dict[int, str] = {}
     started = time.perf_counter()
@@ -88,15 +105,14 @@ def _build(folder: Path, files: Sequence[Path], image_shape: tuple[int, int, int
 
     kept = np.array([position for position in range(len(files)) if position not in bad], dtype=np.int64)
     if bad:
-        _drop_rows(partial, kept)
-    os.replace(partial, folder / "images.npy")
-    np.save(folder / "kept.npy", kept)
+        _drop_rows(partial["images"], kept)
+    np.save(partial["kept"], kept)
     manifest = {"fingerprint": expected, "images": len(kept), "bad_files": [bad[position] for position in sorted(bad)]}
-    temporary = folder / "manifest.json.partial"
-    temporary.write_text(json.dumps(manifest, indent=1))
-    os.replace(temporary, folder / "manifest.json")
+    partial["manifest"].write_text(json.dumps(manifest, indent=1))
+    for name in ("images", "kept", "manifest"):  # the manifest last: it marks the cache complete
+        os.replace(partial[name], folder / f"{name}{partial[name].suffix}")
     log.info(f"Decoded {len(files)} {description} into {folder} in {seconds:.1f} s ({len(files) / seconds:.0f} images/s, {processes} processes)")
-    return _open(folder, manifest)
+    return manifest
 
 
 def _decode_into(task: tuple[Path, int, list[str], tuple[int, int, int]]) -> tuple[int, dict[int, str]]:
@@ -116,7 +132,7 @@ def _decode_into(task: tuple[Path, int, list[str], tuple[int, int, int]]) -> tup
 def _drop_rows(path: Path, kept: np.ndarray) -> None:
     """Rewrite the cache file with only the rows in `kept` (rare: only when some files could not be decoded)."""
     full = np.load(path, mmap_mode="r")
-    compact_path = path.with_name("images.compact.npy")
+    compact_path = path.with_name(path.name.replace(".partial", ".compact"))
     compact = np.lib.format.open_memmap(compact_path, mode="w+", dtype=full.dtype, shape=(len(kept), *full.shape[1:]))
     for start in range(0, len(kept), CHUNK):
         compact[start : start + CHUNK] = full[kept[start : start + CHUNK]]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from core.errors import UserError
@@ -26,7 +26,9 @@ def decode_image(path: Path | str, image_shape: tuple[int, int, int]) -> np.ndar
     try:
         with Image.open(path) as image:
             pixels = np.asarray(image.convert(PIL_MODES[channels]))
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:  # truncated, corrupt, not an image
+    except UnidentifiedImageError as error:  # its message repeats the path
+        raise BadImageFile(f"{path} cannot be decoded as an image (not an image file PIL knows)") from error
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:  # truncated, corrupt
         raise BadImageFile(f"{path} cannot be decoded as an image ({error})") from error
     if pixels.shape[:2] != (height, width):
         raise BadImageFile(f"{path} is {pixels.shape[1]}x{pixels.shape[0]} pixels, not {width}x{height}")

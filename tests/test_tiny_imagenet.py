@@ -357,3 +357,9 @@ def test_resnet18_preset_is_the_documented_recipe(pristine, tmp_path):
     datamodule = build_datamodule(cfg)
     module = build_module(cfg, datamodule)
     assert module(torch.zeros(2, 3, 64, 64)).shape == (2, CLASSES)
+
+
+def test_an_unwritable_cache_folder_is_one_sentence(pristine, tmp_path):
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(UserError, match=r"Could not write the decoded Tiny-ImageNet train images in .*a_file/train .*set data.cache_dir to a writable folder"):
+        ready(pristine, cache_dir=str(tmp_path / "a_file"))
