@@ -98,9 +98,9 @@ class TinyImageNetDataModule(ImageDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if not self.folder.exists():
-            raise UserError(self._absent(f"data.download={self.download} and nothing was downloaded"))
+            raise UserError(self._absent("prepare_data() has not downloaded it"))
         if len(self.folder.wnids) != self.num_classes:
-            raise UserError(f"{self.folder.wnids_file} lists {len(self.folder.wnids)} classes but the network was built for {self.num_classes}: run again to rebuild it.")
+            raise UserError(f"{self.folder.wnids_file} lists {len(self.folder.wnids)} classes but the network was built for {self.num_classes} before the folder was there: run again.")
         for folder in FOLDERS_OF_STAGE.get(stage, SPLITS):
             if folder not in self._datasets:
                 self._datasets[folder] = self._checked(folder)
