@@ -16,19 +16,30 @@ class UserError(Exception):
     """Something the user can fix; the message says what is wrong and how to fix it, in one sentence."""
 
 
+class TrainingStopped(Exception):
+    """Training ended early on a signal, after saving a checkpoint to resume from; the message says how."""
+
+    def __init__(self, signum: int, message: str):
+        super().__init__(message)
+        self.signum = signum
+
+
 def _in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 @contextmanager
 def exit_on_user_error():
-    """Turn a UserError into its message and exit code 2.
+    """Turn a UserError into its message and exit code 2, and a stop on a signal into its message and 128 + the signal's number.
 
-    In a multirun the error is re-raised instead, so that Hydra marks this job as failed and the
-    other jobs of the sweep still run.
+    In a multirun a UserError is re-raised instead, so that Hydra marks this job as failed and the
+    other jobs of the sweep still run; a signal ends the whole sweep.
     """
     try:
         yield
+    except TrainingStopped as stop:
+        print(f"stopped: {stop}", file=sys.stderr)
+        raise SystemExit(128 + stop.signum) from None
     except UserError as error:
         if _in_multirun():
             log.error(str(error))
