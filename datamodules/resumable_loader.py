@@ -2,9 +2,9 @@
 
 Each epoch's order is a function of (seed, epoch) alone, as DistributedSampler does under DDP, and the
 loader draws nothing from the global random generator (DataLoader otherwise draws its worker seed and the
-sampler's seed from it). Lightning saves `state_dict()` of the training loader in every checkpoint and
-calls `load_state_dict()` on resume: a run resumed in the middle of an epoch continues with the batches
-of that epoch's order it had not yet trained on.
+sampler's seed from it). callbacks/exact_resume.py stores `position()` in every checkpoint and calls
+`resume_from()` on resume: a run resumed in the middle of an epoch continues with the batches of that
+epoch's order it had not yet trained on.
 """
 
 from collections.abc import Iterator
@@ -65,9 +65,10 @@ class ResumableDataLoader(DataLoader):
             self._served["batches"] += 1
             yield batch
 
-    def state_dict(self) -> dict[str, int]:
+    def position(self) -> dict[str, int]:
+        """The epoch and how many of its batches were served."""
         return dict(self._served)
 
-    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+    def resume_from(self, position: dict[str, int]) -> None:
         """Skip the batches already trained on if the next pass is the same epoch (a checkpoint saved mid-epoch)."""
-        self._resume_at = dict(state_dict)
+        self._resume_at = dict(position)

@@ -1,8 +1,12 @@
-"""Stores the global random number generators (torch, CUDA, numpy, python) in every checkpoint and restores them on resume.
+"""What Lightning does not restore on resume: the global random generators and the training loader's place in its epoch.
 
-Lightning restores the weights, optimizer, schedulers and loops but not these, so without this a resumed
-run would draw other dropout masks and augmentations than the uninterrupted run. The states are kept as
-tensors and plain numbers, so the checkpoint still loads with torch.load(weights_only=True).
+Lightning restores the weights, optimizer, schedulers and loops. Without the random generators (torch,
+CUDA, numpy, python) a resumed run would draw other dropout masks and augmentations than an uninterrupted
+one; without the loader's position a run resumed mid-epoch would start that epoch's batches over.
+(Lightning can save a loader's state itself, but it never restores it when configure_optimizers has
+asked for `trainer.estimated_stepping_batches`, as ours does: that sets the loader up before the
+checkpoint is read.) Everything is kept as tensors and plain numbers, so checkpoints still load with
+torch.load(weights_only=True).
 """
 
 import logging
@@ -12,6 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 from lightning import Callback, LightningModule, Trainer
+
+from datamodules.resumable_loader import ResumableDataLoader
 
 log = logging.getLogger(__name__)
 
@@ -42,16 +48,25 @@ def restore_rng_states(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(cuda_states)
 
 
-class RNGStateCheckpoint(Callback):
-    """Saves each process's generator states with every checkpoint; applies them when training (re)starts.
+class ExactResume(Callback):
+    """Saves each process's generator states and the training loader's position with every checkpoint;
+    applies them when training (re)starts.
 
     They are applied in `on_train_start`, not when the checkpoint is read: Lightning draws random numbers
     in between (e.g. tracing the TensorBoard graph through dropout), which the uninterrupted run drew
-    before its first epoch, not at this point.
+    before its first epoch, not at this point; and the loader exists by then but has not started its epoch.
     """
 
     def __init__(self) -> None:
-        self._states_to_restore: list[dict[str, Any]] | None = None
+        self._trainer: Trainer | None = None
+        self._to_restore: dict[str, Any] | None = None
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self._trainer = trainer
+
+    def _train_loader(self) -> ResumableDataLoader | None:
+        loader = self._trainer.train_dataloader if self._trainer is not None else None
+        return loader if isinstance(loader, ResumableDataLoader) else None
 
     def state_dict(self) -> dict[str, Any]:
         states = capture_rng_states()
@@ -59,17 +74,22 @@ class RNGStateCheckpoint(Callback):
         if distributed and torch.distributed.get_world_size() > 1:  # one entry per process: each rank resumes its own streams
             per_rank: list[Any] = [None] * torch.distributed.get_world_size()
             torch.distributed.all_gather_object(per_rank, states)
-            return {"per_rank": per_rank}
-        return {"per_rank": [states]}
+        else:
+            per_rank = [states]
+        loader = self._train_loader()
+        return {"rng_per_rank": per_rank, "train_loader": loader.position() if loader is not None else None}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._states_to_restore = state_dict["per_rank"]
+        self._to_restore = state_dict
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self._states_to_restore is None:
+        if self._to_restore is None:
             return
-        per_rank, self._states_to_restore = self._states_to_restore, None
+        state, self._to_restore = self._to_restore, None
+        per_rank = state["rng_per_rank"]
         if len(per_rank) != trainer.world_size:
             log.warning(f"The checkpoint holds random states of {len(per_rank)} processes, this run has {trainer.world_size}: each process resumes with those of process 0.")
         restore_rng_states(per_rank[trainer.global_rank] if len(per_rank) == trainer.world_size else per_rank[0])
-
+        loader = self._train_loader()
+        if loader is not None and state["train_loader"] is not None:
+            loader.resume_from(state["train_loader"])
