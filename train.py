@@ -12,6 +12,7 @@ import hydra
 import lightning as L
 from omegaconf import DictConfig
 
+from callbacks.continue_logs import ContinueLogs
 from callbacks.exact_resume import ExactResume
 from callbacks.run_config import StoreRunConfig
 from core.build import build_callbacks, build_datamodule, build_loggers, build_module, build_trainer, log_hyperparameters
@@ -47,7 +48,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if ckpt_path:  # clear sentences for a wrong file, before Lightning reads it
         check_resumable(cfg, module, load_checkpoint(ckpt_path), ckpt_path)
     loggers = build_loggers(cfg)
-    trainer = build_trainer(cfg, build_callbacks(cfg) + [StoreRunConfig(to_plain(cfg)), ExactResume()], loggers)
+    # always there, whatever the callbacks group says: what makes checkpoints complete and resumes exact
+    always = [StoreRunConfig(to_plain(cfg)), ExactResume(), ContinueLogs()]
+    trainer = build_trainer(cfg, build_callbacks(cfg) + always, loggers)
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     metrics = {name: value.item() for name, value in trainer.callback_metrics.items()}

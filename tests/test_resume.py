@@ -1,0 +1,132 @@
+"""Resuming through the real train.py: exact (bitwise) after a stop at an epoch end, mid-epoch, on signals and after SIGKILLs."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import REPO, TINY, run_entry
+from tests.tensorboard_events import read_scalars_as_shown
+
+EPOCHS = 3
+# Random images (fake data) in MNIST's shape, 60 small batches per epoch: long enough to be interrupted
+# mid-epoch; dropout makes the result depend on the random generators being restored.
+SLOW_ENOUGH = [
+    "trainer=cpu", "data=fake", "data.input_shape=[1,28,28]", "data.num_classes=10", "data.train_size=480", "data.val_size=64",
+    "data.test_size=32", "data.batch_size=8", "model.dropout=0.3", f"trainer.max_epochs={EPOCHS}", "test=false",
+    "callbacks.progress_bar.refresh_rate=0", "callbacks.periodic_checkpoint.every_n_epochs=1", "trainer.log_every_n_steps=10",
+]
+
+
+def load(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def assert_same_training_state(expected: Path, actual: Path) -> None:
+    """Weights, optimizer state, scheduler, step and epoch identical, bit for bit."""
+    a, b = load(expected), load(actual)
+    assert (a["epoch"], a["global_step"]) == (b["epoch"], b["global_step"])
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for name, tensor in a["state_dict"].items():
+        assert torch.equal(tensor, b["state_dict"][name]), name
+    for state_a, state_b in zip(a["optimizer_states"][0]["state"].values(), b["optimizer_states"][0]["state"].values()):
+        assert all(torch.equal(state_a[key], state_b[key]) for key in state_a)
+    assert a["lr_schedulers"] == b["lr_schedulers"]
+
+
+def assert_one_point_per_epoch(run: Path) -> None:
+    scalars = read_scalars_as_shown(run / "tensorboard")
+    for tag in ("train/loss", "val/loss", "val/top1"):
+        steps = [step for step, _ in scalars[tag]]
+        assert len(steps) == EPOCHS and len(set(steps)) == EPOCHS, (tag, steps)
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory) -> Path:
+    """The uninterrupted run that every interrupted one must reproduce."""
+    out = tmp_path_factory.mktemp("straight")
+    run_entry("train.py", *SLOW_ENOUGH, f"hydra.run.dir={out}")
+    return out
+
+
+def start(overrides: list[str]) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0"}
+    return subprocess.Popen([sys.executable, "train.py", *overrides], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(path: Path, process: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, f"train.py ended ({process.returncode}) before writing {path}: {process.stderr.read()[-3000:]}"
+        assert time.monotonic() < deadline, f"no {path} after {timeout} s"
+        time.sleep(0.05)
+
+
+def test_resuming_from_a_mid_run_checkpoint_reproduces_the_straight_run(straight_run, tmp_path):
+    """Stop after 1 of 3 epochs (the straight run's epoch000.ckpt), resume in a new directory: same final state and val metrics."""
+    run_entry("train.py", *SLOW_ENOUGH, f"hydra.run.dir={tmp_path}", f"ckpt_path={straight_run}/checkpoints/epoch000.ckpt")
+    assert_same_training_state(straight_run / "checkpoints" / "last.ckpt", tmp_path / "checkpoints" / "last.ckpt")
+    expected, resumed = read_scalars_as_shown(straight_run / "tensorboard"), read_scalars_as_shown(tmp_path / "tensorboard")
+    for tag in ("val/loss", "val/top1", "train/loss"):
+        assert resumed[tag] == expected[tag][1:], tag  # epochs 2 and 3, same steps, same values
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_saves_a_checkpoint_and_resume_true_continues_exactly(straight_run, tmp_path, signum):
+    run = tmp_path / "run"
+    overrides = [*SLOW_ENOUGH, f"hydra.run.dir={run}"]
+    process = start(overrides)
+    wait_for(run / "checkpoints" / "epoch000.ckpt", process)
+    time.sleep(random.uniform(0.0, 0.5))  # somewhere in the second epoch
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 128 + signum, stderr[-3000:]
+    assert f"training stopped by {signal.Signals(signum).name}" in stderr and "resume=true" in stderr
+    assert "Traceback" not in stderr
+    stopped_at = load(run / "checkpoints" / "last.ckpt")
+    assert 0 < stopped_at["global_step"] < load(straight_run / "checkpoints" / "last.ckpt")["global_step"]
+
+    run_entry("train.py", *overrides, "resume=true")
+    assert_same_training_state(straight_run / "checkpoints" / "last.ckpt", run / "checkpoints" / "last.ckpt")
+    assert_one_point_per_epoch(run)
+
+
+def test_sigkill_at_random_moments_then_resume_true_matches_the_straight_run(straight_run, tmp_path):
+    """5 SIGKILLs at random moments (before, during and between checkpoint writes), each followed by resume=true;
+    every checkpoint on disk stays loadable and the finished run equals the uninterrupted one."""
+    logs = tmp_path / "logs"
+    overrides = [*SLOW_ENOUGH, f"paths.log_dir={logs}", "resume=true"]
+    rng = random.Random(0)
+    for _ in range(5):
+        process = start(overrides)
+        time.sleep(rng.uniform(3.0, 9.0))  # python and torch take ~3 s to start; training ~5 s
+        process.kill()
+        process.wait()
+        for checkpoint in logs.rglob("*.ckpt"):
+            load(checkpoint)  # a torn file would raise here
+    result = run_entry("train.py", *overrides)
+    runs = [path.parent.parent for path in logs.glob("train/runs/*/checkpoints/last.ckpt")]
+    finished = max(runs, key=lambda run: (run / "checkpoints" / "last.ckpt").stat().st_mtime)
+    assert_same_training_state(straight_run / "checkpoints" / "last.ckpt", finished / "checkpoints" / "last.ckpt")
+    assert_one_point_per_epoch(finished)
+    assert "Traceback" not in result.stderr
+
+
+def test_resume_true_picks_the_latest_run_of_the_same_experiment(mnist_dir, tmp_path):
+    logs = tmp_path / "logs"
+    tiny = [override for override in TINY if not override.startswith("trainer.max_epochs=")]  # each key once: order free
+    common = [*tiny, f"data.data_dir={mnist_dir}", f"paths.log_dir={logs}", "test=false", "trainer.max_epochs=1", "logger=csv"]
+    run_entry("train.py", *common)
+    run_entry("train.py", *common, "optimizer.lr=0.01")  # another experiment, started later
+    (first, other) = sorted((logs / "train" / "runs").iterdir())
+    run_entry("train.py", *reversed(common), "resume=true")  # the first run's settings, in another order
+    assert sorted((logs / "train" / "runs").iterdir()) == [first, other], "resume=true must not start a new run directory"
+    assert f"Resuming {first} from {first}/checkpoints/last.ckpt" in (first / "train.log").read_text()
+    assert "resume=true" in (first / ".hydra" / "overrides.yaml").read_text()
+    assert "resume=true" not in (other / ".hydra" / "overrides.yaml").read_text()
