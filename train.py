@@ -2,7 +2,7 @@
 
 Everything the run writes (config, checkpoints, TensorBoard events) goes into one run directory.
 `ckpt_path=PATH` continues from a checkpoint in a new run directory; `resume=true` continues the latest
-run of the same experiment in its own directory (core/resume.py).
+run of the same experiment in its own directory (core/run_dir.py).
 """
 
 import logging
@@ -19,13 +19,13 @@ from core.build import build_callbacks, build_datamodule, build_loggers, build_m
 from core.checkpoint import check_resumable, load_checkpoint
 from core.config import to_plain
 from core.errors import UserError, exit_on_user_error
-from core.resume import LAST_CHECKPOINT
+from core.run_dir import LAST_CHECKPOINT
 
 log = logging.getLogger(__name__)
 
 
 def checkpoint_to_resume(cfg: DictConfig) -> str | None:
-    """ckpt_path, or with resume=true this run directory's last.ckpt (core/resume.py chose the directory)."""
+    """ckpt_path, or with resume=true this run directory's last.ckpt (core/run_dir.py chose the directory)."""
     if not cfg.resume:
         return cfg.ckpt_path
     if cfg.ckpt_path:

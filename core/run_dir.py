@@ -1,4 +1,6 @@
-"""`resume=true`: continue the latest run of the same experiment, in that run's own directory, from its last.ckpt.
+"""Choosing the run directory (hydra.run.dir): a new one, or with `resume=true` the latest run of the same experiment.
+
+`resume=true` continues that run in its own directory, from its last.ckpt.
 
 Two runs are "the same experiment" when their composed configs are equal apart from `resume` and
 `ckpt_path` (compared before interpolation, so the run directory's timestamp does not count): the same
@@ -11,10 +13,13 @@ TensorBoard adds an event file beside the earlier ones, and every callback finds
 """
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+
+from core.errors import UserError, exit_on_user_error
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +57,21 @@ def resolve_run_dir(resume: bool, runs_root: str, new_run_name: str, _root_: Dic
     key = (bool(resume), runs_root, new_run_name)
     if key not in _chosen_run_dirs:
         run = latest_run_of(_root_, Path(runs_root)) if resume else None
-        _chosen_run_dirs[key] = str(run) if run is not None else f"{runs_root}/{new_run_name}"
+        chosen = str(run) if run is not None else f"{runs_root}/{new_run_name}"
+        with exit_on_user_error():  # here, before Hydra creates it and reports a failure with a traceback
+            _create_writable(Path(chosen))
+        _chosen_run_dirs[key] = chosen
     return _chosen_run_dirs[key]
+
+
+def _create_writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise PermissionError(f"no permission to write in {folder}")
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise UserError(f"Cannot write the run directory {folder} ({reason}): point paths.log_dir at a folder you can write to.") from error
 
 
 def register_resolvers() -> None:
