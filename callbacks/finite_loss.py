@@ -49,8 +49,11 @@ class StopOnNonFiniteLoss(Callback):
             where = f"at epoch {epoch}, batch {batch_idx} (global step {step})"
         else:
             where = "in another process"
-        last = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
-        kept = f"the last good checkpoint, {last}, is kept" if last and Path(last).is_file() else "no checkpoint had been saved yet"
+        kept = "no checkpoint had been saved yet"
+        saved = [Path(path) for callback in trainer.checkpoint_callbacks for path in (getattr(callback, "best_model_path", ""), getattr(callback, "last_model_path", "")) if path]
+        saved = [path for path in saved if path.is_file()]
+        if saved:
+            kept = f"the last good checkpoint, {max(saved, key=lambda path: path.stat().st_mtime)}, is kept"
         raise UserError(
             f"The training loss became NaN or infinite {where}; training stopped without saving that state and {kept}: "
             "lower optimizer.lr (or use gradient clipping, trainer.gradient_clip_val=1.0) and check the data."

@@ -11,6 +11,7 @@ power cut) sees the previous complete file or the new complete file, never a par
 import errno
 import logging
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -74,8 +75,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             return super().save_checkpoint(checkpoint, path, storage_options)
         try:
             atomic_torch_save(checkpoint, path)
-        except (OSError, RuntimeError) as error:  # RuntimeError: torch's writer found a short write
-            reason = error.strerror if isinstance(error, OSError) and error.strerror else " ".join(str(error).split())
+        except (OSError, RuntimeError) as error:  # RuntimeError: torch's writer found a short write (a full disk, a quota)
+            if isinstance(error, OSError) and error.strerror:
+                reason = error.strerror
+            else:
+                reason = f"the write stopped short: it needs more than the {shutil.disk_usage(Path(path).parent).free // 1024} KiB free on that disk"
             raise UserError(
                 f"Could not write the checkpoint {path} ({reason}): free disk space or point paths.log_dir at a writable disk "
                 "with room; checkpoints saved before are intact."
