@@ -28,14 +28,21 @@ class StopOnSignal(Callback):
         self.received: int | None = None
         self._previous_handlers: dict[int, Any] = {}
 
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.received = None
+        self._install()
+
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        # Installed here, after Lightning's own SIGTERM handler (registered before training starts), so
-        # that it replaces that one for the length of the training loop.
+        # Again: Lightning registered its own SIGTERM handler after on_fit_start (it stops without
+        # saving, with exit code 0); during the training loop only this one runs.
+        self._install()
+
+    def _install(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
-        self.received = None
         for signum in HANDLED_SIGNALS:
-            self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
+            previous = signal.signal(signum, self._on_signal)
+            self._previous_handlers.setdefault(signum, previous)  # the handlers from before fit, restored after it
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if self.received is not None:

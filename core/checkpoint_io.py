@@ -14,7 +14,8 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import Any, BinaryIO
 
 import torch
 from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
@@ -35,6 +36,14 @@ def temporary_files_of(path: Path) -> list[Path]:
 
 def atomic_torch_save(obj: Any, path: _PATH) -> None:
     """torch.save(obj, path) such that `path` is at every moment either its old complete content or the new one."""
+    _atomic_write(path, lambda file: torch.save(obj, file))
+
+
+def atomic_write_bytes(data: bytes, path: _PATH) -> None:
+    _atomic_write(path, lambda file: file.write(data))
+
+
+def _atomic_write(path: _PATH, write: Callable[[BinaryIO], Any]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in temporary_files_of(path):  # a save that was killed half-way; its target is still the older whole file
@@ -42,7 +51,7 @@ def atomic_torch_save(obj: Any, path: _PATH) -> None:
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX)
     try:
         with os.fdopen(descriptor, "wb") as file:
-            torch.save(obj, file)
+            write(file)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)

@@ -1,11 +1,13 @@
 """Mistakes a user can make end as one sentence and a non-zero exit, not as a traceback."""
 
 import logging
+import signal
 import sys
 from contextlib import contextmanager
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,9 @@ def exit_on_user_error():
     except TrainingStopped as stop:
         print(f"stopped: {stop}", file=sys.stderr)
         raise SystemExit(128 + stop.signum) from None
+    except SIGTERMException:  # Lightning's own stop on SIGTERM, outside the training loop (e.g. in the sanity check)
+        print("stopped: SIGTERM before training started; nothing was trained, so nothing needed saving.", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGTERM) from None
     except UserError as error:
         if _in_multirun():
             log.error(str(error))

@@ -1,5 +1,6 @@
 """Resuming through the real train.py: exact (bitwise) after a stop at an epoch end, mid-epoch, on signals and after SIGKILLs."""
 
+import csv
 import os
 import random
 import signal
@@ -21,6 +22,7 @@ SLOW_ENOUGH = [
     "trainer=cpu", "data=fake", "data.input_shape=[1,28,28]", "data.num_classes=10", "data.train_size=480", "data.val_size=64",
     "data.test_size=32", "data.batch_size=8", "model.dropout=0.3", f"trainer.max_epochs={EPOCHS}", "test=false",
     "callbacks.progress_bar.refresh_rate=0", "callbacks.periodic_checkpoint.every_n_epochs=1", "trainer.log_every_n_steps=10",
+    "logger=[tensorboard,csv]",
 ]
 
 
@@ -41,10 +43,16 @@ def assert_same_training_state(expected: Path, actual: Path) -> None:
 
 
 def assert_one_point_per_epoch(run: Path) -> None:
+    """In TensorBoard's view and in the CSV file, each epoch's train and val metrics once."""
     scalars = read_scalars_as_shown(run / "tensorboard")
     for tag in ("train/loss", "val/loss", "val/top1"):
         steps = [step for step, _ in scalars[tag]]
         assert len(steps) == EPOCHS and len(set(steps)) == EPOCHS, (tag, steps)
+    with (run / "csv" / "metrics.csv").open(newline="") as file:
+        rows = list(csv.DictReader(file))
+    for column in ("train/loss", "val/top1"):
+        epochs = sorted(int(float(row["epoch"])) for row in rows if row[column])
+        assert epochs == list(range(EPOCHS)), (column, epochs)
 
 
 @pytest.fixture(scope="module")
