@@ -96,6 +96,8 @@ CASES = [
 
 
 NEEDS_NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+# the same checks as their zero cases: run by the slow suite only
+SLOW_TWINS = {"negative batch size", "negative learning rate", "negative epochs"}
 
 
 def overrides_of(case: str, files: dict[str, Path], logs: Path, mnist_dir: Path) -> list[str]:
@@ -108,10 +110,11 @@ def overrides_of(case: str, files: dict[str, Path], logs: Path, mnist_dir: Path)
 
 
 @pytest.fixture(scope="module")
-def results(files, logs, earlier_run, mnist_dir) -> dict[str, subprocess.CompletedProcess]:
-    """Every case run once, three at a time (they spend most of their time importing torch), beside the earlier run."""
+def results(request, files, logs, earlier_run, mnist_dir) -> dict[str, subprocess.CompletedProcess]:
+    """Every selected case run once, three at a time (they spend most of their time importing torch), beside the earlier run."""
     before = snapshot(earlier_run)
-    cases = [case for case, *_ in CASES if not (case == "gpu without one" and torch.cuda.is_available())]
+    selected = [item.callspec.params["case"] for item in request.session.items if item.originalname == "test_bad_input_is_one_clear_sentence"]
+    cases = [case for case in selected if not (case == "gpu without one" and torch.cuda.is_available())]
     with ThreadPoolExecutor(max_workers=3) as pool:
         outcomes = pool.map(lambda case: run_entry("train.py", *overrides_of(case, files, logs, mnist_dir), check=False), cases)
         results = dict(zip(cases, outcomes))
@@ -120,7 +123,7 @@ def results(files, logs, earlier_run, mnist_dir) -> dict[str, subprocess.Complet
 
 
 @pytest.mark.parametrize(
-    "case, overrides, exit_code, message", [pytest.param(*case, id=case[0], marks=[NEEDS_NO_GPU] if case[0] == "gpu without one" else []) for case in CASES]
+    "case, overrides, exit_code, message", [pytest.param(*case, id=case[0], marks=[NEEDS_NO_GPU] if case[0] == "gpu without one" else [pytest.mark.slow] if case[0] in SLOW_TWINS else []) for case in CASES]
 )
 def test_bad_input_is_one_clear_sentence(case, overrides, exit_code, message, results, files):
     result = results[case]
