@@ -1,32 +1,58 @@
 """Train a network: python train.py [model=lenet] [data=mnist] [optimizer=adam] [trainer.max_epochs=5] ...
 
 Everything the run writes (config, checkpoints, TensorBoard events) goes into one run directory.
+`ckpt_path=PATH` continues from a checkpoint in a new run directory; `resume=true` continues the latest
+run of the same experiment in its own directory (core/run_dir.py).
 """
 
 import logging
+from pathlib import Path
 
 import hydra
 import lightning as L
 from omegaconf import DictConfig
 
+from callbacks.continue_logs import ContinueLogs
+from callbacks.exact_resume import ExactResume
 from callbacks.run_config import StoreRunConfig
 from core.build import build_callbacks, build_datamodule, build_loggers, build_module, build_trainer, log_hyperparameters
+from core.checkpoint import check_resumable, load_checkpoint
 from core.config import to_plain
-from core.errors import exit_on_user_error
+from core.errors import UserError, exit_on_user_error
+from core.run_dir import LAST_CHECKPOINT
 
 log = logging.getLogger(__name__)
 
 
+def checkpoint_to_resume(cfg: DictConfig) -> str | None:
+    """ckpt_path, or with resume=true this run directory's last.ckpt (core/run_dir.py chose the directory)."""
+    if not cfg.resume:
+        return cfg.ckpt_path
+    if cfg.ckpt_path:
+        raise UserError("Give either resume=true (continue the latest run of this experiment) or ckpt_path=PATH, not both.")
+    last = Path(cfg.paths.output_dir) / LAST_CHECKPOINT
+    if last.is_file():
+        log.info(f"Resuming {cfg.paths.output_dir} from {last}")
+        return str(last)
+    log.info("resume=true: no earlier run of this experiment has a last.ckpt; starting a new run.")
+    return None
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then test the best checkpoint; returns the final metrics."""
+    ckpt_path = checkpoint_to_resume(cfg)
     if cfg.seed is not None:
         L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
     module = build_module(cfg, datamodule)
+    if ckpt_path:  # clear sentences for a wrong file, before Lightning reads it
+        check_resumable(cfg, module, load_checkpoint(ckpt_path), ckpt_path)
     loggers = build_loggers(cfg)
-    trainer = build_trainer(cfg, build_callbacks(cfg) + [StoreRunConfig(to_plain(cfg))], loggers)
+    # always there, whatever the callbacks group says: what makes checkpoints complete and resumes exact
+    always = [StoreRunConfig(to_plain(cfg)), ExactResume(), ContinueLogs()]
+    trainer = build_trainer(cfg, build_callbacks(cfg) + always, loggers)
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     metrics = {name: value.item() for name, value in trainer.callback_metrics.items()}
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     if best:

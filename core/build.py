@@ -1,8 +1,10 @@
 """Building the DataModule, LightningModule, callbacks, loggers and Trainer from a composed config."""
 
 import logging
+import os
 from typing import Any
 
+import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning import Callback, LightningModule, Trainer
@@ -34,18 +36,60 @@ def build_datamodule(cfg: DictConfig) -> ImageDataModule:
 
 
 def build_module(cfg: DictConfig, datamodule: ImageDataModule) -> LightningModule:
-    """The LightningModule, its network shaped by the datamodule (channels, image size, classes)."""
+    """The LightningModule, its network shaped by the datamodule (channels, image size, classes).
+
+    The network is tried on the module's example input, so that a network that cannot take the
+    dataset's images (e.g. one that pools a 28x28 image down to nothing) fails here, in one sentence,
+    not at the first training step.
+    """
     log.info(f"Model: {cfg.model._target_} for input {tuple(datamodule.input_shape)} and {datamodule.num_classes} classes")
-    return _instantiate(
-        cfg.module,
-        "model",
-        _recursive_=False,  # the module instantiates its network and optimizer itself
-        _convert_="all",  # plain dicts, so that its saved hyperparameters load with weights_only
-        net=cfg.model,
-        optimizer=cfg.optimizer,
-        scheduler=cfg.scheduler,
-        input_shape=list(datamodule.input_shape),
-        num_classes=datamodule.num_classes,
+    try:
+        module = _instantiate(
+            cfg.module,
+            "model",
+            _recursive_=False,  # the module instantiates its network and optimizer itself
+            _convert_="all",  # plain dicts, so that its saved hyperparameters load with weights_only
+            net=cfg.model,
+            optimizer=cfg.optimizer,
+            scheduler=cfg.scheduler,
+            input_shape=list(datamodule.input_shape),
+            num_classes=datamodule.num_classes,
+        )
+        _forward_example_input(module)
+    except UserError as error:
+        construction_error = _first_cause(error)
+        if not isinstance(construction_error, RuntimeError):  # RuntimeError: torch's shape errors, e.g. in a net sizing its layers
+            raise
+        raise _cannot_take_the_images(cfg, datamodule, construction_error) from error
+    except RuntimeError as error:
+        raise _cannot_take_the_images(cfg, datamodule, error) from error
+    return module
+
+
+def _first_cause(error: BaseException) -> BaseException:
+    """The error at the bottom of a chain of re-raises (instantiate wraps what a constructor raised)."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    return error
+
+
+def _forward_example_input(module: LightningModule) -> None:
+    """One forward pass of the module's example input (two images of the dataset's shape), changing nothing."""
+    was_training = module.training
+    module.eval()  # no BatchNorm statistics updated, no dropout drawing random numbers
+    try:
+        with torch.no_grad():
+            module(module.example_input_array)
+    finally:
+        module.train(was_training)
+
+
+def _cannot_take_the_images(cfg: DictConfig, datamodule: ImageDataModule, error: Exception) -> UserError:
+    reason = " ".join(str(error).split()) or error.__class__.__name__
+    shape = "x".join(map(str, datamodule.input_shape))
+    return UserError(
+        f"The model {cfg.model._target_} cannot take the {shape} images of data {cfg.data._target_} ({reason}): "
+        "choose a model made for that image size, or data with larger images."
     )
 
 
@@ -62,7 +106,30 @@ def build_loggers(cfg: DictConfig) -> list[Logger]:
 
 
 def build_trainer(cfg: DictConfig, callbacks: list[Callback], loggers: list[Logger]) -> Trainer:
+    _check_run_length(cfg.trainer)
+    _check_devices(cfg.trainer)
     return _instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
+
+
+def _check_run_length(trainer_cfg: DictConfig) -> None:
+    max_epochs = trainer_cfg.get("max_epochs")
+    if max_epochs is not None and max_epochs < 1 and not trainer_cfg.get("fast_dev_run"):
+        raise UserError(f"trainer.max_epochs must be at least 1 (the number of passes over the training data), got {max_epochs}.")
+
+
+def _check_devices(trainer_cfg: DictConfig) -> None:
+    """A device count the machine cannot provide, said in its own terms (Lightning would start 64 CPU
+    processes for devices=64, or report "No supported gpu backend found!")."""
+    accelerator, devices = str(trainer_cfg.get("accelerator", "auto")), trainer_cfg.get("devices", "auto")
+    gpus = torch.cuda.device_count()
+    if accelerator in ("gpu", "cuda") and gpus == 0:
+        raise UserError(f"trainer.accelerator={accelerator} asks for a GPU but this machine has none that torch can use: use trainer=cpu (or trainer.accelerator=auto).")
+    if not isinstance(devices, int) or devices < 1:  # "auto", -1 (all of them) or a list of indices: Lightning checks those
+        return
+    uses_gpus = accelerator in ("gpu", "cuda") or (accelerator == "auto" and gpus > 0)
+    available, unit = (gpus, "GPUs") if uses_gpus else (os.cpu_count() or 1, "CPU cores")
+    if devices > available:
+        raise UserError(f"trainer.devices={devices} asks for more devices than the {available} {unit} of this machine: use trainer.devices={available} or fewer.")
 
 
 def log_hyperparameters(loggers: list[Logger], cfg: DictConfig, module: LightningModule, final_metrics: dict[str, float]) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 from lightning import LightningModule
+from omegaconf import DictConfig
 
 from callbacks.run_config import RUN_CONFIG_KEY
 from core.errors import UserError
@@ -34,9 +35,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return checkpoint
 
 
-def load_weights(module: LightningModule, checkpoint: dict[str, Any], path: str | Path) -> None:
+EVALUATE_ADVICE = "evaluate it with the model and data it was trained with (leave out model=/data= overrides)"
+
+
+def load_weights(module: LightningModule, checkpoint: dict[str, Any], path: str | Path, advice: str = EVALUATE_ADVICE) -> None:
     """Copy the checkpoint's weights into `module`, refusing weights of another network or dataset."""
-    advice = "evaluate it with the model and data it was trained with (leave out model=/data= overrides)"
     try:
         missing, unexpected = module.load_state_dict(checkpoint["state_dict"], strict=False)
     except RuntimeError as error:  # same names, other shapes: e.g. another number of classes or channels
@@ -47,3 +50,14 @@ def load_weights(module: LightningModule, checkpoint: dict[str, Any], path: str 
             f"The weights in {path} belong to another network than the one built from this config "
             f"({len(missing)} missing, e.g. {missing[:1]}; {len(unexpected)} unexpected, e.g. {unexpected[:1]}): {advice}."
         )
+
+
+def check_resumable(cfg: DictConfig, module: LightningModule, checkpoint: dict[str, Any], path: str | Path) -> None:
+    """Refuse to continue a checkpoint with another network or dataset than the one it was trained on."""
+    advice = "resume it with the model and data it was trained with (leave out model=/data= overrides), or start a new run without ckpt_path"
+    stored = checkpoint[RUN_CONFIG_KEY]
+    for group in ("model", "data"):
+        trained_with, requested = stored.get(group, {}).get("_target_"), cfg[group]._target_
+        if trained_with != requested:
+            raise UserError(f"{path} was trained with {group} {trained_with}, this run builds {requested}: {advice}.")
+    load_weights(module, checkpoint, path, advice)

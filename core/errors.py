@@ -1,11 +1,13 @@
 """Mistakes a user can make end as one sentence and a non-zero exit, not as a traceback."""
 
 import logging
+import signal
 import sys
 from contextlib import contextmanager
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 log = logging.getLogger(__name__)
 
@@ -16,19 +18,33 @@ class UserError(Exception):
     """Something the user can fix; the message says what is wrong and how to fix it, in one sentence."""
 
 
+class TrainingStopped(Exception):
+    """Training ended early on a signal, after saving a checkpoint to resume from; the message says how."""
+
+    def __init__(self, signum: int, message: str):
+        super().__init__(message)
+        self.signum = signum
+
+
 def _in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 @contextmanager
 def exit_on_user_error():
-    """Turn a UserError into its message and exit code 2.
+    """Turn a UserError into its message and exit code 2, and a stop on a signal into its message and 128 + the signal's number.
 
-    In a multirun the error is re-raised instead, so that Hydra marks this job as failed and the
-    other jobs of the sweep still run.
+    In a multirun a UserError is re-raised instead, so that Hydra marks this job as failed and the
+    other jobs of the sweep still run; a signal ends the whole sweep.
     """
     try:
         yield
+    except TrainingStopped as stop:
+        print(f"stopped: {stop}", file=sys.stderr)
+        raise SystemExit(128 + stop.signum) from None
+    except SIGTERMException:  # Lightning's own stop on SIGTERM, outside the training loop (e.g. in the sanity check)
+        print("stopped: SIGTERM before training started; nothing was trained, so nothing needed saving.", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGTERM) from None
     except UserError as error:
         if _in_multirun():
             log.error(str(error))

@@ -9,6 +9,7 @@ from torch.utils.data import DataLoader
 
 from core.errors import UserError
 from datamodules.array_dataset import ArrayImageDataset, already_collated
+from datamodules.resumable_loader import EpochShuffleSampler, ResumableDataLoader
 
 log = logging.getLogger(__name__)
 
@@ -18,8 +19,8 @@ class ImageDataModule(LightningDataModule):
 
     Conversion to float and normalisation happen on whole batches after they reach the device
     (`on_after_batch_transfer`), so the GPU does that work when there is one and the host ships
-    4x fewer bytes; so does the random augmentation of training batches, when `augment` is given. Subclasses set `input_shape`, `num_classes`, `mean`, `std`, `class_names` and
-    fill `train_set`, `val_set`, `test_set` in `setup`.
+    4x fewer bytes; so does the random augmentation of training batches, when `augment` is given.
+    Subclasses set `input_shape`, `num_classes`, `mean`, `std`, `class_names` and fill `train_set`, `val_set`, `test_set` in `setup`.
     """
 
     input_shape: tuple[int, int, int]
@@ -44,6 +45,8 @@ class ImageDataModule(LightningDataModule):
         self.pin_memory = pin_memory
         # e.g. datamodules.batch_augment.BatchAugment: random crops/flips of uint8 training batches on the device
         self.augment = augment
+        # the training order's seed, drawn from the run's seeded generator: the same `seed` gives the same order
+        self.shuffle_seed = int(torch.randint(2**31, ()))
         self.train_set: ArrayImageDataset | None = None
         self.val_set: ArrayImageDataset | None = None
         self.test_set: ArrayImageDataset | None = None
@@ -57,19 +60,18 @@ class ImageDataModule(LightningDataModule):
         return f"{split}[{index}]"
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, self.batch_size, shuffle=True)
+        """Shuffled by epoch and resumable mid-epoch (datamodules/resumable_loader.py)."""
+        sampler = EpochShuffleSampler(len(self.train_set), self.shuffle_seed)
+        return ResumableDataLoader(self.train_set, batch_size=self.batch_size, sampler=sampler, generator=torch.Generator(), **self._loader_options())
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, self.eval_batch_size, shuffle=False)
+        return DataLoader(self.val_set, batch_size=self.eval_batch_size, **self._loader_options())
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, self.eval_batch_size, shuffle=False)
+        return DataLoader(self.test_set, batch_size=self.eval_batch_size, **self._loader_options())
 
-    def _loader(self, dataset: ArrayImageDataset, batch_size: int, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=shuffle,
+    def _loader_options(self) -> dict:
+        return dict(
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,

@@ -43,8 +43,7 @@ class MNISTDataModule(ImageDataModule):
 
     def prepare_data(self) -> None:
         """Download the files once per node when they are absent."""
-        raw_files = [self.raw_folder / Path(url).stem for url, _ in MNIST.resources]
-        if not all(path.is_file() for path in raw_files):
+        if not all(path.is_file() for path in self._raw_files()):
             for train in (True, False):
                 self._read(train, download=self.download)
 
@@ -65,18 +64,22 @@ class MNISTDataModule(ImageDataModule):
         split = "training" if train else "test"
         try:
             dataset = MNIST(str(self.data_dir), train=train, download=download)
-        except RuntimeError as error:
-            how = "could not be downloaded" if download else "are missing (data.download=false)"
-            raise UserError(
-                f"The MNIST {split} files are not in {self.raw_folder} and {how}: put the official uncompressed "
-                f"IDX files there, or point data.data_dir at the folder that holds MNIST/raw/ ({error.__class__.__name__}: {_first_line(error)})."
-            ) from error
-        except (AssertionError, ValueError, TypeError, OSError) as error:
-            raise UserError(
-                f"The MNIST {split} files in {self.raw_folder} are corrupt or not IDX files ({_first_line(error) or error.__class__.__name__}): "
+        except (RuntimeError, AssertionError, ValueError, TypeError, OSError) as error:
+            reason = f"{error.__class__.__name__}: {_first_line(error)}" if _first_line(error) else error.__class__.__name__
+            if not all(path.is_file() for path in self._raw_files()):
+                how = "could not be downloaded" if download else "are missing (data.download=false)"
+                raise UserError(
+                    f"The MNIST {split} files are not in {self.raw_folder} and {how}: put the official uncompressed "
+                    f"IDX files there, or point data.data_dir at the folder that holds MNIST/raw/ ({reason})."
+                ) from error
+            raise UserError(  # present but unreadable: a wrong header, a cut-off file
+                f"The MNIST {split} files in {self.raw_folder} are corrupt or not IDX files ({reason}): "
                 "replace them with the official files, or delete them so that they are downloaded again."
             ) from error
         return dataset.data.unsqueeze(1), dataset.targets
+
+    def _raw_files(self) -> list[Path]:
+        return [self.raw_folder / Path(url).stem for url, _ in MNIST.resources]
 
 
 def _first_line(error: Exception) -> str:

@@ -110,7 +110,7 @@ class TinyImageNetDataModule(ImageDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         """The official test images: batches {"image", "index"}, no labels."""
-        return self._loader(self.predict_set, self.eval_batch_size, shuffle=False)
+        return DataLoader(self.predict_set, batch_size=self.eval_batch_size, **self._loader_options())
 
     def _load(self, folder: str) -> tuple[Dataset, list[str]]:
         """The dataset of an official folder and the bad inputs left out of it."""

@@ -10,6 +10,8 @@ from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from core.errors import UserError
+
 # Scheduler arguments that measure the length of the run; left null in conf/scheduler/*.yaml,
 # they are filled in from the trainer once the number of steps per epoch is known.
 RUN_LENGTH_ARGUMENTS = ("T_max", "total_steps")
@@ -32,6 +34,9 @@ class ImageClassifier(LightningModule):
         label_smoothing: float = 0.0,
     ):
         super().__init__()
+        learning_rate = optimizer.get("lr")
+        if isinstance(learning_rate, (int, float)) and not learning_rate > 0:
+            raise UserError(f"optimizer.lr must be a positive learning rate, got {learning_rate}.")
         self.save_hyperparameters(logger=False)
         self.net = instantiate(net, input_shape=tuple(input_shape), num_classes=num_classes)
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)

@@ -1,0 +1,82 @@
+"""Ctrl-C (SIGINT) and SIGTERM (what job schedulers send before they kill a job) end training cleanly, with a checkpoint to resume from.
+
+Lightning on its own turns SIGINT into a KeyboardInterrupt wherever it lands (possibly half-way through an
+optimizer step) and, on SIGTERM, stops without saving. Here a signal only sets a flag; training stops at
+the end of the current batch, or of the current epoch if the signal came during validation, after
+saving the complete state to `<dirpath>/<filename>.ckpt` (last.ckpt by default, which `resume=true`
+picks up). A second signal stops at once, without saving.
+"""
+
+import logging
+import signal
+import threading
+from types import FrameType
+from typing import Any
+
+from lightning import Callback, LightningModule, Trainer
+
+from core.errors import TrainingStopped
+
+log = logging.getLogger(__name__)
+
+HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class StopOnSignal(Callback):
+    def __init__(self, dirpath: str, filename: str = "last"):
+        self.path = f"{dirpath}/{filename}.ckpt"
+        self.received: int | None = None
+        self._previous_handlers: dict[int, Any] = {}
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.received = None
+        self._install()
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # Again: Lightning registered its own SIGTERM handler after on_fit_start (it stops without
+        # saving, with exit code 0); during the training loop only this one runs.
+        self._install()
+
+    def _install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in HANDLED_SIGNALS:
+            previous = signal.signal(signum, self._on_signal)
+            self._previous_handlers.setdefault(signum, previous)  # the handlers from before fit, restored after it
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self.received is not None:
+            self._restore_handlers()
+            raise KeyboardInterrupt(f"second signal ({signal.Signals(signum).name}): stopping without saving")
+        self.received = signum
+        log.warning(f"Received {signal.Signals(signum).name}: training stops after this batch with a checkpoint to resume from (send it again to stop at once, without saving).")
+
+    def _restore_handlers(self) -> None:
+        for signum, handler in self._previous_handlers.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        self._previous_handlers = {}
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self._stop_if_signalled(trainer, f"after batch {batch_idx + 1} of epoch {trainer.current_epoch}")
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._stop_if_signalled(trainer, f"at the end of epoch {trainer.current_epoch}")
+
+    def _stop_if_signalled(self, trainer: Trainer, where: str) -> None:
+        # any(): under DDP every process must stop at the same batch, whichever of them got the signal
+        if not trainer.strategy.reduce_boolean_decision(self.received is not None, all=False):
+            return
+        signum = self.received if self.received is not None else signal.SIGTERM
+        trainer.save_checkpoint(self.path)
+        self._restore_handlers()
+        raise TrainingStopped(
+            signum,
+            f"training stopped by {signal.Signals(signum).name} {where} (global step {trainer.global_step}); "
+            f"its state is saved in {self.path}: run the same command with resume=true to continue.",
+        )
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        self._restore_handlers()
+
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self._restore_handlers()

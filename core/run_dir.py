@@ -1,0 +1,79 @@
+"""Choosing the run directory (hydra.run.dir): a new one, or with `resume=true` the latest run of the same experiment.
+
+`resume=true` continues that run in its own directory, from its last.ckpt.
+
+Two runs are "the same experiment" when their composed configs are equal apart from `resume` and
+`ckpt_path` (compared before interpolation, so the run directory's timestamp does not count): the same
+task, groups and overrides, however they were spelt or ordered on the command line. Among those that
+have a `checkpoints/last.ckpt`, the one that saved it last is continued.
+
+The run directory has to be chosen before Hydra creates one, so it is an OmegaConf resolver used by
+`hydra.run.dir` (conf/hydra/default.yaml); Hydra then writes the config and appends train.log there,
+TensorBoard adds an event file beside the earlier ones, and every callback finds its earlier files.
+"""
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from core.errors import UserError, exit_on_user_error
+
+log = logging.getLogger(__name__)
+
+LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
+# settings that say how to start, not what is trained
+NOT_PART_OF_THE_EXPERIMENT = ("hydra", "resume", "ckpt_path")
+
+
+def experiment_identity(cfg: DictConfig) -> dict[str, Any]:
+    """The config as written (interpolations unresolved), without the keys that do not define the experiment."""
+    plain = OmegaConf.to_container(cfg, resolve=False)
+    return {key: value for key, value in plain.items() if key not in NOT_PART_OF_THE_EXPERIMENT}
+
+
+def latest_run_of(cfg: DictConfig, runs_root: Path) -> Path | None:
+    """The run directory below `runs_root` of the same experiment as `cfg` whose last.ckpt is the newest."""
+    wanted = experiment_identity(cfg)
+    candidates = sorted(runs_root.glob(f"*/{LAST_CHECKPOINT}"), key=lambda path: path.stat().st_mtime, reverse=True)
+    for last in candidates:
+        run = last.parent.parent
+        stored = run / ".hydra" / "config.yaml"
+        if stored.is_file() and experiment_identity(OmegaConf.load(stored)) == wanted:
+            return run
+    return None
+
+
+_chosen_run_dirs: dict[tuple[bool, str, str], str] = {}
+
+
+def resolve_run_dir(resume: bool, runs_root: str, new_run_name: str, _root_: DictConfig) -> str:
+    """hydra.run.dir: a new `<runs_root>/<new_run_name>`, or with resume=true the latest run of this experiment.
+
+    Remembered per arguments: Hydra resolves the key more than once, the answer must not change.
+    """
+    key = (bool(resume), runs_root, new_run_name)
+    if key not in _chosen_run_dirs:
+        run = latest_run_of(_root_, Path(runs_root)) if resume else None
+        chosen = str(run) if run is not None else f"{runs_root}/{new_run_name}"
+        with exit_on_user_error():  # here, before Hydra creates it and reports a failure with a traceback
+            _create_writable(Path(chosen))
+        _chosen_run_dirs[key] = chosen
+    return _chosen_run_dirs[key]
+
+
+def _create_writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise PermissionError(f"no permission to write in {folder}")
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise UserError(f"Cannot write the run directory {folder} ({reason}): point paths.log_dir at a folder you can write to.") from error
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("run_dir"):
+        OmegaConf.register_new_resolver("run_dir", resolve_run_dir)

@@ -1,0 +1,146 @@
+"""Resuming through the real train.py: exact (bitwise) after a stop at an epoch end, mid-epoch, on signals and after SIGKILLs."""
+
+import csv
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import REPO, run_entry
+from tests.tensorboard_events import read_scalars_as_shown
+
+EPOCHS = 3
+# Random images (fake data) in MNIST's shape, 60 small batches per epoch: long enough to be interrupted
+# mid-epoch; dropout makes the result depend on the random generators being restored.
+SLOW_ENOUGH = [
+    "trainer=cpu", "data=fake", "data.input_shape=[1,28,28]", "data.num_classes=10", "data.train_size=480", "data.val_size=64",
+    "data.test_size=32", "data.batch_size=8", "model.dropout=0.3", f"trainer.max_epochs={EPOCHS}", "test=false",
+    "callbacks.progress_bar.refresh_rate=0", "callbacks.periodic_checkpoint.every_n_epochs=1", "trainer.log_every_n_steps=10",
+    "logger=[tensorboard,csv]",
+]
+
+
+def load(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def assert_same_training_state(expected: Path, actual: Path) -> None:
+    """Weights, optimizer state, scheduler, step and epoch identical, bit for bit."""
+    a, b = load(expected), load(actual)
+    assert (a["epoch"], a["global_step"]) == (b["epoch"], b["global_step"])
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for name, tensor in a["state_dict"].items():
+        assert torch.equal(tensor, b["state_dict"][name]), name
+    for state_a, state_b in zip(a["optimizer_states"][0]["state"].values(), b["optimizer_states"][0]["state"].values()):
+        assert all(torch.equal(state_a[key], state_b[key]) for key in state_a)
+    assert a["lr_schedulers"] == b["lr_schedulers"]
+
+
+def assert_one_point_per_epoch(run: Path) -> None:
+    """In TensorBoard's view and in the CSV file, each epoch's train and val metrics once."""
+    scalars = read_scalars_as_shown(run / "tensorboard")
+    for tag in ("train/loss", "val/loss", "val/top1"):
+        steps = [step for step, _ in scalars[tag]]
+        assert len(steps) == EPOCHS and len(set(steps)) == EPOCHS, (tag, steps)
+    with (run / "csv" / "metrics.csv").open(newline="") as file:
+        rows = list(csv.DictReader(file))
+    for column in ("train/loss", "val/top1"):
+        epochs = sorted(int(float(row["epoch"])) for row in rows if row[column])
+        assert epochs == list(range(EPOCHS)), (column, epochs)
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory) -> Path:
+    """The uninterrupted run that every interrupted one must reproduce."""
+    out = tmp_path_factory.mktemp("straight")
+    run_entry("train.py", *SLOW_ENOUGH, f"hydra.run.dir={out}")
+    return out
+
+
+def start(overrides: list[str]) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0"}
+    return subprocess.Popen([sys.executable, "train.py", *overrides], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(path: Path, process: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, f"train.py ended ({process.returncode}) before writing {path}: {process.stderr.read()[-3000:]}"
+        assert time.monotonic() < deadline, f"no {path} after {timeout} s"
+        time.sleep(0.05)
+
+
+def test_resuming_from_a_mid_run_checkpoint_reproduces_the_straight_run(straight_run, tmp_path):
+    """Stop after 1 of 3 epochs (the straight run's epoch000.ckpt), resume in a new directory: same final state and val metrics."""
+    run_entry("train.py", *SLOW_ENOUGH, f"hydra.run.dir={tmp_path}", f"ckpt_path={straight_run}/checkpoints/epoch000.ckpt")
+    assert_same_training_state(straight_run / "checkpoints" / "last.ckpt", tmp_path / "checkpoints" / "last.ckpt")
+    expected, resumed = read_scalars_as_shown(straight_run / "tensorboard"), read_scalars_as_shown(tmp_path / "tensorboard")
+    for tag in ("val/loss", "val/top1", "train/loss"):
+        assert resumed[tag] == expected[tag][1:], tag  # epochs 2 and 3, same steps, same values
+
+
+# SIGINT goes through the same handler: the slow suite runs it too
+@pytest.mark.parametrize("signum", [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.slow)])
+def test_a_signal_saves_a_checkpoint_and_resume_true_continues_exactly(straight_run, tmp_path, signum):
+    run = tmp_path / "run"
+    overrides = [*SLOW_ENOUGH, f"hydra.run.dir={run}"]
+    process = start(overrides)
+    wait_for(run / "checkpoints" / "epoch000.ckpt", process)
+    time.sleep(random.uniform(0.0, 0.5))  # somewhere in the second epoch
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 128 + signum, stderr[-3000:]
+    assert f"training stopped by {signal.Signals(signum).name}" in stderr and "resume=true" in stderr
+    assert "Traceback" not in stderr
+    stopped_at = load(run / "checkpoints" / "last.ckpt")
+    assert 0 < stopped_at["global_step"] < load(straight_run / "checkpoints" / "last.ckpt")["global_step"]
+
+    run_entry("train.py", *overrides, "resume=true")
+    assert_same_training_state(straight_run / "checkpoints" / "last.ckpt", run / "checkpoints" / "last.ckpt")
+    assert_one_point_per_epoch(run)
+
+
+def test_sigkill_at_random_moments_then_resume_true_matches_the_straight_run(straight_run, tmp_path):
+    """5 SIGKILLs at random moments (before, during and between checkpoint writes), each followed by resume=true;
+    every checkpoint on disk stays loadable and the finished run equals the uninterrupted one."""
+    logs = tmp_path / "logs"
+    overrides = [*SLOW_ENOUGH, f"paths.log_dir={logs}", "resume=true"]
+    rng = random.Random(0)
+    for _ in range(5):
+        process = start(overrides)
+        time.sleep(rng.uniform(3.0, 6.0))  # python and torch take ~3 s to start, the 3 epochs ~2 s more
+        process.kill()
+        process.wait()
+        for checkpoint in logs.rglob("*.ckpt"):
+            load(checkpoint)  # a torn file would raise here
+    result = run_entry("train.py", *overrides)
+    runs = [path.parent.parent for path in logs.glob("train/runs/*/checkpoints/last.ckpt")]
+    finished = max(runs, key=lambda run: (run / "checkpoints" / "last.ckpt").stat().st_mtime)
+    assert_same_training_state(straight_run / "checkpoints" / "last.ckpt", finished / "checkpoints" / "last.ckpt")
+    assert_one_point_per_epoch(finished)
+    assert "Traceback" not in result.stderr
+
+
+def test_resume_true_picks_the_latest_run_of_the_same_experiment(tmp_path):
+    logs = tmp_path / "logs"
+    one_epoch = [override for override in SLOW_ENOUGH if not override.startswith("trainer.max_epochs=")] + ["trainer.max_epochs=1"]
+    common = [*one_epoch, f"paths.log_dir={logs}"]
+    run_entry("train.py", *common)
+    (first,) = (logs / "train" / "runs").iterdir()
+    # another experiment (another learning rate) whose last.ckpt is newer
+    other = first.with_name(first.name + "_other")
+    shutil.copytree(first, other)
+    config = other / ".hydra" / "config.yaml"
+    config.write_text(config.read_text().replace("lr: 0.05", "lr: 0.01"))
+    os.utime(other / "checkpoints" / "last.ckpt", (time.time() + 60, time.time() + 60))
+    run_entry("train.py", *reversed(common), "resume=true")  # the first run's settings, in another order (each key once)
+    assert sorted((logs / "train" / "runs").iterdir()) == [first, other], "resume=true must not start a new run directory"
+    assert f"Resuming {first} from {first}/checkpoints/last.ckpt" in (first / "train.log").read_text()
+    assert "Resuming" not in (other / "train.log").read_text()
