@@ -13,23 +13,27 @@ from callbacks.run_config import RUN_CONFIG_KEY
 from core.errors import UserError
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The checkpoint's contents, read with weights_only=True: tensors and plain data, no code."""
+def read_weights_only(path: str | Path, setting: str, expected: str) -> Any:
+    """torch.load(path, weights_only=True): tensors and plain data, no code; each way it can fail is one
+    sentence telling the user to pass `setting`=`expected` instead."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"No checkpoint file at {path}: pass ckpt_path=<run dir>/checkpoints/<name>.ckpt of a run of train.py.")
-    not_a_checkpoint = f"{path} is truncated or not a PyTorch checkpoint; use another checkpoint of the run, e.g. last.ckpt."
+        raise UserError(f"No checkpoint file at {path}: pass {setting}={expected}.")
+    not_a_checkpoint = f"{path} is truncated or not a PyTorch checkpoint; pass {setting}={expected}."
     if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; a cut-off one lacks its directory
         raise UserError(not_a_checkpoint)
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         blocked = next((line.strip() for line in str(error).splitlines() if "GLOBAL" in line), "objects other than tensors and plain data")
-        raise UserError(
-            f"Refusing to load {path}: loading it would run code it names ({blocked}); only load checkpoints written by train.py."
-        ) from error
+        raise UserError(f"Refusing to load {path}: loading it would run code it names ({blocked}); pass {setting}={expected}.") from error
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:
         raise UserError(not_a_checkpoint) from error
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The contents of a checkpoint of train.py, read with weights_only=True."""
+    checkpoint = read_weights_only(path, "ckpt_path", "<run dir>/checkpoints/<name>.ckpt of a run of train.py")
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or RUN_CONFIG_KEY not in checkpoint:
         raise UserError(f"{path} is not a checkpoint written by train.py (it lacks the weights or the run's config).")
     return checkpoint

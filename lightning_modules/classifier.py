@@ -86,7 +86,10 @@ class ImageClassifier(LightningModule):
         self.log_dict(accuracy, on_step=False, on_epoch=True, prog_bar=stage == "val")
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = instantiate(self.hparams.optimizer, params=self.parameters())
+        # a network may offer parameter groups (its head with another learning rate, frozen layers left out);
+        # _partial_: Hydra would turn the groups' dicts into DictConfigs, which torch.optim does not take
+        params = self.net.parameter_groups() if hasattr(self.net, "parameter_groups") else self.parameters()
+        optimizer = instantiate(self.hparams.optimizer, _partial_=True)(params)
         scheduler_cfg = self.hparams.scheduler
         if not scheduler_cfg:
             return {"optimizer": optimizer}
@@ -95,6 +98,8 @@ class ImageClassifier(LightningModule):
         run_length = self.trainer.estimated_stepping_batches if interval == "step" else self.trainer.max_epochs
         accepted = inspect.signature(scheduler_factory.func).parameters
         filled = {name: run_length for name in RUN_LENGTH_ARGUMENTS if name in accepted and scheduler_factory.keywords.get(name, 0) is None}
+        if "max_lr" in accepted and len(optimizer.param_groups) > 1:  # one max_lr would erase the groups' own learning rates
+            filled["max_lr"] = [scheduler_factory.keywords["max_lr"] * group["lr"] / optimizer.defaults["lr"] for group in optimizer.param_groups]
         if "cycle_momentum" in accepted and not _uses_momentum(optimizer):
             filled["cycle_momentum"] = False  # OneCycleLR would otherwise add momentum (or fail, for Adagrad)
         return {

@@ -1,0 +1,28 @@
+"""List a network's layers: python summarize.py model=alexnet data=fake [any override of train.py]
+
+For every layer in the order it runs: qualified name, type, output shape for one input of the dataset's
+shape, parameters and multiply-accumulates; then the totals. The network is built as train.py builds it
+(input channels, image size and classes from the datamodule); the data itself is not read. The report
+is printed and written to layers.txt in this command's run directory.
+"""
+
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from core.build import build_datamodule, build_module
+from core.errors import exit_on_user_error
+from core.layer_report import classifier_layer_report
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="summarize")
+def main(cfg: DictConfig) -> None:
+    with exit_on_user_error():
+        report = classifier_layer_report(build_module(cfg, build_datamodule(cfg)))
+        Path(cfg.paths.output_dir, "layers.txt").write_text(report)
+        print(report, end="")
+
+
+if __name__ == "__main__":
+    main()
