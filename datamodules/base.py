@@ -18,13 +18,15 @@ class ImageDataModule(LightningDataModule):
     Conversion to float and normalisation happen on whole batches after they reach the device
     (`on_after_batch_transfer`), so the GPU does that work when there is one and the host ships
     4x fewer bytes. Subclasses set `input_shape`, `num_classes`, `mean`, `std`, `class_names` and
-    fill `train_set`, `val_set`, `test_set` in `setup`.
+    fill `train_set`, `val_set`, `test_set` in `setup`; `trainer.predict` runs over `predict_split`.
     """
 
     input_shape: tuple[int, int, int]
     num_classes: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    # the split trainer.predict runs over
+    predict_split = "test"
 
     def __init__(self, batch_size: int = 128, eval_batch_size: int | None = None, num_workers: int = 0, pin_memory: bool = False):
         super().__init__()
@@ -46,6 +48,13 @@ class ImageDataModule(LightningDataModule):
         """Where sample `index` (the batch's "index") of `split` comes from: a file path when the dataset has files."""
         return f"{split}[{index}]"
 
+    def dataset(self, split: str) -> ArrayImageDataset:
+        """The dataset of `split` ("train", "val" or "test"), once `setup` has run."""
+        datasets = {"train": self.train_set, "val": self.val_set, "test": self.test_set}
+        if split not in datasets:
+            raise UserError(f"There is no split {split!r}: the splits are {sorted(datasets)}.")
+        return datasets[split]
+
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, self.batch_size, shuffle=True)
 
@@ -54,6 +63,9 @@ class ImageDataModule(LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_set, self.eval_batch_size, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.dataset(self.predict_split), self.eval_batch_size, shuffle=False)
 
     def _loader(self, dataset: ArrayImageDataset, batch_size: int, shuffle: bool) -> DataLoader:
         return DataLoader(
