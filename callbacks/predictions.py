@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 class PerSamplePredictions(Callback):
-    """Needs the LightningModule's evaluation steps to return {"logits": (B, K), "loss": (B,)} (predict: logits only).
+    """Needs the LightningModule's evaluation steps to return {"logits": (B, K), "loss": (B,)}; predict_step {"logits": (B, K)}.
 
     Args:
         dirpath: folder of the files (the run directory's predictions/).
@@ -66,7 +66,9 @@ class PerSamplePredictions(Callback):
         top_probs, top_ids = logits.softmax(dim=1).topk(min(self.top_k, logits.shape[1]), dim=1)
         columns = {"index": batch["index"], "top_ids": top_ids, "top_probs": top_probs}
         if "label" in batch:
-            columns.update(label=batch["label"], loss=outputs["loss"].detach().float())
+            columns["label"] = batch["label"]
+        if "loss" in outputs:
+            columns["loss"] = outputs["loss"].detach().float()
         self._collected.append(columns)
 
     def _finish(self, trainer: Trainer, split: str, stage: str) -> None:

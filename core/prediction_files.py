@@ -6,11 +6,12 @@ The CSV opens in any spreadsheet or `pandas.read_csv`. Its columns:
     pred1, pred1_name, prob1, ..., pred5, pred5_name, prob5, epoch, checkpoint
 
 `index` is the sample's index in its source split (the batch's "index"), `pred1` the top-1
-prediction, `prob*` softmax probabilities; `label`, `label_name`, `correct` and `loss` are empty for
-unlabeled samples. `epoch` (counted from 0, like checkpoint names) and `checkpoint` say which weights
-made the predictions (`checkpoint` is empty during training). The JSON sidecar holds the split, the
-stage, the epoch and checkpoint again, the number of samples, and the data config of the run, so that
-the dataset can be rebuilt to show the images (compare.py).
+prediction, `prob*` softmax probabilities. `label`, `label_name` and `correct` are empty for
+unlabeled samples, `loss` for them and for `trainer.predict`. `epoch` (counted from 0, like
+checkpoint names) and `checkpoint` say which weights made the predictions (`checkpoint` is empty
+during training). The JSON sidecar holds the split, the stage, the epoch and checkpoint again, the
+number of samples, and the data config of the run, so that the dataset can be rebuilt to show the
+images (compare.py).
 """
 
 import csv
@@ -77,12 +78,13 @@ def write_predictions(
         for row in range(len(index)):
             sample = int(index[row])
             if label is None:
-                truth = ["", "", "", ""]
+                truth = ["", "", ""]
             else:
                 true_id = int(label[row])
-                truth = [true_id, class_names[true_id], int(top_ids[row, 0] == true_id), f"{loss[row]:.6g}"]
+                truth = [true_id, class_names[true_id], int(top_ids[row, 0] == true_id)]
+            sample_loss = "" if loss is None else f"{loss[row]:.6g}"
             predicted = [value for rank in range(k) for value in (int(top_ids[row, rank]), class_names[top_ids[row, rank]], f"{top_probs[row, rank]:.6g}")]
-            writer.writerow([split, sample, source(split, sample), *truth, *predicted, "" if epoch is None else epoch, checkpoint])
+            writer.writerow([split, sample, source(split, sample), *truth, sample_loss, *predicted, "" if epoch is None else epoch, checkpoint])
     meta = {"split": split, "stage": stage, "epoch": epoch, "checkpoint": checkpoint, "num_samples": len(index), "data": data_config}
     sidecar_path(path).write_text(json.dumps(meta, indent=2))
 

@@ -38,3 +38,13 @@ def hparams(log_dir: Path) -> tuple[dict[str, object], list[str]]:
         values = {name: value.number_value if value.HasField("number_value") else value.string_value for name, value in start.hparams.items()}
         return values, [info.name.tag for info in experiment.metric_infos]
     raise AssertionError(f"no hparams summary below {log_dir}")
+
+
+def image_tags(log_dir: Path) -> dict[str, int]:
+    """tag -> number of images logged under it, over every event file below log_dir."""
+    counts: dict[str, int] = {}
+    for path in sorted(log_dir.rglob("events.out.tfevents.*")):
+        accumulator = EventAccumulator(str(path), size_guidance={"images": 0}).Reload()
+        for tag in accumulator.Tags()["images"]:
+            counts[tag] = counts.get(tag, 0) + len(accumulator.Images(tag))
+    return counts
