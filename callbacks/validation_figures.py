@@ -13,7 +13,9 @@ from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from torchmetrics.classification import MulticlassConfusionMatrix
+from torchmetrics.utilities.plot import plot_confusion_matrix
 
 from core.figures import captioned_grid, short_name
 
@@ -78,40 +80,46 @@ class ValidationFigures(Callback):
         names = trainer.datamodule.class_names
         step = trainer.global_step
         if len(names) <= self.max_matrix_classes:
-            self._writer.add_figure("val/confusion_matrix", self._matrix_figure(matrix, names), step)
+            self._writer.add_figure("val/confusion_matrix", confusion_matrix_figure(matrix, names), step)
         else:
-            self._writer.add_figure("val/most_confused", self._most_confused_figure(matrix, names), step)
-        kept = {name: values.cpu() for name, values in self._kept.items()} if self._kept is not None else None
-        if kept is not None and kept["wrong"].any():
-            wrong = kept["wrong"]
-            images = _to_uint8(kept["image"][wrong], trainer.datamodule.mean, trainer.datamodule.std)
+            self._writer.add_figure("val/most_confused", most_confused_figure(matrix, names, self.num_pairs), step)
+        if self._kept is None:  # no validation batch
+            return
+        misclassified = {name: values[self._kept["wrong"]].cpu() for name, values in self._kept.items()}
+        if len(misclassified["index"]):
+            images = _to_uint8(misclassified["image"], trainer.datamodule.mean, trainer.datamodule.std)
             captions = [
                 f"#{index}\ntrue: {short_name(names[label])}\npredicted: {short_name(names[predicted])}"
-                for index, label, predicted in zip(kept["index"][wrong].tolist(), kept["label"][wrong].tolist(), kept["predicted"][wrong].tolist())
+                for index, label, predicted in zip(misclassified["index"].tolist(), misclassified["label"].tolist(), misclassified["predicted"].tolist())
             ]
             self._writer.add_figure("val/misclassified", captioned_grid(images, captions), step)
 
-    def _matrix_figure(self, matrix: torch.Tensor, names: list[str]) -> Figure:
-        size = 3 + 0.6 * len(names)
-        figure = Figure(figsize=(size + 1, size), layout="constrained")
-        axes = figure.add_subplot()
-        self.confusion.plot(val=matrix.cpu(), ax=axes, labels=[short_name(name) for name in names])
-        axes.set_title(f"validation confusion matrix ({int(matrix.sum())} samples)")
-        return figure
 
-    def _most_confused_figure(self, matrix: torch.Tensor, names: list[str]) -> Figure:
-        confusions = matrix.cpu().clone()
-        confusions.fill_diagonal_(0)
-        counts, flat = confusions.flatten().topk(min(self.num_pairs, confusions.numel()))
-        pairs = [(count, divmod(position, len(names))) for count, position in zip(counts.tolist(), flat.tolist()) if count > 0]
-        figure = Figure(figsize=(9, 1.5 + 0.35 * max(1, len(pairs))), layout="constrained")
-        axes = figure.add_subplot()
-        axes.barh(range(len(pairs)), [count for count, _ in pairs])
-        axes.set_yticks(range(len(pairs)), [f"{short_name(names[true])} → {short_name(names[predicted])}" for _, (true, predicted) in pairs])
-        axes.invert_yaxis()
-        axes.set_xlabel("validation samples (true → predicted)")
-        axes.set_title(f"the {len(pairs)} most frequent confusions")
-        return figure
+def confusion_matrix_figure(matrix: torch.Tensor, names: list[str]) -> Figure:
+    """The whole matrix, true classes down, predicted across, with the count in each cell."""
+    size = 3 + 0.6 * len(names)
+    figure = Figure(figsize=(size + 1, size), layout="constrained")
+    axes = figure.add_subplot()
+    plot_confusion_matrix(matrix.cpu(), ax=axes, labels=[short_name(name) for name in names])
+    axes.set_title(f"validation confusion matrix ({int(matrix.sum())} samples)")
+    return figure
+
+
+def most_confused_figure(matrix: torch.Tensor, names: list[str], num_pairs: int) -> Figure:
+    """A bar per (true, predicted) pair of different classes, the `num_pairs` most frequent first."""
+    confusions = matrix.cpu().clone()
+    confusions.fill_diagonal_(0)
+    counts, flat = confusions.flatten().topk(min(num_pairs, confusions.numel()))
+    pairs = [(count, divmod(position, len(names))) for count, position in zip(counts.tolist(), flat.tolist()) if count > 0]
+    figure = Figure(figsize=(9, 1.5 + 0.35 * max(1, len(pairs))), layout="constrained")
+    axes = figure.add_subplot()
+    axes.barh(range(len(pairs)), [count for count, _ in pairs])
+    axes.set_yticks(range(len(pairs)), [f"{short_name(names[true])} → {short_name(names[predicted])}" for _, (true, predicted) in pairs])
+    axes.invert_yaxis()
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.set_xlabel("validation samples (true → predicted)")
+    axes.set_title(f"the {len(pairs)} most frequent confusions")
+    return figure
 
 
 def _to_uint8(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:

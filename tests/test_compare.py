@@ -1,6 +1,5 @@
 """compare.py on hand-made prediction files with planted disagreements, and its refusals."""
 
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ from core.errors import UserError
 from core.prediction_files import read_predictions, write_predictions
 from tests.compose import compose_config
 from tests.conftest import run_entry
+from tests.csv_rows import read_rows
 from tests.tensorboard_events import image_tags
 
 # positions in the val split of the samples where B's top-1 differs from A's
@@ -64,8 +64,7 @@ def test_compare_finds_exactly_the_planted_disagreements(planted, val_split, tmp
     a, b = planted
     result = run_entry("compare.py", str(a), str(b), f"hydra.run.dir={tmp_path}")
     differing = indices(val_split, RIGHT_TO_WRONG + WRONG_TO_RIGHT + BOTH_WRONG)
-    with (tmp_path / "disagreements.csv").open(newline="") as file:
-        rows = list(csv.DictReader(file))
+    rows = read_rows(tmp_path / "disagreements.csv")
     assert [int(row["index"]) for row in rows] == differing
     assert [int(row["index"]) for row in rows if row["change"] == "right->wrong"] == indices(val_split, RIGHT_TO_WRONG)
     assert [int(row["index"]) for row in rows if row["change"] == "wrong->right"] == indices(val_split, WRONG_TO_RIGHT)

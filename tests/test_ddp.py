@@ -1,22 +1,16 @@
 """train.py with 2 DDP processes on the CPU: one run directory, one prediction row per sample, global throughput."""
 
-import csv
-
 import pytest
 
 from core.build import build_datamodule
 from tests.compose import compose_config
 from tests.conftest import TINY, run_entry
+from tests.csv_rows import read_rows
 from tests.tensorboard_events import read_scalars
 
 # 101 validation images do not split evenly over 2 processes: DistributedSampler repeats one
 VAL_SIZE = 101
 TRAIN_SAMPLES_PER_PROCESS = 250  # ceil((600 - 101) / 2), padded alike
-
-
-def read_rows(path) -> list[dict[str, str]]:
-    with path.open(newline="") as file:
-        return list(csv.DictReader(file))
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,5 @@
 """Per-sample prediction files: their rows against the network's own logits, and what train.py, eval.py and compare.py write."""
 
-import csv
-
 import pytest
 import torch
 from lightning import Trainer
@@ -13,14 +11,10 @@ from core.build import build_datamodule, build_module
 from core.prediction_files import read_predictions
 from tests.compose import compose_config
 from tests.conftest import TINY, run_entry
+from tests.csv_rows import read_rows
 from tests.tensorboard_events import image_tags
 
 PREDICTION_COLUMNS = ["pred1", "pred1_name", "prob1"]
-
-
-def read_rows(path) -> list[dict[str, str]]:
-    with path.open(newline="") as file:
-        return list(csv.DictReader(file))
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,9 @@
 """The timing file and time/* curves of a run whose validation is skipped in some epochs and limited in others."""
 
-import csv
-
 import pytest
 
 from tests.conftest import TINY, run_entry
+from tests.csv_rows import read_rows
 from tests.tensorboard_events import image_tags, read_scalars
 
 TRAIN_SAMPLES = 500  # 600 training images minus the 100 carved out for validation
@@ -22,8 +21,7 @@ def run_dir(mnist_dir, tmp_path_factory):
 
 
 def read_timing(run_dir) -> list[dict[str, str]]:
-    with (run_dir / "timing.csv").open(newline="") as file:
-        return list(csv.DictReader(file))
+    return read_rows(run_dir / "timing.csv")
 
 
 def test_one_row_per_epoch_and_a_summary(run_dir):
@@ -57,6 +55,5 @@ def test_timing_curves_in_tensorboard(run_dir):
 
 def test_limited_validation_writes_the_samples_it_saw(run_dir):
     assert sorted(path.name for path in (run_dir / "predictions").glob("*.csv")) == ["val-epoch001.csv"]
-    with (run_dir / "predictions" / "val-epoch001.csv").open(newline="") as file:
-        assert len(list(csv.DictReader(file))) == 40
+    assert len(read_rows(run_dir / "predictions" / "val-epoch001.csv")) == 40
     assert image_tags(run_dir / "tensorboard")["val/confusion_matrix"] == 1
