@@ -70,17 +70,20 @@ def peak_memory_bytes(device: torch.device) -> float:
 class EpochTiming(Callback):
     def __init__(self, filename: str):
         self.path = Path(filename)
-        self.rows: list[dict[str, Any]] = []
+        self.rows: dict[int, dict[str, Any]] = {}  # by epoch
         self._clock: HostClock | CudaClock = HostClock()
+        self._measuring = False
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._clock = CudaClock() if pl_module.device.type == "cuda" else HostClock()
-        # a run resumed into its own directory keeps the rows of the epochs before the checkpoint
-        self.rows = [row for row in _read_rows(self.path) if row["epoch"] != "all" and int(row["epoch"]) < trainer.current_epoch]
+        # A run resumed into its own directory keeps the rows up to the checkpoint's epoch: Lightning
+        # either trains that epoch again (its row is then replaced) or only replays its end.
+        self.rows = {row["epoch"]: row for row in _read_epoch_rows(self.path) if row["epoch"] <= trainer.current_epoch}
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if pl_module.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(pl_module.device)
+        self._measuring = True
         self._samples = 0
         self._steps: list[tuple[Any, Any]] = []
         self._gaps: list[tuple[Any, Any]] = []
@@ -106,6 +109,9 @@ class EpochTiming(Callback):
             self._validations.append((self._validation_start, self._previous_end))
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not self._measuring:  # the end of an epoch replayed on resuming from a checkpoint saved there
+            return
+        self._measuring = False
         seconds = self._clock.seconds
         step_s = sum(seconds(start, end) for start, end in self._steps)
         wait_s = sum(seconds(start, end) for start, end in self._gaps)
@@ -121,7 +127,7 @@ class EpochTiming(Callback):
             "data_wait_frac": _ratio(wait_s.sum().item(), train_s.sum().item()),
             "peak_memory_mb": peak.max().item() / 2**20,
         }
-        self.rows.append(row)
+        self.rows[row["epoch"]] = row
         metrics = {f"time/{name}": float(value) for name, value in row.items() if name != "epoch" and not math.isnan(float(value))}
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
@@ -133,7 +139,8 @@ class EpochTiming(Callback):
             self._write(summary=True)
 
     def _write(self, summary: bool = False) -> None:
-        rows = self.rows + ([_summary(self.rows)] if summary else [])
+        rows = [self.rows[epoch] for epoch in sorted(self.rows)]
+        rows += [_summary(rows)] if summary else []
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("w", newline="") as file:
             writer = csv.DictWriter(file, COLUMNS)
@@ -143,17 +150,17 @@ class EpochTiming(Callback):
 
 def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Totals of times and samples; rates over the whole run (so long epochs weigh more); the largest peak."""
-    train_s = sum(float(row["train_s"]) for row in rows)
-    samples = sum(int(row["samples"]) for row in rows)
-    val_times = [float(row["val_s"]) for row in rows if row["val_s"] not in ("", None) and not math.isnan(float(row["val_s"]))]
+    train_s = sum(row["train_s"] for row in rows)
+    samples = sum(row["samples"] for row in rows)
+    val_times = [row["val_s"] for row in rows if not math.isnan(row["val_s"])]
     return {
         "epoch": "all",
         "train_s": train_s,
         "val_s": sum(val_times) if val_times else math.nan,
         "samples": samples,
         "samples_per_s": _ratio(samples, train_s),
-        "data_wait_frac": _ratio(sum(float(row["data_wait_frac"] or "nan") * float(row["train_s"]) for row in rows), train_s),
-        "peak_memory_mb": max(float(row["peak_memory_mb"]) for row in rows),
+        "data_wait_frac": _ratio(sum(row["data_wait_frac"] * row["train_s"] for row in rows), train_s),
+        "peak_memory_mb": max(row["peak_memory_mb"] for row in rows),
     }
 
 
@@ -171,8 +178,10 @@ def _format(value: Any) -> Any:
     return value
 
 
-def _read_rows(path: Path) -> list[dict[str, str]]:
+def _read_epoch_rows(path: Path) -> list[dict[str, Any]]:
+    """The epoch rows of an existing timing file, as numbers (empty cells are NaN)."""
     if not path.is_file():
         return []
     with path.open(newline="") as file:
-        return list(csv.DictReader(file))
+        rows = [row for row in csv.DictReader(file) if row["epoch"] != "all"]
+    return [{name: int(value) if name in ("epoch", "samples") else float(value or "nan") for name, value in row.items()} for row in rows]

@@ -1,6 +1,9 @@
 """The timing file and time/* curves of a run whose validation is skipped in some epochs and limited in others."""
 
+import shutil
+
 import pytest
+import torch
 
 from tests.conftest import TINY, run_entry
 from tests.csv_rows import read_rows
@@ -57,3 +60,19 @@ def test_limited_validation_writes_the_samples_it_saw(run_dir):
     assert sorted(path.name for path in (run_dir / "predictions").glob("*.csv")) == ["val-epoch001.csv"]
     assert len(read_rows(run_dir / "predictions" / "val-epoch001.csv")) == 40
     assert image_tags(run_dir / "tensorboard")["val/confusion_matrix"] == 1
+
+
+def test_a_run_resumed_into_its_directory_keeps_every_epoch_once(run_dir, mnist_dir, tmp_path):
+    resumed = tmp_path / "run"
+    shutil.copytree(run_dir, resumed)
+    # the epochs up to the checkpoint's are kept as they were; the later ones are trained (again) and measured
+    kept = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] + 1
+    before = read_timing(resumed)[:kept]
+    run_entry(
+        "train.py", *TINY, f"data.data_dir={mnist_dir}", f"hydra.run.dir={resumed}", "trainer.max_epochs=4", "test=false",
+        f"ckpt_path={resumed / 'checkpoints' / 'last.ckpt'}",
+    )
+    rows = read_timing(resumed)
+    assert [row["epoch"] for row in rows] == ["0", "1", "2", "3", "all"]
+    assert rows[:kept] == before
+    assert int(rows[-1]["samples"]) == 4 * TRAIN_SAMPLES
