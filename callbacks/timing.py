@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 from lightning import Callback, LightningModule, Trainer
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
 
 COLUMNS = ["epoch", "train_s", "val_s", "samples", "samples_per_s", "data_wait_frac", "peak_memory_mb"]
@@ -130,7 +131,8 @@ class EpochTiming(Callback):
         self.rows[row["epoch"]] = row
         metrics = {f"time/{name}": float(value) for name, value in row.items() if name != "epoch" and not math.isnan(float(value))}
         for logger in trainer.loggers:
-            logger.log_metrics(metrics, step=trainer.global_step)
+            if isinstance(logger, TensorBoardLogger):  # other loggers' metric files stay free of run-to-run noise
+                logger.log_metrics(metrics, step=trainer.global_step)
         if trainer.is_global_zero and not trainer.fast_dev_run:
             self._write()
 
