@@ -2,7 +2,7 @@
 
     python benchmarks/callback_overhead.py [--repeats 3] [--data-dir ../shared/data] [train.py overrides ...]
 
-Runs train.py alternately without the three callbacks (the baseline) and with them (the default), with
+Runs train.py alternately (ABBA) without the three callbacks (the baseline) and with them (the default), with
 the same seed, data and settings, each run a fresh process timed from start to exit, and prints the
 median wall time of each, their ratio, and the per-epoch figures of the last run's timing.csv.
 Defaults: LeNet-5 on the real MNIST in ../shared/data, 2 epochs on the CPU, no test.
@@ -44,7 +44,8 @@ def main() -> None:
     seconds: dict[str, list[float]] = {"without": [], "with": []}
     with tempfile.TemporaryDirectory() as scratch:
         for repeat in range(args.repeats):
-            for variant in ("without", "with"):
+            # ABBA order: a drift in the machine's load hits both variants alike
+            for variant in ("without", "with") if repeat % 2 == 0 else ("with", "without"):
                 run_dir = Path(scratch, f"{variant}{repeat}")
                 seconds[variant].append(timed_run(overrides + (WITHOUT if variant == "without" else []), run_dir))
                 print(f"run {repeat + 1}/{args.repeats} {variant:>7} the callbacks: {seconds[variant][-1]:.2f} s", flush=True)
