@@ -2,6 +2,7 @@
 
 The model and data are rebuilt from the config stored in the checkpoint (the `--evaluate` of the
 classic ImageNet example); overrides of data.*, model.* and module.* given here apply on top.
+Writes metrics.json and, for each split, a per-sample prediction file (predictions/<split>-epochNNN.csv).
 """
 
 import json
@@ -13,6 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
+from callbacks.predictions import PerSamplePredictions
 from callbacks.run_config import RUN_CONFIG_KEY
 from core.build import build_callbacks, build_datamodule, build_loggers, build_module, build_trainer
 from core.checkpoint import load_checkpoint, load_weights
@@ -46,6 +48,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     module = build_module(cfg, datamodule)
     load_weights(module, checkpoint, cfg.ckpt_path)
     trainer = build_trainer(cfg, build_callbacks(cfg), build_loggers(cfg))
+    for callback in trainer.callbacks:
+        if isinstance(callback, PerSamplePredictions):
+            callback.weights_from(cfg.ckpt_path, checkpoint["epoch"])
 
     metrics: dict[str, float] = {}
     for split in cfg.splits:

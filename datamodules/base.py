@@ -20,13 +20,16 @@ class ImageDataModule(LightningDataModule):
     Conversion to float and normalisation happen on whole batches after they reach the device
     (`on_after_batch_transfer`), so the GPU does that work when there is one and the host ships
     4x fewer bytes; so does the random augmentation of training batches, when `augment` is given.
-    Subclasses set `input_shape`, `num_classes`, `mean`, `std`, `class_names` and fill `train_set`, `val_set`, `test_set` in `setup`.
+    Subclasses set `input_shape`, `num_classes`, `mean`, `std`, `class_names` and fill `train_set`,
+    `val_set`, `test_set` in `setup`; `trainer.predict` runs over `predict_split`.
     """
 
     input_shape: tuple[int, int, int]
     num_classes: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    # the split trainer.predict runs over
+    predict_split = "test"
 
     def __init__(
         self,
@@ -59,6 +62,13 @@ class ImageDataModule(LightningDataModule):
         """Where sample `index` (the batch's "index") of `split` comes from: a file path when the dataset has files."""
         return f"{split}[{index}]"
 
+    def dataset(self, split: str) -> ArrayImageDataset:
+        """The dataset of `split` ("train", "val" or "test"), once `setup` has run."""
+        datasets = {"train": self.train_set, "val": self.val_set, "test": self.test_set}
+        if split not in datasets:
+            raise UserError(f"There is no split {split!r}: the splits are {sorted(datasets)}.")
+        return datasets[split]
+
     def train_dataloader(self) -> DataLoader:
         """Shuffled by epoch and resumable mid-epoch (datamodules/resumable_loader.py)."""
         sampler = EpochShuffleSampler(len(self.train_set), self.shuffle_seed)
@@ -69,6 +79,9 @@ class ImageDataModule(LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return DataLoader(self.test_set, batch_size=self.eval_batch_size, **self._loader_options())
+
+    def predict_dataloader(self) -> DataLoader:
+        return DataLoader(self.dataset(self.predict_split), batch_size=self.eval_batch_size, **self._loader_options())
 
     def _loader_options(self) -> dict:
         return dict(

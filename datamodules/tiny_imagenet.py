@@ -14,7 +14,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from torchvision.datasets.utils import check_integrity, download_url, extract_archive
 
 from core.errors import UserError
@@ -41,6 +41,9 @@ class TinyImageNetDataModule(ImageDataModule):
     # per-channel statistics of the 100k official training images
     mean = (0.4802, 0.4481, 0.3975)
     std = (0.2302, 0.2265, 0.2262)
+
+    # trainer.predict reads the official test/ images, which have no labels
+    predict_split = "predict"
 
     def __init__(
         self,
@@ -108,9 +111,9 @@ class TinyImageNetDataModule(ImageDataModule):
         self.val_set = self.test_set = self._datasets.get("val")
         self.predict_set = self._datasets.get("test")
 
-    def predict_dataloader(self) -> DataLoader:
-        """The official test images: batches {"image", "index"}, no labels."""
-        return DataLoader(self.predict_set, batch_size=self.eval_batch_size, **self._loader_options())
+    def dataset(self, split: str) -> Dataset:
+        """As ImageDataModule's, plus "predict": the official test images, unlabelled."""
+        return self.predict_set if split == "predict" else super().dataset(split)
 
     def _load(self, folder: str) -> tuple[Dataset, list[str]]:
         """The dataset of an official folder and the bad inputs left out of it."""

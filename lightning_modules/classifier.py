@@ -7,6 +7,7 @@ import torch
 from hydra.utils import instantiate
 from lightning import LightningModule
 from torch import nn
+from torch.nn import functional as F
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
@@ -68,17 +69,23 @@ class ImageClassifier(LightningModule):
         self._log_epoch_metrics("train", self.train_loss, self.train_metrics)
         return loss
 
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._evaluation_step(batch, "val", self.val_loss, self.val_metrics)
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        return self._evaluation_step(batch, "val", self.val_loss, self.val_metrics)
 
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._evaluation_step(batch, "test", self.test_loss, self.test_metrics)
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        return self._evaluation_step(batch, "test", self.test_loss, self.test_metrics)
 
-    def _evaluation_step(self, batch: dict[str, torch.Tensor], stage: str, loss_metric: MeanMetric, accuracy: MetricCollection) -> None:
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        return {"logits": self(batch["image"])}
+
+    def _evaluation_step(self, batch: dict[str, torch.Tensor], stage: str, loss_metric: MeanMetric, accuracy: MetricCollection) -> dict[str, torch.Tensor]:
+        """Updates the epoch metrics; returns each sample's logits and loss for callbacks (prediction files, figures)."""
         logits = self(batch["image"])
-        loss_metric.update(self.loss_fn(logits, batch["label"]), weight=len(logits))
+        losses = F.cross_entropy(logits, batch["label"], reduction="none", label_smoothing=self.loss_fn.label_smoothing)
+        loss_metric.update(losses)
         accuracy.update(logits, batch["label"])
         self._log_epoch_metrics(stage, loss_metric, accuracy)
+        return {"logits": logits, "loss": losses}
 
     def _log_epoch_metrics(self, stage: str, loss_metric: MeanMetric, accuracy: MetricCollection) -> None:
         # Metric objects: Lightning calls compute() at epoch end, which syncs them across DDP processes.

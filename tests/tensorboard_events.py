@@ -45,3 +45,13 @@ def read_scalars_as_shown(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
     interrupted session logged after the checkpoint a resumed session restarted from dropped."""
     accumulator = EventAccumulator(str(log_dir), purge_orphaned_data=True).Reload()
     return {tag: [(event.step, event.value) for event in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]}
+
+
+def image_tags(log_dir: Path) -> dict[str, int]:
+    """tag -> number of images logged under it, over every event file below log_dir."""
+    counts: dict[str, int] = {}
+    for path in sorted(log_dir.rglob("events.out.tfevents.*")):
+        accumulator = EventAccumulator(str(path), size_guidance={"images": 0}).Reload()
+        for tag in accumulator.Tags()["images"]:
+            counts[tag] = counts.get(tag, 0) + len(accumulator.Images(tag))
+    return counts

@@ -1,0 +1,60 @@
+"""What the timing, prediction-file and validation-figure callbacks cost: whole train.py runs with and without them.
+
+    python benchmarks/callback_overhead.py [--repeats 3] [--data-dir ../shared/data] [train.py overrides ...]
+
+Runs train.py alternately (ABBA) without the three callbacks (the baseline) and with them (the default), with
+the same seed, data and settings, each run a fresh process timed from start to exit, and prints the
+median wall time of each, their ratio, and the per-epoch figures of the last run's timing.csv.
+Defaults: LeNet-5 on the real MNIST in ../shared/data, 2 epochs on the CPU, no test.
+"""
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULTS = [
+    "trainer=cpu",
+    "trainer.max_epochs=2",
+    "data.download=false",
+    "test=false",
+    "callbacks.progress_bar.refresh_rate=0",
+]
+WITHOUT = ["~callbacks.timing", "~callbacks.predictions", "~callbacks.validation_figures"]
+
+
+def timed_run(overrides: list[str], run_dir: Path) -> float:
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, "train.py", *overrides, f"hydra.run.dir={run_dir}"], cwd=REPO, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"train.py {' '.join(overrides)} failed:\n{result.stderr[-3000:]}")
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"), help="the folder holding MNIST/raw/")
+    args, overrides = parser.parse_known_args()
+    overrides = [*DEFAULTS, f"data.data_dir={args.data_dir}", *overrides]
+    seconds: dict[str, list[float]] = {"without": [], "with": []}
+    with tempfile.TemporaryDirectory() as scratch:
+        for repeat in range(args.repeats):
+            # ABBA order: a drift in the machine's load hits both variants alike
+            for variant in ("without", "with") if repeat % 2 == 0 else ("with", "without"):
+                run_dir = Path(scratch, f"{variant}{repeat}")
+                seconds[variant].append(timed_run(overrides + (WITHOUT if variant == "without" else []), run_dir))
+                print(f"run {repeat + 1}/{args.repeats} {variant:>7} the callbacks: {seconds[variant][-1]:.2f} s", flush=True)
+        timing = (Path(scratch, f"with{args.repeats - 1}") / "timing.csv").read_text()
+    baseline, measured = statistics.median(seconds["without"]), statistics.median(seconds["with"])
+    print(f"\ntrain.py {' '.join(overrides)}")
+    print(f"median wall time without the callbacks {baseline:.2f} s, with them {measured:.2f} s: ratio {measured / baseline:.3f}")
+    print(f"timing.csv of the last run with them:\n{timing}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""Compare two checkpoints or prediction files sample by sample: python compare.py A B [split=val] [num_images=16]
+
+A and B are per-sample prediction files (<run dir>/predictions/*.csv, written by train.py and eval.py)
+or checkpoints; a checkpoint is first evaluated on `split` by eval.py's own code, into <this run>/a
+and <this run>/b. Prints both accuracies, the agreement rate, the right->wrong and wrong->right flips
+and the samples judged differently; writes disagreements.csv and contact_sheet.png (the first
+`num_images` disagreeing images, captioned with the true label and both predictions), which is also
+logged to TensorBoard. The images come from the dataset rebuilt from the data config that the
+prediction file's JSON sidecar records. `python compare.py A B` is short for `python compare.py a=A b=B`.
+"""
+
+import copy
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from lightning.pytorch.loggers import TensorBoardLogger
+from omegaconf import DictConfig, OmegaConf
+
+from core.build import build_datamodule, build_loggers
+from core.comparison import compare_predictions, contact_sheet, report, sample_images, write_disagreements
+from core.errors import UserError, exit_on_user_error
+from core.prediction_files import Predictions, read_predictions
+from eval import evaluate
+
+log = logging.getLogger(__name__)
+
+PREDICTION_FILE_SUFFIXES = (".csv", ".json")
+
+
+def predictions_of(cfg: DictConfig, side: str) -> Predictions:
+    """The predictions of side "a" or "b": the file given, or those of the checkpoint given, evaluated into <run>/<side>."""
+    path = Path(cfg[side])
+    if path.suffix in PREDICTION_FILE_SUFFIXES:
+        return read_predictions(path)
+    evaluation = copy.deepcopy(cfg)
+    evaluation.ckpt_path = str(path)
+    evaluation.splits = [cfg.split]
+    evaluation.paths.output_dir = str(Path(cfg.paths.output_dir) / side)
+    evaluate(evaluation)
+    (written,) = Path(evaluation.paths.output_dir, "predictions").glob(f"{cfg.split}-*.csv")
+    return read_predictions(written)
+
+
+def compare(cfg: DictConfig) -> None:
+    if cfg.split not in ("val", "test"):
+        raise UserError(f"split must be val or test, not {cfg.split!r}.")
+    comparison = compare_predictions(predictions_of(cfg, "a"), predictions_of(cfg, "b"))
+    print(report(comparison, cfg.max_listed))
+    output_dir = Path(cfg.paths.output_dir)
+    write_disagreements(comparison, output_dir / "disagreements.csv")
+    shown = [item.index for item in comparison.disagreements[: cfg.num_images]]
+    if not shown:
+        return
+    datamodule = build_datamodule(OmegaConf.create({"data": comparison.a.meta["data"]}))
+    datamodule.setup("validate" if comparison.a.split == "val" else "test")
+    figure = contact_sheet(comparison, sample_images(datamodule, comparison.a.split, shown))
+    figure.savefig(output_dir / "contact_sheet.png", dpi=100)
+    print(f"contact sheet of {len(shown)} disagreeing images: {output_dir / 'contact_sheet.png'}")
+    for logger in build_loggers(cfg):
+        if isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_figure("compare/contact_sheet", figure)
+            logger.finalize("success")
+
+
+def positional_to_overrides(arguments: list[str]) -> list[str]:
+    """`A B ...` -> `a=A b=B ...`: up to two leading arguments that are neither key=value nor flags, quoted for Hydra."""
+    rewritten = list(arguments)
+    for position, side in enumerate(("a", "b")):
+        if position < len(rewritten) and "=" not in rewritten[position] and not rewritten[position].startswith("-"):
+            quoted = rewritten[position].replace("\\", "\\\\").replace("'", "\\'")
+            rewritten[position] = f"{side}='{quoted}'"
+        else:
+            break
+    return rewritten
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="compare")
+def main(cfg: DictConfig) -> None:
+    with exit_on_user_error():
+        compare(cfg)
+
+
+if __name__ == "__main__":
+    sys.argv[1:] = positional_to_overrides(sys.argv[1:])
+    main()

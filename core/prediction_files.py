@@ -1,0 +1,111 @@
+"""Per-sample prediction files: `<name>.csv`, one row per sample, and `<name>.json`, where the rows come from.
+
+The CSV opens in any spreadsheet or `pandas.read_csv`. Its columns:
+
+    split, index, source, label, label_name, correct, loss,
+    pred1, pred1_name, prob1, ..., pred5, pred5_name, prob5, epoch, checkpoint
+
+`index` is the sample's index in its source split (the batch's "index"), `pred1` the top-1
+prediction, `prob*` softmax probabilities. `label`, `label_name` and `correct` are empty for
+unlabeled samples, `loss` for them and for `trainer.predict`. `epoch` (counted from 0, like
+checkpoint names) and `checkpoint` say which weights made the predictions (`checkpoint` is empty
+during training). The JSON sidecar holds the split, the stage, the epoch and checkpoint again, the
+number of samples, and the data config of the run, so that the dataset can be rebuilt to show the
+images (compare.py).
+"""
+
+import csv
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.errors import UserError
+
+
+@dataclass
+class Predictions:
+    """A prediction file read back: its sidecar's metadata and its rows (strings, as in the CSV), in index order."""
+
+    path: Path
+    meta: dict[str, Any]
+    rows: list[dict[str, str]]
+
+    @property
+    def split(self) -> str:
+        return self.meta["split"]
+
+    @property
+    def dataset(self) -> str:
+        return self.meta["data"]["_target_"]
+
+    @property
+    def top_k(self) -> int:
+        return sum(name.startswith("prob") for name in self.rows[0]) if self.rows else 0
+
+
+def sidecar_path(path: Path) -> Path:
+    return path.with_suffix(".json")
+
+
+def write_predictions(
+    path: Path,
+    *,
+    split: str,
+    stage: str,
+    index: np.ndarray,
+    label: np.ndarray | None,
+    loss: np.ndarray | None,
+    top_ids: np.ndarray,
+    top_probs: np.ndarray,
+    class_names: Sequence[str],
+    source: Callable[[str, int], str],
+    epoch: int | None,
+    checkpoint: str,
+    data_config: dict[str, Any],
+) -> None:
+    """Writes the CSV (rows in the given order) and its JSON sidecar."""
+    k = top_ids.shape[1]
+    prediction_columns = [name for rank in range(1, k + 1) for name in (f"pred{rank}", f"pred{rank}_name", f"prob{rank}")]
+    columns = ["split", "index", "source", "label", "label_name", "correct", "loss", *prediction_columns, "epoch", "checkpoint"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(columns)
+        for row in range(len(index)):
+            sample = int(index[row])
+            if label is None:
+                truth = ["", "", ""]
+            else:
+                true_id = int(label[row])
+                truth = [true_id, class_names[true_id], int(top_ids[row, 0] == true_id)]
+            sample_loss = "" if loss is None else f"{loss[row]:.6g}"
+            predicted = [value for rank in range(k) for value in (int(top_ids[row, rank]), class_names[top_ids[row, rank]], f"{top_probs[row, rank]:.6g}")]
+            writer.writerow([split, sample, source(split, sample), *truth, sample_loss, *predicted, "" if epoch is None else epoch, checkpoint])
+    meta = {"split": split, "stage": stage, "epoch": epoch, "checkpoint": checkpoint, "num_samples": len(index), "data": data_config}
+    sidecar_path(path).write_text(json.dumps(meta, indent=2))
+
+
+def read_predictions(path: str | Path) -> Predictions:
+    """A prediction file and its sidecar; a missing or foreign file is a UserError."""
+    path = Path(path)
+    if path.suffix == ".json":
+        path = path.with_suffix(".csv")
+    if not path.is_file():
+        raise UserError(f"No prediction file at {path}: pass a <run dir>/predictions/*.csv written by train.py or eval.py, or a checkpoint.")
+    sidecar = sidecar_path(path)
+    if not sidecar.is_file():
+        raise UserError(f"{path} has no sidecar {sidecar.name} beside it: pass a prediction file written by train.py or eval.py, with its .json.")
+    try:
+        meta = json.loads(sidecar.read_text())
+        with path.open(newline="") as file:
+            rows = list(csv.DictReader(file))
+    except (json.JSONDecodeError, UnicodeDecodeError, csv.Error) as error:
+        raise UserError(f"{path} or its sidecar {sidecar.name} is not a prediction file ({error}): pass one written by train.py or eval.py.") from error
+    required = {"split", "index", "label", "label_name", "correct", "pred1", "pred1_name", "prob1"}
+    if not isinstance(meta, dict) or not {"split", "data"} <= set(meta) or (rows and not required <= set(rows[0])):
+        raise UserError(f"{path} is not a prediction file of train.py or eval.py (its columns or sidecar lack {sorted(required | {'data'})}).")
+    return Predictions(path, meta, rows)
