@@ -24,6 +24,8 @@ def _instantiate(node: DictConfig, what: str, **kwargs: Any) -> Any:
         return instantiate(node, **kwargs)
     except InstantiationException as error:
         cause = error.__cause__
+        while isinstance(cause, InstantiationException):  # nested: the module instantiating its network
+            cause = cause.__cause__
         if isinstance(cause, UserError):
             raise cause from None
         reason = f"{cause.__class__.__name__}: {cause}" if cause else str(error)
