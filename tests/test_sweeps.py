@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 
 import sweep_summary
 
+from tests.compose import compose_config
 from tests.conftest import TINY, run_entry
 from tests.csv_rows import read_rows
 from tests.tensorboard_events import hparams, read_scalars
@@ -115,3 +116,10 @@ def test_optuna_search_maximises_the_best_val_top1(mnist_dir, tmp_path):
     for row in read_rows(sweep_dir / "summary.csv"):
         assert row["optimizer"] in ("sgd", "adam", "adagrad") and 1e-4 <= float(row["optimizer.lr"]) <= 0.3
         assert 0 <= float(row["optimizer.weight_decay"]) <= 1e-3 and float(row["best_val_top1"]) == pytest.approx(results[row["job"]])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None, reason="hydra-submitit-launcher is not installed (pip install -e '.[slurm]')")
+def test_slurm_launcher_asks_for_the_trainers_nodes_and_processes(tmp_path):
+    launcher = compose_config(["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2"], tmp_path).hydra.launcher
+    assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (2, 4, 4)
