@@ -90,21 +90,30 @@ def job_row(job_dir: Path) -> dict[str, Any]:
     return row
 
 
-def summarize(sweep_dir: Path) -> tuple[list[dict[str, Any]], list[str]]:
-    """The rows and the override columns (in order of first appearance)."""
+def summarize(sweep_dir: Path, ended: dict[Path, dict[str, Any]] | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+    """The rows and the override columns (in order of first appearance).
+
+    `ended`: rows of jobs that have ended, reused instead of reading their events again, and added to.
+    """
     jobs = job_dirs(sweep_dir)
     if not jobs:
         raise UserError(f"{sweep_dir} holds no job directories of a multirun (<job>/.hydra/overrides.yaml): pass a sweep directory such as logs/train/multiruns/<date>_<time>.")
-    rows = [job_row(job) for job in jobs]
+    ended = {} if ended is None else ended
+    rows = []
+    for job in jobs:
+        row = ended.get(job) or job_row(job)
+        if row["status"] != UNFINISHED:
+            ended[job] = row
+        rows.append(row)
     override_columns = list(dict.fromkeys(key for job in jobs for key in overrides_of(job)))
     return rows, override_columns
 
 
-def write_summary(sweep_dir: Path) -> tuple[Path, Path, str]:
+def write_summary(sweep_dir: Path, ended: dict[Path, dict[str, Any]] | None = None) -> tuple[Path, Path, str]:
     """Writes summary.csv (every override) and summary.md (the overrides that differ between jobs; the
-    others listed once above the table); returns both paths and the Markdown."""
+    others listed once above the table); returns both paths and the Markdown. `ended`: as for summarize."""
     sweep_dir = Path(sweep_dir)
-    rows, override_columns = summarize(sweep_dir)
+    rows, override_columns = summarize(sweep_dir, ended)
     csv_path, markdown_path = sweep_dir / f"{SUMMARY_NAME}.csv", sweep_dir / f"{SUMMARY_NAME}.md"
     columns = ["job", "status", *override_columns, *METRIC_COLUMNS, "reason"]
     with csv_path.open("w", newline="") as file:
@@ -139,13 +148,20 @@ def _markdown_cell(value: Any) -> str:
 
 
 class WriteSweepSummary(Callback):
-    """Hydra callback (conf/hydra/default.yaml, hydra.callbacks): the summary after each job and at the end of a multirun."""
+    """Hydra callback (conf/hydra/default.yaml, hydra.callbacks): the summary after each job and at the end of a multirun.
+
+    The rows of jobs that have ended are kept, so that a long sweep (an Optuna search of hundreds of
+    trials) does not read every earlier job's events again after each job.
+    """
+
+    def __init__(self) -> None:
+        self._ended: dict[Path, dict[str, Any]] = {}
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if config.hydra.mode == RunMode.MULTIRUN and rank_zero_only.rank == 0:
-            write_summary(Path(config.hydra.sweep.dir))
+            write_summary(Path(config.hydra.sweep.dir), self._ended)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if job_dirs(Path(config.hydra.sweep.dir)):
-            markdown_path, csv_path, markdown = write_summary(Path(config.hydra.sweep.dir))
+            markdown_path, csv_path, markdown = write_summary(Path(config.hydra.sweep.dir), self._ended)
             log.info(f"Sweep summary: {markdown_path} and {csv_path}\n{markdown}")
