@@ -103,5 +103,5 @@ def test_one_and_two_processes_predict_every_validation_sample_once_alike(parity
         one = read_rows(single / "predictions" / f"val-epoch{epoch:03d}.csv")
         two = read_rows(sweep / "0" / "predictions" / f"val-epoch{epoch:03d}.csv")
         assert [int(row["index"]) for row in one] == [int(row["index"]) for row in two] == expected
-        assert [float(row["loss"]) for row in two] == pytest.approx([float(row["loss"]) for row in one], abs=1e-3)
-        assert sum(a["pred1"] != b["pred1"] for a, b in zip(one, two)) <= 1
+        assert [float(row["loss"]) for row in two] == pytest.approx([float(row["loss"]) for row in one], rel=1e-3)
+        assert [row["pred1"] for row in two] == [row["pred1"] for row in one]
