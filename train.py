@@ -10,6 +10,7 @@ from pathlib import Path
 
 import hydra
 import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
 from callbacks.continue_logs import ContinueLogs
@@ -38,6 +39,15 @@ def checkpoint_to_resume(cfg: DictConfig) -> str | None:
     return None
 
 
+def best_score(checkpoint_callback: ModelCheckpoint) -> float:
+    """The best checkpoint's score. After ddp_spawn (DDP in a multirun) only its path came back from the
+    training processes: the score is then read from the checkpoint callback's state stored in that file."""
+    if checkpoint_callback.best_model_score is None:
+        stored = load_checkpoint(checkpoint_callback.best_model_path)["callbacks"][checkpoint_callback.state_key]
+        return float(stored["best_model_score"])
+    return checkpoint_callback.best_model_score.item()
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then test the best checkpoint; returns the final metrics."""
     ckpt_path = checkpoint_to_resume(cfg)
@@ -51,12 +61,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # always there, whatever the callbacks group says: what makes checkpoints complete and resumes exact
     always = [StoreRunConfig(to_plain(cfg)), ExactResume(), ContinueLogs()]
     trainer = build_trainer(cfg, build_callbacks(cfg) + always, loggers)
+    log.info(f"Batch: {cfg.data.batch_size} per process x {trainer.world_size} processes = {cfg.data.batch_size * trainer.world_size} samples per optimizer step")
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     metrics = {name: value.item() for name, value in trainer.callback_metrics.items()}
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     if best:
-        metrics["best_val_top1"] = trainer.checkpoint_callback.best_model_score.item()
+        metrics["best_val_top1"] = best_score(trainer.checkpoint_callback)
         log.info(f"Best checkpoint: {best} (val top-1 {metrics['best_val_top1']:.4f})")
     if cfg.test:
         (test_metrics,) = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)

@@ -5,9 +5,12 @@ import os
 from typing import Any
 
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning import Callback, LightningModule, Trainer
+from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from omegaconf import DictConfig
 
@@ -110,7 +113,34 @@ def build_loggers(cfg: DictConfig) -> list[Logger]:
 def build_trainer(cfg: DictConfig, callbacks: list[Callback], loggers: list[Logger]) -> Trainer:
     _check_run_length(cfg.trainer)
     _check_devices(cfg.trainer)
-    return _instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
+    strategy = _strategy(cfg.trainer)
+    return _instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False, strategy=strategy)
+
+
+# Lightning's DDP strategies that start processes 1..N-1 by running the command line again, and their
+# counterparts that start them with torch.multiprocessing instead
+RELAUNCHING_DDP = {"ddp": "ddp_spawn", "ddp_find_unused_parameters_true": "ddp_spawn_find_unused_parameters_true", "ddp_find_unused_parameters_false": "ddp_spawn_find_unused_parameters_false"}
+
+
+def _strategy(trainer_cfg: DictConfig) -> Any:
+    """trainer.strategy, except that in a multirun `ddp` becomes `ddp_spawn`.
+
+    `ddp` starts the other processes by running `sys.argv` again with `hydra.run.dir` set to the run
+    directory (lightning.fabric.strategies.launchers.subprocess_script). Under `-m` that command line
+    is the whole sweep: every extra process would start a sweep of its own. `ddp_spawn` starts the
+    processes from inside this job, so they run this job's fit only. Under SLURM the processes are
+    started by srun, not relaunched, and `ddp` stays. (`auto` with several devices counts as `ddp`:
+    that is what Lightning would choose.)
+    """
+    strategy = requested = trainer_cfg.get("strategy", "auto")
+    devices, num_nodes = trainer_cfg.get("devices"), trainer_cfg.get("num_nodes") or 1
+    if strategy == "auto" and ((isinstance(devices, int) and devices > 1) or num_nodes > 1):
+        strategy = "ddp"  # what Lightning chooses for several devices
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    if not multirun or not isinstance(strategy, str) or strategy not in RELAUNCHING_DDP or SLURMEnvironment.detect():
+        return requested
+    log.info(f"Multirun: trainer.strategy={requested} runs as {RELAUNCHING_DDP[strategy]} (ddp would start each extra process with the whole sweep's command line)")
+    return RELAUNCHING_DDP[strategy]
 
 
 def _check_run_length(trainer_cfg: DictConfig) -> None:

@@ -71,7 +71,8 @@ class ImageDataModule(LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled by epoch and resumable mid-epoch (datamodules/resumable_loader.py)."""
-        sampler = EpochShuffleSampler(len(self.train_set), self.shuffle_seed)
+        sharding = (self.trainer.distributed_sampler_kwargs if self.trainer else None) or {}  # DDP: this process's share
+        sampler = EpochShuffleSampler(len(self.train_set), self.shuffle_seed, **sharding)
         return ResumableDataLoader(self.train_set, batch_size=self.batch_size, sampler=sampler, generator=torch.Generator(), **self._loader_options())
 
     def val_dataloader(self) -> DataLoader:

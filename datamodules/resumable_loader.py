@@ -7,32 +7,31 @@ sampler's seed from it). callbacks/exact_resume.py stores `position()` in every 
 epoch's order it had not yet trained on.
 """
 
+import itertools
 from collections.abc import Iterator
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, DistributedSampler
 
 
-class EpochShuffleSampler(Sampler[int]):
-    """A fresh random order every epoch; `set_epoch` (called by Lightning) picks the epoch, `start` skips its first samples."""
+class EpochShuffleSampler(DistributedSampler):
+    """A fresh random order every epoch, a function of (seed, epoch) alone; `set_epoch` (called by Lightning) picks the
+    epoch, `start` skips this process's first samples of it.
 
-    def __init__(self, size: int, seed: int):
-        self.size = size
-        self.seed = seed
-        self.epoch = 0
+    Under DDP each of the `num_replicas` processes takes every num_replicas-th sample of that one order
+    (DistributedSampler's sharding), so N processes with batches of B/N train on the same global batches as one
+    process with batches of B. Being a DistributedSampler, Lightning uses it as it is; it would otherwise wrap it
+    in a DistributedSampler of its own that shuffles the order once more, with another seed.
+    """
+
+    def __init__(self, size: int, seed: int, num_replicas: int = 1, rank: int = 0):
+        super().__init__(range(size), num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
         self.start = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.size
-
     def __iter__(self) -> Iterator[int]:
-        order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch))
         start, self.start = self.start, 0
-        return iter(order[start:].tolist())
+        return itertools.islice(super().__iter__(), start, None)
 
 
 class ResumableDataLoader(DataLoader):

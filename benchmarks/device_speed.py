@@ -1,0 +1,144 @@
+"""The same short training on each device setting: CPU, CPU DDP, one GPU, all GPUs; a Markdown table.
+
+    python benchmarks/device_speed.py [--settings cpu,cpu_ddp,gpu,gpu_ddp] [--repeats 1] [--out DIR] [train.py overrides ...]
+
+Each setting is a fresh train.py process (its own run directory under --out), timed from start to exit.
+Samples/s and seconds per epoch come from the run's timing.csv (callbacks/timing.py: training steps and
+the data waits between them, all processes' samples together); the wall time is the whole process
+(start-up, data, validation and the rest included). Speed-up is samples/s over the 1-process CPU run's;
+scaling efficiency is the speed-up over the same accelerator's single-process run, divided by the
+number of processes. Settings the machine cannot run are listed as skipped with the reason, never run.
+`data.batch_size` is per process (the Lightning convention), so N processes take N times the samples
+per step. Default training: LeNet-5 on random MNIST-shaped images (data=fake), 2 epochs, no test.
+With --repeats > 1 the settings run in rotating order and the medians are reported.
+"""
+
+import argparse
+import csv
+import datetime
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULTS = [
+    "data=fake", "data.input_shape=[1,28,28]", "data.num_classes=10", "data.train_size=20000", "data.val_size=2000",
+    "data.batch_size=128", "model=lenet", "trainer.max_epochs=2", "test=false", "callbacks.progress_bar.refresh_rate=0",
+]
+
+
+@dataclass
+class Setting:
+    name: str
+    description: str
+    accelerator: str  # the single-process setting of the same accelerator is the scaling baseline
+    overrides: list[str]
+    processes: int
+    skipped: str = ""  # why the machine cannot run it
+    wall_s: list[float] = field(default_factory=list)
+    samples_per_s: list[float] = field(default_factory=list)
+    epoch_s: list[float] = field(default_factory=list)
+
+
+def cpu_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def settings_of(names: list[str]) -> list[Setting]:
+    gpus, cores = torch.cuda.device_count(), cpu_cores()
+    no_gpu = "no GPU that torch can use on this machine"
+    known = {
+        "cpu": Setting("cpu", "CPU, 1 process", "cpu", ["trainer=cpu"], 1),
+        "cpu_ddp": Setting("cpu_ddp", "CPU, DDP 2 processes (gloo)", "cpu", ["trainer=ddp_cpu", "trainer.devices=2"], 2,
+                           "" if cores >= 2 else f"needs 2 CPU cores, this machine has {cores}"),
+        "gpu": Setting("gpu", "1 GPU", "gpu", ["trainer=gpu"], 1, "" if gpus else no_gpu),
+        "gpu_ddp": Setting("gpu_ddp", f"DDP on {max(gpus, 2)} GPUs", "gpu", ["trainer=ddp", f"trainer.devices={max(gpus, 2)}"], max(gpus, 2),
+                           "" if gpus >= 2 else f"needs 2 GPUs or more, this machine has {gpus}"),
+    }
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise SystemExit(f"error: unknown setting(s) {', '.join(unknown)}: choose from {', '.join(known)}.")
+    return [known[name] for name in names]
+
+
+def run(setting: Setting, overrides: list[str], run_dir: Path) -> None:
+    start = time.perf_counter()
+    command = [sys.executable, "train.py", *overrides, *setting.overrides, f"hydra.run.dir={run_dir}"]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
+    setting.wall_s.append(time.perf_counter() - start)
+    with (run_dir / "timing.csv").open(newline="") as file:
+        rows = list(csv.DictReader(file))
+    setting.samples_per_s.append(float(next(row for row in rows if row["epoch"] == "all")["samples_per_s"]))
+    setting.epoch_s.append(statistics.median(float(row["train_s"]) for row in rows if row["epoch"] != "all"))
+
+
+def table(settings: list[Setting]) -> str:
+    speed = {setting.name: statistics.median(setting.samples_per_s) for setting in settings if setting.samples_per_s}
+    single = {setting.accelerator: speed[setting.name] for setting in settings if setting.processes == 1 and setting.name in speed}
+    lines = ["| setting | processes | samples/s | s/epoch (training) | wall s (whole process) | speed-up vs CPU | scaling efficiency |", "|" + " --- |" * 7]
+    for setting in settings:
+        if setting.skipped:
+            lines.append(f"| {setting.description} | {setting.processes} | skipped: {setting.skipped} | | | | |")
+            continue
+        rate = speed[setting.name]
+        speedup = f"{rate / single['cpu']:.2f}x" if "cpu" in single else "(no CPU run)"
+        baseline = single.get(setting.accelerator)
+        efficiency = f"{rate / baseline / setting.processes:.0%}" if baseline else f"(no 1-process {setting.accelerator} run)"
+        lines.append(
+            f"| {setting.description} | {setting.processes} | {rate:.0f} | {statistics.median(setting.epoch_s):.2f} | "
+            f"{statistics.median(setting.wall_s):.1f} | {speedup} | {efficiency} |"
+        )
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    gpus = [torch.cuda.get_device_name(index) for index in range(torch.cuda.device_count())]
+    return f"{platform.node()}: {platform.processor() or platform.machine()}, {cpu_cores()} CPU cores, GPUs: {', '.join(gpus) or 'none'}; torch {torch.__version__}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--settings", default="cpu,cpu_ddp,gpu,gpu_ddp", help="comma-separated: cpu, cpu_ddp, gpu, gpu_ddp")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--out", type=Path, help="where the run directories and device_speed.md go (default: a temporary folder)")
+    args, overrides = parser.parse_known_args()
+    settings = settings_of(args.settings.split(","))
+    overrides = [*DEFAULTS, *overrides]
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory() as scratch:
+        out = args.out or Path(scratch)
+        runnable = [setting for setting in settings if not setting.skipped]
+        for repeat in range(args.repeats):
+            shift = repeat % len(runnable) if runnable else 0
+            for setting in runnable[shift:] + runnable[:shift]:  # rotating order: a drift in load hits every setting
+                run(setting, overrides, out / f"{setting.name}-{repeat}")
+                print(f"run {repeat + 1}/{args.repeats} {setting.name}: {setting.wall_s[-1]:.1f} s", file=sys.stderr, flush=True)
+        load_after = os.getloadavg()
+        report = "\n".join([
+            f"`{' '.join(['python benchmarks/device_speed.py', *sys.argv[1:]])}`",
+            "",
+            f"{datetime.date.today().isoformat()}, {machine()}; load average (1, 5, 15 min) before "
+            f"{', '.join(f'{value:.2f}' for value in load_before)}, after {', '.join(f'{value:.2f}' for value in load_after)}; "
+            f"median of {args.repeats} run(s) per setting.",
+            f"train.py {' '.join(overrides)}",
+            "",
+            table(settings),
+            "",
+        ])
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "device_speed.md").write_text(report)
+    print(report)
+
+
+if __name__ == "__main__":
+    main()

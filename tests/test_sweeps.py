@@ -1,0 +1,125 @@
+"""Multiruns of train.py: one directory per job under one sweep directory, how each job ended (status.json),
+the sweep summary (summary.md and summary.csv, after every job and from sweep_summary.py), the hparams rows,
+and an Optuna search."""
+
+import importlib.util
+import json
+import shutil
+
+import pytest
+from omegaconf import OmegaConf
+
+import sweep_summary
+
+from tests.compose import compose_config
+from tests.conftest import TINY, run_entry
+from tests.csv_rows import read_rows
+from tests.tensorboard_events import hparams, read_scalars
+
+ONE_EPOCH = [*(override for override in TINY if not override.startswith("trainer.max_epochs=")), "trainer.max_epochs=1", "test=false"]
+DIVERGING_LR = "1e9"  # the loss is NaN after a step or two: callbacks/finite_loss.py stops the job
+NAN_REASON = "The training loss became NaN or infinite at epoch 0"
+
+
+@pytest.fixture(scope="module")
+def sweep(mnist_dir, tmp_path_factory):
+    """optimizer=sgd,adam x optimizer.lr=0.05,1e9: two jobs train, two diverge."""
+    log_dir = tmp_path_factory.mktemp("sweep_logs")
+    result = run_entry(
+        "train.py", "-m", "optimizer=sgd,adam", f"optimizer.lr=0.05,{DIVERGING_LR}", *ONE_EPOCH,
+        f"data.data_dir={mnist_dir}", f"paths.log_dir={log_dir}", check=False,
+    )
+    (sweep_dir,) = (log_dir / "train" / "multiruns").iterdir()
+    return result, sweep_dir
+
+
+def test_every_job_runs_in_its_own_directory_and_a_failure_does_not_stop_the_sweep(sweep):
+    result, sweep_dir = sweep
+    # Hydra runs every job, then re-raises the first failure: the sweep exits non-zero
+    assert result.returncode == 1 and NAN_REASON in result.stderr
+    assert sorted(path.name for path in sweep_dir.iterdir() if path.is_dir()) == ["0", "1", "2", "3"]
+    for job in ("0", "2"):
+        assert (sweep_dir / job / "checkpoints" / "last.ckpt").is_file() and (sweep_dir / job / "timing.csv").is_file()
+
+
+def test_status_files_say_how_each_job_ended(sweep):
+    _, sweep_dir = sweep
+    statuses = {job: json.loads((sweep_dir / job / "status.json").read_text()) for job in "0123"}
+    assert [statuses[job]["status"] for job in "0123"] == ["completed", "failed", "completed", "failed"]
+    for job in "13":
+        assert statuses[job]["reason"].startswith(NAN_REASON)
+    for job in "02":  # train.py's return value: the best val top-1, as TensorBoard has it
+        assert statuses[job]["result"] == pytest.approx(max(value for _, value in read_scalars(sweep_dir / job / "tensorboard")["val/top1"]))
+
+
+def test_summary_has_one_row_per_job_with_its_overrides_metrics_and_failure_reason(sweep):
+    _, sweep_dir = sweep
+    rows = read_rows(sweep_dir / "summary.csv")
+    assert [(row["job"], row["optimizer"], float(row["optimizer.lr"]), row["status"]) for row in rows] == [
+        ("0", "sgd", 0.05, "completed"), ("1", "sgd", 1e9, "failed"), ("2", "adam", 0.05, "completed"), ("3", "adam", 1e9, "failed"),
+    ]
+    for row in rows:
+        scalars = read_scalars(sweep_dir / row["job"] / "tensorboard")
+        if row["status"] == "completed":
+            (best_step, best), *_ = sorted(scalars["val/top1"], key=lambda point: -point[1])
+            assert float(row["best_val_top1"]) == pytest.approx(best)
+            assert float(row["val_top5"]) == pytest.approx(dict(scalars["val/top5"])[best_step])
+            assert float(row["final_val_loss"]) == pytest.approx(scalars["val/loss"][-1][1])
+            assert row["epochs"] == "1" and float(row["wall_s"]) > 0 and float(row["samples_per_s"]) > 0 and row["reason"] == ""
+        else:
+            assert row["reason"].startswith(NAN_REASON) and row["best_val_top1"] == "" and "val/top1" not in scalars
+    markdown = (sweep_dir / "summary.md").read_text()
+    assert "4 jobs; 2 completed." in markdown and "| optimizer | optimizer.lr |" in markdown
+    assert "`trainer.max_epochs=1`" in markdown  # the same in every job: said once, not a column
+    assert sum(line.startswith("| 1 | failed | sgd | 1000000000.0 |") for line in markdown.splitlines()) == 1
+
+
+def test_each_completed_job_has_its_hparams_row(sweep):
+    _, sweep_dir = sweep
+    for job, optimizer in (("0", "torch.optim.SGD"), ("2", "torch.optim.Adam")):
+        values, metrics = hparams(sweep_dir / job / "tensorboard")
+        assert values["optimizer/_target_"] == optimizer and values["optimizer/lr"] == pytest.approx(0.05)
+        assert {"hp/best_val_top1", "hp/val_top1", "hp/val_top5"} <= set(metrics)
+
+
+def test_sweep_summary_command_reports_a_killed_job_as_unfinished(sweep, tmp_path):
+    _, sweep_dir = sweep
+    copy = shutil.copytree(sweep_dir, tmp_path / "sweep")
+    for name in ("summary.md", "summary.csv"):
+        (copy / name).unlink()
+    # a job killed at its start: Hydra wrote .hydra/, the job its `running` status, nothing else
+    status = json.loads((copy / "2" / "status.json").read_text())
+    shutil.rmtree(copy / "2")
+    (copy / "2" / ".hydra").mkdir(parents=True)
+    shutil.copy(sweep_dir / "2" / ".hydra" / "overrides.yaml", copy / "2" / ".hydra")
+    (copy / "2" / "status.json").write_text(json.dumps({"status": "running", "started": status["started"]}))
+    result = run_entry("sweep_summary.py", str(copy))
+    assert "| 2 | unfinished | adam |" in result.stdout
+    rows = {row["job"]: row for row in read_rows(copy / "summary.csv")}
+    assert rows["2"]["status"] == "unfinished" and "killed" in rows["2"]["reason"] and rows["2"]["best_val_top1"] == ""
+    assert rows["0"] == read_rows(sweep_dir / "summary.csv")[0]
+
+
+def test_sweep_summary_command_refuses_a_folder_without_jobs(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        sweep_summary.main([str(tmp_path)])
+    assert stop.value.code == 2 and capsys.readouterr().err.startswith(f"error: {tmp_path} holds no job directories of a multirun")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None, reason="hydra-optuna-sweeper is not installed (pip install -e '.[optuna]')")
+def test_optuna_search_maximises_the_best_val_top1(mnist_dir, tmp_path):
+    run_entry("train.py", "hparams_search=mnist_optuna", "hydra.sweeper.n_trials=2", *ONE_EPOCH, f"data.data_dir={mnist_dir}", f"paths.log_dir={tmp_path}")
+    (sweep_dir,) = (tmp_path / "train" / "multiruns").iterdir()
+    results = {job: json.loads((sweep_dir / job / "status.json").read_text())["result"] for job in ("0", "1")}
+    best = OmegaConf.load(sweep_dir / "optimization_results.yaml")
+    assert best.best_value == pytest.approx(max(results.values()))
+    for row in read_rows(sweep_dir / "summary.csv"):
+        assert row["optimizer"] in ("sgd", "adam", "adagrad") and 1e-4 <= float(row["optimizer.lr"]) <= 0.3
+        assert 0 <= float(row["optimizer.weight_decay"]) <= 1e-3 and float(row["best_val_top1"]) == pytest.approx(results[row["job"]])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None, reason="hydra-submitit-launcher is not installed (pip install -e '.[slurm]')")
+def test_slurm_launcher_asks_for_the_trainers_nodes_and_processes(tmp_path):
+    launcher = compose_config(["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2"], tmp_path).hydra.launcher
+    assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (2, 4, 4)
