@@ -7,7 +7,9 @@ from core.errors import UserError
 from datamodules.fake import FakeDataModule
 from datamodules.folds import check_fold_settings, fold_of_each_sample, fold_positions
 from datamodules.mnist import MNISTDataModule
+from datamodules.tiny_imagenet import TinyImageNetDataModule
 from tests.conftest import TINY, run_entry
+from tests.tiny_imagenet_files import write_tiny_imagenet
 
 # unbalanced on purpose: class 0 has 5x the samples of class 2
 LABELS = torch.tensor([0] * 250 + [1] * 103 + [2] * 50 + [3] * 7)
@@ -71,3 +73,18 @@ def test_train_refuses_a_fold_outside_the_folds_in_one_sentence(mnist_dir, tmp_p
     result = run_entry("train.py", *TINY, f"data.data_dir={mnist_dir}", f"hydra.run.dir={tmp_path}", "data.num_folds=3", "data.fold=3", check=False)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == "error: data.fold must be between 0 and 2 (data.num_folds=3 folds, counted from 0), got 3."
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_tiny_imagenet_validates_on_a_fold_of_train_and_tests_on_the_official_val(cache, tmp_path):
+    write_tiny_imagenet(tmp_path, num_classes=3, train_per_class=6, val_per_class=2, test_count=2)
+    datamodule = TinyImageNetDataModule(str(tmp_path), download=False, cache=cache, num_folds=3, fold=1, batch_size=4)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    assert len(datamodule.train_set) == 12 and len(datamodule.val_set) == 6
+    assert torch.bincount(datamodule.val_set.labels).tolist() == [2, 2, 2]
+    assert all("/train/" in datamodule.source("train", int(index)) for index in datamodule.val_set.source_index)
+    batch = next(iter(datamodule.val_dataloader()))
+    assert batch["image"].shape == (4, 3, 64, 64) and torch.equal(batch["label"], datamodule.val_set.labels[:4])
+    datamodule.setup("test")
+    assert len(datamodule.test_set) == 6 and all("/val/images/" in datamodule.source("test", index) for index in range(6))
