@@ -142,6 +142,8 @@ def fold_statistics(runs: Sequence[RunRecord], labels: Sequence[str]) -> list[st
         columns += [(f"last-epoch {metric_label(f'val/{metric}')}", lambda run, tag=f"val/{metric}": final_of(run, tag), metric) for metric in METRICS]
         for name, measure, metric in columns:
             values = [measure(run) for run in members]
+            if any(math.isnan(value) for value in values):  # not logged by every fold
+                continue
             lines.append(f"| {name} | {value_of(metric, statistics.mean(values))} | {value_of(metric, statistics.stdev(values))} | {', '.join(value_of(metric, value) for value in values)} |")
     if lines:
         lines.insert(0, "## K-fold cross-validation")
