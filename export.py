@@ -7,24 +7,17 @@ class names, format, source checkpoint). The export is then run on a batch of re
 its logits compared with the eager network's; a difference above `tolerance` ends with exit code 2.
 """
 
-import logging
 from pathlib import Path
 
 import hydra
 import torch
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from callbacks.run_config import RUN_CONFIG_KEY
-from core.build import build_datamodule, build_module
-from core.checkpoint import load_checkpoint, load_weights
 from core.errors import UserError, exit_on_user_error
 from core.exporting import INPUT_NAME, OUTPUT_NAME, SUFFIXES, NormalizedNet, check_format, export, load_exported, write_contract
 from core.image_input import RESIZE_FILTER
 from datamodules.image_files import PIL_MODES
-from eval import restore_run_config
-
-log = logging.getLogger(__name__)
+from eval import rebuild_from_checkpoint
 
 
 def real_batch(datamodule, size: int) -> torch.Tensor:
@@ -38,11 +31,7 @@ def export_checkpoint(cfg: DictConfig) -> dict:
     check_format(cfg.format)
     if cfg.verify_images < 3:
         raise UserError(f"verify_images must be at least 3 (the export is traced on 2 images and checked on a larger batch), got {cfg.verify_images}.")
-    checkpoint = load_checkpoint(cfg.ckpt_path)
-    cfg = restore_run_config(cfg, checkpoint[RUN_CONFIG_KEY], list(HydraConfig.get().overrides.task))
-    datamodule = build_datamodule(cfg)
-    module = build_module(cfg, datamodule)
-    load_weights(module, checkpoint, cfg.ckpt_path)
+    cfg, checkpoint, datamodule, module = rebuild_from_checkpoint(cfg)
     module.eval()
     model = NormalizedNet(module.net, datamodule.mean, datamodule.std).eval()
 

@@ -9,37 +9,27 @@ stderr, the others are still predicted, and the command then exits with code 2.
 """
 
 import csv
-import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import hydra
 import torch
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from callbacks.run_config import RUN_CONFIG_KEY
-from core.build import build_datamodule, build_module
-from core.checkpoint import load_checkpoint, load_weights
 from core.errors import UserError, exit_on_user_error
 from core.exporting import load_exported, read_contract
 from core.image_input import image_files, load_as_input
 from datamodules.image_files import BadImageFile
-from eval import restore_run_config
+from eval import rebuild_from_checkpoint
 
-log = logging.getLogger(__name__)
 
 Classifier = Callable[[torch.Tensor], torch.Tensor]  # uint8 images (B, C, H, W) -> logits
 
 
 def from_checkpoint(cfg: DictConfig) -> tuple[Classifier, tuple[int, int, int], list[str]]:
     """The network of a checkpoint with its datamodule's normalisation, its input shape and class names."""
-    checkpoint = load_checkpoint(cfg.ckpt_path)
-    cfg = restore_run_config(cfg, checkpoint[RUN_CONFIG_KEY], list(HydraConfig.get().overrides.task))
-    datamodule = build_datamodule(cfg)
-    module = build_module(cfg, datamodule)
-    load_weights(module, checkpoint, cfg.ckpt_path)
+    _, _, datamodule, module = rebuild_from_checkpoint(cfg)
     module.eval()
 
     def classify(images: torch.Tensor) -> torch.Tensor:

@@ -93,10 +93,10 @@ def metrics_table(run: RunRecord) -> list[str]:
 def timing_lines(run: RunRecord) -> list[str]:
     timing = run.timing
     if not timing:
-        return [f"No timing.csv in {run.path} (the timing callback was off)."]
+        return [f"No timing summary in {run.path / 'timing.csv'} (the timing callback was off, or training did not finish)."]
     return [
         f"- training time {number(timing.get('train_s', math.nan), 1)} s, validation time {number(timing.get('val_s', math.nan), 1)} s; "
-        f"first to last logged point {number(run.wall_s, 1)} s",
+        f"{number(run.wall_s, 1)} s from the first to the last logged point (a resumed run's pause included)",
         f"- throughput {number(timing.get('samples_per_s', math.nan), 0)} training images/s over {int(timing.get('samples', 0))} images; "
         f"{percent(timing.get('data_wait_frac', math.nan))} of the training time spent waiting for data",
         f"- peak memory {number(timing.get('peak_memory_mb', math.nan), 0)} MB",

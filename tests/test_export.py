@@ -7,11 +7,13 @@ import json
 import pytest
 import torch
 
+from core.build import build_datamodule, build_module
 from core.errors import UserError
 from core.exporting import ONNX_PACKAGES, NormalizedNet, check_format, export, load_exported
 from datamodules.mnist import MNISTDataModule
 from lightning_modules.classifier import ImageClassifier
 from lightning_modules.nets.rnn import RowRNN
+from tests.compose import compose_config, group_options
 from tests.conftest import run_entry
 from tests.tiny_runs import tiny_run
 
@@ -66,3 +68,20 @@ def test_a_recurrent_network_exports_with_a_dynamic_batch(file_format, mnist_dir
 def test_an_unknown_format_is_one_sentence():
     with pytest.raises(UserError, match=r"^format must be one of onnx, torchscript, torch_export, not 'tflite'\.$"):
         check_format("tflite")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("file_format", FORMATS)
+@pytest.mark.parametrize("model", group_options("model"))
+def test_every_model_of_the_zoo_exports_with_matching_logits(model, file_format, tmp_path):
+    """Untrained networks at 3x64x64 (the Tiny-ImageNet shape), as train.py would build them."""
+    torch.manual_seed(0)
+    cfg = compose_config([f"model={model}", "data=fake", "data.num_classes=20"], tmp_path)
+    datamodule = build_datamodule(cfg)
+    module = build_module(cfg, datamodule).eval()
+    images = torch.randint(0, 256, (3, *datamodule.input_shape), dtype=torch.uint8)
+    path = tmp_path / f"model.{SUFFIX[file_format]}"
+    export(NormalizedNet(module.net, datamodule.mean, datamodule.std), images[:2], file_format, path)
+    with torch.no_grad():
+        expected = module(datamodule.normalize(images))
+    assert torch.allclose(load_exported(path, file_format)(images), expected, atol=1e-4, rtol=1e-4)

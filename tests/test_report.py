@@ -1,4 +1,5 @@
-"""report.py on a real tiny run and on runs with planted curves; the overfitting detector on its own."""
+"""report.py on a real tiny run (as a command) and on runs with planted curves (its main, in this process);
+the overfitting detector on its own."""
 
 import math
 from pathlib import Path
@@ -9,6 +10,7 @@ from PIL import Image
 from torch.utils.tensorboard import SummaryWriter
 
 from core.observations import detect_overfitting, first_reaching, target_sentence
+from report import main as report_main
 from tests.conftest import run_entry
 from tests.csv_rows import read_rows
 from tests.tensorboard_events import read_scalars
@@ -100,17 +102,17 @@ def write_planted_run(run: Path, train_loss: list[float], val_loss: list[float],
 
 def test_report_says_when_a_run_overfits(tmp_path):
     write_planted_run(tmp_path / "run", FALLING_TRAIN[1], OVERFITTING_VAL[1])
-    run_entry("report.py", str(tmp_path / "run"), "--out", str(tmp_path / "out"))
+    report_main([str(tmp_path / "run"), "--out", str(tmp_path / "out")])
     report = (tmp_path / "out" / "report.md").read_text()
     assert "- Val loss rises from epoch 6 while train loss keeps falling: overfitting from epoch 6" in report
-    assert "No timing.csv" in report
+    assert "No timing summary in" in report
 
 
 def test_report_of_a_k_fold_sweep_gives_mean_and_std_over_the_folds(tmp_path):
     scales = [1.0, 1.2, 0.8]
     for fold, scale in enumerate(scales):
         write_planted_run(tmp_path / str(fold), FALLING_TRAIN[1], [scale * value for value in HEALTHY_VAL[1]], fold)
-    run_entry("report.py", str(tmp_path))
+    report_main([str(tmp_path)])
     report = (tmp_path / "report" / "report.md").read_text()
     last = [scale * HEALTHY_VAL[1][-1] for scale in scales]
     mean = sum(last) / 3
@@ -121,7 +123,8 @@ def test_report_of_a_k_fold_sweep_gives_mean_and_std_over_the_folds(tmp_path):
     assert "| 1 | `data.fold=1` | 12 |" in report
 
 
-def test_report_of_a_folder_without_runs_is_one_sentence(tmp_path):
-    result = run_entry("report.py", str(tmp_path), check=False)
-    assert result.returncode == 2
-    assert result.stderr.strip() == f"error: {tmp_path} holds no run with TensorBoard event files (<run>/tensorboard/events.out.tfevents.*): pass the directory of a run of train.py (logger=tensorboard) or of a sweep of them."
+def test_report_of_a_folder_without_runs_is_one_sentence(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        report_main([str(tmp_path)])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.strip() == f"error: {tmp_path} holds no run with TensorBoard event files (<run>/tensorboard/events.out.tfevents.*): pass the directory of a run of train.py (logger=tensorboard) or of a sweep of them."
