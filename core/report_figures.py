@@ -44,7 +44,7 @@ def curves_figure(metric: str, runs: Sequence[RunRecord], labels: Sequence[str],
             axes.axvline(onset.onset, color="0.4", linestyle=":", linewidth=1.2, label=f"overfitting from epoch {onset.onset}")
     axes.set_title(f"{METRIC_TITLES[metric]} per epoch")
     axes.set_xlabel("epoch (counted from 0)")
-    axes.set_ylabel(f"{METRIC_TITLES[metric].split(' (')[0]} (%)" if accuracy else "loss")
+    axes.set_ylabel(METRIC_TITLES[metric].split(" (")[0].lower())
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     if accuracy:
         axes.yaxis.set_major_formatter(PercentFormatter(decimals=0))

@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 def check_fold_settings(num_folds: int | None, fold: int) -> None:
     """One sentence for settings that name no valid fold."""
     if num_folds is None:
+        if fold != 0:  # otherwise every "fold" of a sweep would silently train the same split
+            raise UserError(f"data.fold={fold} needs data.num_folds, the number of folds: e.g. data.num_folds=5 data.fold={fold}.")
         return
     if not isinstance(num_folds, int) or num_folds < 2:
         raise UserError(f"data.num_folds must be at least 2 (train on K-1 folds, validate on one), got {num_folds}; data.num_folds=null keeps the single seeded validation split.")

@@ -37,7 +37,7 @@ def test_folds_are_fixed_by_the_seed_and_shuffled():
     assert not torch.equal(first[:250], torch.arange(250) % 4)  # not dealt out in file order
 
 
-@pytest.mark.parametrize(("num_folds", "fold", "message"), [(1, 0, "data.num_folds must be at least 2"), (5, 5, "data.fold must be between 0 and 4"), (3, -1, "data.fold must be between 0 and 2")])
+@pytest.mark.parametrize(("num_folds", "fold", "message"), [(None, 2, "data.fold=2 needs data.num_folds"), (1, 0, "data.num_folds must be at least 2"), (5, 5, "data.fold must be between 0 and 4"), (3, -1, "data.fold must be between 0 and 2")])
 def test_bad_fold_settings_are_one_sentence(num_folds, fold, message):
     with pytest.raises(UserError, match=message):
         check_fold_settings(num_folds, fold)
