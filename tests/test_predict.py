@@ -4,8 +4,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+from core.image_input import load_as_input
+from datamodules.image_files import decode_image
 from tests.conftest import run_entry
 from tests.csv_rows import read_rows
 from tests.idx_files import synthetic_digits
@@ -82,3 +85,22 @@ def test_predict_needs_exactly_one_model(tmp_path):
     result = run_entry("predict.py", f"hydra.run.dir={tmp_path}", "some.png", check=False)
     assert result.returncode == 2
     assert result.stderr.strip() == "error: Give either ckpt_path=PATH (a checkpoint of train.py) or exported=PATH (a model written by export.py), not both or neither."
+
+
+def test_images_reach_the_tiny_imagenet_shape_as_the_dataset_decodes_them(tmp_path):
+    rng = np.random.default_rng(0)
+    colour = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(colour).save(tmp_path / "same_size.jpg", quality=90)
+    # an image of the dataset's size gives exactly the pixels the dataset's decoder gives
+    assert np.array_equal(load_as_input(tmp_path / "same_size.jpg", (3, 64, 64)).numpy(), decode_image(tmp_path / "same_size.jpg", (3, 64, 64)))
+    gray = rng.integers(0, 256, (80, 100), dtype=np.uint8)
+    Image.fromarray(gray).save(tmp_path / "gray.png")
+    converted = load_as_input(tmp_path / "gray.png", (3, 64, 64))
+    assert converted.shape == (3, 64, 64) and converted.dtype == torch.uint8
+    assert torch.equal(converted[0], converted[1]) and torch.equal(converted[1], converted[2])  # grayscale copied to three channels
+    resized = np.asarray(Image.fromarray(gray).resize((64, 64), Image.Resampling.BILINEAR))
+    assert np.array_equal(converted[0].numpy(), resized)
+    rgba = np.concatenate([colour, np.zeros((64, 64, 1), dtype=np.uint8)], axis=-1)  # fully transparent: alpha is dropped
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
+    assert np.array_equal(load_as_input(tmp_path / "rgba.png", (3, 64, 64)).numpy(), colour.transpose(2, 0, 1))
+    assert load_as_input(tmp_path / "rgba.png", (1, 28, 28)).shape == (1, 28, 28)
