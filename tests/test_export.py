@@ -11,6 +11,7 @@ from core.build import build_datamodule, build_module
 from core.errors import UserError
 from core.exporting import ONNX_PACKAGES, NormalizedNet, check_format, export, load_exported
 from datamodules.mnist import MNISTDataModule
+from export import export_checkpoint
 from lightning_modules.classifier import ImageClassifier
 from lightning_modules.nets.rnn import RowRNN
 from tests.compose import compose_config, group_options
@@ -85,3 +86,11 @@ def test_every_model_of_the_zoo_exports_with_matching_logits(model, file_format,
     with torch.no_grad():
         expected = module(datamodule.normalize(images))
     assert torch.allclose(load_exported(path, file_format)(images), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_an_export_that_does_not_match_stops_with_exit_code_2_and_says_so(mnist_dir, tmp_path_factory, tmp_path):
+    run = tiny_run(tmp_path_factory, mnist_dir)
+    cfg = compose_config([f"ckpt_path={run}/checkpoints/last.ckpt", "format=torchscript", "tolerance=-1.0"], tmp_path, config_name="export")
+    with pytest.raises(UserError, match=r"^The torchscript export's logits differ from the eager network's by up to 0 on 32 val images, more than tolerance=-1\.0"):
+        export_checkpoint(cfg)
+    assert json.loads((tmp_path / "model.json").read_text())["verified"]["matches"] is False
