@@ -81,7 +81,7 @@ class TinyImageNetDataModule(ImageDataModule):
 
     def source(self, split: str, index: int) -> str:
         """The JPEG file of sample `index` of `split` (train, val, test or predict)."""
-        folder = FOLDER_OF_SPLIT[split]
+        folder = "train" if self.num_folds and split == "val" else FOLDER_OF_SPLIT[split]  # a fold of train/ validates
         if folder not in self._files:
             self._files[folder] = self.folder.list_split(folder).files
         return str(self._files[folder][index])

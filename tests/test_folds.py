@@ -83,7 +83,7 @@ def test_tiny_imagenet_validates_on_a_fold_of_train_and_tests_on_the_official_va
     datamodule.setup("fit")
     assert len(datamodule.train_set) == 12 and len(datamodule.val_set) == 6
     assert torch.bincount(datamodule.val_set.labels).tolist() == [2, 2, 2]
-    assert all("/train/" in datamodule.source("train", int(index)) for index in datamodule.val_set.source_index)
+    assert all("/train/" in datamodule.source("val", int(index)) for index in datamodule.val_set.source_index)
     batch = next(iter(datamodule.val_dataloader()))
     assert batch["image"].shape == (4, 3, 64, 64) and torch.equal(batch["label"], datamodule.val_set.labels[:4])
     datamodule.setup("test")
