@@ -87,9 +87,10 @@ def gather_images(arguments: list[str]) -> list[str]:
     """Bare paths and `image=PATH` arguments (Hydra takes a key once) -> one `images=[...]` override, quoted for Hydra."""
     images, rest = [], []
     for argument in arguments:
+        follows_a_flag = bool(rest) and rest[-1].startswith("-")  # e.g. the `job` of Hydra's `--cfg job`
         if argument.startswith("image="):
             images.append(argument.removeprefix("image="))
-        elif "=" not in argument and not argument.startswith("-"):
+        elif "=" not in argument and not argument.startswith("-") and not follows_a_flag:
             images.append(argument)
         else:
             rest.append(argument)

@@ -9,6 +9,7 @@ from PIL import Image
 
 from core.image_input import load_as_input
 from datamodules.image_files import decode_image
+from predict import gather_images
 from tests.conftest import run_entry
 from tests.csv_rows import read_rows
 from tests.idx_files import synthetic_digits
@@ -104,3 +105,8 @@ def test_images_reach_the_tiny_imagenet_shape_as_the_dataset_decodes_them(tmp_pa
     Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
     assert np.array_equal(load_as_input(tmp_path / "rgba.png", (3, 64, 64)).numpy(), colour.transpose(2, 0, 1))
     assert load_as_input(tmp_path / "rgba.png", (1, 28, 28)).shape == (1, 28, 28)
+
+
+def test_bare_paths_and_image_arguments_become_one_images_list():
+    arguments = ["ckpt_path=x.ckpt", "a.png", "image=dir/b c.jpg", "--cfg", "job", "photos/", "top_k=3"]
+    assert gather_images(arguments) == ["ckpt_path=x.ckpt", "--cfg", "job", "top_k=3", "images=['a.png','dir/b c.jpg','photos/']"]
