@@ -12,6 +12,7 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from lightning import LightningModule
 from omegaconf import DictConfig, OmegaConf
 
 from callbacks.predictions import PerSamplePredictions
@@ -19,6 +20,7 @@ from callbacks.run_config import RUN_CONFIG_KEY
 from core.build import build_callbacks, build_datamodule, build_loggers, build_module, build_trainer
 from core.checkpoint import load_checkpoint, load_weights
 from core.errors import UserError, exit_on_user_error
+from datamodules.base import ImageDataModule
 
 log = logging.getLogger(__name__)
 
@@ -38,15 +40,21 @@ def restore_run_config(cfg: DictConfig, stored: dict, overrides: list[str]) -> D
     return restored
 
 
-def evaluate(cfg: DictConfig) -> dict[str, float]:
+def rebuild_from_checkpoint(cfg: DictConfig) -> tuple[DictConfig, dict, ImageDataModule, LightningModule]:
+    """The checkpoint at cfg.ckpt_path, the config restored from it, and its datamodule and module with its weights."""
     checkpoint = load_checkpoint(cfg.ckpt_path)
     cfg = restore_run_config(cfg, checkpoint[RUN_CONFIG_KEY], list(HydraConfig.get().overrides.task))
-    unknown = sorted(set(cfg.splits) - {"val", "test"})
-    if unknown:
-        raise UserError(f"splits may name val and test, not {unknown}.")
     datamodule = build_datamodule(cfg)
     module = build_module(cfg, datamodule)
     load_weights(module, checkpoint, cfg.ckpt_path)
+    return cfg, checkpoint, datamodule, module
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    unknown = sorted(set(cfg.splits) - {"val", "test"})
+    if unknown:
+        raise UserError(f"splits may name val and test, not {unknown}.")
+    cfg, checkpoint, datamodule, module = rebuild_from_checkpoint(cfg)
     trainer = build_trainer(cfg, build_callbacks(cfg), build_loggers(cfg))
     for callback in trainer.callbacks:
         if isinstance(callback, PerSamplePredictions):

@@ -5,10 +5,11 @@ from collections.abc import Callable
 
 import torch
 from lightning import LightningDataModule
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from core.errors import UserError
 from datamodules.array_dataset import ArrayImageDataset, already_collated
+from datamodules.folds import check_fold_settings, split_into_folds
 from datamodules.resumable_loader import EpochShuffleSampler, ResumableDataLoader
 
 log = logging.getLogger(__name__)
@@ -22,6 +23,8 @@ class ImageDataModule(LightningDataModule):
     4x fewer bytes; so does the random augmentation of training batches, when `augment` is given.
     Subclasses set `input_shape`, `num_classes`, `mean`, `std`, `class_names` and fill `train_set`,
     `val_set`, `test_set` in `setup`; `trainer.predict` runs over `predict_split`.
+    With `num_folds` set, `setup` validates on fold `fold` of the training set instead
+    (`cross_validation_split`); `split_seed` fixes the validation split either way.
     """
 
     input_shape: tuple[int, int, int]
@@ -38,10 +41,18 @@ class ImageDataModule(LightningDataModule):
         num_workers: int = 0,
         pin_memory: bool = False,
         augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        num_folds: int | None = None,
+        fold: int = 0,
+        split_seed: int = 0,
     ):
         super().__init__()
         if batch_size < 1:
             raise UserError(f"data.batch_size must be a positive number of images per device, got {batch_size}.")
+        check_fold_settings(num_folds, fold)
+        # K-fold cross-validation (datamodules/folds.py): null keeps the dataset's own validation split
+        self.num_folds = num_folds
+        self.fold = fold
+        self.split_seed = split_seed
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
@@ -68,6 +79,10 @@ class ImageDataModule(LightningDataModule):
         if split not in datasets:
             raise UserError(f"There is no split {split!r}: the splits are {sorted(datasets)}.")
         return datasets[split]
+
+    def cross_validation_split(self, train_set: Dataset) -> tuple[Dataset, Dataset]:
+        """(train, val) with num_folds set: fold `fold` of `train_set` validates, the other folds train."""
+        return split_into_folds(train_set, self.num_folds, self.fold, self.split_seed)
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled by epoch and resumable mid-epoch (datamodules/resumable_loader.py)."""

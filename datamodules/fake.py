@@ -41,3 +41,5 @@ class FakeDataModule(ImageDataModule):
             labels = torch.randint(0, self.num_classes, (size,), generator=generator)
             splits[split] = ArrayImageDataset(images, labels, torch.arange(size))
         self.train_set, self.val_set, self.test_set = splits["train"], splits["val"], splits["test"]
+        if self.num_folds:
+            self.train_set, self.val_set = self.cross_validation_split(self.train_set)

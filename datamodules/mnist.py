@@ -21,11 +21,10 @@ class MNISTDataModule(ImageDataModule):
     mean = (0.1307,)
     std = (0.3081,)
 
-    def __init__(self, data_dir: str, val_size: int = 5000, split_seed: int = 0, download: bool = True, **loader_options):
+    def __init__(self, data_dir: str, val_size: int = 5000, download: bool = True, **loader_options):
         super().__init__(**loader_options)
         self.data_dir = Path(data_dir)
         self.val_size = val_size
-        self.split_seed = split_seed
         self.download = download
 
     @property
@@ -51,14 +50,21 @@ class MNISTDataModule(ImageDataModule):
         if self.train_set is not None:
             return
         images, labels = self._read(train=True, download=False)
+        if self.num_folds:  # validation is a fold of the 60k; val_size does not apply
+            self.train_set, self.val_set = self.cross_validation_split(ArrayImageDataset(images, labels, torch.arange(len(images))))
+        else:
+            self._carve_val_set(images, labels)
+        test_images, test_labels = self._read(train=False, download=False)
+        self.test_set = ArrayImageDataset(test_images, test_labels, torch.arange(len(test_images)))
+
+    def _carve_val_set(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        """val_size images drawn with split_seed validate, the rest train."""
         if not 0 < self.val_size < len(images):
             raise UserError(f"data.val_size must be between 1 and {len(images) - 1} (images carved from the training set for validation), got {self.val_size}.")
         order = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.split_seed))
         val_index, train_index = order[: self.val_size].sort().values, order[self.val_size :]
         self.train_set = ArrayImageDataset(images[train_index], labels[train_index], train_index)
         self.val_set = ArrayImageDataset(images[val_index], labels[val_index], val_index)
-        test_images, test_labels = self._read(train=False, download=False)
-        self.test_set = ArrayImageDataset(test_images, test_labels, torch.arange(len(test_images)))
 
     def _read(self, train: bool, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
         split = "training" if train else "test"

@@ -81,7 +81,7 @@ class TinyImageNetDataModule(ImageDataModule):
 
     def source(self, split: str, index: int) -> str:
         """The JPEG file of sample `index` of `split` (train, val, test or predict)."""
-        folder = FOLDER_OF_SPLIT[split]
+        folder = "train" if self.num_folds and split == "val" else FOLDER_OF_SPLIT[split]  # a fold of train/ validates
         if folder not in self._files:
             self._files[folder] = self.folder.list_split(folder).files
         return str(self._files[folder][index])
@@ -92,7 +92,7 @@ class TinyImageNetDataModule(ImageDataModule):
             self._download()
         if self.cache:
             stage = self.trainer.state.fn.value if self.trainer is not None else None
-            for folder in FOLDERS_OF_STAGE.get(stage, SPLITS):
+            for folder in self._folders_of(stage):
                 if folder in self._datasets:  # set up by an earlier stage of this run
                     continue
                 _, problems = self._load(folder)
@@ -104,12 +104,20 @@ class TinyImageNetDataModule(ImageDataModule):
             raise UserError(self._absent("prepare_data() has not downloaded it"))
         if len(self.folder.wnids) != self.num_classes:
             raise UserError(f"{self.folder.wnids_file} lists {len(self.folder.wnids)} classes but the network was built for {self.num_classes} before the folder was there: run again.")
-        for folder in FOLDERS_OF_STAGE.get(stage, SPLITS):
+        for folder in self._folders_of(stage):
             if folder not in self._datasets:
                 self._datasets[folder] = self._checked(folder)
         self.train_set = self._datasets.get("train")
         self.val_set = self.test_set = self._datasets.get("val")
+        if self.num_folds and self.train_set is not None:  # validation is a fold of train/; test stays the official val/
+            self.train_set, self.val_set = self.cross_validation_split(self.train_set)
         self.predict_set = self._datasets.get("test")
+
+    def _folders_of(self, stage: str | None) -> tuple[str, ...]:
+        """The official folders a stage reads; cross-validating, fitting and validating read train/ only."""
+        if self.num_folds and stage in ("fit", "validate"):
+            return ("train",)
+        return FOLDERS_OF_STAGE.get(stage, SPLITS)
 
     def dataset(self, split: str) -> Dataset:
         """As ImageDataModule's, plus "predict": the official test images, unlabelled."""

@@ -1,0 +1,66 @@
+"""Per-epoch curves of one run or of a sweep's runs: one figure per metric, train dashed and val solid."""
+
+import textwrap
+from collections.abc import Sequence
+
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator, PercentFormatter
+
+from core.observations import Overfitting
+from core.run_records import RunRecord
+
+METRIC_TITLES = {"loss": "Loss (cross-entropy)", "top1": "Top-1 accuracy", "top5": "Top-5 accuracy"}
+SPLIT_STYLES = {"train": "--", "val": "-"}
+LEGEND_WIDTH = 34  # characters per line of a run's label in the legend
+
+
+def run_colour(position: int, count: int) -> str | tuple:
+    """Matplotlib's 10 default colours, or 20 paired shades for larger sweeps (repeating beyond 20)."""
+    return f"C{position}" if count <= 10 else colormaps["tab20"](position % 20)
+
+
+def curves_figure(metric: str, runs: Sequence[RunRecord], labels: Sequence[str], overfitting: Sequence[Overfitting | None]) -> Figure:
+    """`metric`: loss, top1 or top5. A single run gets its own colours per split and its best val epoch
+    marked; a sweep gets one colour per run, labelled by `labels`, and a second legend for the splits."""
+    single = len(runs) == 1
+    figure = Figure(figsize=(8.5 if single else 11, 5), layout="constrained")
+    axes = figure.add_subplot()
+    accuracy = metric != "loss"
+    for position, (run, label) in enumerate(zip(runs, labels)):
+        for split, style in SPLIT_STYLES.items():
+            epochs, values = run.series(f"{split}/{metric}")
+            if not epochs:
+                continue
+            values = [100 * value for value in values] if accuracy else values
+            colour = f"C{0 if split == 'train' else 1}" if single else run_colour(position, len(runs))
+            axes.plot(epochs, values, style, color=colour, marker="o" if len(runs) <= 5 else None, markersize=3, linewidth=1.6, label=split if single else None)
+            if single and split == "val":
+                best = (max if accuracy else min)(range(len(values)), key=lambda index: values[index])
+                axes.plot(epochs[best], values[best], "*", color="C3", markersize=13, zorder=3, clip_on=False, label=f"best val (epoch {epochs[best]})")
+        onset = overfitting[position]
+        if single and onset is not None:
+            axes.axvline(onset.onset, color="0.4", linestyle=":", linewidth=1.2, label=f"overfitting from epoch {onset.onset}")
+    axes.set_title(f"{METRIC_TITLES[metric]} per epoch")
+    axes.set_xlabel("epoch (counted from 0)")
+    axes.set_ylabel(METRIC_TITLES[metric].split(" (")[0].lower())
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if accuracy:
+        axes.yaxis.set_major_formatter(PercentFormatter(decimals=0))
+    axes.grid(True, alpha=0.3)
+    if single:
+        axes.legend(loc="best", fontsize=9)
+    else:
+        _sweep_legends(figure, axes, labels)
+    return figure
+
+
+def _sweep_legends(figure: Figure, axes, labels: Sequence[str]) -> None:
+    """Runs by colour beside the plot (wrapped labels), splits by line style inside it."""
+    runs = [Line2D([], [], color=run_colour(position, len(labels)), linewidth=2.5) for position in range(len(labels))]
+    wrapped = ["\n".join(textwrap.wrap(label, LEGEND_WIDTH)) or "(no overrides)" for label in labels]
+    splits = [Line2D([], [], color="0.3", linestyle=style) for style in SPLIT_STYLES.values()]
+    axes.add_artist(axes.legend(splits, list(SPLIT_STYLES), loc="best", fontsize=9, title="split"))
+    columns = 1 if len(labels) <= 16 else 2
+    figure.legend(runs, wrapped, loc="outside right upper", fontsize=8, title="run", ncols=columns)

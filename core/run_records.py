@@ -1,0 +1,112 @@
+"""Reading what finished runs left in their directories: per-epoch curves, timing, config, overrides.
+
+Curves come from the TensorBoard event files, read with tensorboard's own EventAccumulator over the
+whole folder with `purge_orphaned_data=True`, which is how TensorBoard shows it: the event files in
+order, and for a resumed run the points that the interrupted session logged after the checkpoint it
+restarted from dropped (callbacks/continue_logs.py), so each epoch appears once.
+"""
+
+import csv
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from callbacks.run_config import RUN_CONFIG_KEY
+from core.checkpoint import load_checkpoint
+from core.errors import UserError
+
+# TensorBoard's reader warns about the model graph being logged more than once; not our concern here
+logging.getLogger("tensorboard").setLevel(logging.ERROR)
+
+EPOCH_TAG = "epoch"  # Lightning logs the current epoch beside every metric
+
+
+@dataclass
+class RunRecord:
+    """One run directory's records. `curves`: tag -> {epoch: value}, epochs counted from 0 as Lightning does."""
+
+    path: Path
+    curves: dict[str, dict[int, float]]
+    final: dict[str, float]  # tags logged once after training: test/*
+    timing: dict[str, float] = field(default_factory=dict)  # timing.csv's row "all"
+    config: dict[str, Any] = field(default_factory=dict)
+    overrides: list[str] = field(default_factory=list)
+    wall_s: float = math.nan  # first to last logged point
+
+    def series(self, tag: str) -> tuple[list[int], list[float]]:
+        points = self.curves.get(tag, {})
+        epochs = sorted(points)
+        return epochs, [points[epoch] for epoch in epochs]
+
+
+def is_run_dir(path: Path) -> bool:
+    return (path / "tensorboard").is_dir() and any((path / "tensorboard").rglob("events.out.tfevents.*"))
+
+
+def find_runs(folder: Path) -> list[Path]:
+    """The run itself, or the runs of a sweep (its numbered job folders, in job order)."""
+    if not folder.is_dir():
+        raise UserError(f"{folder} is not a folder: pass a run directory (logs/train/runs/<run>) or a sweep directory (logs/train/multiruns/<sweep>).")
+    if is_run_dir(folder):
+        return [folder]
+    runs = [child for child in folder.iterdir() if child.is_dir() and is_run_dir(child)]
+    if not runs:
+        raise UserError(f"{folder} holds no run with TensorBoard event files (<run>/tensorboard/events.out.tfevents.*): pass the directory of a run of train.py (logger=tensorboard) or of a sweep of them.")
+    return sorted(runs, key=lambda run: (not run.name.isdigit(), int(run.name) if run.name.isdigit() else 0, run.name))
+
+
+def read_curves(tensorboard_dir: Path) -> tuple[dict[str, dict[int, float]], dict[str, float], float]:
+    """Per-epoch curves (tag -> {epoch: value}), the once-logged test/* values, and the wall time spanned."""
+    accumulator = EventAccumulator(str(tensorboard_dir), purge_orphaned_data=True, size_guidance={"scalars": 0}).Reload()
+    tags = accumulator.Tags()["scalars"]
+    epoch_at_step: dict[int, int] = {}
+    for event in accumulator.Scalars(EPOCH_TAG) if EPOCH_TAG in tags else []:
+        # the end of epoch e and the first step of epoch e+1 can share a step: epoch metrics belong to e
+        epoch_at_step[event.step] = min(int(event.value), epoch_at_step.get(event.step, int(event.value)))
+    curves: dict[str, dict[int, float]] = {}
+    final: dict[str, float] = {}
+    times: list[float] = []
+    for tag in tags:
+        events = accumulator.Scalars(tag)
+        times += [event.wall_time for event in events]
+        if tag.startswith("test/"):
+            final[tag] = events[-1].value
+        elif tag.startswith(("train/", "val/", "time/")) and tag != "train/lr":
+            # by epoch; a later point of the same epoch (e.g. validation within the epoch) replaces an earlier one
+            curves[tag] = {epoch_at_step.get(event.step, position): event.value for position, event in enumerate(events)}
+    return curves, final, (max(times) - min(times)) if times else math.nan
+
+
+def read_timing(path: Path) -> dict[str, float]:
+    """timing.csv's summary row (epoch "all"): train_s, val_s, samples, samples_per_s, data_wait_frac, peak_memory_mb."""
+    if not path.is_file():
+        return {}
+    with path.open(newline="") as file:
+        summary = [row for row in csv.DictReader(file) if row["epoch"] == "all"]
+    if not summary:
+        return {}
+    return {name: float(value) if value else math.nan for name, value in summary[-1].items() if name != "epoch"}
+
+
+def read_config(run: Path) -> tuple[dict[str, Any], list[str]]:
+    """The run's composed config and command-line overrides (.hydra/), or the config stored in its last checkpoint."""
+    hydra_dir = run / ".hydra"
+    if (hydra_dir / "config.yaml").is_file():
+        config = yaml.safe_load((hydra_dir / "config.yaml").read_text()) or {}
+        overrides = yaml.safe_load((hydra_dir / "overrides.yaml").read_text()) if (hydra_dir / "overrides.yaml").is_file() else []
+        return config, list(overrides or [])
+    checkpoints = sorted((run / "checkpoints").glob("*.ckpt"), key=lambda path: path.stat().st_mtime)
+    if checkpoints:
+        return load_checkpoint(checkpoints[-1])[RUN_CONFIG_KEY], []
+    return {}, []
+
+
+def read_run(run: Path) -> RunRecord:
+    curves, final, wall_s = read_curves(run / "tensorboard")
+    config, overrides = read_config(run)
+    return RunRecord(run, curves, final, read_timing(run / "timing.csv"), config, overrides, wall_s)
