@@ -82,6 +82,9 @@ class EpochTiming(Callback):
         self.rows = {row["epoch"]: row for row in _read_epoch_rows(self.path) if row["epoch"] <= trainer.current_epoch}
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._start_epoch(pl_module)
+
+    def _start_epoch(self, pl_module: LightningModule) -> None:
         if pl_module.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(pl_module.device)
         self._measuring = True
@@ -92,6 +95,8 @@ class EpochTiming(Callback):
         self._previous_end = self._clock.mark()
 
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
+        if not self._measuring:  # resumed mid-epoch: Lightning does not call on_train_epoch_start again; the row counts this process's part
+            self._start_epoch(pl_module)
         self._step_start = self._clock.mark()
         self._gaps.append((self._previous_end, self._step_start))
 

@@ -64,7 +64,7 @@ class ImageClassifier(LightningModule):
     def setup(self, stage: str) -> None:
         # the device is known here (the trainer's), before Lightning moves the module there (keeping memory formats)
         if self.hparams.channels_last is None:
-            self._channels_last = self.trainer.strategy.root_device.type == "cuda"
+            self._channels_last = self._trainer is not None and self.trainer.strategy.root_device.type == "cuda"
         if self._channels_last:
             self.net.to(memory_format=torch.channels_last)
         compile_options = self.hparams.compile
