@@ -39,21 +39,29 @@ PHASES = {
     "first batch": "first_step",
 }
 
-# train.py run as `python train.py`, with two marks added: after its imports, and when Hydra calls train()
+# train.py run as `python train.py`, with two marks added: when its imports are done (hydra.main decorates
+# its main function, the line after them) and when the composed config reaches train() (it builds the datamodule first)
 WRAPPER = """
-import json, os, sys, time
+import json, os, runpy, sys, time
 marks_path = sys.argv.pop(1)
 sys.argv[0] = "train.py"
 sys.path.insert(0, os.getcwd())
-import train
-imported = time.time()
-original = train.train
-def timed(cfg):
+import hydra
+import core.build
+marks = {}
+decorate = hydra.main
+def decorate_marking(*args, **kwargs):
+    marks["imported"] = time.time()
+    return decorate(*args, **kwargs)
+hydra.main = decorate_marking
+build_datamodule = core.build.build_datamodule
+def build_datamodule_marking(cfg):
+    marks["composed"] = time.time()
     with open(marks_path + ".outer", "w") as file:
-        json.dump({"imported": imported, "composed": time.time()}, file)
-    return original(cfg)
-train.train = timed
-train.main()
+        json.dump(marks, file)
+    return build_datamodule(cfg)
+core.build.build_datamodule = build_datamodule_marking
+runpy.run_path("train.py", run_name="__main__")
 """
 
 
