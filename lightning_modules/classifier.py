@@ -93,7 +93,7 @@ class ImageClassifier(LightningModule):
     def _loggers_write_this_step(self) -> bool:
         """Whether Lightning writes this step's logged values (every trainer.log_every_n_steps steps).
 
-        Per-step values are logged on those steps only: every self.log costs about half a millisecond of
+        Per-step values are logged on those steps only: every self.log costs up to a millisecond of
         Lightning bookkeeping on the host, and values logged in between are never written (the progress
         bar shows the latest written ones)."""
         every = self.trainer.log_every_n_steps
