@@ -95,7 +95,7 @@ class EpochTiming(Callback):
         self._previous_end = self._clock.mark()
 
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
-        if not self._measuring:  # resumed in the middle of an epoch: Lightning does not start that epoch again
+        if not self._measuring:  # resumed mid-epoch: Lightning does not call on_train_epoch_start again; the row counts this process's part
             self._start_epoch(pl_module)
         self._step_start = self._clock.mark()
         self._gaps.append((self._previous_end, self._step_start))

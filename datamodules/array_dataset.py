@@ -22,6 +22,15 @@ class ArrayImageDataset(Dataset):
         self.labels = labels
         self.source_index = source_index
 
+    def to(self, device: torch.device) -> "ArrayImageDataset":
+        """Moves the images, labels and indices to `device` (in place); batches are then cut there."""
+        if isinstance(self.images, np.ndarray):  # e.g. a memory-mapped cache: read whole
+            self.images = torch.from_numpy(np.ascontiguousarray(self.images))
+        self.images = self.images.to(device)
+        self.labels = self.labels.to(device) if self.labels is not None else None
+        self.source_index = self.source_index.to(device)
+        return self
+
     def __len__(self) -> int:
         return len(self.source_index)
 
@@ -33,6 +42,7 @@ class ArrayImageDataset(Dataset):
         if isinstance(self.images, np.ndarray):  # e.g. a memory-mapped cache: reads only these rows
             images = torch.from_numpy(self.images[positions.numpy()])
         else:
+            positions = positions.to(self.images.device)  # one copy of the indices when the images are on a GPU
             images = self.images[positions]
         batch = {"image": images, "index": self.source_index[positions]}
         if self.labels is not None:

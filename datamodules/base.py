@@ -39,12 +39,16 @@ class ImageDataModule(LightningDataModule):
         batch_size: int = 128,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
-        pin_memory: bool = False,
+        pin_memory: bool | None = None,
         augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
         num_folds: int | None = None,
         fold: int = 0,
         split_seed: int = 0,
+        on_device: bool = False,
     ):
+        """pin_memory: batches in page-locked memory, so that their copies to the GPU (which Lightning issues
+        non-blocking) overlap computation; None: when training on a GPU. on_device: on a GPU, copy each split
+        to it once, whole, and index batches there (no copies per batch, no workers); ignored on the CPU."""
         super().__init__()
         if batch_size < 1:
             raise UserError(f"data.batch_size must be a positive number of images per device, got {batch_size}.")
@@ -57,6 +61,7 @@ class ImageDataModule(LightningDataModule):
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
         self.pin_memory = pin_memory
+        self.on_device = on_device
         # e.g. datamodules.batch_augment.BatchAugment: random crops/flips of uint8 training batches on the device
         self.augment = augment
         # the training order's seed, drawn from the run's seeded generator: the same `seed` gives the same order
@@ -88,22 +93,41 @@ class ImageDataModule(LightningDataModule):
         """Shuffled by epoch and resumable mid-epoch (datamodules/resumable_loader.py)."""
         sharding = (self.trainer.distributed_sampler_kwargs if self.trainer else None) or {}  # DDP: this process's share
         sampler = EpochShuffleSampler(len(self.train_set), self.shuffle_seed, **sharding)
-        return ResumableDataLoader(self.train_set, batch_size=self.batch_size, sampler=sampler, generator=torch.Generator(), **self._loader_options())
+        train_set = self._placed(self.train_set)
+        return ResumableDataLoader(train_set, batch_size=self.batch_size, sampler=sampler, generator=torch.Generator(), **self._loader_options(train_set))
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, batch_size=self.eval_batch_size, **self._loader_options())
+        return self._evaluation_loader(self.val_set)
 
     def test_dataloader(self) -> DataLoader:
-        return DataLoader(self.test_set, batch_size=self.eval_batch_size, **self._loader_options())
+        return self._evaluation_loader(self.test_set)
 
     def predict_dataloader(self) -> DataLoader:
-        return DataLoader(self.dataset(self.predict_split), batch_size=self.eval_batch_size, **self._loader_options())
+        return self._evaluation_loader(self.dataset(self.predict_split))
 
-    def _loader_options(self) -> dict:
+    def _evaluation_loader(self, dataset: Dataset) -> DataLoader:
+        dataset = self._placed(dataset)
+        return DataLoader(dataset, batch_size=self.eval_batch_size, **self._loader_options(dataset))
+
+    def _training_device(self) -> torch.device:
+        return self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+
+    def _placed(self, dataset: Dataset) -> Dataset:
+        """The dataset, moved whole to the training GPU once when `on_device` asks for it (in-memory arrays only)."""
+        device = self._training_device()
+        if self.on_device and device.type == "cuda" and isinstance(dataset, ArrayImageDataset):
+            dataset.to(device)
+        return dataset
+
+    def _loader_options(self, dataset: Dataset) -> dict:
+        # batches cut on the GPU: nothing to pin, no workers (CUDA does not fork)
+        on_device = isinstance(dataset, ArrayImageDataset) and isinstance(dataset.images, torch.Tensor) and dataset.images.is_cuda
+        num_workers = 0 if on_device else self.num_workers
+        pin_memory = self._training_device().type == "cuda" if self.pin_memory is None else self.pin_memory
         return dict(
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
+            num_workers=num_workers,
+            pin_memory=pin_memory and not on_device,
+            persistent_workers=num_workers > 0,
             collate_fn=already_collated,
         )
 

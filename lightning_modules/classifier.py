@@ -33,12 +33,19 @@ class ImageClassifier(LightningModule):
         input_shape: tuple[int, int, int],
         num_classes: int,
         label_smoothing: float = 0.0,
+        channels_last: bool | None = None,
+        compile: bool | dict[str, Any] = False,
     ):
+        """channels_last: keep the network's weights and its input images in channels-last (NHWC) memory
+        format, which cuDNN's convolutions prefer (with mixed precision on tensor cores above all); None: on
+        a GPU only. compile: torch.compile the network (true, or a dict of torch.compile's keyword arguments):
+        the first steps compile it, later ones run the fused code."""
         super().__init__()
         learning_rate = optimizer.get("lr")
         if isinstance(learning_rate, (int, float)) and not learning_rate > 0:
             raise UserError(f"optimizer.lr must be a positive learning rate, got {learning_rate}.")
         self.save_hyperparameters(logger=False)
+        self._channels_last = bool(channels_last)  # None is decided in setup, once the device is known
         self.net = instantiate(net, input_shape=tuple(input_shape), num_classes=num_classes)
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.example_input_array = torch.zeros(2, *input_shape)
@@ -54,20 +61,43 @@ class ImageClassifier(LightningModule):
         self.test_metrics = accuracy.clone(prefix="test/")
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
 
+    def setup(self, stage: str) -> None:
+        # the device is known here (the trainer's), before Lightning moves the module there (keeping memory formats)
+        if self.hparams.channels_last is None:
+            self._channels_last = self._trainer is not None and self.trainer.strategy.root_device.type == "cuda"
+        if self._channels_last:
+            self.net.to(memory_format=torch.channels_last)
+        compile_options = self.hparams.compile
+        if compile_options and getattr(self.net, "_compiled_call_impl", None) is None:
+            # Module.compile compiles in place: parameter names, and so checkpoints, stay those of the plain network
+            self.net.compile(**(compile_options if isinstance(compile_options, dict) else {}))
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self._channels_last and images.dim() == 4:
+            images = images.contiguous(memory_format=torch.channels_last)
+        if torch.jit.is_tracing():  # the TensorBoard graph: TorchScript cannot trace a compiled module, its plain forward it can
+            return self.net.forward(images)
         return self.net(images)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         logits = self(batch["image"])
-        loss = self.loss_fn(logits, batch["label"])
-        step_accuracy = self.train_metrics(logits, batch["label"])
+        labels = batch["label"]
+        loss = self.loss_fn(logits, labels)
+        self.train_metrics.update(logits.detach(), labels)
         self.train_loss.update(loss.detach(), weight=len(logits))
-        self.log_dict(
-            {"train_step/loss": loss.detach(), "train_step/top1": step_accuracy["train/top1"]},
-            on_step=True, on_epoch=False, prog_bar=True,
-        )
-        self._log_epoch_metrics("train", self.train_loss, self.train_metrics)
+        if self._loggers_write_this_step():
+            step_top1 = (logits.detach().argmax(dim=1) == labels).float().mean()
+            self.log_dict({"train_step/loss": loss.detach(), "train_step/top1": step_top1}, on_step=True, on_epoch=False, prog_bar=True)
         return loss
+
+    def _loggers_write_this_step(self) -> bool:
+        """Whether Lightning writes this step's logged values (every trainer.log_every_n_steps steps).
+
+        Per-step values are logged on those steps only: every self.log costs up to a millisecond of
+        Lightning bookkeeping on the host, and values logged in between are never written (the progress
+        bar shows the latest written ones)."""
+        every = self.trainer.log_every_n_steps
+        return every > 0 and (self.global_step + 1) % every == 0
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         return self._evaluation_step(batch, "val", self.val_loss, self.val_metrics)
@@ -84,11 +114,21 @@ class ImageClassifier(LightningModule):
         losses = F.cross_entropy(logits, batch["label"], reduction="none", label_smoothing=self.loss_fn.label_smoothing)
         loss_metric.update(losses)
         accuracy.update(logits, batch["label"])
-        self._log_epoch_metrics(stage, loss_metric, accuracy)
         return {"logits": logits, "loss": losses}
 
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch_metrics("train", self.train_loss, self.train_metrics)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch_metrics("val", self.val_loss, self.val_metrics)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch_metrics("test", self.test_loss, self.test_metrics)
+
     def _log_epoch_metrics(self, stage: str, loss_metric: MeanMetric, accuracy: MetricCollection) -> None:
-        # Metric objects: Lightning calls compute() at epoch end, which syncs them across DDP processes.
+        # Metric objects: Lightning calls compute() (which syncs them across DDP processes), logs and resets them.
+        # Logged once per epoch, here, not in every step: each self.log of a Metric object walks its state
+        # (about 1 ms on a CPU), which was 3 ms of a 7 ms LeNet step.
         self.log(f"{stage}/loss", loss_metric, on_step=False, on_epoch=True, prog_bar=stage == "val")
         self.log_dict(accuracy, on_step=False, on_epoch=True, prog_bar=stage == "val")
 

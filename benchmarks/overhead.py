@@ -1,0 +1,165 @@
+"""What the framework costs per training step: train.py with its default callbacks, logger and progress bar
+against a plain hand-written PyTorch loop doing the same work.
+
+    python -m benchmarks.overhead [--steps 500] [--first-step 20] [--repeats 3] [--threads 1] [--data-dir ../shared/data] [train.py overrides ...]
+
+Both train LeNet-5 (lightning_modules/nets/lenet.py, conf/model/lenet.yaml's options) on the real MNIST, from
+the same seed, on the same tensors in the same order (MNISTDataModule's split, EpochShuffleSampler's order),
+batch 128, SGD with momentum and the cosine schedule of the default config, the batches normalised by the
+datamodule; both validate on the 5000 validation images at the end of every epoch and keep the epoch's
+training loss and accuracy on the device, read once per epoch. train.py additionally does everything it
+always does: checkpoints, TensorBoard, timing.csv, prediction files, figures, the progress bar.
+
+Each run is a fresh process on the CPU; the variants alternate ABBA so that a drift in the machine's load hits
+both alike. Per-step time is measured inside each process, from the start of step --first-step (start-up,
+the first steps' warm-up excluded) to the end of step --steps, so it includes the epoch ends (validation,
+checkpoints, files, figures) that fall in between; whole-process time is measured from outside. The medians
+and ratios (train.py / plain loop) are printed with the machine's load average.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.callback_overhead import REPO, timed_run
+
+BATCH_SIZE = 128
+VAL_BATCH_SIZE = 1000  # data.eval_batch_size of conf/data/mnist.yaml
+
+
+def plain_loop(data_dir: str, steps: int, first_step: int, seed: int, max_epochs: int, marks_path: Path) -> None:
+    """The hand-written loop, in this process; writes the same marks as benchmarks/probe.py."""
+    import lightning as L
+    import torch
+    from torch.nn import functional as F
+
+    from benchmarks.probe import synchronize
+    from datamodules.mnist import MNISTDataModule
+    from datamodules.resumable_loader import EpochShuffleSampler
+    from lightning_modules.nets.lenet import LeNet5
+
+    L.seed_everything(seed)  # as train.py: the datamodule draws its shuffle seed, then the network its weights
+    datamodule = MNISTDataModule(data_dir, download=False, batch_size=BATCH_SIZE)
+    net = LeNet5(MNISTDataModule.input_shape, MNISTDataModule.num_classes)
+    datamodule.setup("fit")
+    device = torch.device("cpu")
+    train, val = datamodule.train_set, datamodule.val_set
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max_epochs)
+    marks: dict[str, float] = {}
+    sampler, step, epoch = EpochShuffleSampler(len(train), datamodule.shuffle_seed), 0, 0
+    while step < steps:
+        sampler.set_epoch(epoch)
+        order = torch.tensor(list(iter(sampler)))
+        net.train()
+        loss_sum, correct = torch.zeros((), device=device), torch.zeros((), device=device, dtype=torch.long)
+        for start in range(0, len(order), BATCH_SIZE):
+            if step == first_step:
+                synchronize(device)
+                marks[f"step_{first_step}_start"] = time.time()
+            batch = train.__getitems__(order[start : start + BATCH_SIZE])
+            images, labels = datamodule.normalize(batch["image"].to(device)), batch["label"].to(device)
+            logits = net(images)
+            loss = F.cross_entropy(logits, labels)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach() * len(labels)
+            correct += (logits.detach().argmax(1) == labels).sum()
+            step += 1
+            if step == steps:
+                break
+        scheduler.step()
+        val_loss, val_correct = evaluate(net, datamodule, val, device)
+        print(f"epoch {epoch}: train loss {loss_sum.item() / len(order):.4f} top-1 {correct.item() / len(order):.4f}, val loss {val_loss:.4f} top-1 {val_correct:.4f}", flush=True)
+        epoch += 1
+    synchronize(device)
+    marks["end"] = time.time()
+    marks["steps"] = steps - first_step
+    marks_path.write_text(json.dumps(marks))
+
+
+def evaluate(net, datamodule, dataset, device) -> tuple[float, float]:
+    import torch
+    from torch.nn import functional as F
+
+    net.eval()
+    loss_sum, correct = torch.zeros((), device=device), torch.zeros((), device=device, dtype=torch.long)
+    with torch.no_grad():
+        for start in range(0, len(dataset), VAL_BATCH_SIZE):
+            batch = dataset.__getitems__(range(start, min(start + VAL_BATCH_SIZE, len(dataset))))
+            labels = batch["label"].to(device)
+            logits = net(datamodule.normalize(batch["image"].to(device)))
+            loss_sum += F.cross_entropy(logits, labels, reduction="sum")
+            correct += (logits.argmax(1) == labels).sum()
+    return loss_sum.item() / len(dataset), correct.item() / len(dataset)
+
+
+def per_step_seconds(marks_path: Path, first_step: int) -> float:
+    marks = json.loads(marks_path.read_text())
+    return (marks["end"] - marks[f"step_{first_step}_start"]) / marks["steps"]
+
+
+def timed_plain_loop(args: argparse.Namespace, marks_path: Path) -> float:
+    started = time.perf_counter()
+    command = [sys.executable, "-m", "benchmarks.overhead", "--plain", f"--steps={args.steps}", f"--first-step={args.first_step}", f"--data-dir={args.data_dir}", f"--marks={marks_path}"]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"the plain loop failed:\n{result.stderr[-3000:]}")
+    return time.perf_counter() - started
+
+
+def load() -> str:
+    return "load average " + " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=500, help="optimizer steps per run (430 per epoch: one epoch end, with its validation, falls inside)")
+    parser.add_argument("--first-step", type=int, default=20, help="per-step time is measured from this step on")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads of both (OMP_NUM_THREADS); 0: torch's default, one per core")
+    parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"), help="the folder holding MNIST/raw/")
+    parser.add_argument("--plain", action="store_true", help=argparse.SUPPRESS)  # the plain loop's own process
+    parser.add_argument("--marks", type=Path, help=argparse.SUPPRESS)
+    args, overrides = parser.parse_known_args()
+    max_epochs = 10  # trainer.max_epochs of conf/trainer/default.yaml: the cosine schedule's length
+    if args.plain:
+        plain_loop(args.data_dir, args.steps, args.first_step, seed=42, max_epochs=max_epochs, marks_path=args.marks)
+        return
+    overrides = [
+        "trainer=cpu", f"data.data_dir={args.data_dir}", "data.download=false", "test=false", "seed=42", f"trainer.max_epochs={max_epochs}",
+        f"++trainer.max_steps={args.steps}", "+callbacks.probe._target_=benchmarks.probe.Probe", f"+callbacks.probe.first_step={args.first_step}", *overrides,
+    ]
+    if args.threads:  # one thread: per-core figures, and no thread left spinning for a core that another process holds
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    print(f"{load()} at the start; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')}", flush=True)
+    results: dict[str, dict[str, list[float]]] = {variant: {"step": [], "process": []} for variant in ("plain", "train.py")}
+    with tempfile.TemporaryDirectory() as scratch:
+        for repeat in range(args.repeats):
+            for variant in ("plain", "train.py") if repeat % 2 == 0 else ("train.py", "plain"):
+                marks = Path(scratch, f"{variant}{repeat}.json")
+                if variant == "plain":
+                    process_s = timed_plain_loop(args, marks)
+                else:
+                    process_s = timed_run([*overrides, f"+callbacks.probe.path={marks}"], Path(scratch, f"run{repeat}"))
+                results[variant]["process"].append(process_s)
+                results[variant]["step"].append(per_step_seconds(marks, args.first_step))
+                print(f"run {repeat + 1}/{args.repeats} {variant:>8}: {1000 * results[variant]['step'][-1]:.3f} ms/step, process {process_s:.2f} s ({load()})", flush=True)
+    plain, framework = ({name: statistics.median(values) for name, values in results[variant].items()} for variant in ("plain", "train.py"))
+    step_ratios = [ours / base for ours, base in zip(results["train.py"]["step"], results["plain"]["step"])]
+    print(f"\ntrain.py {' '.join(overrides)}")
+    print(f"per step ({args.steps - args.first_step} steps from step {args.first_step}): plain loop {1000 * plain['step']:.3f} ms, train.py {1000 * framework['step']:.3f} ms: "
+          f"ratio {framework['step'] / plain['step']:.3f} (per repeat: {', '.join(f'{ratio:.3f}' for ratio in step_ratios)})")
+    print(f"whole process: plain loop {plain['process']:.2f} s, train.py {framework['process']:.2f} s: ratio {framework['process'] / plain['process']:.3f}")
+    print(f"{load()} at the end; {os.cpu_count()} CPU cores")
+
+
+if __name__ == "__main__":
+    main()
