@@ -19,6 +19,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from core.build import build_datamodule, build_loggers
+from core.config import quoted
 from core.comparison import compare_predictions, contact_sheet, report, sample_images, write_disagreements
 from core.errors import UserError, exit_on_user_error
 from core.prediction_files import Predictions, read_predictions
@@ -69,8 +70,7 @@ def positional_to_overrides(arguments: list[str]) -> list[str]:
     rewritten = list(arguments)
     for position, side in enumerate(("a", "b")):
         if position < len(rewritten) and "=" not in rewritten[position] and not rewritten[position].startswith("-"):
-            quoted = rewritten[position].replace("\\", "\\\\").replace("'", "\\'")
-            rewritten[position] = f"{side}='{quoted}'"
+            rewritten[position] = f"{side}={quoted(rewritten[position])}"
         else:
             break
     return rewritten

@@ -17,6 +17,7 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
+from core.config import quoted
 from core.errors import UserError, exit_on_user_error
 from core.exporting import load_exported, read_contract
 from core.image_input import image_files, load_as_input
@@ -96,8 +97,7 @@ def gather_images(arguments: list[str]) -> list[str]:
             rest.append(argument)
     if not images:
         return rest
-    quoted = ",".join("'" + image.replace("\\", "\\\\").replace("'", "\\'") + "'" for image in images)
-    return rest + [f"images=[{quoted}]"]
+    return rest + [f"images=[{','.join(quoted(image) for image in images)}]"]
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="predict")

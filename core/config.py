@@ -22,3 +22,8 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
+
+
+def quoted(value: str) -> str:
+    """`value` as a single-quoted Hydra override value: paths with spaces, commas or '=' stay one string."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
