@@ -11,6 +11,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning import Callback, LightningModule, Trainer
 from lightning.fabric.plugins.environments import SLURMEnvironment
+from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from omegaconf import DictConfig
 
@@ -114,6 +115,8 @@ def build_trainer(cfg: DictConfig, callbacks: list[Callback], loggers: list[Logg
     _check_run_length(cfg.trainer)
     _check_devices(cfg.trainer)
     strategy = _strategy(cfg.trainer)
+    if not loggers:  # logger=none: Lightning refuses a LearningRateMonitor, which only writes to loggers
+        callbacks = [callback for callback in callbacks if not isinstance(callback, LearningRateMonitor)]
     return _instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False, strategy=strategy)
 
 

@@ -117,3 +117,9 @@ def test_missing_data_offline_is_one_clear_sentence(tmp_path):
     assert "Traceback" not in result.stderr
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert str(empty / "MNIST" / "raw") in line and "data.data_dir" in line
+
+
+def test_logger_none_trains_without_a_learning_rate_monitor(mnist_dir, tmp_path):
+    run_entry("train.py", *TINY, "trainer.max_epochs=1", f"data.data_dir={mnist_dir}", f"hydra.run.dir={tmp_path}", "logger=none")
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    assert not (tmp_path / "tensorboard").exists() and not (tmp_path / "csv").exists()
