@@ -26,10 +26,12 @@ class StopOnSignal(Callback):
     def __init__(self, dirpath: str, filename: str = "last"):
         self.path = f"{dirpath}/{filename}.ckpt"
         self.received: int | None = None
+        self._stopping_after_epoch: int | None = None
         self._previous_handlers: dict[int, Any] = {}
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.received = None
+        self._stopping_after_epoch = None
         self._install()
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -60,7 +62,15 @@ class StopOnSignal(Callback):
         self._stop_if_signalled(trainer, f"after batch {batch_idx + 1} of epoch {trainer.current_epoch}")
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._stop_if_signalled(trainer, f"at the end of epoch {trainer.current_epoch}")
+        # A signal during the epoch's validation: let Lightning finish the epoch (the module logs its train/*
+        # values after the callbacks' hooks) and stop there; the checkpoint is written in on_train_end.
+        if trainer.strategy.reduce_boolean_decision(self.received is not None, all=False):
+            trainer.should_stop = True
+            self._stopping_after_epoch = trainer.current_epoch
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self._stopping_after_epoch is not None:
+            self._stop_if_signalled(trainer, f"at the end of epoch {self._stopping_after_epoch}")
 
     def _stop_if_signalled(self, trainer: Trainer, where: str) -> None:
         # any(): under DDP every process must stop at the same batch, whichever of them got the signal
