@@ -60,10 +60,6 @@ class ImageClassifier(LightningModule):
         self.val_metrics = accuracy.clone(prefix="val/")
         self.test_metrics = accuracy.clone(prefix="test/")
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
-        # the training epoch's running sums go into checkpoints: a run resumed in (or at the end of) an
-        # epoch then logs that epoch's train/* over all its batches, not only those after the resume
-        self.train_loss.persistent(True)
-        self.train_metrics.persistent(True)
 
     def setup(self, stage: str) -> None:
         # the device is known here (the trainer's), before Lightning moves the module there (keeping memory formats)
@@ -119,12 +115,6 @@ class ImageClassifier(LightningModule):
         loss_metric.update(losses)
         accuracy.update(logits, batch["label"])
         return {"logits": logits, "loss": losses}
-
-    def on_train_epoch_start(self) -> None:
-        # a checkpoint written at an epoch's end holds that epoch's sums; a new epoch starts from zero
-        # (Lightning does not call this hook for an epoch resumed in its middle, whose sums are restored)
-        self.train_loss.reset()
-        self.train_metrics.reset()
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch_metrics("train", self.train_loss, self.train_metrics)
