@@ -66,7 +66,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     metrics = {name: value.item() for name, value in trainer.callback_metrics.items()}
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    if best:
+    if best and trainer.checkpoint_callback.monitor:  # callbacks=none: Lightning's own checkpoint keeps the latest epoch, unscored
         metrics["best_val_top1"] = best_score(trainer.checkpoint_callback)
         log.info(f"Best checkpoint: {best} (val top-1 {metrics['best_val_top1']:.4f})")
     if cfg.test:
