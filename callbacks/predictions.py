@@ -4,7 +4,8 @@ Files go to `<dirpath>/<split>-epochNNN.csv` (predict: `predict-<split>-epochNNN
 sidecar; the format is described in core/prediction_files.py. Under DDP every process keeps its own
 samples on its device until the end of the epoch; then one gather collects them, duplicates that
 DistributedSampler adds to even out the processes are dropped by sample index, and process 0 writes
-exactly one row per sample.
+exactly one row per sample. The file itself is written by the background writer while training goes on
+(callbacks/writes_in_background.py).
 """
 
 import logging
@@ -13,16 +14,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from lightning import Callback, LightningModule, Trainer
+from lightning import LightningModule, Trainer
 from lightning.pytorch.trainer.states import TrainerFn
 from torchmetrics.utilities.distributed import gather_all_tensors
 
+from callbacks.writes_in_background import WritesInBackground
 from core.prediction_files import write_predictions
 
 log = logging.getLogger(__name__)
 
 
-class PerSamplePredictions(Callback):
+class PerSamplePredictions(WritesInBackground):
     """Needs the LightningModule's evaluation steps to return {"logits": (B, K), "loss": (B,)}; predict_step {"logits": (B, K)}.
 
     Args:
@@ -87,8 +89,11 @@ class PerSamplePredictions(Callback):
         name = split if stage == split else f"{stage}-{split}"
         path = self.dirpath / (f"{name}.csv" if epoch is None else f"{name}-epoch{epoch:03d}.csv")
         datamodule = trainer.datamodule
-        write_predictions(
+        self.background.submit(
+            write_predictions,
             path,
+            what=f"the prediction file {path}",
+            on_done=lambda _: log.info(f"Wrote the predictions for {len(first)} {split} samples to {path}"),
             split=split,
             stage=stage,
             index=columns["index"],
@@ -97,12 +102,11 @@ class PerSamplePredictions(Callback):
             top_ids=columns["top_ids"],
             top_probs=columns["top_probs"],
             class_names=datamodule.class_names,
-            source=datamodule.source,
+            sources=[datamodule.source(split, index) for index in columns["index"].tolist()],
             epoch=epoch,
             checkpoint=checkpoint,
             data_config=self.data_config,
         )
-        log.info(f"Wrote the predictions for {len(first)} {split} samples to {path}")
 
     # -- Lightning hooks
 

@@ -2,29 +2,31 @@
 
 Cost: per batch, a confusion-matrix update and a merge that keeps a fixed number of samples,
 misclassified ones first, all on the device with fixed shapes (no host synchronisation); per epoch,
-one confusion-matrix sync across DDP processes and two figures drawn by process 0. The misclassified
-samples shown are the first ones of process 0's share of the validation set.
+one confusion-matrix sync across DDP processes, after which process 0 hands the numbers to the
+background writer (callbacks/writes_in_background.py), which draws the figures (0.7 s of matplotlib
+for MNIST's) while training goes on; they are added to TensorBoard at the step of their epoch when
+they are ready. The misclassified samples shown are the first ones of process 0's share of the
+validation set.
 """
 
 from typing import Any
 
 import torch
-from lightning import Callback, LightningModule, Trainer
+from lightning import LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from tensorboard.compat.proto.summary_pb2 import Summary
 from torchmetrics.classification import MulticlassConfusionMatrix
-from torchmetrics.utilities.plot import plot_confusion_matrix
 
-from core.figures import captioned_grid, short_name
+from callbacks.writes_in_background import WritesInBackground
+from core.figures import short_name, validation_figures
 
 
-class ValidationFigures(Callback):
+class ValidationFigures(WritesInBackground):
     """Needs the LightningModule's validation_step to return {"logits": (B, K), ...}.
 
     Args:
-        every_n_epochs: draw the figures of every n-th epoch, 0 for none (each costs a few tenths of a second on a CPU core).
+        every_n_epochs: draw the figures of every n-th epoch, 0 for none (each costs the background writer a few tenths of a second).
         num_images: misclassified samples in the grid (tag `val/misclassified`).
         max_matrix_classes: up to this many classes the full confusion matrix is drawn with its counts
             (tag `val/confusion_matrix`); above it, a chart of the `num_pairs` most frequent
@@ -43,7 +45,7 @@ class ValidationFigures(Callback):
         tensorboard = next((logger for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)), None)
         if stage == TrainerFn.FITTING and tensorboard is not None:
             self._writer = tensorboard.experiment
-            self.confusion = MulticlassConfusionMatrix(trainer.datamodule.num_classes)
+            self.confusion = MulticlassConfusionMatrix(trainer.datamodule.num_classes, validate_args=False)  # no label check: it would wait for the device
 
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._active = (
@@ -78,48 +80,36 @@ class ValidationFigures(Callback):
         if not trainer.is_global_zero:
             return
         names = trainer.datamodule.class_names
-        step = trainer.global_step
-        if len(names) <= self.max_matrix_classes:
-            self._writer.add_figure("val/confusion_matrix", confusion_matrix_figure(matrix, names), step)
-        else:
-            self._writer.add_figure("val/most_confused", most_confused_figure(matrix, names, self.num_pairs), step)
-        if self._kept is None:  # no validation batch
-            return
-        misclassified = {name: values[self._kept["wrong"]].cpu() for name, values in self._kept.items()}
-        if len(misclassified["index"]):
+        images, captions = torch.zeros(0, dtype=torch.uint8), []
+        if self._kept is not None:  # None: no validation batch
+            misclassified = {name: values[self._kept["wrong"]].cpu() for name, values in self._kept.items()}
             images = _to_uint8(misclassified["image"], trainer.datamodule.mean, trainer.datamodule.std)
             captions = [
                 f"#{index}\ntrue: {short_name(names[label])}\npredicted: {short_name(names[predicted])}"
                 for index, label, predicted in zip(misclassified["index"].tolist(), misclassified["label"].tolist(), misclassified["predicted"].tolist())
             ]
-            self._writer.add_figure("val/misclassified", captioned_grid(images, captions), step)
+        step = trainer.global_step
+        self.background.submit(
+            validation_figures,
+            matrix.cpu().numpy(),
+            names,
+            self.max_matrix_classes,
+            self.num_pairs,
+            images.numpy(),
+            captions,
+            what=f"the validation figures of epoch {trainer.current_epoch}",
+            on_done=lambda pngs: self._add_images(pngs, step),
+        )
+
+    def _add_images(self, pngs: dict[str, bytes], step: int) -> None:
+        """PNG files into TensorBoard as they are, as add_figure would have written them."""
+        for tag, png in pngs.items():
+            self._writer.file_writer.add_summary(Summary(value=[Summary.Value(tag=tag, image=_image(png))]), step)
 
 
-def confusion_matrix_figure(matrix: torch.Tensor, names: list[str]) -> Figure:
-    """The whole matrix, true classes down, predicted across, with the count in each cell."""
-    size = 3 + 0.6 * len(names)
-    figure = Figure(figsize=(size + 1, size), layout="constrained")
-    axes = figure.add_subplot()
-    plot_confusion_matrix(matrix.cpu(), ax=axes, labels=[short_name(name) for name in names])
-    axes.set_title(f"validation confusion matrix ({int(matrix.sum())} samples)")
-    return figure
-
-
-def most_confused_figure(matrix: torch.Tensor, names: list[str], num_pairs: int) -> Figure:
-    """A bar per (true, predicted) pair of different classes, the `num_pairs` most frequent first."""
-    confusions = matrix.cpu().clone()
-    confusions.fill_diagonal_(0)
-    counts, flat = confusions.flatten().topk(min(num_pairs, confusions.numel()))
-    pairs = [(count, divmod(position, len(names))) for count, position in zip(counts.tolist(), flat.tolist()) if count > 0]
-    figure = Figure(figsize=(9, 1.5 + 0.35 * max(1, len(pairs))), layout="constrained")
-    axes = figure.add_subplot()
-    axes.barh(range(len(pairs)), [count for count, _ in pairs])
-    axes.set_yticks(range(len(pairs)), [f"{short_name(names[true])} → {short_name(names[predicted])}" for _, (true, predicted) in pairs])
-    axes.invert_yaxis()
-    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes.set_xlabel("validation samples (true → predicted)")
-    axes.set_title(f"the {len(pairs)} most frequent confusions")
-    return figure
+def _image(png: bytes) -> Summary.Image:
+    width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")  # the PNG header's IHDR chunk
+    return Summary.Image(height=height, width=width, colorspace=4, encoded_image_string=png)
 
 
 def _to_uint8(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:

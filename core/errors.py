@@ -1,13 +1,13 @@
-"""Mistakes a user can make end as one sentence and a non-zero exit, not as a traceback."""
+"""Mistakes a user can make end as one sentence and a non-zero exit, not as a traceback.
+
+Hydra and Lightning are imported where they are used, not with this module: the background writer
+(core/background.py) raises UserError without loading them.
+"""
 
 import logging
 import signal
 import sys
 from contextlib import contextmanager
-
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +27,9 @@ class TrainingStopped(Exception):
 
 
 def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
@@ -37,6 +40,8 @@ def exit_on_user_error():
     In a multirun a UserError is re-raised instead, so that Hydra marks this job as failed and the
     other jobs of the sweep still run; a signal ends the whole sweep.
     """
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
     try:
         yield
     except TrainingStopped as stop:

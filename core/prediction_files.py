@@ -16,7 +16,7 @@ images (compare.py).
 
 import csv
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,12 +62,12 @@ def write_predictions(
     top_ids: np.ndarray,
     top_probs: np.ndarray,
     class_names: Sequence[str],
-    source: Callable[[str, int], str],
+    sources: Sequence[str],
     epoch: int | None,
     checkpoint: str,
     data_config: dict[str, Any],
 ) -> None:
-    """Writes the CSV (rows in the given order) and its JSON sidecar."""
+    """Writes the CSV (rows in the given order, `sources[i]` where sample i comes from) and its JSON sidecar."""
     k = top_ids.shape[1]
     prediction_columns = [name for rank in range(1, k + 1) for name in (f"pred{rank}", f"pred{rank}_name", f"prob{rank}")]
     columns = ["split", "index", "source", "label", "label_name", "correct", "loss", *prediction_columns, "epoch", "checkpoint"]
@@ -84,7 +84,7 @@ def write_predictions(
                 truth = [true_id, class_names[true_id], int(top_ids[row, 0] == true_id)]
             sample_loss = "" if loss is None else f"{loss[row]:.6g}"
             predicted = [value for rank in range(k) for value in (int(top_ids[row, rank]), class_names[top_ids[row, rank]], f"{top_probs[row, rank]:.6g}")]
-            writer.writerow([split, sample, source(split, sample), *truth, sample_loss, *predicted, "" if epoch is None else epoch, checkpoint])
+            writer.writerow([split, sample, sources[row], *truth, sample_loss, *predicted, "" if epoch is None else epoch, checkpoint])
     meta = {"split": split, "stage": stage, "epoch": epoch, "checkpoint": checkpoint, "num_samples": len(index), "data": data_config}
     sidecar_path(path).write_text(json.dumps(meta, indent=2))
 

@@ -26,6 +26,8 @@ class MNISTDataModule(ImageDataModule):
         self.data_dir = Path(data_dir)
         self.val_size = val_size
         self.download = download
+        # each sample's source is its IDX file and position: the paths are made once, not per sample
+        self._image_files = {split: str(self.raw_folder / f"{prefix}-images-idx3-ubyte") for split, prefix in (("train", "train"), ("test", "t10k"))}
 
     @property
     def raw_folder(self) -> Path:
@@ -37,8 +39,7 @@ class MNISTDataModule(ImageDataModule):
 
     def source(self, split: str, index: int) -> str:
         """The IDX file and the image's position in it (validation images come from the training file)."""
-        file = "t10k-images-idx3-ubyte" if split == "test" else "train-images-idx3-ubyte"
-        return f"{self.raw_folder / file}[{index}]"
+        return f"{self._image_files['test' if split == 'test' else 'train']}[{index}]"
 
     def prepare_data(self) -> None:
         """Download the files once per node when they are absent."""

@@ -46,7 +46,7 @@ def write_hand_made(path: Path, val_split, offsets: dict[int, int], split: str =
     top_probs = np.tile([0.6, 0.2, 0.1, 0.05, 0.05], (len(index), 1))
     write_predictions(
         path, split=split, stage=split, index=index, label=label, loss=np.ones(len(index)), top_ids=top_ids, top_probs=top_probs,
-        class_names=class_names, source=lambda split, sample: f"{split}[{sample}]", epoch=0, checkpoint=str(path.with_suffix(".ckpt")),
+        class_names=class_names, sources=[f"{split}[{sample}]" for sample in index], epoch=0, checkpoint=str(path.with_suffix(".ckpt")),
         data_config={**data, "_target_": target or data["_target_"]},
     )
     return path
