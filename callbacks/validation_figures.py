@@ -42,6 +42,7 @@ class ValidationFigures(WritesInBackground):
         self._active = False
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
         tensorboard = next((logger for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)), None)
         if stage == TrainerFn.FITTING and tensorboard is not None:
             self._writer = tensorboard.experiment

@@ -21,6 +21,10 @@ class WritesInBackground(Callback):
     def background(self) -> BackgroundWorker:
         return shared_worker()
 
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if trainer.is_global_zero:  # the helper imports while the stage sets up, not when the first file is due
+            self.background.start()
+
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.background.collect()
 

@@ -4,8 +4,8 @@ A validation epoch's prediction file and its figures cost 0.05 s and 0.7 s of a 
 matplotlib); done in the training loop they stop training for that long every epoch (10% of a LeNet epoch
 on a CPU core, an idle GPU meanwhile). Instead, process 0 hands the numbers (numpy arrays, lists of
 strings) to one helper process and trains on. The helper is a fresh interpreter that imports numpy,
-matplotlib and the writing functions only (0.5 s, 70 MB; not torch or Lightning), started at the first
-task and shared by every callback of the process. It runs in a session of its own, so that Ctrl-C in the
+matplotlib and the writing functions only (0.5 s, 70 MB; not torch or Lightning), started when a stage
+sets up (or at the first task) and shared by every callback of the process. It runs in a session of its own, so that Ctrl-C in the
 terminal reaches the training process alone, which decides when to stop; it ends when the training
 process closes its input or dies.
 
@@ -53,7 +53,7 @@ class BackgroundWorker:
         """Run function(*args, **kwargs) in the helper; `what` names the task in errors ("the prediction file x.csv")."""
         while len(self._pending) >= MAX_PENDING:
             self._collect_one(block=True)
-        self._start()
+        self.start()
         task_id, self._next_id = self._next_id, self._next_id + 1
         self._pending[task_id] = (what, on_done)
         self._outbox.put((task_id, function, args, kwargs))
@@ -91,7 +91,8 @@ class BackgroundWorker:
             self._outbox.put(_STOP)
             process.wait()
 
-    def _start(self) -> None:
+    def start(self) -> None:
+        """Start the helper now rather than at the first task, so that its imports are done by then."""
         if self._process is not None:
             return
         self._outbox, self._results = queue.Queue(), queue.Queue()
