@@ -1,5 +1,6 @@
 """What the framework costs per training step: train.py with its default callbacks, logger and progress bar
-against a plain hand-written PyTorch loop doing the same work.
+against a plain hand-written PyTorch loop doing the same work, and, to tell Lightning's share from ours,
+train.py stripped to Lightning's loop and our LightningModule and DataModule.
 
     python -m benchmarks.overhead [--steps 500] [--first-step 20] [--repeats 3] [--threads 1] [--data-dir ../shared/data] [train.py overrides ...]
 
@@ -7,14 +8,16 @@ Both train LeNet-5 (lightning_modules/nets/lenet.py, conf/model/lenet.yaml's opt
 the same seed, on the same tensors in the same order (MNISTDataModule's split, EpochShuffleSampler's order),
 batch 128, SGD with momentum and the cosine schedule of the default config, the batches normalised by the
 datamodule; both validate on the 5000 validation images at the end of every epoch and keep the epoch's
-training loss and accuracy on the device, read once per epoch. train.py additionally does everything it
-always does: checkpoints, TensorBoard, timing.csv, prediction files, figures, the progress bar.
+loss, top-1 and top-5 accuracy (training and validation) on the device, read once per epoch. train.py additionally does everything it
+always does: checkpoints, TensorBoard, timing.csv, prediction files, figures, the progress bar. The third
+variant, "bare", is train.py with none of that (BARE below): what remains is Lightning's training loop with
+its hooks, our module (metrics) and our data module.
 
-Each run is a fresh process on the CPU; the variants alternate ABBA so that a drift in the machine's load hits
-both alike. Per-step time is measured inside each process, from the start of step --first-step (start-up,
+Each run is a fresh process on the CPU; the order of the variants turns around at every repeat (ABC CBA ...)
+so that a drift in the machine's load hits all alike. Per-step time is measured inside each process, from the start of step --first-step (start-up,
 the first steps' warm-up excluded) to the end of step --steps, so it includes the epoch ends (validation,
 checkpoints, files, figures) that fall in between; whole-process time is measured from outside. The medians
-and ratios (train.py / plain loop) are printed with the machine's load average.
+and ratios (to the plain loop) are printed with the machine's load average.
 """
 
 import argparse
@@ -29,6 +32,9 @@ from pathlib import Path
 
 from benchmarks.callback_overhead import REPO, timed_run
 
+# train.py without our callbacks, logger, progress bar, checkpoints and model summary
+BARE = ["callbacks=none", "logger=none", "++trainer.enable_progress_bar=false", "++trainer.enable_checkpointing=false", "++trainer.enable_model_summary=false"]
+VARIANTS = ("plain", "bare", "train.py")
 BATCH_SIZE = 128
 VAL_BATCH_SIZE = 1000  # data.eval_batch_size of conf/data/mnist.yaml
 
@@ -58,7 +64,7 @@ def plain_loop(data_dir: str, steps: int, first_step: int, seed: int, max_epochs
         sampler.set_epoch(epoch)
         order = torch.tensor(list(iter(sampler)))
         net.train()
-        loss_sum, correct = torch.zeros((), device=device), torch.zeros((), device=device, dtype=torch.long)
+        loss_sum, correct = torch.zeros((), device=device), torch.zeros(2, device=device, dtype=torch.long)
         for start in range(0, len(order), BATCH_SIZE):
             if step == first_step:
                 synchronize(device)
@@ -71,13 +77,14 @@ def plain_loop(data_dir: str, steps: int, first_step: int, seed: int, max_epochs
             loss.backward()
             optimizer.step()
             loss_sum += loss.detach() * len(labels)
-            correct += (logits.detach().argmax(1) == labels).sum()
+            correct += top1_top5_hits(logits.detach(), labels)
             step += 1
             if step == steps:
                 break
         scheduler.step()
-        val_loss, val_correct = evaluate(net, datamodule, val, device)
-        print(f"epoch {epoch}: train loss {loss_sum.item() / len(order):.4f} top-1 {correct.item() / len(order):.4f}, val loss {val_loss:.4f} top-1 {val_correct:.4f}", flush=True)
+        val_loss, (val_top1, val_top5) = evaluate(net, datamodule, val, device)
+        top1, top5 = (correct / len(order)).tolist()
+        print(f"epoch {epoch}: train loss {loss_sum.item() / len(order):.4f} top-1 {top1:.4f} top-5 {top5:.4f}, val loss {val_loss:.4f} top-1 {val_top1:.4f} top-5 {val_top5:.4f}", flush=True)
         epoch += 1
     synchronize(device)
     marks["end"] = time.time()
@@ -85,20 +92,26 @@ def plain_loop(data_dir: str, steps: int, first_step: int, seed: int, max_epochs
     marks_path.write_text(json.dumps(marks))
 
 
-def evaluate(net, datamodule, dataset, device) -> tuple[float, float]:
+def top1_top5_hits(logits, labels):
+    """How many labels are the top prediction, and how many are among the top five."""
+    hits = logits.topk(5, dim=1).indices == labels[:, None]
+    return hits.sum(dim=0).cumsum(dim=0)[[0, 4]]
+
+
+def evaluate(net, datamodule, dataset, device) -> tuple[float, list[float]]:
     import torch
     from torch.nn import functional as F
 
     net.eval()
-    loss_sum, correct = torch.zeros((), device=device), torch.zeros((), device=device, dtype=torch.long)
+    loss_sum, correct = torch.zeros((), device=device), torch.zeros(2, device=device, dtype=torch.long)
     with torch.no_grad():
         for start in range(0, len(dataset), VAL_BATCH_SIZE):
             batch = dataset.__getitems__(range(start, min(start + VAL_BATCH_SIZE, len(dataset))))
             labels = batch["label"].to(device)
             logits = net(datamodule.normalize(batch["image"].to(device)))
             loss_sum += F.cross_entropy(logits, labels, reduction="sum")
-            correct += (logits.argmax(1) == labels).sum()
-    return loss_sum.item() / len(dataset), correct.item() / len(dataset)
+            correct += top1_top5_hits(logits, labels)
+    return loss_sum.item() / len(dataset), (correct / len(dataset)).tolist()
 
 
 def per_step_seconds(marks_path: Path, first_step: int) -> float:
@@ -140,24 +153,26 @@ def main() -> None:
     if args.threads:  # one thread: per-core figures, and no thread left spinning for a core that another process holds
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
     print(f"{load()} at the start; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')}", flush=True)
-    results: dict[str, dict[str, list[float]]] = {variant: {"step": [], "process": []} for variant in ("plain", "train.py")}
+    results: dict[str, dict[str, list[float]]] = {variant: {"step": [], "process": []} for variant in VARIANTS}
     with tempfile.TemporaryDirectory() as scratch:
         for repeat in range(args.repeats):
-            for variant in ("plain", "train.py") if repeat % 2 == 0 else ("train.py", "plain"):
+            for variant in VARIANTS if repeat % 2 == 0 else reversed(VARIANTS):
                 marks = Path(scratch, f"{variant}{repeat}.json")
                 if variant == "plain":
                     process_s = timed_plain_loop(args, marks)
                 else:
-                    process_s = timed_run([*overrides, f"+callbacks.probe.path={marks}"], Path(scratch, f"run{repeat}"))
+                    stripped = BARE if variant == "bare" else []
+                    process_s = timed_run([*overrides, *stripped, f"+callbacks.probe.path={marks}"], Path(scratch, f"{variant}{repeat}"))
                 results[variant]["process"].append(process_s)
                 results[variant]["step"].append(per_step_seconds(marks, args.first_step))
                 print(f"run {repeat + 1}/{args.repeats} {variant:>8}: {1000 * results[variant]['step'][-1]:.3f} ms/step, process {process_s:.2f} s ({load()})", flush=True)
-    plain, framework = ({name: statistics.median(values) for name, values in results[variant].items()} for variant in ("plain", "train.py"))
-    step_ratios = [ours / base for ours, base in zip(results["train.py"]["step"], results["plain"]["step"])]
-    print(f"\ntrain.py {' '.join(overrides)}")
-    print(f"per step ({args.steps - args.first_step} steps from step {args.first_step}): plain loop {1000 * plain['step']:.3f} ms, train.py {1000 * framework['step']:.3f} ms: "
-          f"ratio {framework['step'] / plain['step']:.3f} (per repeat: {', '.join(f'{ratio:.3f}' for ratio in step_ratios)})")
-    print(f"whole process: plain loop {plain['process']:.2f} s, train.py {framework['process']:.2f} s: ratio {framework['process'] / plain['process']:.3f}")
+    median = {variant: {name: statistics.median(values) for name, values in results[variant].items()} for variant in VARIANTS}
+    print(f"\ntrain.py {' '.join(overrides)}\nbare: the same and {' '.join(BARE)}")
+    print(f"per step ({args.steps - args.first_step} steps from step {args.first_step}), median of {args.repeats}, and the ratio to the plain loop (per repeat):")
+    for variant in VARIANTS:
+        ratios = [ours / base for ours, base in zip(results[variant]["step"], results["plain"]["step"])]
+        print(f"  {variant:>8}: {1000 * median[variant]['step']:.3f} ms, ratio {median[variant]['step'] / median['plain']['step']:.3f} ({', '.join(f'{ratio:.3f}' for ratio in ratios)})")
+    print("whole process: " + ", ".join(f"{variant} {median[variant]['process']:.2f} s" for variant in VARIANTS))
     print(f"{load()} at the end; {os.cpu_count()} CPU cores")
 
 
