@@ -171,7 +171,9 @@ def main() -> None:
     print(f"per step ({args.steps - args.first_step} steps from step {args.first_step}), median of {args.repeats}, and the ratio to the plain loop (per repeat):")
     for variant in VARIANTS:
         ratios = [ours / base for ours, base in zip(results[variant]["step"], results["plain"]["step"])]
-        print(f"  {variant:>8}: {1000 * median[variant]['step']:.3f} ms, ratio {median[variant]['step'] / median['plain']['step']:.3f} ({', '.join(f'{ratio:.3f}' for ratio in ratios)})")
+        steps = results[variant]["step"]
+        print(f"  {variant:>8}: {1000 * median[variant]['step']:.3f} ms (runs {1000 * min(steps):.3f} to {1000 * max(steps):.3f}), "
+              f"ratio {median[variant]['step'] / median['plain']['step']:.3f} ({', '.join(f'{ratio:.3f}' for ratio in ratios)})")
     print("whole process: " + ", ".join(f"{variant} {median[variant]['process']:.2f} s" for variant in VARIANTS))
     print(f"{load()} at the end; {os.cpu_count()} CPU cores")
 
