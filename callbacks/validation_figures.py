@@ -9,8 +9,10 @@ they are ready. The misclassified samples shown are the first ones of process 0'
 validation set.
 """
 
+import io
 from typing import Any
 
+import PIL.Image
 import torch
 from lightning import LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -109,7 +111,7 @@ class ValidationFigures(WritesInBackground):
 
 
 def _image(png: bytes) -> Summary.Image:
-    width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")  # the PNG header's IHDR chunk
+    width, height = PIL.Image.open(io.BytesIO(png)).size  # reads the header only
     return Summary.Image(height=height, width=width, colorspace=4, encoded_image_string=png)
 
 

@@ -119,8 +119,8 @@ def build_trainer(cfg: DictConfig, callbacks: list[Callback], loggers: list[Logg
     strategy = _strategy(cfg.trainer)
     if not loggers:  # logger=none: Lightning refuses a LearningRateMonitor, which only writes to loggers
         callbacks = [callback for callback in callbacks if not isinstance(callback, LearningRateMonitor)]
-    profiler = {} if cfg.trainer.get("profiler") else {"profiler": NoProfiler()}
-    return _instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False, strategy=strategy, **profiler)
+    profiler = cfg.trainer.get("profiler") or NoProfiler()
+    return _instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False, strategy=strategy, profiler=profiler)
 
 
 class NoProfiler(PassThroughProfiler):

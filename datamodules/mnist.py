@@ -27,7 +27,7 @@ class MNISTDataModule(ImageDataModule):
         self.val_size = val_size
         self.download = download
         # each sample's source is its IDX file and position: the paths are made once, not per sample
-        self._image_files = {split: str(self.raw_folder / f"{prefix}-images-idx3-ubyte") for split, prefix in (("train", "train"), ("test", "t10k"))}
+        self._image_files = {"train": str(self.raw_folder / "train-images-idx3-ubyte"), "test": str(self.raw_folder / "t10k-images-idx3-ubyte")}
 
     @property
     def raw_folder(self) -> Path:
