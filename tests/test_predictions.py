@@ -115,3 +115,15 @@ def test_compare_evaluates_two_checkpoints_and_finds_their_disagreements(run_dir
     assert (tmp_path / "a" / "predictions" / "val-epoch000.csv").is_file() and (tmp_path / "b" / "predictions" / "val-epoch001.csv").is_file()
     assert (tmp_path / "contact_sheet.png").stat().st_size > 0
     assert image_tags(tmp_path / "tensorboard") == {"compare/contact_sheet": 1}
+
+
+def test_a_run_that_fails_keeps_the_files_and_figures_of_the_epochs_before(mnist_dir, tmp_path):
+    # epoch 0's figures are still being drawn by the background writer when epoch 1 starts and fails:
+    # they reach TensorBoard because the callbacks wait for the writer on the way out
+    result = run_entry(
+        "train.py", *TINY, f"data.data_dir={mnist_dir}", f"hydra.run.dir={tmp_path}",
+        "+callbacks.fail._target_=tests.failing_callback.FailAtEpoch", "+callbacks.fail.epoch=1", check=False,
+    )
+    assert result.returncode == 2 and "Stopped on purpose at the start of epoch 1." in result.stderr
+    assert len(read_predictions(tmp_path / "predictions" / "val-epoch000.csv").rows) == 100
+    assert image_tags(tmp_path / "tensorboard")["val/confusion_matrix"] == 1

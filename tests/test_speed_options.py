@@ -5,8 +5,9 @@ import pytest
 import torch
 from lightning import Trainer
 from lightning.pytorch.plugins.precision import MixedPrecision
+from lightning.pytorch.profilers import SimpleProfiler
 
-from core.build import build_trainer
+from core.build import NoProfiler, build_trainer
 from datamodules.array_dataset import ArrayImageDataset
 from datamodules.fake import FakeDataModule
 from lightning_modules.classifier import ImageClassifier
@@ -67,6 +68,14 @@ def test_gpu_preset_trains_in_bfloat16(tmp_path):
     cfg = compose_config(["trainer=cpu", "trainer.precision=bf16-mixed"], tmp_path)
     trainer = build_trainer(cfg, callbacks=[], loggers=[])
     assert isinstance(trainer.precision_plugin, MixedPrecision) and trainer.precision_plugin.precision == "bf16-mixed"
+
+
+def test_no_profiling_costs_one_shared_context_and_lightnings_profilers_stay_available(tmp_path):
+    trainer = build_trainer(compose_config(["trainer=cpu"], tmp_path), callbacks=[], loggers=[])
+    assert isinstance(trainer.profiler, NoProfiler)
+    assert trainer.profiler.profile("[Callback]a.on_train_batch_end") is trainer.profiler.profile("[Callback]b.on_after_backward")
+    profiled = build_trainer(compose_config(["trainer=cpu", "trainer.profiler=simple"], tmp_path), callbacks=[], loggers=[])
+    assert isinstance(profiled.profiler, SimpleProfiler)
 
 
 def test_pinned_memory_only_when_asked_or_on_a_gpu():

@@ -123,3 +123,11 @@ def test_logger_none_trains_without_a_learning_rate_monitor(mnist_dir, tmp_path)
     run_entry("train.py", *TINY, "trainer.max_epochs=1", f"data.data_dir={mnist_dir}", f"hydra.run.dir={tmp_path}", "logger=none")
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
     assert not (tmp_path / "tensorboard").exists() and not (tmp_path / "csv").exists()
+
+
+def test_callbacks_none_trains_and_tests_with_lightnings_own_checkpoint(mnist_dir, tmp_path):
+    # Lightning then adds an unmonitored checkpoint: there is no best score, and train.py must not ask for one
+    tiny = [override for override in TINY if not override.startswith("callbacks.")]  # no progress bar config to set
+    result = run_entry("train.py", *tiny, "trainer.max_epochs=1", f"data.data_dir={mnist_dir}", f"hydra.run.dir={tmp_path}", "callbacks=none")
+    assert "test/top1" in result.stdout
+    assert list(tmp_path.rglob("*.ckpt"))
