@@ -1,10 +1,10 @@
 """A helper process that writes epoch-end files and draws figures while training goes on.
 
-A validation epoch's prediction file and its figures cost 0.05 s and 0.7 s of a CPU core (CSV formatting,
-matplotlib); done in the training loop they stop training for that long every epoch (10% of a LeNet epoch
+A validation epoch's prediction file and its figures cost 0.06 s and 0.8 s of a CPU core for MNIST (CSV
+formatting, matplotlib; benchmarks/components.py); done in the training loop they stop training for that long every epoch (10% of a LeNet epoch
 on a CPU core, an idle GPU meanwhile). Instead, process 0 hands the numbers (numpy arrays, lists of
 strings) to one helper process and trains on. The helper is a fresh interpreter that imports numpy,
-matplotlib and the writing functions only (0.5 s, 70 MB; not torch or Lightning), started when a stage
+matplotlib and the writing functions only (half a second; not torch or Lightning), started when a stage
 sets up (or at the first task) and shared by every callback of the process. It runs in a session of its own, so that Ctrl-C in the
 terminal reaches the training process alone, which decides when to stop; it ends when the training
 process closes its input or dies.

@@ -3,7 +3,8 @@
 torchmetrics' MulticlassAccuracy(top_k=k) counts true/false positives and negatives per class and first checks
 the labels' range (which waits for the device), and MeanMetric checks every update for NaN (which waits too;
 its nan_strategy="disable" skips the check but then drops the weights, in torchmetrics 1.9):
-together 0.26 ms per LeNet batch of 128 on a CPU core, about 1.5% of the step, and a stall per batch on a GPU.
+together 0.29 ms per batch of 128 on a CPU core against 0.09 ms for these (benchmarks/components.py), about
+1.3% of a LeNet step, and a stall per batch on a GPU.
 These only add up counts; torchmetrics' Metric still resets them, moves them with the module and sums them
 across DDP processes when they are computed.
 """
