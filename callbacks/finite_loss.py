@@ -1,7 +1,8 @@
 """Stops training when the loss becomes NaN or infinite, before any checkpoint of the diverged state is written.
 
-The loss of every batch is tested on its device without waiting for it; the host looks at the results
-every `check_every_n_steps` steps and, always, before a checkpoint is saved (this callback's
+The loss of every batch is kept (a reference to the scalar on its device, no copy, no operation) and the
+kept losses are tested together, in one operation on their device, every `check_every_n_steps` steps and,
+always, before a checkpoint is saved (this callback's
 `on_save_checkpoint` runs inside every save, before the file is written). So last.ckpt and the best
 checkpoints keep the last state whose losses were all finite, and the error names the first bad batch.
 """
@@ -20,14 +21,16 @@ class StopOnNonFiniteLoss(Callback):
         if check_every_n_steps < 1:
             raise UserError(f"callbacks.finite_loss.check_every_n_steps must be at least 1, got {check_every_n_steps}.")
         self.check_every_n_steps = check_every_n_steps
-        # (loss is finite, epoch, batch index, global step) of the batches not yet looked at on the host
+        # (loss, epoch, batch index, global step) of the batches not yet looked at: testing each loss in its
+        # step (two tensor operations) cost more than the rest of this callback, 0.09 ms of a 15 ms LeNet step
         self._unchecked: list[tuple[torch.Tensor, int, int, int]] = []
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         if loss is None:  # training_step skipped the batch
             return
-        self._unchecked.append((torch.isfinite(loss.detach()).all(), trainer.current_epoch, batch_idx, trainer.global_step))
+        # automatic optimization backpropagates a scalar loss: the kept ones stack into one vector
+        self._unchecked.append((loss.detach(), trainer.current_epoch, batch_idx, trainer.global_step))
         if len(self._unchecked) >= self.check_every_n_steps:
             self._check(trainer)
 
@@ -39,7 +42,7 @@ class StopOnNonFiniteLoss(Callback):
 
     def _check(self, trainer: Trainer) -> None:
         unchecked, self._unchecked = self._unchecked, []
-        finite = torch.stack([flag for flag, *_ in unchecked]).cpu() if unchecked else torch.ones(0, dtype=torch.bool)
+        finite = torch.isfinite(torch.stack([loss for loss, *_ in unchecked])).cpu() if unchecked else torch.ones(0, dtype=torch.bool)
         diverged_here = not bool(finite.all())
         # any(): every DDP process must stop at the same point, whichever saw the bad loss
         if not trainer.strategy.reduce_boolean_decision(diverged_here, all=False):
