@@ -13,10 +13,13 @@ measured ones warms the file cache. The phases, each measured from the end of th
     pre-training         model summaries, layer report, the graph traced into TensorBoard, sanity validation
     first batch          optimizers, the loader's first batch
 
-The medians of each phase and of the total are printed with the load average.
+The medians of each phase and of the total are printed with the load average, and whether scipy is
+installed: `import lightning` imports torchmetrics, which imports scipy.signal when it can (scipy comes with
+the optuna extra, so with `pip install -e '.[dev]'`, not with the README's `pip install -e .`).
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import statistics
@@ -102,7 +105,8 @@ def main() -> None:
     for phase in [*PHASES, "total"]:
         values = [run[phase] for run in runs]
         print(f"  {phase:<22} {statistics.median(values):6.2f} s   (min {min(values):.2f}, max {max(values):.2f})")
-    print(f"{load()} at the end; {os.cpu_count()} CPU cores")
+    scipy = "installed: torchmetrics imports scipy.signal" if importlib.util.find_spec("scipy") else "not installed"
+    print(f"{load()} at the end; {os.cpu_count()} CPU cores; scipy {scipy}")
 
 
 if __name__ == "__main__":
