@@ -14,5 +14,6 @@ def test_every_step_hook_is_timed_in_both_variants(mnist_dir):
     assert result.returncode == 0, result.stderr
     rows = {line.split()[0]: line.split()[-2:] for line in result.stdout.splitlines() if line.startswith("  on_") or line.startswith("  all six")}
     assert sorted(rows) == sorted([*STEP_HOOKS, "all"])
+    assert any(line.startswith("  epoch end, ms") for line in result.stdout.splitlines())
     for hook, (with_ours, bare) in rows.items():
         assert float(with_ours) > 0 and float(bare) > 0, hook
