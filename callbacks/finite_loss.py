@@ -1,6 +1,6 @@
 """Stops training when the loss becomes NaN or infinite, before any checkpoint of the diverged state is written.
 
-The loss of every batch is kept (a reference to the scalar on its device, no copy, no operation) and the
+The loss of every batch is kept (detached, on its device: no copy of the value, no tensor operation) and the
 kept losses are tested together, in one operation on their device, every `check_every_n_steps` steps and,
 always, before a checkpoint is saved (this callback's
 `on_save_checkpoint` runs inside every save, before the file is written). So last.ckpt and the best
