@@ -4,7 +4,8 @@
 
 The figures behind the README's account of the framework overhead (Speed): the epoch metrics per batch
 (torchmetrics' against lightning_modules/metrics.py), the profiler context Lightning opens around every hook
-call (its PassThroughProfiler against core.build.NoProfiler), a batch from our training loader against
+call (its PassThroughProfiler against core.build.NoProfiler), one hook dispatched to train.py's 16 callbacks
+(with Lightning's ModelCheckpoint and with callbacks/model_checkpoint.py), a batch from our training loader against
 indexing the tensor directly, the first tensor operation after an optimizer step against the next one,
 and the epoch end's work: drawing MNIST's validation figures, writing a 5,000-row prediction file, handing
 both to the background writer, and the writer's start. Each figure is the median of --repeats timings.
@@ -72,6 +73,26 @@ def profiler_contexts(repeats: int) -> dict[str, float]:
     return {
         "profiler context per hook call: Lightning's PassThroughProfiler": per_call(opened_and_closed(PassThroughProfiler()), 20000, repeats),
         "profiler context per hook call: core.build.NoProfiler": per_call(opened_and_closed(NoProfiler()), 20000, repeats),
+    }
+
+
+def hook_dispatch(repeats: int) -> dict[str, float]:
+    """Lightning calling one hook on train.py's 16 callbacks, none of which overrides it: 13 plain ones and 3 checkpoints."""
+    from lightning import Callback, Trainer
+    from lightning.pytorch.callbacks import ModelCheckpoint as LightningModelCheckpoint
+    from lightning.pytorch.trainer import call
+
+    from callbacks.model_checkpoint import ModelCheckpoint
+
+    def dispatched(checkpoint_class):
+        with tempfile.TemporaryDirectory() as scratch:
+            checkpoints = [checkpoint_class(dirpath=scratch, monitor=f"val/top{k}", mode="max") for k in (1, 2, 3)]
+            trainer = Trainer(callbacks=[Callback() for _ in range(13)] + checkpoints, logger=False, enable_progress_bar=False, enable_model_summary=False, profiler=NoProfiler())
+        return per_call(lambda: call._call_callback_hooks(trainer, "on_before_backward", None), 2000, repeats)
+
+    return {
+        "one hook dispatched to 16 callbacks, 3 of them Lightning's ModelCheckpoint": dispatched(LightningModelCheckpoint),
+        "one hook dispatched to 16 callbacks, 3 of them callbacks/model_checkpoint.py": dispatched(ModelCheckpoint),
     }
 
 
@@ -157,7 +178,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"{load()} at the start; torch threads {torch.get_num_threads()}, {args.repeats} repeats")
-    rows = {**metric_updates(args.repeats), **profiler_contexts(args.repeats), **batches(args.repeats), **after_the_optimizer_step(args.repeats), **epoch_end(args.repeats)}
+    rows = {**metric_updates(args.repeats), **profiler_contexts(args.repeats), **hook_dispatch(args.repeats), **batches(args.repeats), **after_the_optimizer_step(args.repeats), **epoch_end(args.repeats)}
     width = max(map(len, rows))
     for name, seconds in rows.items():
         print(f"{name:<{width}}  " + (f"{1e3 * seconds:8.1f} ms" if seconds >= 1e-3 else f"{1e6 * seconds:8.1f} us"))
