@@ -96,6 +96,17 @@ def test_fake_data_has_the_chosen_shape(tmp_path):
     assert normalized.dtype == torch.float32 and normalized.shape == (16, 1, 28, 28)
 
 
+@pytest.mark.parametrize("data", [["data.data_dir=unused", "data.download=false"], ["data=fake", "data.input_shape=[3,8,8]"]], ids=["mnist", "fake-rgb"])
+def test_normalize_is_the_datasets_mean_and_std_per_channel(data, tmp_path):
+    """normalize() keeps its scale and shift per device after the first batch: every batch must get the same formula."""
+    datamodule = build_datamodule(compose_config(data, tmp_path))
+    channels = datamodule.input_shape[0]
+    for seed in (0, 1):  # the second batch is normalised with the kept scale and shift
+        images = torch.randint(0, 256, (4, channels, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+        mean, std = torch.tensor(datamodule.mean).view(1, -1, 1, 1), torch.tensor(datamodule.std).view(1, -1, 1, 1)
+        torch.testing.assert_close(datamodule.normalize(images), (images / 255.0 - mean) / std)
+
+
 def test_mnist_split_is_seeded_disjoint_and_keeps_the_test_set_apart(tmp_path, mnist_dir):
     cfg = compose_config([f"data.data_dir={mnist_dir}", "data.val_size=100", "data.download=false"], tmp_path)
     first, second = build_datamodule(cfg), build_datamodule(cfg)
