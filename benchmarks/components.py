@@ -85,9 +85,8 @@ def hook_dispatch(repeats: int) -> dict[str, float]:
     from callbacks.model_checkpoint import ModelCheckpoint
 
     def dispatched(checkpoint_class):
-        with tempfile.TemporaryDirectory() as scratch:
-            checkpoints = [checkpoint_class(dirpath=scratch, monitor=f"val/top{k}", mode="max") for k in (1, 2, 3)]
-            trainer = Trainer(callbacks=[Callback() for _ in range(13)] + checkpoints, logger=False, enable_progress_bar=False, enable_model_summary=False, profiler=NoProfiler())
+        checkpoints = [checkpoint_class(monitor=f"val/top{k}", mode="max") for k in (1, 2, 3)]  # nothing is saved: no folder
+        trainer = Trainer(callbacks=[Callback() for _ in range(13)] + checkpoints, logger=False, enable_progress_bar=False, enable_model_summary=False, profiler=NoProfiler())
         return per_call(lambda: call._call_callback_hooks(trainer, "on_before_backward", None), 2000, repeats)
 
     return {

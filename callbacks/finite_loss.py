@@ -29,7 +29,6 @@ class StopOnNonFiniteLoss(Callback):
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         if loss is None:  # training_step skipped the batch
             return
-        # automatic optimization backpropagates a scalar loss: the kept ones stack into one vector
         self._unchecked.append((loss.detach(), trainer.current_epoch, batch_idx, trainer.global_step))
         if len(self._unchecked) >= self.check_every_n_steps:
             self._check(trainer)
@@ -42,7 +41,7 @@ class StopOnNonFiniteLoss(Callback):
 
     def _check(self, trainer: Trainer) -> None:
         unchecked, self._unchecked = self._unchecked, []
-        finite = torch.isfinite(torch.stack([loss for loss, *_ in unchecked])).cpu() if unchecked else torch.ones(0, dtype=torch.bool)
+        finite = _finite([loss for loss, *_ in unchecked]).cpu()
         diverged_here = not bool(finite.all())
         # any(): every DDP process must stop at the same point, whichever saw the bad loss
         if not trainer.strategy.reduce_boolean_decision(diverged_here, all=False):
@@ -61,3 +60,11 @@ class StopOnNonFiniteLoss(Callback):
             f"The training loss became NaN or infinite {where}; training stopped without saving that state and {kept}: "
             "lower optimizer.lr (or use gradient clipping, trainer.gradient_clip_val=1.0) and check the data."
         )
+
+
+def _finite(losses: list[torch.Tensor]) -> torch.Tensor:
+    """Whether each loss is finite everywhere: one operation for scalar losses (automatic optimization
+    backpropagates one), one per loss for a manual-optimization step that returns another shape."""
+    if all(loss.dim() == 0 for loss in losses):
+        return torch.isfinite(torch.stack(losses)) if losses else torch.ones(0, dtype=torch.bool)
+    return torch.stack([torch.isfinite(loss).all() for loss in losses])

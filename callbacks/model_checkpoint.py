@@ -21,12 +21,11 @@ class ModelCheckpoint(LightningModelCheckpoint):
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self._state_key = super().state_key
-        self._saves_within_epochs = self._every_n_train_steps >= 1 or self._train_time_interval is not None
 
     @property
     def state_key(self) -> str:
         return self._state_key
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self._saves_within_epochs:
+        if self._every_n_train_steps >= 1 or self._train_time_interval is not None:  # a step or time trigger
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
