@@ -4,7 +4,8 @@
 
 The figures behind the README's account of the framework overhead (Speed): the epoch metrics per batch
 (torchmetrics' against lightning_modules/metrics.py), the profiler context Lightning opens around every hook
-call (its PassThroughProfiler against core.build.NoProfiler), one hook dispatched to train.py's 16 callbacks
+call (its PassThroughProfiler against core.build.NoProfiler), the running hook's name that Lightning sets on the
+module around every hook call (nn.Module's __setattr__ against ImageClassifier's), one hook dispatched to train.py's 16 callbacks
 (with Lightning's ModelCheckpoint and with callbacks/model_checkpoint.py), a batch from our training loader against
 indexing the tensor directly, the first tensor operation after an optimizer step against the next one,
 and the epoch end's work: drawing MNIST's validation figures, writing a 5,000-row prediction file, handing
@@ -55,11 +56,13 @@ def metric_updates(repeats: int) -> dict[str, float]:
     logits, labels, loss = torch.randn(BATCH, CLASSES), torch.randint(0, CLASSES, (BATCH,)), torch.tensor(2.3)
     theirs = MetricCollection({"top1": MulticlassAccuracy(CLASSES, top_k=1, average="micro"), "top5": MulticlassAccuracy(CLASSES, top_k=5, average="micro")})
     their_loss = MeanMetric()
-    ours = MetricCollection({"top1": TopKAccuracy(1), "top5": TopKAccuracy(5)}, compute_groups=False)
+    one_per_k = MetricCollection({"top1": TopKAccuracy({"top1": 1}), "top5": TopKAccuracy({"top5": 5})}, compute_groups=False)
+    ours = TopKAccuracy({"top1": 1, "top5": 5})
     our_loss = Mean()
     return {
         "epoch metrics per batch: torchmetrics MulticlassAccuracy top-1 + top-5, MeanMetric": per_call(lambda: (theirs.update(logits, labels), their_loss.update(loss, weight=BATCH)), 1000, repeats),
-        "epoch metrics per batch: lightning_modules/metrics.py": per_call(lambda: (ours.update(logits, labels), our_loss.update(loss, weight=BATCH)), 1000, repeats),
+        "epoch metrics per batch: lightning_modules/metrics.py, a TopKAccuracy per k in a MetricCollection, Mean": per_call(lambda: (one_per_k.update(logits, labels), our_loss.update(loss, weight=BATCH)), 1000, repeats),
+        "epoch metrics per batch: lightning_modules/metrics.py, one TopKAccuracy for top-1 and top-5, Mean (train.py)": per_call(lambda: (ours.update(logits, labels), our_loss.update(loss, weight=BATCH)), 1000, repeats),
     }
 
 
@@ -73,6 +76,19 @@ def profiler_contexts(repeats: int) -> dict[str, float]:
     return {
         "profiler context per hook call: Lightning's PassThroughProfiler": per_call(opened_and_closed(PassThroughProfiler()), 20000, repeats),
         "profiler context per hook call: core.build.NoProfiler": per_call(opened_and_closed(NoProfiler()), 20000, repeats),
+    }
+
+
+def hook_name_records(repeats: int) -> dict[str, float]:
+    """Lightning recording the running hook's name on the LightningModule, as it does around every hook call."""
+    from lightning import LightningModule
+
+    from lightning_modules.classifier import ImageClassifier
+
+    lenet = ImageClassifier(net={"_target_": "lightning_modules.nets.lenet.LeNet5"}, optimizer={"_target_": "torch.optim.SGD", "lr": 0.1}, scheduler=None, input_shape=(1, 28, 28), num_classes=CLASSES)
+    return {
+        "the running hook's name set on the module: nn.Module.__setattr__": per_call(lambda: LightningModule.__setattr__(lenet, "_current_fx_name", "training_step"), 20000, repeats),
+        "the running hook's name set on the module: ImageClassifier.__setattr__": per_call(lambda: setattr(lenet, "_current_fx_name", "training_step"), 20000, repeats),
     }
 
 
@@ -177,7 +193,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"{load()} at the start; torch threads {torch.get_num_threads()}, {args.repeats} repeats")
-    rows = {**metric_updates(args.repeats), **profiler_contexts(args.repeats), **hook_dispatch(args.repeats), **batches(args.repeats), **after_the_optimizer_step(args.repeats), **epoch_end(args.repeats)}
+    rows = {**metric_updates(args.repeats), **profiler_contexts(args.repeats), **hook_name_records(args.repeats), **hook_dispatch(args.repeats), **batches(args.repeats), **after_the_optimizer_step(args.repeats), **epoch_end(args.repeats)}
     width = max(map(len, rows))
     for name, seconds in rows.items():
         print(f"{name:<{width}}  " + (f"{1e3 * seconds:8.1f} ms" if seconds >= 1e-3 else f"{1e6 * seconds:8.1f} us"))

@@ -29,18 +29,18 @@ def test_top1_and_top5_match_a_hand_computed_case():
     logits = torch.stack([logits_ranking(label.item(), rank) for label, rank in zip(labels, ranks)])
     assert logits.argmax(1)[0] == 3 and logits.argmax(1)[1] != 0
     module = classifier()
-    module.val_metrics.update(logits, labels)
-    result = module.val_metrics.compute()
-    assert result["val/top1"].item() == pytest.approx(1 / 5)
-    assert result["val/top5"].item() == pytest.approx(3 / 5)
+    module.val_accuracy.update(logits, labels)
+    result = module.val_accuracy.compute()
+    assert result["top1"].item() == pytest.approx(1 / 5)
+    assert result["top5"].item() == pytest.approx(3 / 5)
 
 
 def test_accuracy_is_over_samples_not_averaged_over_classes():
     # class 0 has 3 samples all right, class 1 one sample wrong: micro accuracy 3/4, a macro average would say 1/2
     logits = torch.stack([logits_ranking(0, 1), logits_ranking(0, 1), logits_ranking(0, 1), logits_ranking(1, 2)])
     module = classifier()
-    module.test_metrics.update(logits, torch.tensor([0, 0, 0, 1]))
-    assert module.test_metrics.compute()["test/top1"].item() == pytest.approx(3 / 4)
+    module.test_accuracy.update(logits, torch.tensor([0, 0, 0, 1]))
+    assert module.test_accuracy.compute()["top1"].item() == pytest.approx(3 / 4)
 
 
 def test_label_smoothing_reaches_the_loss():
