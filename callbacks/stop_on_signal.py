@@ -5,6 +5,11 @@ optimizer step) and, on SIGTERM, stops without saving. Here a signal only sets a
 the end of the current batch, or of the current epoch if the signal came during validation, after
 saving the complete state to `<dirpath>/<filename>.ckpt` (last.ckpt by default, which `resume=true`
 picks up). A second signal stops at once, without saving.
+
+Under DDP every process must stop at the same batch, whichever of them got the signal, so they agree on it
+with a collective operation, which waits for the devices. They do so every `check_every_n_steps` steps
+instead of after every batch (a signal then stops training up to that many steps later); a single process
+looks at its flag after every batch, at no cost.
 """
 
 import logging
@@ -15,7 +20,7 @@ from typing import Any
 
 from lightning import Callback, LightningModule, Trainer
 
-from core.errors import TrainingStopped
+from core.errors import TrainingStopped, UserError
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +28,11 @@ HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class StopOnSignal(Callback):
-    def __init__(self, dirpath: str, filename: str = "last"):
+    def __init__(self, dirpath: str, filename: str = "last", check_every_n_steps: int = 50):
+        if check_every_n_steps < 1:
+            raise UserError(f"callbacks.stop_on_signal.check_every_n_steps must be at least 1, got {check_every_n_steps}.")
         self.path = f"{dirpath}/{filename}.ckpt"
+        self.check_every_n_steps = check_every_n_steps
         self.received: int | None = None
         self._stopping_after_epoch: int | None = None
         self._previous_handlers: dict[int, Any] = {}
@@ -51,7 +59,10 @@ class StopOnSignal(Callback):
             self._restore_handlers()
             raise KeyboardInterrupt(f"second signal ({signal.Signals(signum).name}): stopping without saving")
         self.received = signum
-        log.warning(f"Received {signal.Signals(signum).name}: training stops after this batch with a checkpoint to resume from (send it again to stop at once, without saving).")
+        log.warning(
+            f"Received {signal.Signals(signum).name}: training stops after this batch (under DDP at the next step that is a multiple of "
+            f"{self.check_every_n_steps}) with a checkpoint to resume from (send it again to stop at once, without saving)."
+        )
 
     def _restore_handlers(self) -> None:
         for signum, handler in self._previous_handlers.items():
@@ -59,23 +70,26 @@ class StopOnSignal(Callback):
         self._previous_handlers = {}
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
-        self._stop_if_signalled(trainer, f"after batch {batch_idx + 1} of epoch {trainer.current_epoch}")
+        if trainer.world_size > 1 and trainer.global_step % self.check_every_n_steps:
+            return
+        if self._any_process_signalled(trainer):
+            self._stop(trainer, f"after batch {batch_idx + 1} of epoch {trainer.current_epoch}")
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # A signal during the epoch's validation: let Lightning finish the epoch (the module logs its train/*
         # values after the callbacks' hooks) and stop there; the checkpoint is written in on_train_end.
-        if trainer.strategy.reduce_boolean_decision(self.received is not None, all=False):
+        if self._any_process_signalled(trainer):
             trainer.should_stop = True
             self._stopping_after_epoch = trainer.current_epoch
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self._stopping_after_epoch is not None:
-            self._stop_if_signalled(trainer, f"at the end of epoch {self._stopping_after_epoch}")
+            self._stop(trainer, f"at the end of epoch {self._stopping_after_epoch}")
 
-    def _stop_if_signalled(self, trainer: Trainer, where: str) -> None:
-        # any(): under DDP every process must stop at the same batch, whichever of them got the signal
-        if not trainer.strategy.reduce_boolean_decision(self.received is not None, all=False):
-            return
+    def _any_process_signalled(self, trainer: Trainer) -> bool:
+        return trainer.strategy.reduce_boolean_decision(self.received is not None, all=False)
+
+    def _stop(self, trainer: Trainer, where: str) -> None:
         signum = self.received if self.received is not None else signal.SIGTERM
         trainer.save_checkpoint(self.path)
         self._restore_handlers()
