@@ -7,7 +7,8 @@ train.py stripped to Lightning's loop and our LightningModule and DataModule.
 Both train LeNet-5 (lightning_modules/nets/lenet.py, conf/model/lenet.yaml's options) on the real MNIST, from
 the same seed, on the same tensors in the same order (MNISTDataModule's split, EpochShuffleSampler's order),
 batch 128, SGD with momentum and the cosine schedule of the default config, the batches normalised by the
-datamodule; both validate on the 5000 validation images at the end of every epoch and keep the epoch's
+datamodule; both validate on the 5000 validation images at the end of every whole epoch (not where the
+step limit ends training mid-epoch: Lightning does not) and keep the epoch's
 loss, top-1 and top-5 accuracy (training and validation) on the device, read once per epoch. train.py additionally does everything it
 always does: checkpoints, TensorBoard, timing.csv, prediction files, figures, the progress bar. The third
 variant, "bare", is train.py with none of that (BARE below): what remains is Lightning's training loop with
@@ -81,10 +82,11 @@ def plain_loop(data_dir: str, steps: int, first_step: int, seed: int, max_epochs
             step += 1
             if step == steps:
                 break
-        scheduler.step()
-        val_loss, (val_top1, val_top5) = evaluate(net, datamodule, val, device)
-        top1, top5 = (correct / len(order)).tolist()
-        print(f"epoch {epoch}: train loss {loss_sum.item() / len(order):.4f} top-1 {top1:.4f} top-5 {top5:.4f}, val loss {val_loss:.4f} top-1 {val_top1:.4f} top-5 {val_top5:.4f}", flush=True)
+        else:  # a whole epoch: Lightning validates at epoch ends, not where max_steps stops it mid-epoch
+            scheduler.step()
+            val_loss, (val_top1, val_top5) = evaluate(net, datamodule, val, device)
+            top1, top5 = (correct / len(order)).tolist()
+            print(f"epoch {epoch}: train loss {loss_sum.item() / len(order):.4f} top-1 {top1:.4f} top-5 {top5:.4f}, val loss {val_loss:.4f} top-1 {val_top1:.4f} top-5 {val_top5:.4f}", flush=True)
         epoch += 1
     synchronize(device)
     marks["end"] = time.time()
