@@ -18,7 +18,8 @@ Each run is a fresh process on the CPU; the order of the variants turns around a
 so that a drift in the machine's load hits all alike. Per-step time is measured inside each process, from the start of step --first-step (start-up,
 the first steps' warm-up excluded) to the end of step --steps, so it includes the epoch ends (validation,
 checkpoints, files, figures) that fall in between; whole-process time is measured from outside. The medians
-and ratios (to the plain loop) are printed with the machine's load average.
+and ratios (to the plain loop) are printed with the machine's load average, and the median of the paired ratios
+(each repeat's variant against that repeat's plain loop), which a drift between repeats does not move.
 """
 
 import argparse
@@ -170,12 +171,14 @@ def main() -> None:
                 print(f"run {repeat + 1}/{args.repeats} {variant:>8}: {1000 * results[variant]['step'][-1]:.3f} ms/step, process {process_s:.2f} s ({load()})", flush=True)
     median = {variant: {name: statistics.median(values) for name, values in results[variant].items()} for variant in VARIANTS}
     print(f"\ntrain.py {' '.join(overrides)}\nbare: the same and {' '.join(BARE)}")
-    print(f"per step ({args.steps - args.first_step} steps from step {args.first_step}), median of {args.repeats}, and the ratio to the plain loop (per repeat):")
+    print(f"per step ({args.steps - args.first_step} steps from step {args.first_step}), median of {args.repeats}, its ratio to the plain loop's, and the "
+          f"median of each repeat's ratio to the plain loop of the same repeat (listed):")
     for variant in VARIANTS:
         ratios = [ours / base for ours, base in zip(results[variant]["step"], results["plain"]["step"])]
         steps = results[variant]["step"]
         print(f"  {variant:>8}: {1000 * median[variant]['step']:.3f} ms (runs {1000 * min(steps):.3f} to {1000 * max(steps):.3f}), "
-              f"ratio {median[variant]['step'] / median['plain']['step']:.3f} ({', '.join(f'{ratio:.3f}' for ratio in ratios)})")
+              f"ratio {median[variant]['step'] / median['plain']['step']:.3f}, median of the paired ratios {statistics.median(ratios):.3f} "
+              f"({', '.join(f'{ratio:.3f}' for ratio in ratios)})")
     print("whole process: " + ", ".join(f"{variant} {median[variant]['process']:.2f} s" for variant in VARIANTS))
     print(f"{load()} at the end; {os.cpu_count()} CPU cores")
 
