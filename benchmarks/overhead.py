@@ -6,7 +6,7 @@ train.py stripped to Lightning's loop and our LightningModule and DataModule.
 
 Both train LeNet-5 (lightning_modules/nets/lenet.py, conf/model/lenet.yaml's options) on the real MNIST, from
 the same seed, on the same tensors in the same order (MNISTDataModule's split, EpochShuffleSampler's order),
-batch 128, SGD with momentum and the cosine schedule of the default config, the batches normalised by the
+batch 128, SGD with momentum and the cosine schedule of the default config (stepped at every step), the batches normalised by the
 datamodule; both validate on the 5000 validation images at the end of every whole epoch (not where the
 step limit ends training mid-epoch: Lightning does not) and keep the epoch's
 loss, top-1 and top-5 accuracy (training and validation) on the device, read once per epoch. train.py additionally does everything it
@@ -24,6 +24,7 @@ and ratios (to the plain loop) are printed with the machine's load average, and 
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -59,7 +60,8 @@ def plain_loop(data_dir: str, steps: int, first_step: int, seed: int, max_epochs
     device = torch.device("cpu")
     train, val = datamodule.train_set, datamodule.val_set
     optimizer = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max_epochs)
+    # conf/scheduler/cosine.yaml: stepped after every optimizer step, over the run's steps (Trainer.estimated_stepping_batches)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=min(steps, max_epochs * math.ceil(len(train) / BATCH_SIZE)))
     marks: dict[str, float] = {}
     sampler, step, epoch = EpochShuffleSampler(len(train), datamodule.shuffle_seed), 0, 0
     while step < steps:
@@ -78,13 +80,13 @@ def plain_loop(data_dir: str, steps: int, first_step: int, seed: int, max_epochs
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            scheduler.step()
             loss_sum += loss.detach() * len(labels)
             correct += top1_top5_hits(logits.detach(), labels)
             step += 1
             if step == steps:
                 break
         else:  # a whole epoch: Lightning validates at epoch ends, not where max_steps stops it mid-epoch
-            scheduler.step()
             val_loss, (val_top1, val_top5) = evaluate(net, datamodule, val, device)
             top1, top5 = (correct / len(order)).tolist()
             print(f"epoch {epoch}: train loss {loss_sum.item() / len(order):.4f} top-1 {top1:.4f} top-5 {top5:.4f}, val loss {val_loss:.4f} top-1 {val_top1:.4f} top-5 {val_top5:.4f}", flush=True)
