@@ -1,0 +1,122 @@
+"""Where a training step's time goes, phase by phase, in the plain loop, bare Lightning and train.py.
+
+    python -m benchmarks.step_phases [--steps 400] [--first-step 50] [--repeats 3] [--threads 1] [--data-dir ../shared/data] [train.py overrides ...]
+
+The three variants of benchmarks/overhead.py (LeNet-5 on the real MNIST, batch 128, one thread), each a fresh
+process, with a clock around the three pieces of real work of a step: the network's forward
+(`LeNet5.forward`), the backward (`Tensor.backward`) and the optimizer's update (`torch.optim.sgd.sgd`). The
+time between them is the rest of the step:
+
+    forward -> backward   the loss, the epoch metrics, zeroing the gradients; Lightning's closure and hooks
+    backward -> update    gradient clipping (none here) and the hooks before the optimizer step
+    update -> forward     the step's end (hooks, logging, the schedule), fetching and normalising the next batch,
+                          the next step's start
+
+Each phase's median over the training steps from --first-step on (validation excluded: --steps stays inside
+the first epoch), then the median over --repeats runs. The phases add up to about a step (a median of each).
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from benchmarks.callback_overhead import REPO
+from benchmarks.overhead import BARE, load
+
+PHASES = {
+    "F<F>": "forward",
+    "F>B<": "forward -> backward",
+    "B<B>": "backward",
+    "B>S<": "backward -> update",
+    "S<S>": "optimizer update",
+    "S>F<": "update -> next forward",
+}
+
+# runs the plain loop or train.py (argv[2:]) with the three pieces timed; writes each phase's median to argv[1]
+WRAPPER = """
+import atexit, json, os, runpy, statistics, sys, time
+from collections import defaultdict
+import torch
+import torch.optim.sgd as sgd_module
+from lightning_modules.nets.lenet import LeNet5
+result_path, first_step = sys.argv.pop(1), int(sys.argv.pop(1))
+events, forwards = [], [0]
+def clocked(owner, name, mark, training_only=False):
+    work = getattr(owner, name)
+    def timed(*args, **kwargs):
+        if training_only:
+            forwards[0] += args[0].training
+        recording = forwards[0] > first_step and (not training_only or args[0].training)
+        if recording:
+            events.append((mark + "<", time.perf_counter()))
+        result = work(*args, **kwargs)
+        if recording:
+            events.append((mark + ">", time.perf_counter()))
+        return result
+    setattr(owner, name, timed)
+clocked(LeNet5, "forward", "F", training_only=True)
+clocked(torch.Tensor, "backward", "B")
+clocked(sgd_module, "sgd", "S")
+def write():
+    phases = defaultdict(list)
+    for (mark, start), (next_mark, end) in zip(events, events[1:]):
+        phases[mark + next_mark].append(end - start)
+    with open(result_path, "w") as file:
+        json.dump({phase: statistics.median(seconds) for phase, seconds in phases.items()}, file)
+atexit.register(write)
+sys.path.insert(0, os.getcwd())
+if sys.argv[1] == "--plain":
+    runpy.run_module("benchmarks.overhead", run_name="__main__")
+else:
+    sys.argv[0] = "train.py"
+    runpy.run_path("train.py", run_name="__main__")
+"""
+
+
+def timed_phases(arguments: list[str], result_path: Path, first_step: int, threads: int) -> dict[str, float]:
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    command = [sys.executable, "-c", WRAPPER, str(result_path), str(first_step), *arguments]
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+    if result.returncode != 0 or not result_path.exists():
+        raise SystemExit(f"{' '.join(arguments)} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result_path.read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=400, help="optimizer steps per run (an MNIST epoch has 430: no validation inside)")
+    parser.add_argument("--first-step", type=int, default=50, help="steps before this one are warm-up, not timed")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"), help="the folder holding MNIST/raw/")
+    args, overrides = parser.parse_known_args()
+    train_py = ["trainer=cpu", f"data.data_dir={args.data_dir}", "data.download=false", "test=false", "seed=42", f"++trainer.max_steps={args.steps}", *overrides]
+    with tempfile.TemporaryDirectory() as scratch:
+        variants = {
+            "plain": ["--plain", f"--steps={args.steps}", f"--first-step={args.first_step}", f"--data-dir={args.data_dir}", f"--marks={Path(scratch, 'marks.json')}"],
+            "bare": [*train_py, *BARE, f"hydra.run.dir={Path(scratch, 'bare')}"],
+            "train.py": [*train_py, f"hydra.run.dir={Path(scratch, 'train_py')}"],
+        }
+        print(f"{load()} at the start", flush=True)
+        runs: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
+        for repeat in range(args.repeats):
+            for name in variants if repeat % 2 == 0 else reversed(variants):
+                runs[name].append(timed_phases(variants[name], Path(scratch, f"{name}{repeat}.json"), args.first_step, args.threads))
+                print(f"run {repeat + 1}/{args.repeats} {name:>8}: {1e3 * sum(runs[name][-1].get(phase, 0.0) for phase in PHASES):.3f} ms per step", flush=True)
+    print(f"\ntrain.py {' '.join(train_py)}\nbare: the same and {' '.join(BARE)}")
+    print(f"microseconds per training step, steps {args.first_step}-{args.steps}, median of {args.repeats} runs:")
+    print(f"  {'phase':<24}" + "".join(f"{name:>10}" for name in variants))
+    medians = {name: {phase: 1e6 * statistics.median(run.get(phase, 0.0) for run in runs[name]) for phase in PHASES} for name in variants}
+    for phase, label in PHASES.items():
+        print(f"  {label:<24}" + "".join(f"{medians[name][phase]:10.1f}" for name in variants))
+    print(f"  {'all phases':<24}" + "".join(f"{sum(medians[name].values()):10.1f}" for name in variants))
+    print(f"{load()} at the end")
+
+
+if __name__ == "__main__":
+    main()
