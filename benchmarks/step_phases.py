@@ -1,6 +1,7 @@
 """Where a training step's time goes, phase by phase, in the plain loop, bare Lightning and train.py.
 
-    python -m benchmarks.step_phases [--steps 400] [--first-step 50] [--repeats 3] [--threads 1] [--data-dir ../shared/data] [train.py overrides ...]
+    python -m benchmarks.step_phases [--steps 400] [--first-step 50] [--repeats 3] [--threads 1] [--data-dir ../shared/data]
+                                     [--baseline OTHER_CHECKOUT] [train.py overrides ...]
 
 The three variants of benchmarks/overhead.py (LeNet-5 on the real MNIST, batch 128, one thread), each a fresh
 process, with a clock around the three pieces of real work of a step: the network's forward
@@ -14,6 +15,8 @@ time between them is the rest of the step:
 
 Each phase's median over the training steps from --first-step on (validation excluded: --steps stays inside
 the first epoch), then the median over --repeats runs. The phases add up to about a step (a median of each).
+--baseline adds bare and train.py run from another checkout of this repository (an earlier commit, say),
+alternating with the rest, so that two versions of the code are compared in the same stretch of time.
 """
 
 import argparse
@@ -78,10 +81,10 @@ else:
 """
 
 
-def timed_phases(arguments: list[str], result_path: Path, first_step: int, threads: int) -> dict[str, float]:
+def timed_phases(checkout: Path, arguments: list[str], result_path: Path, first_step: int, threads: int) -> dict[str, float]:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     command = [sys.executable, "-c", WRAPPER, str(result_path), str(first_step), *arguments]
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+    result = subprocess.run(command, cwd=checkout, env=env, capture_output=True, text=True)  # its code: the checkout comes first on sys.path
     if result.returncode != 0 or not result_path.exists():
         raise SystemExit(f"{' '.join(arguments)} failed:\n{result.stderr[-3000:]}")
     return json.loads(result_path.read_text())
@@ -94,21 +97,26 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"), help="the folder holding MNIST/raw/")
+    parser.add_argument("--baseline", type=Path, help="another checkout of this repository whose bare and train.py run too (columns marked *)")
     args, overrides = parser.parse_known_args()
     train_py = ["trainer=cpu", f"data.data_dir={args.data_dir}", "data.download=false", "test=false", "seed=42", f"++trainer.max_steps={args.steps}", *overrides]
     with tempfile.TemporaryDirectory() as scratch:
         variants = {
-            "plain": ["--plain", f"--steps={args.steps}", f"--first-step={args.first_step}", f"--data-dir={args.data_dir}", f"--marks={Path(scratch, 'marks.json')}"],
-            "bare": [*train_py, *BARE, f"hydra.run.dir={Path(scratch, 'bare')}"],
-            "train.py": [*train_py, f"hydra.run.dir={Path(scratch, 'train_py')}"],
+            "plain": (REPO, ["--plain", f"--steps={args.steps}", f"--first-step={args.first_step}", f"--data-dir={args.data_dir}", f"--marks={Path(scratch, 'marks.json')}"]),
+            "bare": (REPO, [*train_py, *BARE, f"hydra.run.dir={Path(scratch, 'bare')}"]),
+            "train.py": (REPO, [*train_py, f"hydra.run.dir={Path(scratch, 'train_py')}"]),
         }
+        if args.baseline:
+            variants["bare*"] = (args.baseline.resolve(), [*train_py, *BARE, f"hydra.run.dir={Path(scratch, 'baseline_bare')}"])
+            variants["train.py*"] = (args.baseline.resolve(), [*train_py, f"hydra.run.dir={Path(scratch, 'baseline_train_py')}"])
         print(f"{load()} at the start", flush=True)
         runs: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
         for repeat in range(args.repeats):
             for name in variants if repeat % 2 == 0 else reversed(variants):
-                runs[name].append(timed_phases(variants[name], Path(scratch, f"{name}{repeat}.json"), args.first_step, args.threads))
+                checkout, arguments = variants[name]
+                runs[name].append(timed_phases(checkout, arguments, Path(scratch, f"{name}{repeat}.json"), args.first_step, args.threads))
                 print(f"run {repeat + 1}/{args.repeats} {name:>8}: {1e3 * sum(runs[name][-1].get(phase, 0.0) for phase in PHASES):.3f} ms per step", flush=True)
-    print(f"\ntrain.py {' '.join(train_py)}\nbare: the same and {' '.join(BARE)}")
+    print(f"\ntrain.py {' '.join(train_py)}\nbare: the same and {' '.join(BARE)}" + (f"\n*: run from {args.baseline}" if args.baseline else ""))
     print(f"microseconds per training step, steps {args.first_step}-{args.steps}, median of {args.repeats} runs:")
     print(f"  {'phase':<24}" + "".join(f"{name:>10}" for name in variants))
     medians = {name: {phase: 1e6 * statistics.median(run.get(phase, 0.0) for run in runs[name]) for phase in PHASES} for name in variants}
