@@ -100,15 +100,15 @@ class ImageClassifier(LightningModule):
         return every > 0 and (self.global_step + 1) % every == 0
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
-        return self._evaluation_step(batch, "val", self.val_loss, self.val_accuracy)
+        return self._evaluation_step(batch, self.val_loss, self.val_accuracy)
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
-        return self._evaluation_step(batch, "test", self.test_loss, self.test_accuracy)
+        return self._evaluation_step(batch, self.test_loss, self.test_accuracy)
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         return {"logits": self(batch["image"])}
 
-    def _evaluation_step(self, batch: dict[str, torch.Tensor], stage: str, loss_metric: Mean, accuracy: TopKAccuracy) -> dict[str, torch.Tensor]:
+    def _evaluation_step(self, batch: dict[str, torch.Tensor], loss_metric: Mean, accuracy: TopKAccuracy) -> dict[str, torch.Tensor]:
         """Updates the epoch metrics; returns each sample's logits and loss for callbacks (prediction files, figures)."""
         logits = self(batch["image"])
         losses = F.cross_entropy(logits, batch["label"], reduction="none", label_smoothing=self.loss_fn.label_smoothing)
@@ -128,7 +128,8 @@ class ImageClassifier(LightningModule):
     def _log_epoch_metrics(self, stage: str, loss_metric: Mean, accuracy: TopKAccuracy) -> None:
         # Computed here, once per epoch (compute() sums the counts across DDP processes), and logged as values:
         # Lightning logs a Metric object only if it computes one value, and TopKAccuracy computes top-1 and top-5
-        # together. The values are then the same on every process; sync_dist only keeps Lightning from warning.
+        # together. The values are then the same on every process: sync_dist averages equal values (a small
+        # collective per value and epoch) and keeps Lightning from warning that epoch values are not synced.
         values = {f"{stage}/loss": loss_metric.compute(), **{f"{stage}/{name}": value for name, value in accuracy.compute().items()}}
         loss_metric.reset()
         accuracy.reset()
