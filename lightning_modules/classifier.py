@@ -87,7 +87,9 @@ class ImageClassifier(LightningModule):
         self.train_loss.update(loss.detach(), weight=len(logits))
         if self._loggers_write_this_step():
             step_top1 = (logits.detach().argmax(dim=1) == labels).float().mean()
-            self.log_dict({"train_step/loss": loss.detach(), "train_step/top1": step_top1}, on_step=True, on_epoch=False, prog_bar=True)
+            # not prog_bar: Lightning would turn them into numbers after every batch, a device sync per step;
+            # callbacks/progress_bar.py shows them when it redraws
+            self.log_dict({"train_step/loss": loss.detach(), "train_step/top1": step_top1}, on_step=True, on_epoch=False)
         return loss
 
     def _loggers_write_this_step(self) -> bool:
