@@ -9,6 +9,8 @@ Defaults: LeNet-5 on the real MNIST in ../shared/data, 2 epochs on the CPU, no t
 """
 
 import argparse
+import json
+import os
 import statistics
 import subprocess
 import sys
@@ -33,6 +35,16 @@ def timed_run(overrides: list[str], run_dir: Path) -> float:
     if result.returncode != 0:
         raise SystemExit(f"train.py {' '.join(overrides)} failed:\n{result.stderr[-3000:]}")
     return time.perf_counter() - start
+
+
+def instrumented_run(wrapper: str, arguments: list[str], result_path: Path, threads: int, checkout: Path = REPO) -> dict:
+    """Runs `python -c wrapper result_path arguments...` in `checkout` (whose code then comes first on sys.path),
+    with OMP_NUM_THREADS=threads, and returns what the wrapper wrote to result_path (JSON)."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    result = subprocess.run([sys.executable, "-c", wrapper, str(result_path), *arguments], cwd=checkout, env=env, capture_output=True, text=True)
+    if result.returncode != 0 or not result_path.exists():
+        raise SystemExit(f"{' '.join(arguments)} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result_path.read_text())
 
 
 def main() -> None:

@@ -18,16 +18,12 @@ a hook is only seen in place. The medians over --repeats are printed per hook, w
 """
 
 import argparse
-import json
 import math
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.callback_overhead import REPO
+from benchmarks.callback_overhead import REPO, instrumented_run
 from benchmarks.overhead import BARE, load
 
 EPOCH_END = "epoch end, ms"
@@ -68,12 +64,7 @@ runpy.run_path("train.py", run_name="__main__")
 def timed_hooks(overrides: list[str], run_dir: Path, result_path: Path, threads: int) -> dict[str, float]:
     """Microseconds per training step spent in each step hook's dispatch (all callbacks), and the epoch ends'
     mean in milliseconds, of one fresh train.py."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    command = [sys.executable, "-c", WRAPPER, str(result_path), ",".join(STEP_HOOKS), *overrides, f"hydra.run.dir={run_dir}"]
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
-    if result.returncode != 0 or not result_path.exists():
-        raise SystemExit(f"train.py {' '.join(overrides)} failed:\n{result.stderr[-3000:]}")
-    measured = json.loads(result_path.read_text())
+    measured = instrumented_run(WRAPPER, [",".join(STEP_HOOKS), *overrides, f"hydra.run.dir={run_dir}"], result_path, threads)
     per_step = {hook: 1e6 * measured["seconds"].get(hook, 0.0) / measured["steps"] for hook in STEP_HOOKS}
     epoch_ends = measured["epoch_ends"]
     return {**per_step, EPOCH_END: 1e3 * statistics.mean(epoch_ends) if epoch_ends else math.nan}

@@ -20,15 +20,11 @@ alternating with the rest, so that two versions of the code are compared in the 
 """
 
 import argparse
-import json
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.callback_overhead import REPO
+from benchmarks.callback_overhead import REPO, instrumented_run
 from benchmarks.overhead import BARE, load
 
 PHASES = {
@@ -81,15 +77,6 @@ else:
 """
 
 
-def timed_phases(checkout: Path, arguments: list[str], result_path: Path, first_step: int, threads: int) -> dict[str, float]:
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    command = [sys.executable, "-c", WRAPPER, str(result_path), str(first_step), *arguments]
-    result = subprocess.run(command, cwd=checkout, env=env, capture_output=True, text=True)  # its code: the checkout comes first on sys.path
-    if result.returncode != 0 or not result_path.exists():
-        raise SystemExit(f"{' '.join(arguments)} failed:\n{result.stderr[-3000:]}")
-    return json.loads(result_path.read_text())
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=400, help="optimizer steps per run (an MNIST epoch has 430: no validation inside)")
@@ -114,7 +101,7 @@ def main() -> None:
         for repeat in range(args.repeats):
             for name in variants if repeat % 2 == 0 else reversed(variants):
                 checkout, arguments = variants[name]
-                runs[name].append(timed_phases(checkout, arguments, Path(scratch, f"{name}{repeat}.json"), args.first_step, args.threads))
+                runs[name].append(instrumented_run(WRAPPER, [str(args.first_step), *arguments], Path(scratch, f"{name}{repeat}.json"), args.threads, checkout))
                 print(f"run {repeat + 1}/{args.repeats} {name:>8}: {1e3 * sum(runs[name][-1].get(phase, 0.0) for phase in PHASES):.3f} ms per step", flush=True)
     print(f"\ntrain.py {' '.join(train_py)}\nbare: the same and {' '.join(BARE)}" + (f"\n*: run from {args.baseline}" if args.baseline else ""))
     print(f"microseconds per training step, steps {args.first_step}-{args.steps}, median of {args.repeats} runs:")
