@@ -15,6 +15,8 @@ time between them is the rest of the step:
 
 Each phase's median over the training steps from --first-step on (validation excluded: --steps stays inside
 the first epoch), then the median over --repeats runs. The phases add up to about a step (a median of each).
+The last row counts the tensor values read by the host per step (`Tensor.item`): on a GPU each one waits for
+the device.
 --baseline adds bare and train.py run from another checkout of this repository (an earlier commit, say),
 alternating with the rest, so that two versions of the code are compared in the same stretch of time.
 """
@@ -36,7 +38,8 @@ PHASES = {
     "S>F<": "update -> next forward",
 }
 
-# runs the plain loop or train.py (argv[2:]) with the three pieces timed; writes each phase's median to argv[1]
+# runs the plain loop or train.py (argv[2:]) with the three pieces timed and the host's reads of tensor values
+# counted; writes each phase's median and the reads per step to argv[1]
 WRAPPER = """
 import atexit, json, os, runpy, statistics, sys, time
 from collections import defaultdict
@@ -61,12 +64,18 @@ def clocked(owner, name, mark, training_only=False):
 clocked(LeNet5, "forward", "F", training_only=True)
 clocked(torch.Tensor, "backward", "B")
 clocked(sgd_module, "sgd", "S")
+reads, read = [0], torch.Tensor.item
+def counted_read(tensor):  # a tensor's value read by the host: on a GPU the host waits for the device
+    reads[0] += forwards[0] > first_step
+    return read(tensor)
+torch.Tensor.item = counted_read
 def write():
     phases = defaultdict(list)
     for (mark, start), (next_mark, end) in zip(events, events[1:]):
         phases[mark + next_mark].append(end - start)
+    steps = sum(mark == "F<" for mark, _ in events)
     with open(result_path, "w") as file:
-        json.dump({phase: statistics.median(seconds) for phase, seconds in phases.items()}, file)
+        json.dump({**{phase: statistics.median(seconds) for phase, seconds in phases.items()}, "reads_per_step": reads[0] / max(steps, 1)}, file)
 atexit.register(write)
 sys.path.insert(0, os.getcwd())
 if sys.argv[1] == "--plain":
@@ -110,6 +119,7 @@ def main() -> None:
     for phase, label in PHASES.items():
         print(f"  {label:<24}" + "".join(f"{medians[name][phase]:10.1f}" for name in variants))
     print(f"  {'all phases':<24}" + "".join(f"{sum(medians[name].values()):10.1f}" for name in variants))
+    print(f"  {'item() calls per step':<24}" + "".join(f"{statistics.median(run['reads_per_step'] for run in runs[name]):10.2f}" for name in variants))
     print(f"{load()} at the end")
 
 
