@@ -63,17 +63,16 @@ def plain_loop(data_dir: str, steps: int, first_step: int, seed: int, max_epochs
     # conf/scheduler/cosine.yaml: stepped after every optimizer step, over the run's steps (Trainer.estimated_stepping_batches)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=min(steps, max_epochs * math.ceil(len(train) / BATCH_SIZE)))
     marks: dict[str, float] = {}
-    sampler, step, epoch = EpochShuffleSampler(len(train), datamodule.shuffle_seed), 0, 0
+    sampler, step, epoch = EpochShuffleSampler(len(train), datamodule.shuffle_seed, BATCH_SIZE), 0, 0
     while step < steps:
         sampler.set_epoch(epoch)
-        order = torch.tensor(list(iter(sampler)))
         net.train()
         loss_sum, correct = torch.zeros((), device=device), torch.zeros(2, device=device, dtype=torch.long)
-        for start in range(0, len(order), BATCH_SIZE):
+        for positions in sampler:
             if step == first_step:
                 synchronize(device)
                 marks[f"step_{first_step}_start"] = time.time()
-            batch = train.__getitems__(order[start : start + BATCH_SIZE])
+            batch = train.__getitems__(positions)
             images, labels = datamodule.normalize(batch["image"].to(device)), batch["label"].to(device)
             logits = net(images)
             loss = F.cross_entropy(logits, labels)
@@ -88,8 +87,8 @@ def plain_loop(data_dir: str, steps: int, first_step: int, seed: int, max_epochs
                 break
         else:  # a whole epoch: Lightning validates at epoch ends, not where max_steps stops it mid-epoch
             val_loss, (val_top1, val_top5) = evaluate(net, datamodule, val, device)
-            top1, top5 = (correct / len(order)).tolist()
-            print(f"epoch {epoch}: train loss {loss_sum.item() / len(order):.4f} top-1 {top1:.4f} top-5 {top5:.4f}, val loss {val_loss:.4f} top-1 {val_top1:.4f} top-5 {val_top5:.4f}", flush=True)
+            top1, top5 = (correct / len(train)).tolist()
+            print(f"epoch {epoch}: train loss {loss_sum.item() / len(train):.4f} top-1 {top1:.4f} top-5 {top5:.4f}, val loss {val_loss:.4f} top-1 {val_top1:.4f} top-5 {val_top5:.4f}", flush=True)
         epoch += 1
     synchronize(device)
     marks["end"] = time.time()

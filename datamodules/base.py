@@ -94,9 +94,12 @@ class ImageDataModule(LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         """Shuffled by epoch and resumable mid-epoch (datamodules/resumable_loader.py)."""
         sharding = (self.trainer.distributed_sampler_kwargs if self.trainer else None) or {}  # DDP: this process's share
-        sampler = EpochShuffleSampler(len(self.train_set), self.shuffle_seed, **sharding)
         train_set = self._placed(self.train_set)
-        return ResumableDataLoader(train_set, batch_size=self.batch_size, sampler=sampler, generator=torch.Generator(), **self._loader_options(train_set))
+        options = self._loader_options(train_set)
+        # the batches' positions are cut where the images are: on the GPU when they were placed there
+        device = train_set.images.device if self._is_on_gpu(train_set) else None
+        sampler = EpochShuffleSampler(len(train_set), self.shuffle_seed, self.batch_size, device=device, **sharding)
+        return ResumableDataLoader(train_set, sampler=sampler, generator=torch.Generator(), **options)
 
     def val_dataloader(self) -> DataLoader:
         return self._evaluation_loader(self.val_set)
@@ -121,9 +124,13 @@ class ImageDataModule(LightningDataModule):
             dataset.to(device)
         return dataset
 
+    @staticmethod
+    def _is_on_gpu(dataset: Dataset) -> bool:
+        return isinstance(dataset, ArrayImageDataset) and isinstance(dataset.images, torch.Tensor) and dataset.images.is_cuda
+
     def _loader_options(self, dataset: Dataset) -> dict:
         # batches cut on the GPU: nothing to pin, no workers (CUDA does not fork)
-        on_device = isinstance(dataset, ArrayImageDataset) and isinstance(dataset.images, torch.Tensor) and dataset.images.is_cuda
+        on_device = self._is_on_gpu(dataset)
         num_workers = 0 if on_device else self.num_workers
         pin_memory = self._training_device().type == "cuda" if self.pin_memory is None else self.pin_memory
         return dict(

@@ -1,0 +1,71 @@
+"""The training loader: DistributedSampler's order and sharding, cut into index tensors, resumable mid-epoch."""
+
+import pytest
+import torch
+from torch.utils.data import DistributedSampler
+
+from datamodules.array_dataset import ArrayImageDataset
+from datamodules.resumable_loader import EpochShuffleSampler, ResumableDataLoader
+
+
+@pytest.mark.parametrize(("size", "replicas", "batch_size"), [(1000, 1, 128), (1001, 3, 10), (5, 4, 2), (7, 3, 1)])
+def test_each_process_gets_distributed_samplers_positions_in_batches(size, replicas, batch_size):
+    for rank in range(replicas):
+        reference = DistributedSampler(range(size), num_replicas=replicas, rank=rank, shuffle=True, seed=7)
+        sampler = EpochShuffleSampler(size, seed=7, batch_size=batch_size, num_replicas=replicas, rank=rank)
+        reference.set_epoch(3), sampler.set_epoch(3)
+        batches = list(sampler)
+        assert len(batches) == len(sampler)
+        assert all(len(batch) == batch_size for batch in batches[:-1]) and 0 < len(batches[-1]) <= batch_size
+        assert torch.cat(batches).tolist() == list(reference)
+
+
+def test_processes_with_smaller_batches_train_on_the_same_global_batches():
+    one = EpochShuffleSampler(960, seed=1, batch_size=64)
+    shards = [EpochShuffleSampler(960, seed=1, batch_size=16, num_replicas=4, rank=rank) for rank in range(4)]
+    for sampler in (one, *shards):
+        sampler.set_epoch(2)
+    for whole, parts in zip(one, zip(*shards), strict=True):
+        assert torch.equal(whole.sort().values, torch.cat(parts).sort().values)
+
+
+class RecordingDataset(ArrayImageDataset):
+    def __getitems__(self, positions):
+        self.received.append(positions)
+        return super().__getitems__(positions)
+
+
+def loader_over(size: int, batch_size: int) -> tuple[ResumableDataLoader, RecordingDataset]:
+    dataset = RecordingDataset(torch.arange(size, dtype=torch.uint8).view(size, 1, 1, 1), torch.arange(size), torch.arange(size))
+    dataset.received = []
+    return ResumableDataLoader(dataset, EpochShuffleSampler(size, seed=5, batch_size=batch_size), generator=torch.Generator()), dataset
+
+
+def test_the_dataset_gets_each_batch_as_one_index_tensor():
+    loader, dataset = loader_over(100, 32)
+    batches = list(loader)
+    assert [len(batch["label"]) for batch in batches] == [32, 32, 32, 4]
+    assert all(isinstance(positions, torch.Tensor) and positions.dtype == torch.long for positions in dataset.received)
+    assert sorted(torch.cat([batch["index"] for batch in batches]).tolist()) == list(range(100))
+
+
+def test_a_resumed_epoch_serves_the_batches_not_yet_served():
+    loader, _ = loader_over(100, 16)
+    loader.sampler.set_epoch(4)
+    uninterrupted = [batch["index"] for batch in loader]
+    interrupted, _ = loader_over(100, 16)
+    interrupted.sampler.set_epoch(4)
+    served = iter(interrupted)
+    for _ in range(3):
+        next(served)
+    position = interrupted.position()
+    assert position == {"epoch": 4, "batches": 3}
+    resumed, _ = loader_over(100, 16)
+    resumed.resume_from(position)
+    resumed.sampler.set_epoch(4)
+    rest = [batch["index"] for batch in resumed]
+    assert len(rest) == len(uninterrupted) - 3 and all(torch.equal(a, b) for a, b in zip(rest, uninterrupted[3:]))
+    assert resumed.position() == {"epoch": 4, "batches": len(uninterrupted)}
+    resumed.resume_from(position)
+    resumed.sampler.set_epoch(5)  # a position in another epoch skips nothing
+    assert len(list(resumed)) == len(uninterrupted)
