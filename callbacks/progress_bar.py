@@ -4,7 +4,8 @@ Lightning turns every value logged with `prog_bar=True` into a Python number aft
 (`.item()` in its logger connector), including values logged many steps before: on a GPU that makes the host
 wait for the device at every step. The module therefore logs its per-step values (`train_step/*`, every
 `trainer.log_every_n_steps` steps) without `prog_bar`, and this bar reads the latest of them from
-`trainer.callback_metrics` when it is redrawn, every `refresh_rate` batches.
+`trainer.callback_metrics` when it is redrawn, every `refresh_rate` batches. It draws the training bar once per
+update, with the count and the values together (Lightning's draws it twice: the count, then the values).
 """
 
 from typing import Any
@@ -23,3 +24,9 @@ class TQDMProgressBar(LightningTQDMProgressBar):
     def get_metrics(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:
         shown = {name: value.item() if isinstance(value, Tensor) else value for name, value in trainer.callback_metrics.items() if name.startswith(self.show_prefix)}
         return {**shown, **super().get_metrics(trainer, pl_module)}
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        bar, done = self.train_progress_bar, batch_idx + 1
+        if bar is not None and self._should_update(done, bar.total):
+            bar.n = done
+            bar.set_postfix(self.get_metrics(trainer, pl_module))  # draws the bar
