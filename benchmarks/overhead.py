@@ -1,25 +1,30 @@
 """What the framework costs per training step: train.py with its default callbacks, logger and progress bar
-against a plain hand-written PyTorch loop doing the same work, and, to tell Lightning's share from ours,
-train.py stripped to Lightning's loop and our LightningModule and DataModule.
+against a plain hand-written PyTorch loop doing the same work, and, to tell Lightning's share from ours, the
+plain loop run by Lightning's Trainer, and train.py stripped to Lightning's loop and our LightningModule and DataModule.
 
     python -m benchmarks.overhead [--steps 500] [--first-step 20] [--repeats 3] [--threads 1] [--data-dir ../shared/data] [train.py overrides ...]
 
-Both train LeNet-5 (lightning_modules/nets/lenet.py, conf/model/lenet.yaml's options) on the real MNIST, from
-the same seed, on the same tensors in the same order (MNISTDataModule's split, EpochShuffleSampler's order),
-batch 128, SGD with momentum and the cosine schedule of the default config (stepped at every step), the batches normalised by the
-datamodule; both validate on the 5000 validation images at the end of every whole epoch (not where the
-step limit ends training mid-epoch: Lightning does not) and keep the epoch's
-loss, top-1 and top-5 accuracy (training and validation) on the device, read once per epoch. train.py additionally does everything it
-always does: checkpoints, TensorBoard, timing.csv, prediction files, figures, the progress bar. The third
-variant, "bare", is train.py with none of that (BARE below): what remains is Lightning's training loop with
-its hooks, our module (metrics) and our data module.
+The variants train LeNet-5 (lightning_modules/nets/lenet.py, conf/model/lenet.yaml's options) on the real MNIST,
+from the same seed, on the same tensors in the same order (MNISTDataModule's split, EpochShuffleSampler's
+batches), batch 128, SGD with momentum and the cosine schedule of the default config (stepped at every step),
+the batches normalised by the datamodule; all validate on the 5000 validation images at the end of every whole
+epoch (not where the step limit ends training mid-epoch: Lightning does not) and keep the epoch's loss, top-1 and
+top-5 accuracy (training and validation) on the device, read once per epoch.
+- plain: a hand-written loop (plain_loop below).
+- lightning: the plain loop's steps in a LightningModule, run by a Trainer with nothing else
+  (benchmarks/lightning_floor.py): Lightning's own cost, the floor for anything built on its loop.
+- bare: train.py with no callbacks, logger, checkpoints, progress bar or summary (BARE below): Lightning's
+  loop with our module (metrics, logging) and our data module.
+- train.py: everything it always does besides: checkpoints, TensorBoard, timing.csv, prediction files,
+  figures, the progress bar.
 
-Each run is a fresh process on the CPU; the order of the variants turns around at every repeat (ABC CBA ...)
+Each run is a fresh process on the CPU; the order of the variants turns around at every repeat (ABCD DCBA ...)
 so that a drift in the machine's load hits all alike. Per-step time is measured inside each process, from the start of step --first-step (start-up,
 the first steps' warm-up excluded) to the end of step --steps, so it includes the epoch ends (validation,
 checkpoints, files, figures) that fall in between; whole-process time is measured from outside. The medians
-and ratios (to the plain loop) are printed with the machine's load average, and the median of the paired ratios
-(each repeat's variant against that repeat's plain loop), which a drift between repeats does not move.
+and ratios (to the plain loop, and to the lightning variant) are printed with the machine's load average,
+and the medians of the paired ratios (each repeat's variant against the same repeat's baseline), which a
+drift between repeats does not move.
 """
 
 import argparse
@@ -37,7 +42,7 @@ from benchmarks.callback_overhead import REPO, timed_run
 
 # train.py without our callbacks, logger, progress bar, checkpoints and model summary
 BARE = ["callbacks=none", "logger=none", "++trainer.enable_progress_bar=false", "++trainer.enable_checkpointing=false", "++trainer.enable_model_summary=false"]
-VARIANTS = ("plain", "bare", "train.py")
+VARIANTS = ("plain", "lightning", "bare", "train.py")
 BATCH_SIZE = 128
 VAL_BATCH_SIZE = 1000  # data.eval_batch_size of conf/data/mnist.yaml
 
@@ -59,9 +64,7 @@ def plain_loop(data_dir: str, steps: int, first_step: int, seed: int, max_epochs
     datamodule.setup("fit")
     device = torch.device("cpu")
     train, val = datamodule.train_set, datamodule.val_set
-    optimizer = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
-    # conf/scheduler/cosine.yaml: stepped after every optimizer step, over the run's steps (Trainer.estimated_stepping_batches)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=min(steps, max_epochs * math.ceil(len(train) / BATCH_SIZE)))
+    optimizer, scheduler = sgd_with_cosine_schedule(net, steps, max_epochs, len(train))
     marks: dict[str, float] = {}
     sampler, step, epoch = EpochShuffleSampler(len(train), datamodule.shuffle_seed, BATCH_SIZE), 0, 0
     while step < steps:
@@ -86,14 +89,21 @@ def plain_loop(data_dir: str, steps: int, first_step: int, seed: int, max_epochs
             if step == steps:
                 break
         else:  # a whole epoch: Lightning validates at epoch ends, not where max_steps stops it mid-epoch
-            val_loss, (val_top1, val_top5) = evaluate(net, datamodule, val, device)
-            top1, top5 = (correct / len(train)).tolist()
-            print(f"epoch {epoch}: train loss {loss_sum.item() / len(train):.4f} top-1 {top1:.4f} top-5 {top5:.4f}, val loss {val_loss:.4f} top-1 {val_top1:.4f} top-5 {val_top5:.4f}", flush=True)
+            print(epoch_report(epoch, (loss_sum, correct, len(train)), evaluate(net, datamodule, val, device)), flush=True)
         epoch += 1
     synchronize(device)
     marks["end"] = time.time()
     marks["steps"] = steps - first_step
     marks_path.write_text(json.dumps(marks))
+
+
+def sgd_with_cosine_schedule(net, steps: int, max_epochs: int, train_size: int):
+    """train.py's default optimizer, and conf/scheduler/cosine.yaml's schedule: stepped after every optimizer step,
+    over the run's steps (Trainer.estimated_stepping_batches)."""
+    import torch
+
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
+    return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=min(steps, max_epochs * math.ceil(train_size / BATCH_SIZE)))
 
 
 def top1_top5_hits(logits, labels):
@@ -102,20 +112,34 @@ def top1_top5_hits(logits, labels):
     return hits.sum(dim=0).cumsum(dim=0)[[0, 4]]
 
 
-def evaluate(net, datamodule, dataset, device) -> tuple[float, list[float]]:
-    import torch
+def evaluation_sums(net, datamodule, batch: dict):
+    """A validation batch's summed loss and its top-1 and top-5 hits."""
     from torch.nn import functional as F
+
+    logits = net(datamodule.normalize(batch["image"]))
+    return F.cross_entropy(logits, batch["label"], reduction="sum"), top1_top5_hits(logits, batch["label"])
+
+
+def evaluate(net, datamodule, dataset, device):
+    """(summed loss, top-1 and top-5 hits, number of images) over `dataset`."""
+    import torch
 
     net.eval()
     loss_sum, correct = torch.zeros((), device=device), torch.zeros(2, device=device, dtype=torch.long)
     with torch.no_grad():
         for start in range(0, len(dataset), VAL_BATCH_SIZE):
             batch = dataset.__getitems__(range(start, min(start + VAL_BATCH_SIZE, len(dataset))))
-            labels = batch["label"].to(device)
-            logits = net(datamodule.normalize(batch["image"].to(device)))
-            loss_sum += F.cross_entropy(logits, labels, reduction="sum")
-            correct += top1_top5_hits(logits, labels)
-    return loss_sum.item() / len(dataset), (correct / len(dataset)).tolist()
+            batch_loss, batch_hits = evaluation_sums(net, datamodule, {key: value.to(device) for key, value in batch.items()})
+            loss_sum += batch_loss
+            correct += batch_hits
+    return loss_sum, correct, len(dataset)
+
+
+def epoch_report(epoch: int, train: tuple, val: tuple) -> str:
+    """One line of an epoch's loss, top-1 and top-5 (training, validation) from (summed loss, hits, images) each;
+    the host reads the values here, once an epoch."""
+    (train_loss, train_top1, train_top5), (val_loss, val_top1, val_top5) = ([loss.item() / size, *(hits / size).tolist()] for loss, hits, size in (train, val))
+    return f"epoch {epoch}: train loss {train_loss:.4f} top-1 {train_top1:.4f} top-5 {train_top5:.4f}, val loss {val_loss:.4f} top-1 {val_top1:.4f} top-5 {val_top5:.4f}"
 
 
 def per_step_seconds(marks_path: Path, first_step: int) -> float:
@@ -123,12 +147,13 @@ def per_step_seconds(marks_path: Path, first_step: int) -> float:
     return (marks["end"] - marks[f"step_{first_step}_start"]) / marks["steps"]
 
 
-def timed_plain_loop(args: argparse.Namespace, marks_path: Path) -> float:
+def timed_loop(variant: str, args: argparse.Namespace, marks_path: Path) -> float:
+    """Runs the plain loop, or the lightning variant, in a process of its own; returns its wall time."""
     started = time.perf_counter()
-    command = [sys.executable, "-m", "benchmarks.overhead", "--plain", f"--steps={args.steps}", f"--first-step={args.first_step}", f"--data-dir={args.data_dir}", f"--marks={marks_path}"]
+    command = [sys.executable, "-m", "benchmarks.overhead", f"--{variant}", f"--steps={args.steps}", f"--first-step={args.first_step}", f"--data-dir={args.data_dir}", f"--marks={marks_path}"]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     if result.returncode != 0:
-        raise SystemExit(f"the plain loop failed:\n{result.stderr[-3000:]}")
+        raise SystemExit(f"the {variant} loop failed:\n{result.stderr[-3000:]}")
     return time.perf_counter() - started
 
 
@@ -141,14 +166,18 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=500, help="optimizer steps per run (430 per epoch: one epoch end, with its validation, falls inside)")
     parser.add_argument("--first-step", type=int, default=20, help="per-step time is measured from this step on")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads of both (OMP_NUM_THREADS); 0: torch's default, one per core")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads of every variant (OMP_NUM_THREADS); 0: torch's default, one per core")
     parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"), help="the folder holding MNIST/raw/")
     parser.add_argument("--plain", action="store_true", help=argparse.SUPPRESS)  # the plain loop's own process
+    parser.add_argument("--lightning", action="store_true", help=argparse.SUPPRESS)  # the plain loop's in a Trainer
     parser.add_argument("--marks", type=Path, help=argparse.SUPPRESS)
     args, overrides = parser.parse_known_args()
     max_epochs = 10  # trainer.max_epochs of conf/trainer/default.yaml: the cosine schedule's length
-    if args.plain:
-        plain_loop(args.data_dir, args.steps, args.first_step, seed=42, max_epochs=max_epochs, marks_path=args.marks)
+    if args.plain or args.lightning:
+        from benchmarks.lightning_floor import lightning_loop
+
+        loop = plain_loop if args.plain else lightning_loop
+        loop(args.data_dir, args.steps, args.first_step, seed=42, max_epochs=max_epochs, marks_path=args.marks)
         return
     overrides = [
         "trainer=cpu", f"data.data_dir={args.data_dir}", "data.download=false", "test=false", "seed=42", f"trainer.max_epochs={max_epochs}",
@@ -162,8 +191,8 @@ def main() -> None:
         for repeat in range(args.repeats):
             for variant in VARIANTS if repeat % 2 == 0 else reversed(VARIANTS):
                 marks = Path(scratch, f"{variant}{repeat}.json")
-                if variant == "plain":
-                    process_s = timed_plain_loop(args, marks)
+                if variant in ("plain", "lightning"):
+                    process_s = timed_loop(variant, args, marks)
                 else:
                     stripped = BARE if variant == "bare" else []
                     process_s = timed_run([*overrides, *stripped, f"+callbacks.probe.path={marks}"], Path(scratch, f"{variant}{repeat}"))
@@ -172,14 +201,15 @@ def main() -> None:
                 print(f"run {repeat + 1}/{args.repeats} {variant:>8}: {1000 * results[variant]['step'][-1]:.3f} ms/step, process {process_s:.2f} s ({load()})", flush=True)
     median = {variant: {name: statistics.median(values) for name, values in results[variant].items()} for variant in VARIANTS}
     print(f"\ntrain.py {' '.join(overrides)}\nbare: the same and {' '.join(BARE)}")
-    print(f"per step ({args.steps - args.first_step} steps from step {args.first_step}), median of {args.repeats}, its ratio to the plain loop's, and the "
-          f"median of each repeat's ratio to the plain loop of the same repeat (listed):")
+    print(f"per step ({args.steps - args.first_step} steps from step {args.first_step}), median of {args.repeats}; the ratio of the medians to the "
+          f"plain loop's and to the lightning variant's, and the median of the paired ratios (each repeat's against the same repeat's):")
     for variant in VARIANTS:
-        ratios = [ours / base for ours, base in zip(results[variant]["step"], results["plain"]["step"])]
         steps = results[variant]["step"]
-        print(f"  {variant:>8}: {1000 * median[variant]['step']:.3f} ms (runs {1000 * min(steps):.3f} to {1000 * max(steps):.3f}), "
-              f"ratio {median[variant]['step'] / median['plain']['step']:.3f}, median of the paired ratios {statistics.median(ratios):.3f} "
-              f"({', '.join(f'{ratio:.3f}' for ratio in ratios)})")
+        ratios = [
+            f"{median[variant]['step'] / median[base]['step']:.3f} (paired {statistics.median(ours / theirs for ours, theirs in zip(steps, results[base]['step'])):.3f}) to {base}"
+            for base in VARIANTS[: min(VARIANTS.index(variant), 2)]  # plain, and lightning for those built on it
+        ]
+        print(f"  {variant:>9}: {1000 * median[variant]['step']:.3f} ms (runs {1000 * min(steps):.3f} to {1000 * max(steps):.3f})" + "".join(f", {ratio}" for ratio in ratios))
     print("whole process: " + ", ".join(f"{variant} {median[variant]['process']:.2f} s" for variant in VARIANTS))
     print(f"{load()} at the end; {os.cpu_count()} CPU cores")
 

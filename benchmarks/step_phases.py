@@ -1,9 +1,9 @@
-"""Where a training step's time goes, phase by phase, in the plain loop, bare Lightning and train.py.
+"""Where a training step's time goes, phase by phase, in the plain loop, the plain loop in Lightning's Trainer, bare and train.py.
 
     python -m benchmarks.step_phases [--steps 400] [--first-step 50] [--repeats 3] [--threads 1] [--data-dir ../shared/data]
                                      [--baseline OTHER_CHECKOUT] [train.py overrides ...]
 
-The three variants of benchmarks/overhead.py (LeNet-5 on the real MNIST, batch 128, one thread), each a fresh
+The four variants of benchmarks/overhead.py (LeNet-5 on the real MNIST, batch 128, one thread), each a fresh
 process, with a clock around the three pieces of real work of a step: the network's forward
 (`LeNet5.forward`), the backward (`Tensor.backward`) and the optimizer's update (`torch.optim.sgd.sgd`). The
 time between them is the rest of the step:
@@ -78,7 +78,7 @@ def write():
         json.dump({**{phase: statistics.median(seconds) for phase, seconds in phases.items()}, "reads_per_step": reads[0] / max(steps, 1)}, file)
 atexit.register(write)
 sys.path.insert(0, os.getcwd())
-if sys.argv[1] == "--plain":
+if sys.argv[1] in ("--plain", "--lightning"):
     runpy.run_module("benchmarks.overhead", run_name="__main__")
 else:
     sys.argv[0] = "train.py"
@@ -98,7 +98,10 @@ def main() -> None:
     train_py = ["trainer=cpu", f"data.data_dir={args.data_dir}", "data.download=false", "test=false", "seed=42", f"++trainer.max_steps={args.steps}", *overrides]
     with tempfile.TemporaryDirectory() as scratch:
         variants = {
-            "plain": (REPO, ["--plain", f"--steps={args.steps}", f"--first-step={args.first_step}", f"--data-dir={args.data_dir}", f"--marks={Path(scratch, 'marks.json')}"]),
+            **{
+                loop: (REPO, [f"--{loop}", f"--steps={args.steps}", f"--first-step={args.first_step}", f"--data-dir={args.data_dir}", f"--marks={Path(scratch, 'marks.json')}"])
+                for loop in ("plain", "lightning")
+            },
             "bare": (REPO, [*train_py, *BARE, f"hydra.run.dir={Path(scratch, 'bare')}"]),
             "train.py": (REPO, [*train_py, f"hydra.run.dir={Path(scratch, 'train_py')}"]),
         }
