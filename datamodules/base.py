@@ -95,11 +95,10 @@ class ImageDataModule(LightningDataModule):
         """Shuffled by epoch and resumable mid-epoch (datamodules/resumable_loader.py)."""
         sharding = (self.trainer.distributed_sampler_kwargs if self.trainer else None) or {}  # DDP: this process's share
         train_set = self._placed(self.train_set)
-        options = self._loader_options(train_set)
         # the batches' positions are cut where the images are: on the GPU when they were placed there
         device = train_set.images.device if self._is_on_gpu(train_set) else None
         sampler = EpochShuffleSampler(len(train_set), self.shuffle_seed, self.batch_size, device=device, **sharding)
-        return ResumableDataLoader(train_set, sampler=sampler, generator=torch.Generator(), **options)
+        return ResumableDataLoader(train_set, sampler=sampler, generator=torch.Generator(), **self._loader_options(train_set))
 
     def val_dataloader(self) -> DataLoader:
         return self._evaluation_loader(self.val_set)

@@ -69,3 +69,10 @@ def test_a_resumed_epoch_serves_the_batches_not_yet_served():
     resumed.resume_from(position)
     resumed.sampler.set_epoch(5)  # a position in another epoch skips nothing
     assert len(list(resumed)) == len(uninterrupted)
+
+
+def test_the_batches_are_cut_on_the_given_device():
+    # data.on_device: the images live on the GPU, and so do the batches' positions (one copy an epoch, none a step);
+    # "meta" stands in for a GPU here, a device other than the CPU that needs none
+    sampler = EpochShuffleSampler(100, seed=0, batch_size=32, device=torch.device("meta"))
+    assert [(batch.device.type, len(batch)) for batch in sampler] == [("meta", 32)] * 3 + [("meta", 4)]
