@@ -54,7 +54,8 @@ class Probe(Callback):
         synchronize(pl_module.device)
         self.marks["end"] = time.time()
         self.marks["steps"] = trainer.global_step - self.first_step
-        self._write()
+        if trainer.is_global_zero:  # under DDP, one process writes the file
+            self._write()
 
     def _write(self) -> None:
         self.path.write_text(json.dumps(self.marks))
