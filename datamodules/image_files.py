@@ -56,9 +56,9 @@ class ImageFileDataset(Dataset):
     def __getitem__(self, position: int) -> dict[str, torch.Tensor]:
         return {key: value[0] for key, value in self.__getitems__([position]).items()}
 
-    def __getitems__(self, positions: Sequence[int]) -> dict[str, torch.Tensor]:
+    def __getitems__(self, positions: Sequence[int] | torch.Tensor) -> dict[str, torch.Tensor]:
         images, kept = [], []
-        for position in positions:
+        for position in torch.as_tensor(positions, dtype=torch.long).tolist():  # ints: file list positions, and keys of _reported
             try:
                 images.append(decode_image(self.files[position], self.image_shape))
                 kept.append(position)

@@ -252,13 +252,18 @@ def test_a_reused_cache_still_refuses_the_bad_files_it_left_out(data_dir):
         ready(data_dir)
 
 
-def test_uncached_path_names_a_bad_file_when_it_meets_it(data_dir):
+def test_uncached_path_names_a_bad_file_when_it_meets_it(data_dir, caplog):
     named = _truncate(data_dir / "tiny-imagenet-200")
     module = ready(data_dir, cache=False)
     with pytest.raises(UserError, match=f"{named} cannot be decoded"):
         all_batches(module.train_dataloader())
     skipping = ready(data_dir, cache=False, skip_bad_files=True)
-    assert len(all_batches(skipping.train_dataloader())["label"]) == CLASSES * TRAIN_PER_CLASS - 1
+    loader = skipping.train_dataloader()
+    caplog.set_level(logging.WARNING)
+    for epoch in range(2):
+        loader.sampler.set_epoch(epoch)
+        assert len(all_batches(loader)["label"]) == CLASSES * TRAIN_PER_CLASS - 1
+    assert sum(named in message for message in caplog.messages) == 1  # warned once, not every epoch
 
 
 # --- download --------------------------------------------------------------------------------------------
