@@ -71,6 +71,16 @@ def test_a_resumed_epoch_serves_the_batches_not_yet_served():
     assert len(list(resumed)) == len(uninterrupted)
 
 
+def test_loader_processes_serve_the_same_batches():
+    in_process, _ = loader_over(100, 16)
+    dataset = in_process.dataset.dataset
+    with_workers = ResumableDataLoader(dataset, EpochShuffleSampler(100, seed=5, batch_size=16), generator=torch.Generator(), num_workers=2)
+    for loader in (in_process, with_workers):
+        loader.sampler.set_epoch(1)
+    for ours, theirs in zip(in_process, with_workers, strict=True):
+        assert torch.equal(ours["index"], theirs["index"]) and torch.equal(ours["image"], theirs["image"])
+
+
 def test_the_batches_are_cut_on_the_given_device():
     # data.on_device: the images live on the GPU, and so do the batches' positions (one copy an epoch, none a step);
     # "meta" stands in for a GPU here, a device other than the CPU that needs none
