@@ -7,7 +7,7 @@ For the question "does this setting make training steps faster": each run is a f
 benchmarks/probe.py timing it from the start of step --first-step (start-up and warm-up left out) to the end of
 step --steps; A and B alternate (ABBA ...), so that a drift in the machine's load hits both alike, and the medians,
 their ratio B/A and the median of the paired ratios (each repeat's B against its A) are printed. The default
-run is LeNet-5 on the real MNIST on the CPU, no test, no progress bar; the common overrides change it. Example,
+run is LeNet-5 on the real MNIST on the CPU, seed 42, no test, no progress bar; the common overrides change it. Example,
 the DDP processes agreeing on a stop signal after every step against every 50 (README, Speed):
 
     python -m benchmarks.ab --a callbacks.stop_on_signal.check_every_n_steps=1 --b callbacks.stop_on_signal.check_every_n_steps=50 \\
@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.callback_overhead import REPO, timed_run
-from benchmarks.overhead import load, per_step_seconds
+from benchmarks.overhead import load, per_step_seconds, train_py_overrides
 
 
 def main() -> None:
@@ -36,10 +36,7 @@ def main() -> None:
     args, common = parser.parse_known_args()
     if not 0 <= args.first_step < args.steps:
         parser.error(f"--first-step must be at least 0 and below --steps ({args.steps}), got {args.first_step}")
-    common = [
-        "trainer=cpu", f"data.data_dir={args.data_dir}", "data.download=false", "test=false", "callbacks.progress_bar.refresh_rate=0",
-        f"++trainer.max_steps={args.steps}", "+callbacks.probe._target_=benchmarks.probe.Probe", f"+callbacks.probe.first_step={args.first_step}", *common,
-    ]
+    common = [*train_py_overrides(args.data_dir, args.steps, args.first_step), "callbacks.progress_bar.refresh_rate=0", *common]
     variants = {"A": args.a.split(), "B": args.b.split()}
     if args.threads:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)

@@ -97,6 +97,15 @@ def plain_loop(data_dir: str, steps: int, first_step: int, seed: int, max_epochs
     marks_path.write_text(json.dumps(marks))
 
 
+def train_py_overrides(data_dir: str, steps: int, probe_from_step: int | None = None) -> list[str]:
+    """train.py on the CPU over the MNIST in data_dir, seed 42, `steps` optimizer steps, no test; with
+    probe_from_step, benchmarks/probe.py times it from that step on."""
+    overrides = ["trainer=cpu", f"data.data_dir={data_dir}", "data.download=false", "test=false", "seed=42", f"++trainer.max_steps={steps}"]
+    if probe_from_step is not None:
+        overrides += ["+callbacks.probe._target_=benchmarks.probe.Probe", f"+callbacks.probe.first_step={probe_from_step}"]
+    return overrides
+
+
 def sgd_with_cosine_schedule(net, steps: int, max_epochs: int, train_size: int):
     """train.py's default optimizer, and conf/scheduler/cosine.yaml's schedule: stepped after every optimizer step,
     over the run's steps (Trainer.estimated_stepping_batches)."""
@@ -179,10 +188,7 @@ def main() -> None:
         loop = plain_loop if args.plain else lightning_loop
         loop(args.data_dir, args.steps, args.first_step, seed=42, max_epochs=max_epochs, marks_path=args.marks)
         return
-    overrides = [
-        "trainer=cpu", f"data.data_dir={args.data_dir}", "data.download=false", "test=false", "seed=42", f"trainer.max_epochs={max_epochs}",
-        f"++trainer.max_steps={args.steps}", "+callbacks.probe._target_=benchmarks.probe.Probe", f"+callbacks.probe.first_step={args.first_step}", *overrides,
-    ]
+    overrides = [*train_py_overrides(args.data_dir, args.steps, args.first_step), f"trainer.max_epochs={max_epochs}", *overrides]
     if args.threads:  # one thread: per-core figures, and no thread left spinning for a core that another process holds
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
     print(f"{load()} at the start; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')}", flush=True)

@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.callback_overhead import REPO, instrumented_run
-from benchmarks.overhead import BARE, load
+from benchmarks.overhead import BARE, load, train_py_overrides
 
 PHASES = {
     "F<F>": "forward",
@@ -95,7 +95,7 @@ def main() -> None:
     parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"), help="the folder holding MNIST/raw/")
     parser.add_argument("--baseline", type=Path, help="another checkout of this repository whose bare and train.py run too (columns marked *)")
     args, overrides = parser.parse_known_args()
-    train_py = ["trainer=cpu", f"data.data_dir={args.data_dir}", "data.download=false", "test=false", "seed=42", f"++trainer.max_steps={args.steps}", *overrides]
+    train_py = [*train_py_overrides(args.data_dir, args.steps), *overrides]
     with tempfile.TemporaryDirectory() as scratch:
         variants = {
             **{
