@@ -20,8 +20,8 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from benchmarks.callback_overhead import REPO, timed_run
-from benchmarks.overhead import load, per_step_seconds, train_py_overrides
+from benchmarks.overhead import per_step_seconds, train_py_overrides
+from benchmarks.runs import REPO, alternating, load, paired_ratio, timed_run
 
 
 def main() -> None:
@@ -43,18 +43,16 @@ def main() -> None:
     print(f"{load()} at the start; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')}", flush=True)
     step_s: dict[str, list[float]] = {name: [] for name in variants}
     with tempfile.TemporaryDirectory() as scratch:
-        for repeat in range(args.repeats):
-            for name in "AB" if repeat % 2 == 0 else "BA":
-                marks = Path(scratch, f"{name}{repeat}.json")
-                process_s = timed_run([*common, *variants[name], f"+callbacks.probe.path={marks}"], Path(scratch, f"{name}{repeat}"))
-                step_s[name].append(per_step_seconds(marks, args.first_step))
-                print(f"run {repeat + 1}/{args.repeats} {name}: {1000 * step_s[name][-1]:.3f} ms/step, process {process_s:.2f} s ({load()})", flush=True)
+        for repeat, name in alternating("AB", args.repeats):
+            marks = Path(scratch, f"{name}{repeat}.json")
+            process_s = timed_run([*common, *variants[name], f"+callbacks.probe.path={marks}"], Path(scratch, f"{name}{repeat}"))
+            step_s[name].append(per_step_seconds(marks, args.first_step))
+            print(f"run {repeat + 1}/{args.repeats} {name}: {1000 * step_s[name][-1]:.3f} ms/step, process {process_s:.2f} s ({load()})", flush=True)
     print(f"\ntrain.py {' '.join(common)}")
     for name, overrides in variants.items():
         print(f"  {name}: {' '.join(overrides) or '(nothing more)'}: {1000 * statistics.median(step_s[name]):.3f} ms per step "
               f"(median of {args.repeats}; runs {', '.join(f'{1000 * seconds:.3f}' for seconds in step_s[name])})")
-    paired = statistics.median(b / a for a, b in zip(step_s["A"], step_s["B"]))
-    print(f"  B/A: {statistics.median(step_s['B']) / statistics.median(step_s['A']):.3f} (median of the paired ratios {paired:.3f})")
+    print(f"  B/A: {statistics.median(step_s['B']) / statistics.median(step_s['A']):.3f} (median of the paired ratios {paired_ratio(step_s['B'], step_s['A']):.3f})")
     print(f"{load()} at the end; {os.cpu_count()} CPU cores")
 
 

@@ -1,6 +1,6 @@
 """What the timing, prediction-file and validation-figure callbacks cost: whole train.py runs with and without them.
 
-    python benchmarks/callback_overhead.py [--repeats 3] [--data-dir ../shared/data] [train.py overrides ...]
+    python -m benchmarks.callback_overhead [--repeats 3] [--data-dir ../shared/data] [train.py overrides ...]
 
 Runs train.py alternately (ABBA) without the three callbacks (the baseline) and with them (the default), with
 the same seed, data and settings, each run a fresh process timed from start to exit, and prints the
@@ -9,16 +9,12 @@ Defaults: LeNet-5 on the real MNIST in ../shared/data, 2 epochs on the CPU, no t
 """
 
 import argparse
-import json
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from benchmarks.runs import REPO, alternating, timed_run
+
 DEFAULTS = [
     "trainer=cpu",
     "trainer.max_epochs=2",
@@ -29,24 +25,6 @@ DEFAULTS = [
 WITHOUT = ["~callbacks.timing", "~callbacks.predictions", "~callbacks.validation_figures"]
 
 
-def timed_run(overrides: list[str], run_dir: Path) -> float:
-    start = time.perf_counter()
-    result = subprocess.run([sys.executable, "train.py", *overrides, f"hydra.run.dir={run_dir}"], cwd=REPO, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise SystemExit(f"train.py {' '.join(overrides)} failed:\n{result.stderr[-3000:]}")
-    return time.perf_counter() - start
-
-
-def instrumented_run(wrapper: str, arguments: list[str], result_path: Path, threads: int, checkout: Path = REPO) -> dict:
-    """Runs `python -c wrapper result_path arguments...` in `checkout` (whose code then comes first on sys.path),
-    with OMP_NUM_THREADS=threads, and returns what the wrapper wrote to result_path (JSON)."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    result = subprocess.run([sys.executable, "-c", wrapper, str(result_path), *arguments], cwd=checkout, env=env, capture_output=True, text=True)
-    if result.returncode != 0 or not result_path.exists():
-        raise SystemExit(f"{' '.join(arguments)} failed:\n{result.stderr[-3000:]}")
-    return json.loads(result_path.read_text())
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
@@ -55,12 +33,10 @@ def main() -> None:
     overrides = [*DEFAULTS, f"data.data_dir={args.data_dir}", *overrides]
     seconds: dict[str, list[float]] = {"without": [], "with": []}
     with tempfile.TemporaryDirectory() as scratch:
-        for repeat in range(args.repeats):
-            # ABBA order: a drift in the machine's load hits both variants alike
-            for variant in ("without", "with") if repeat % 2 == 0 else ("with", "without"):
-                run_dir = Path(scratch, f"{variant}{repeat}")
-                seconds[variant].append(timed_run(overrides + (WITHOUT if variant == "without" else []), run_dir))
-                print(f"run {repeat + 1}/{args.repeats} {variant:>7} the callbacks: {seconds[variant][-1]:.2f} s", flush=True)
+        for repeat, variant in alternating(list(seconds), args.repeats):
+            run_dir = Path(scratch, f"{variant}{repeat}")
+            seconds[variant].append(timed_run(overrides + (WITHOUT if variant == "without" else []), run_dir))
+            print(f"run {repeat + 1}/{args.repeats} {variant:>7} the callbacks: {seconds[variant][-1]:.2f} s", flush=True)
         timing = (Path(scratch, f"with{args.repeats - 1}") / "timing.csv").read_text()
     baseline, measured = statistics.median(seconds["without"]), statistics.median(seconds["with"])
     print(f"\ntrain.py {' '.join(overrides)}")

@@ -27,7 +27,7 @@ from torch.nn import functional as F
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
-from benchmarks.overhead import load
+from benchmarks.runs import load
 from core.background import BackgroundWorker
 from core.build import NoProfiler
 from core.figures import short_name, validation_figures

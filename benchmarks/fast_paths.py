@@ -22,8 +22,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.callback_overhead import timed_run
-from benchmarks.overhead import load
+from benchmarks.runs import alternating, load, timed_run
 
 ALL_ON = {"trainer.precision": "bf16-mixed", "module.channels_last": "true", "data.on_device": "true", "data.pin_memory": "true", "module.compile": "true"}
 ALL_OFF = {"trainer.precision": "32-true", "module.channels_last": "false", "data.on_device": "false", "data.pin_memory": "false", "module.compile": "false"}
@@ -72,13 +71,11 @@ def main() -> None:
     device = torch.cuda.get_device_name() if gpu else f"CPU, {os.cpu_count()} cores"
     print(f"{device}; {load()}", flush=True)
     with tempfile.TemporaryDirectory() as scratch:
-        for repeat in range(args.repeats):
-            order = list(chosen) if repeat % 2 == 0 else list(reversed(chosen))
-            for name in order:
-                run_dir = Path(scratch, f"{repeat}-{len(results[name])}-{abs(hash(name))}")
-                timed_run([*common, *(f"{key}={value}" for key, value in chosen[name].items())], run_dir)
-                results[name].append(second_epoch_samples_per_s(run_dir))
-                print(f"repeat {repeat + 1}/{args.repeats} {name:<38} {results[name][-1]:9.1f} samples/s ({load()})", flush=True)
+        for repeat, name in alternating(list(chosen), args.repeats):
+            run_dir = Path(scratch, f"{repeat}-{len(results[name])}-{abs(hash(name))}")
+            timed_run([*common, *(f"{key}={value}" for key, value in chosen[name].items())], run_dir)
+            results[name].append(second_epoch_samples_per_s(run_dir))
+            print(f"repeat {repeat + 1}/{args.repeats} {name:<38} {results[name][-1]:9.1f} samples/s ({load()})", flush=True)
     best = statistics.median(results["all on"])
     print(f"\ntrain.py {' '.join(common)}   ({device})")
     print(f"{'variant':<38} {'samples/s':>10} {'vs all on':>10}")

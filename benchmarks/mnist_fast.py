@@ -16,8 +16,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from benchmarks.callback_overhead import REPO, timed_run
-from benchmarks.overhead import load
+from benchmarks.runs import REPO, load, timed_run
 from core.prediction_files import read_predictions
 
 TARGET = 0.99

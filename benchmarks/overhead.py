@@ -38,7 +38,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.callback_overhead import REPO, timed_run
+from benchmarks.runs import REPO, alternating, load, paired_ratio, timed_run
 
 # train.py without our callbacks, logger, progress bar, checkpoints and model summary
 BARE = ["callbacks=none", "logger=none", "++trainer.enable_progress_bar=false", "++trainer.enable_checkpointing=false", "++trainer.enable_model_summary=false"]
@@ -166,10 +166,6 @@ def timed_loop(variant: str, args: argparse.Namespace, marks_path: Path) -> floa
     return time.perf_counter() - started
 
 
-def load() -> str:
-    return "load average " + " ".join(f"{value:.2f}" for value in os.getloadavg())
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=500, help="optimizer steps per run (430 per epoch: one epoch end, with its validation, falls inside)")
@@ -194,17 +190,16 @@ def main() -> None:
     print(f"{load()} at the start; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')}", flush=True)
     results: dict[str, dict[str, list[float]]] = {variant: {"step": [], "process": []} for variant in VARIANTS}
     with tempfile.TemporaryDirectory() as scratch:
-        for repeat in range(args.repeats):
-            for variant in VARIANTS if repeat % 2 == 0 else reversed(VARIANTS):
-                marks = Path(scratch, f"{variant}{repeat}.json")
-                if variant in ("plain", "lightning"):
-                    process_s = timed_loop(variant, args, marks)
-                else:
-                    stripped = BARE if variant == "bare" else []
-                    process_s = timed_run([*overrides, *stripped, f"+callbacks.probe.path={marks}"], Path(scratch, f"{variant}{repeat}"))
-                results[variant]["process"].append(process_s)
-                results[variant]["step"].append(per_step_seconds(marks, args.first_step))
-                print(f"run {repeat + 1}/{args.repeats} {variant:>8}: {1000 * results[variant]['step'][-1]:.3f} ms/step, process {process_s:.2f} s ({load()})", flush=True)
+        for repeat, variant in alternating(VARIANTS, args.repeats):
+            marks = Path(scratch, f"{variant}{repeat}.json")
+            if variant in ("plain", "lightning"):
+                process_s = timed_loop(variant, args, marks)
+            else:
+                stripped = BARE if variant == "bare" else []
+                process_s = timed_run([*overrides, *stripped, f"+callbacks.probe.path={marks}"], Path(scratch, f"{variant}{repeat}"))
+            results[variant]["process"].append(process_s)
+            results[variant]["step"].append(per_step_seconds(marks, args.first_step))
+            print(f"run {repeat + 1}/{args.repeats} {variant:>8}: {1000 * results[variant]['step'][-1]:.3f} ms/step, process {process_s:.2f} s ({load()})", flush=True)
     median = {variant: {name: statistics.median(values) for name, values in results[variant].items()} for variant in VARIANTS}
     print(f"\ntrain.py {' '.join(overrides)}\nbare: the same and {' '.join(BARE)}")
     print(f"per step ({args.steps - args.first_step} steps from step {args.first_step}), median of {args.repeats}; the ratio of the medians to the "
@@ -212,7 +207,7 @@ def main() -> None:
     for variant in VARIANTS:
         steps = results[variant]["step"]
         ratios = [
-            f"{median[variant]['step'] / median[base]['step']:.3f} (paired {statistics.median(ours / theirs for ours, theirs in zip(steps, results[base]['step'])):.3f}) to {base}"
+            f"{median[variant]['step'] / median[base]['step']:.3f} (paired {paired_ratio(steps, results[base]['step']):.3f}) to {base}"
             for base in VARIANTS[: min(VARIANTS.index(variant), 2)]  # plain, and lightning for those built on it
         ]
         print(f"  {variant:>9}: {1000 * median[variant]['step']:.3f} ms (runs {1000 * min(steps):.3f} to {1000 * max(steps):.3f})" + "".join(f", {ratio}" for ratio in ratios))

@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.callback_overhead import REPO
+from benchmarks.runs import REPO, load
 
 # The marks, in order, that end each phase; "start" is taken by this script before it starts python,
 # "imported" and "composed" by the wrapper below, the others by benchmarks/probe.py.
@@ -81,10 +81,6 @@ def timed_start(overrides: list[str], run_dir: Path, marks_path: Path) -> dict[s
         previous = mark
     phases["total"] = marks["first_step"] - marks["start"]
     return phases
-
-
-def load() -> str:
-    return "load average " + " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def main() -> None:

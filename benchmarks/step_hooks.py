@@ -23,8 +23,8 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from benchmarks.callback_overhead import REPO, instrumented_run
-from benchmarks.overhead import BARE, load
+from benchmarks.overhead import BARE, train_py_overrides
+from benchmarks.runs import REPO, alternating, instrumented_run, load
 
 EPOCH_END = "epoch end, ms"
 STEP_HOOKS = ("on_train_batch_start", "on_before_zero_grad", "on_before_backward", "on_after_backward", "on_before_optimizer_step", "on_train_batch_end")
@@ -81,16 +81,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"), help="the folder holding MNIST/raw/")
     args, overrides = parser.parse_known_args()
-    common = ["trainer=cpu", f"data.data_dir={args.data_dir}", "data.download=false", "test=false", f"++trainer.max_steps={args.steps}", *overrides]
+    common = [*train_py_overrides(args.data_dir, args.steps), *overrides]
     variants = {"train.py": common, "bare": [*common, *BARE]}
     print(f"{load()} at the start", flush=True)
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
     with tempfile.TemporaryDirectory() as scratch:
-        for repeat in range(args.repeats):
-            for name in variants if repeat % 2 == 0 else reversed(variants):
-                label = f"{name.replace('.', '_')}{repeat}"
-                runs[name].append(timed_hooks(variants[name], Path(scratch, label), Path(scratch, f"{label}.json"), args.threads))
-                print(f"run {repeat + 1}/{args.repeats} {name:>8}: {step_hooks_total(runs[name][-1]):6.1f} us per step in the step hooks", flush=True)
+        for repeat, name in alternating(list(variants), args.repeats):
+            label = f"{name.replace('.', '_')}{repeat}"
+            runs[name].append(timed_hooks(variants[name], Path(scratch, label), Path(scratch, f"{label}.json"), args.threads))
+            print(f"run {repeat + 1}/{args.repeats} {name:>8}: {step_hooks_total(runs[name][-1]):6.1f} us per step in the step hooks", flush=True)
     print(f"\ntrain.py {' '.join(common)}\nbare: the same and {' '.join(BARE)}")
     print(f"microseconds per training step in the callbacks' step hooks (dispatch and bodies), and the epoch ends, median of {args.repeats}:")
     print(f"  {'hook':<26}" + "".join(f"{name:>10}" for name in variants))

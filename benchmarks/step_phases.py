@@ -26,8 +26,8 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from benchmarks.callback_overhead import REPO, instrumented_run
-from benchmarks.overhead import BARE, load, train_py_overrides
+from benchmarks.overhead import BARE, train_py_overrides
+from benchmarks.runs import REPO, alternating, instrumented_run, load
 
 PHASES = {
     "F<F>": "forward",
@@ -110,11 +110,10 @@ def main() -> None:
             variants["train.py*"] = (args.baseline.resolve(), [*train_py, f"hydra.run.dir={Path(scratch, 'baseline_train_py')}"])
         print(f"{load()} at the start", flush=True)
         runs: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
-        for repeat in range(args.repeats):
-            for name in variants if repeat % 2 == 0 else reversed(variants):
-                checkout, arguments = variants[name]
-                runs[name].append(instrumented_run(WRAPPER, [str(args.first_step), *arguments], Path(scratch, f"{name}{repeat}.json"), args.threads, checkout))
-                print(f"run {repeat + 1}/{args.repeats} {name:>8}: {1e3 * sum(runs[name][-1].get(phase, 0.0) for phase in PHASES):.3f} ms per step", flush=True)
+        for repeat, name in alternating(list(variants), args.repeats):
+            checkout, arguments = variants[name]
+            runs[name].append(instrumented_run(WRAPPER, [str(args.first_step), *arguments], Path(scratch, f"{name}{repeat}.json"), args.threads, checkout))
+            print(f"run {repeat + 1}/{args.repeats} {name:>8}: {1e3 * sum(runs[name][-1].get(phase, 0.0) for phase in PHASES):.3f} ms per step", flush=True)
     print(f"\ntrain.py {' '.join(train_py)}\nbare: the same and {' '.join(BARE)}" + (f"\n*: run from {args.baseline}" if args.baseline else ""))
     print(f"microseconds per training step, steps {args.first_step}-{args.steps}, median of {args.repeats} runs:")
     print(f"  {'phase':<24}" + "".join(f"{name:>10}" for name in variants))
