@@ -3,7 +3,6 @@ batch (a device sync per step on a GPU): callbacks/progress_bar.py reads them wh
 
 import pytest
 from lightning import Trainer
-
 from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 
 from callbacks.progress_bar import TQDMProgressBar
