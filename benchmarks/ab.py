@@ -1,7 +1,7 @@
 """Per-step training time of train.py with two sets of overrides, A and B, measured alike in the same stretch of time.
 
     python -m benchmarks.ab --a "OVERRIDE ..." --b "OVERRIDE ..." [--steps 300] [--first-step 20] [--repeats 3] [--threads 1]
-                            [--data-dir ../shared/data] [train.py overrides common to both ...]
+                            [--data-dir data] [train.py overrides common to both ...]
 
 For the question "does this setting make training steps faster": each run is a fresh `python train.py` with
 benchmarks/probe.py timing it from the start of step --first-step (start-up and warm-up left out) to the end of
@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("--first-step", type=int, default=20, help="per-step time is measured from this step on")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads per process (OMP_NUM_THREADS); 0: torch's default")
-    parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"), help="the folder holding MNIST/raw/")
+    parser.add_argument("--data-dir", default="data", help="the folder holding MNIST/raw/ (unpacked there from the shipped copy when absent)")
     args, common = parser.parse_known_args()
     if not 0 <= args.first_step < args.steps:
         parser.error(f"--first-step must be at least 0 and below --steps ({args.steps}), got {args.first_step}")

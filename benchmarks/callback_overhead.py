@@ -1,11 +1,11 @@
 """What the timing, prediction-file and validation-figure callbacks cost: whole train.py runs with and without them.
 
-    python -m benchmarks.callback_overhead [--repeats 3] [--data-dir ../shared/data] [train.py overrides ...]
+    python -m benchmarks.callback_overhead [--repeats 3] [--data-dir data] [train.py overrides ...]
 
 Runs train.py alternately (ABBA) without the three callbacks (the baseline) and with them (the default), with
 the same seed, data and settings, each run a fresh process timed from start to exit, and prints the
 median wall time of each, their ratio, and the per-epoch figures of the last run's timing.csv.
-Defaults: LeNet-5 on the real MNIST in ../shared/data, 2 epochs on the CPU, no test.
+Defaults: LeNet-5 on the real MNIST (the shipped copy), 2 epochs on the CPU, no test.
 """
 
 import argparse
@@ -28,7 +28,7 @@ WITHOUT = ["~callbacks.timing", "~callbacks.predictions", "~callbacks.validation
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"), help="the folder holding MNIST/raw/")
+    parser.add_argument("--data-dir", default="data", help="the folder holding MNIST/raw/ (unpacked there from the shipped copy when absent)")
     args, overrides = parser.parse_known_args()
     overrides = [*DEFAULTS, f"data.data_dir={args.data_dir}", *overrides]
     seconds: dict[str, list[float]] = {"without": [], "with": []}

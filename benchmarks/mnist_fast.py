@@ -1,6 +1,6 @@
 """The fast MNIST recipe over several seeds: test top-1 and whole-command wall time of each run.
 
-    python -m benchmarks.mnist_fast [--seeds 0 1 2 3 4] [--threads 0] [--data-dir ../shared/data] [train.py overrides ...]
+    python -m benchmarks.mnist_fast [--seeds 0 1 2 3 4] [--threads 0] [--data-dir data] [train.py overrides ...]
 
 Runs `python train.py experiment=mnist_fast paths.data_dir=DATA seed=S` once per seed, each a fresh process
 timed from start to exit (start-up, training, the test of the best checkpoint, writing everything), and
@@ -32,7 +32,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--threads", type=int, default=0, help="OMP_NUM_THREADS of the runs; 0: torch's default")
-    parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"), help="the folder holding MNIST/raw/")
+    parser.add_argument("--data-dir", default="data", help="the folder holding MNIST/raw/ (unpacked there from the shipped copy when absent)")
     args, overrides = parser.parse_known_args()
     if args.threads:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)

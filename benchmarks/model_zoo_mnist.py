@@ -1,6 +1,6 @@
 """The model zoo on the real MNIST: parameters, test top-1 after a short run, training speed.
 
-    python benchmarks/model_zoo_mnist.py --data-dir ../shared/data [--models mlp,lenet,...] [--out DIR]
+    python benchmarks/model_zoo_mnist.py --data-dir data [--models mlp,lenet,...] [--out DIR]
 
 Each model is trained by the real train.py (a subprocess, its own run directory under --out) with the
 recipe below, then tested on MNIST's test images (the heavy CNNs: a limited number of training steps and
@@ -120,7 +120,7 @@ def markdown(rows: list[dict[str, str]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"), help="folder holding MNIST/raw/")
+    parser.add_argument("--data-dir", default="data", help="folder holding MNIST/raw/ (unpacked there from the shipped copy when absent)")
     parser.add_argument("--models", default=",".join(RECIPES), help="comma-separated, from: " + ", ".join(RECIPES))
     parser.add_argument("--out", default=str(REPO / "logs" / "benchmarks" / "model_zoo_mnist"), help="run directories and the table go here")
     args = parser.parse_args()

@@ -2,7 +2,7 @@
 against a plain hand-written PyTorch loop doing the same work, and, to tell Lightning's share from ours, the
 plain loop run by Lightning's Trainer, and train.py stripped to Lightning's loop and our LightningModule and DataModule.
 
-    python -m benchmarks.overhead [--steps 500] [--first-step 20] [--repeats 3] [--threads 1] [--data-dir ../shared/data] [train.py overrides ...]
+    python -m benchmarks.overhead [--steps 500] [--first-step 20] [--repeats 3] [--threads 1] [--data-dir data] [train.py overrides ...]
 
 The variants train LeNet-5 (lightning_modules/nets/lenet.py, conf/model/lenet.yaml's options) on the real MNIST,
 from the same seed, on the same tensors in the same order (MNISTDataModule's split, EpochShuffleSampler's
@@ -172,7 +172,7 @@ def main() -> None:
     parser.add_argument("--first-step", type=int, default=20, help="per-step time is measured from this step on")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads of every variant (OMP_NUM_THREADS); 0: torch's default, one per core")
-    parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"), help="the folder holding MNIST/raw/")
+    parser.add_argument("--data-dir", default="data", help="the folder holding MNIST/raw/ (unpacked there from the shipped copy when absent)")
     parser.add_argument("--plain", action="store_true", help=argparse.SUPPRESS)  # the plain loop's own process
     parser.add_argument("--lightning", action="store_true", help=argparse.SUPPRESS)  # the plain loop's in a Trainer
     parser.add_argument("--marks", type=Path, help=argparse.SUPPRESS)

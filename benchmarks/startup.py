@@ -1,6 +1,6 @@
 """Time from `python train.py` to the first training step, in phases, on a warm cache.
 
-    python -m benchmarks.startup [--repeats 5] [--data-dir ../shared/data] [train.py overrides ...]
+    python -m benchmarks.startup [--repeats 5] [--data-dir data] [train.py overrides ...]
 
 Each repeat starts a fresh `python train.py` (default config: LeNet-5 on the real MNIST, CPU) with
 benchmarks/probe.py's callback, which ends the process at the first training step; one run before the
@@ -86,7 +86,7 @@ def timed_start(overrides: list[str], run_dir: Path, marks_path: Path) -> dict[s
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"), help="the folder holding MNIST/raw/")
+    parser.add_argument("--data-dir", default="data", help="the folder holding MNIST/raw/ (unpacked there from the shipped copy when absent)")
     args, overrides = parser.parse_known_args()
     overrides = ["trainer=cpu", f"data.data_dir={args.data_dir}", "data.download=false", *overrides]
     print(f"{load()} at the start", flush=True)

@@ -1,6 +1,6 @@
 """What the callbacks' hooks cost per training step inside a real train.py run, with and without our callbacks.
 
-    python -m benchmarks.step_hooks [--steps 500] [--repeats 3] [--threads 1] [--data-dir ../shared/data] [train.py overrides ...]
+    python -m benchmarks.step_hooks [--steps 500] [--repeats 3] [--threads 1] [--data-dir data] [train.py overrides ...]
 
 Lightning calls each of the six hooks of a training step (on_train_batch_start, on_before_zero_grad,
 on_before_backward, on_after_backward, on_before_optimizer_step, on_train_batch_end) on every callback,
@@ -79,7 +79,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"), help="the folder holding MNIST/raw/")
+    parser.add_argument("--data-dir", default="data", help="the folder holding MNIST/raw/ (unpacked there from the shipped copy when absent)")
     args, overrides = parser.parse_known_args()
     common = [*train_py_overrides(args.data_dir, args.steps), *overrides]
     variants = {"train.py": common, "bare": [*common, *BARE]}

@@ -1,6 +1,6 @@
 """Where a training step's time goes, phase by phase, in the plain loop, the plain loop in Lightning's Trainer, bare and train.py.
 
-    python -m benchmarks.step_phases [--steps 400] [--first-step 50] [--repeats 3] [--threads 1] [--data-dir ../shared/data]
+    python -m benchmarks.step_phases [--steps 400] [--first-step 50] [--repeats 3] [--threads 1] [--data-dir data]
                                      [--baseline OTHER_CHECKOUT] [train.py overrides ...]
 
 The four variants of benchmarks/overhead.py (LeNet-5 on the real MNIST, batch 128, one thread), each a fresh
@@ -92,7 +92,7 @@ def main() -> None:
     parser.add_argument("--first-step", type=int, default=50, help="steps before this one are warm-up, not timed")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"), help="the folder holding MNIST/raw/")
+    parser.add_argument("--data-dir", default="data", help="the folder holding MNIST/raw/ (unpacked there from the shipped copy when absent)")
     parser.add_argument("--baseline", type=Path, help="another checkout of this repository whose bare and train.py run too (columns marked *)")
     args, overrides = parser.parse_known_args()
     train_py = [*train_py_overrides(args.data_dir, args.steps), *overrides]

@@ -1,6 +1,9 @@
 """MNIST: the official 60k training images (split into train and a seeded validation set) and the 10k test images."""
 
+import gzip
+import hashlib
 import logging
+import shutil
 from pathlib import Path
 
 import torch
@@ -13,6 +16,36 @@ from datamodules.base import ImageDataModule
 log = logging.getLogger(__name__)
 
 OFFICIAL_TRAIN_SIZE = 60_000
+# The official IDX files, gzipped, ship with the package so that a fresh clone trains offline; a re-gzipped
+# copy does not match the official archives' md5s, so the unpacked files are checked against their own sha256.
+SHIPPED_COPY = Path(__file__).parent / "mnist_idx"
+SHA256 = {
+    "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+}
+
+
+def unpack_shipped_copy(raw_folder: Path) -> bool:
+    """Unpack the shipped IDX files into `raw_folder` (where torchvision's MNIST reads them); False when the
+    package carries no copy. Each file is written beside its target and renamed once its checksum matches."""
+    if not all((SHIPPED_COPY / f"{name}.gz").is_file() for name in SHA256):
+        return False
+    raw_folder.mkdir(parents=True, exist_ok=True)
+    for name, expected in SHA256.items():
+        target = raw_folder / name
+        if target.is_file():
+            continue
+        partial = target.with_name(f".{name}.unpacking")
+        with gzip.open(SHIPPED_COPY / f"{name}.gz", "rb") as source, open(partial, "wb") as sink:
+            shutil.copyfileobj(source, sink, length=1 << 20)
+        if hashlib.sha256(partial.read_bytes()).hexdigest() != expected:
+            partial.unlink()
+            raise UserError(f"The shipped copy {SHIPPED_COPY / name}.gz does not unpack to the official file (checksum differs): restore it with git checkout, or delete it to download MNIST instead.")
+        partial.replace(target)
+    log.info(f"MNIST unpacked from the copy shipped in {SHIPPED_COPY} into {raw_folder}")
+    return True
 
 
 class MNISTDataModule(ImageDataModule):
@@ -21,11 +54,12 @@ class MNISTDataModule(ImageDataModule):
     mean = (0.1307,)
     std = (0.3081,)
 
-    def __init__(self, data_dir: str, val_size: int = 5000, download: bool = True, **loader_options):
+    def __init__(self, data_dir: str, val_size: int = 5000, download: bool = True, use_shipped_copy: bool = True, **loader_options):
         super().__init__(**loader_options)
         self.data_dir = Path(data_dir)
         self.val_size = val_size
         self.download = download
+        self.use_shipped_copy = use_shipped_copy
         # each sample's source is its IDX file and position: the paths are made once, not per sample
         self._image_files = {"train": str(self.raw_folder / "train-images-idx3-ubyte"), "test": str(self.raw_folder / "t10k-images-idx3-ubyte")}
 
@@ -42,8 +76,8 @@ class MNISTDataModule(ImageDataModule):
         return f"{self._image_files['test' if split == 'test' else 'train']}[{index}]"
 
     def prepare_data(self) -> None:
-        """Download the files once per node when they are absent."""
-        if not all(path.is_file() for path in self._raw_files()):
+        """Unpack the shipped copy, or download the files, once per node when they are absent."""
+        if not all(path.is_file() for path in self._raw_files()) and not (self.use_shipped_copy and unpack_shipped_copy(self.raw_folder)):
             for train in (True, False):
                 self._read(train, download=self.download)
 
