@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from core.build import build_datamodule, build_loggers
 from core.config import quoted
 from core.comparison import compare_predictions, contact_sheet, report, sample_images, write_disagreements
+from core.notices import quiet_library_notices
 from core.errors import UserError, exit_on_user_error
 from core.prediction_files import Predictions, read_predictions
 from eval import evaluate
@@ -78,6 +79,7 @@ def positional_to_overrides(arguments: list[str]) -> list[str]:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="compare")
 def main(cfg: DictConfig) -> None:
+    quiet_library_notices()
     with exit_on_user_error():
         compare(cfg)
 

@@ -19,6 +19,7 @@ from callbacks.predictions import PerSamplePredictions
 from callbacks.run_config import RUN_CONFIG_KEY
 from core.build import build_callbacks, build_datamodule, build_loggers, build_module, build_trainer
 from core.checkpoint import load_checkpoint, load_weights
+from core.notices import quiet_library_notices
 from core.errors import UserError, exit_on_user_error
 from datamodules.base import ImageDataModule
 
@@ -75,6 +76,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
+    quiet_library_notices()
     with exit_on_user_error():
         evaluate(cfg)
 

@@ -13,6 +13,7 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
+from core.notices import quiet_library_notices
 from core.errors import UserError, exit_on_user_error
 from core.exporting import INPUT_NAME, OUTPUT_NAME, SUFFIXES, NormalizedNet, check_format, export, load_exported, write_contract
 from core.image_input import RESIZE_FILTER
@@ -83,6 +84,7 @@ def export_checkpoint(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="export")
 def main(cfg: DictConfig) -> None:
+    quiet_library_notices()
     with exit_on_user_error():
         export_checkpoint(cfg)
 

@@ -18,6 +18,7 @@ import torch
 from omegaconf import DictConfig
 
 from core.config import quoted
+from core.notices import quiet_library_notices
 from core.errors import UserError, exit_on_user_error
 from core.exporting import load_exported, read_contract
 from core.image_input import image_files, load_as_input
@@ -102,6 +103,7 @@ def gather_images(arguments: list[str]) -> list[str]:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
+    quiet_library_notices()
     with exit_on_user_error():
         predict(cfg)
 

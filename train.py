@@ -19,8 +19,10 @@ from callbacks.run_config import StoreRunConfig
 from core.build import build_callbacks, build_datamodule, build_loggers, build_module, build_trainer, log_hyperparameters
 from core.checkpoint import check_resumable, load_checkpoint
 from core.config import to_plain
+from core.config_check import check_config
+from core.notices import quiet_library_notices
 from core.errors import UserError, exit_on_user_error
-from core.run_dir import LAST_CHECKPOINT
+from core.run_dir import LAST_CHECKPOINT, discarded_if_nothing_was_trained
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,7 @@ def best_score(checkpoint_callback: ModelCheckpoint) -> float:
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then test the best checkpoint; returns the final metrics."""
+    check_config(cfg)
     ckpt_path = checkpoint_to_resume(cfg)
     if cfg.seed is not None:
         L.seed_everything(cfg.seed, workers=True)
@@ -73,12 +76,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
         (test_metrics,) = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
         metrics.update(test_metrics)
     log_hyperparameters(loggers, cfg, module, final_metrics=metrics)
+    log.info(f"Output dir: {cfg.paths.output_dir}")
     return metrics
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    with exit_on_user_error():
+    quiet_library_notices()
+    with exit_on_user_error(), discarded_if_nothing_was_trained(cfg.paths.output_dir):
         return train(cfg).get("best_val_top1")
 
 

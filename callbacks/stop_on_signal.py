@@ -20,7 +20,7 @@ from typing import Any
 
 from lightning import Callback, LightningModule, Trainer
 
-from core.errors import TrainingStopped, UserError
+from core.errors import TrainingStopped
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +29,6 @@ HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 class StopOnSignal(Callback):
     def __init__(self, dirpath: str, filename: str = "last", check_every_n_steps: int = 50):
-        if check_every_n_steps < 1:
-            raise UserError(f"callbacks.stop_on_signal.check_every_n_steps must be at least 1, got {check_every_n_steps}.")
         self.path = f"{dirpath}/{filename}.ckpt"
         self.check_every_n_steps = check_every_n_steps
         self.received: int | None = None

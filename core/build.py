@@ -2,7 +2,6 @@
 
 import contextlib
 import logging
-import os
 from typing import Any
 
 import torch
@@ -114,8 +113,6 @@ def build_loggers(cfg: DictConfig) -> list[Logger]:
 
 
 def build_trainer(cfg: DictConfig, callbacks: list[Callback], loggers: list[Logger]) -> Trainer:
-    _check_run_length(cfg.trainer)
-    _check_devices(cfg.trainer)
     strategy = _strategy(cfg.trainer)
     if not loggers:  # logger=none: Lightning refuses a LearningRateMonitor, which only writes to loggers
         callbacks = [callback for callback in callbacks if not isinstance(callback, LearningRateMonitor)]
@@ -161,27 +158,6 @@ def _strategy(trainer_cfg: DictConfig) -> Any:
         return requested
     log.info(f"Multirun: trainer.strategy={requested} runs as {RELAUNCHING_DDP[strategy]} (ddp would start each extra process with the whole sweep's command line)")
     return RELAUNCHING_DDP[strategy]
-
-
-def _check_run_length(trainer_cfg: DictConfig) -> None:
-    max_epochs = trainer_cfg.get("max_epochs")
-    if max_epochs is not None and max_epochs < 1 and not trainer_cfg.get("fast_dev_run"):
-        raise UserError(f"trainer.max_epochs must be at least 1 (the number of passes over the training data), got {max_epochs}.")
-
-
-def _check_devices(trainer_cfg: DictConfig) -> None:
-    """A device count the machine cannot provide, said in its own terms (Lightning would start 64 CPU
-    processes for devices=64, or report "No supported gpu backend found!")."""
-    accelerator, devices = str(trainer_cfg.get("accelerator", "auto")), trainer_cfg.get("devices", "auto")
-    gpus = torch.cuda.device_count()
-    if accelerator in ("gpu", "cuda") and gpus == 0:
-        raise UserError(f"trainer.accelerator={accelerator} asks for a GPU but this machine has none that torch can use: use trainer=cpu (or trainer.accelerator=auto).")
-    if not isinstance(devices, int) or devices < 1:  # "auto", -1 (all of them) or a list of indices: Lightning checks those
-        return
-    uses_gpus = accelerator in ("gpu", "cuda") or (accelerator == "auto" and gpus > 0)
-    available, unit = (gpus, "GPUs") if uses_gpus else (os.cpu_count() or 1, "CPU cores")
-    if devices > available:
-        raise UserError(f"trainer.devices={devices} asks for more devices than the {available} {unit} of this machine: use trainer.devices={available} or fewer.")
 
 
 def log_hyperparameters(loggers: list[Logger], cfg: DictConfig, module: LightningModule, final_metrics: dict[str, float]) -> None:

@@ -14,6 +14,9 @@ TensorBoard adds an event file beside the earlier ones, and every callback finds
 
 import logging
 import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +50,8 @@ def latest_run_of(cfg: DictConfig, runs_root: Path) -> Path | None:
 
 
 _chosen_run_dirs: dict[tuple[bool, str, str], str] = {}
+# run directories this process created (not continued with resume=true): the ones a failed start may remove
+_created_run_dirs: set[Path] = set()
 
 
 def resolve_run_dir(resume: bool, runs_root: str, new_run_name: str, _root_: DictConfig) -> str:
@@ -59,6 +64,8 @@ def resolve_run_dir(resume: bool, runs_root: str, new_run_name: str, _root_: Dic
         run = latest_run_of(_root_, Path(runs_root)) if resume else None
         chosen = str(run) if run is not None else f"{runs_root}/{new_run_name}"
         with exit_on_user_error():  # here, before Hydra creates it and reports a failure with a traceback
+            if not Path(chosen).exists():
+                _created_run_dirs.add(Path(chosen).resolve())
             _create_writable(Path(chosen))
         _chosen_run_dirs[key] = chosen
     return _chosen_run_dirs[key]
@@ -72,6 +79,19 @@ def _create_writable(folder: Path) -> None:
     except OSError as error:
         reason = error.strerror or str(error)
         raise UserError(f"Cannot write the run directory {folder} ({reason}): point paths.log_dir at a folder you can write to.") from error
+
+
+@contextmanager
+def discarded_if_nothing_was_trained(run_dir: str) -> Iterator[None]:
+    """On a UserError, remove the run directory this process created if it holds no checkpoint: a start that
+    failed on a wrong setting or missing data leaves no empty run behind. Continued runs are never removed."""
+    try:
+        yield
+    except UserError:
+        folder = Path(run_dir).resolve()
+        if folder in _created_run_dirs and not any(folder.rglob("*.ckpt")):
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
 
 
 def register_resolvers() -> None:

@@ -50,8 +50,6 @@ class ImageDataModule(LightningDataModule):
         non-blocking) overlap computation; None: when training on a GPU. on_device: on a GPU, copy each split
         to it once, whole, and index batches there (no copies per batch, no workers); ignored on the CPU."""
         super().__init__()
-        if batch_size < 1:
-            raise UserError(f"data.batch_size must be a positive number of images per device, got {batch_size}.")
         check_fold_settings(num_folds, fold)
         # K-fold cross-validation (datamodules/folds.py): null keeps the dataset's own validation split
         self.num_folds = num_folds

@@ -9,7 +9,6 @@ from lightning import LightningModule
 from torch import nn
 from torch.nn import functional as F
 
-from core.errors import UserError
 from lightning_modules.metrics import Mean, TopKAccuracy
 
 # Scheduler arguments that measure the length of the run; left null in conf/scheduler/*.yaml,
@@ -40,9 +39,6 @@ class ImageClassifier(LightningModule):
         a GPU only. compile: torch.compile the network (true, or a dict of torch.compile's keyword arguments):
         the first steps compile it, later ones run the fused code."""
         super().__init__()
-        learning_rate = optimizer.get("lr")
-        if isinstance(learning_rate, (int, float)) and not learning_rate > 0:
-            raise UserError(f"optimizer.lr must be a positive learning rate, got {learning_rate}.")
         self.save_hyperparameters(logger=False)
         self._channels_last = bool(channels_last)  # None is decided in setup, once the device is known
         self.net = instantiate(net, input_shape=tuple(input_shape), num_classes=num_classes)

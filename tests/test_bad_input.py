@@ -65,17 +65,30 @@ CASES = [
     ("unknown data", ["data=cifar"], HYDRA_EXIT, "Could not find 'data/cifar'"),
     ("unknown optimizer", ["optimizer=adamm"], HYDRA_EXIT, "Could not find 'optimizer/adamm'"),
     ("misspelt override key", ["trainer.max_epoch=3"], HYDRA_EXIT, "Key 'max_epoch' is not in struct"),
-    ("zero batch size", ["data.batch_size=0"], USER_ERROR_EXIT, "data.batch_size must be a positive number of images per device, got 0."),
-    ("negative batch size", ["data.batch_size=-8"], USER_ERROR_EXIT, "data.batch_size must be a positive number of images per device, got -8."),
-    ("zero learning rate", ["optimizer.lr=0"], USER_ERROR_EXIT, "optimizer.lr must be a positive learning rate, got 0."),
-    ("negative learning rate", ["optimizer.lr=-0.1"], USER_ERROR_EXIT, "optimizer.lr must be a positive learning rate, got -0.1."),
-    ("zero epochs", ["trainer.max_epochs=0"], USER_ERROR_EXIT, "trainer.max_epochs must be at least 1 (the number of passes over the training data), got 0."),
-    ("negative epochs", ["trainer.max_epochs=-3"], USER_ERROR_EXIT, "trainer.max_epochs must be at least 1 (the number of passes over the training data), got -3."),
+    ("zero batch size", ["data.batch_size=0"], USER_ERROR_EXIT, "data.batch_size=0 is out of range: it must be >= 1."),
+    ("negative batch size", ["data.batch_size=-8"], USER_ERROR_EXIT, "data.batch_size=-8 is out of range: it must be >= 1."),
+    ("zero learning rate", ["optimizer.lr=0"], USER_ERROR_EXIT, "optimizer.lr=0 is out of range: it must be > 0."),
+    ("negative learning rate", ["optimizer.lr=-0.1"], USER_ERROR_EXIT, "optimizer.lr=-0.1 is out of range: it must be > 0."),
+    ("zero epochs", ["trainer.max_epochs=0"], USER_ERROR_EXIT, "trainer.max_epochs=0 is out of range: it must be >= 1."),
+    ("negative epochs", ["trainer.max_epochs=-3"], USER_ERROR_EXIT, "trainer.max_epochs=-3 is out of range: it must be >= 1."),
+    ("learning rate not a number", ["optimizer.lr=abc"], USER_ERROR_EXIT, "optimizer.lr=abc is not a number: give a number"),
+    ("epochs not a number", ["trainer.max_epochs=abc"], USER_ERROR_EXIT, "trainer.max_epochs=abc is not a whole number or null: give a whole number or null"),
+    ("fractional batch size", ["data.batch_size=1.5"], USER_ERROR_EXIT, "data.batch_size=1.5 is not a whole number: give a whole number"),
+    ("seed not a number", ["seed=abc"], USER_ERROR_EXIT, "seed=abc is not a whole number or null: give a whole number or null"),
+    ("negative seed", ["seed=-1"], USER_ERROR_EXIT, "seed=-1 is out of range: give a whole number >= 0 and <= 4294967295, or seed=null for a random run."),
+    ("negative loader workers", ["data.num_workers=-1"], USER_ERROR_EXIT, "data.num_workers=-1 is out of range: it must be >= 0."),
+    ("negative momentum", ["optimizer.momentum=-1"], USER_ERROR_EXIT, "optimizer.momentum=-1 is out of range: it must be >= 0."),
+    ("negative weight decay", ["optimizer.weight_decay=-1"], USER_ERROR_EXIT, "optimizer.weight_decay=-1 is out of range: it must be >= 0."),
+    ("label smoothing above 1", ["module.label_smoothing=2"], USER_ERROR_EXIT, "module.label_smoothing=2 is out of range: it must be >= 0 and < 1."),
+    ("unknown key inside a group", ["+optimizer.lrr=0.1"], USER_ERROR_EXIT, "optimizer.lrr is not a setting of torch.optim.SGD (did you mean optimizer.lr?): check the spelling, or remove it."),
+    ("a key the data decides", ["+model.num_classes=5"], USER_ERROR_EXIT,
+     "model.num_classes is set by the program from the data's number of classes, so a value here would be ignored: remove model.num_classes."),
+    ("unknown trainer argument", ["+trainer.max_epoch=1"], USER_ERROR_EXIT, "trainer.max_epoch is not a setting of lightning.pytorch.Trainer (did you mean trainer.max_epochs?)"),
     ("more devices than the machine has", ["trainer=cpu", f"trainer.devices={(os.cpu_count() or 1) + 1}"], USER_ERROR_EXIT,
      f"trainer.devices={(os.cpu_count() or 1) + 1} asks for more devices than the {os.cpu_count() or 1} CPU cores of this machine"),
     ("gpu without one", ["trainer=gpu"], USER_ERROR_EXIT, "trainer.accelerator=gpu asks for a GPU but this machine has none"),
-    ("data folder missing", ["data.data_dir={no_data}"], USER_ERROR_EXIT, "The MNIST training files are not in {no_data}/MNIST/raw and are missing (data.download=false)"),
-    ("data folder empty", ["data.data_dir={empty_data}"], USER_ERROR_EXIT, "The MNIST training files are not in {empty_data}/MNIST/raw and are missing (data.download=false)"),
+    ("data folder missing", ["data.data_dir={no_data}", "data.use_shipped_copy=false"], USER_ERROR_EXIT, "The MNIST training files are not in {no_data}/MNIST/raw and are missing (data.download=false)"),
+    ("data folder empty", ["data.data_dir={empty_data}", "data.use_shipped_copy=false"], USER_ERROR_EXIT, "The MNIST training files are not in {empty_data}/MNIST/raw and are missing (data.download=false)"),
     ("corrupt IDX header", ["data.data_dir={bad_magic}"], USER_ERROR_EXIT, "The MNIST training files in {bad_magic}/MNIST/raw are corrupt or not IDX files"),
     ("cut-off IDX file", ["data.data_dir={cut_off}"], USER_ERROR_EXIT, "The MNIST training files in {cut_off}/MNIST/raw are corrupt or not IDX files"),
     ("checkpoint missing", ["ckpt_path={missing}"], USER_ERROR_EXIT, "No checkpoint file at {missing}"),
@@ -97,7 +110,7 @@ CASES = [
 
 NEEDS_NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 # the same checks as their zero cases: run by the slow suite only
-SLOW_TWINS = {"negative batch size", "negative learning rate", "negative epochs"}
+SLOW_TWINS = {"negative batch size", "negative learning rate", "negative epochs", "negative momentum", "negative weight decay"}
 
 
 def overrides_of(case: str, files: dict[str, Path], logs: Path, mnist_dir: Path) -> list[str]:
@@ -137,6 +150,11 @@ def test_bad_input_is_one_clear_sentence(case, overrides, exit_code, message, re
 
 def test_no_bad_input_changes_an_earlier_run(results):
     assert results["earlier run unchanged"]
+
+
+def test_a_failed_start_leaves_no_run_directory(results, logs, earlier_run):
+    """Every case above ran beside the earlier run; none of them left a directory of its own."""
+    assert [path.name for path in (logs / "train" / "runs").iterdir()] == [earlier_run.name]
 
 
 class RunsCode:
