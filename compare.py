@@ -25,6 +25,7 @@ from core.notices import quiet_library_notices
 from core.errors import UserError, exit_on_user_error
 from core.prediction_files import Predictions, read_predictions
 from eval import evaluate
+from core.run_dir import register_resolvers
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,9 @@ def positional_to_overrides(arguments: list[str]) -> list[str]:
         else:
             break
     return rewritten
+
+
+register_resolvers()  # conf/hydra/default.yaml uses ${run_dir:...}: registered before Hydra composes
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="compare")

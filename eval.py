@@ -19,9 +19,11 @@ from callbacks.predictions import PerSamplePredictions
 from callbacks.run_config import RUN_CONFIG_KEY
 from core.build import build_callbacks, build_datamodule, build_loggers, build_module, build_trainer
 from core.checkpoint import load_checkpoint, load_weights
+from core.config_check import check_config
 from core.notices import quiet_library_notices
 from core.errors import UserError, exit_on_user_error
 from datamodules.base import ImageDataModule
+from core.run_dir import register_resolvers
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,7 @@ def rebuild_from_checkpoint(cfg: DictConfig) -> tuple[DictConfig, dict, ImageDat
     """The checkpoint at cfg.ckpt_path, the config restored from it, and its datamodule and module with its weights."""
     checkpoint = load_checkpoint(cfg.ckpt_path)
     cfg = restore_run_config(cfg, checkpoint[RUN_CONFIG_KEY], list(HydraConfig.get().overrides.task))
+    check_config(cfg)
     datamodule = build_datamodule(cfg)
     module = build_module(cfg, datamodule)
     load_weights(module, checkpoint, cfg.ckpt_path)
@@ -72,6 +75,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         )
     Path(cfg.paths.output_dir, "metrics.json").write_text(json.dumps({"ckpt_path": str(cfg.ckpt_path), **metrics}, indent=2))
     return metrics
+
+
+register_resolvers()  # conf/hydra/default.yaml uses ${run_dir:...}: registered before Hydra composes
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")

@@ -19,6 +19,7 @@ from core.exporting import INPUT_NAME, OUTPUT_NAME, SUFFIXES, NormalizedNet, che
 from core.image_input import RESIZE_FILTER
 from datamodules.image_files import PIL_MODES
 from eval import rebuild_from_checkpoint
+from core.run_dir import register_resolvers
 
 
 def real_batch(datamodule, size: int) -> torch.Tensor:
@@ -80,6 +81,9 @@ def export_checkpoint(cfg: DictConfig) -> dict:
         )
     print(f"verified on {len(images)} val images: max abs difference of the logits {difference:.3g} <= tolerance {cfg.tolerance}: the export matches the eager model.")
     return contract
+
+
+register_resolvers()  # conf/hydra/default.yaml uses ${run_dir:...}: registered before Hydra composes
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="export")

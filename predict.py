@@ -24,6 +24,7 @@ from core.exporting import load_exported, read_contract
 from core.image_input import image_files, load_as_input
 from datamodules.image_files import BadImageFile
 from eval import rebuild_from_checkpoint
+from core.run_dir import register_resolvers
 
 
 Classifier = Callable[[torch.Tensor], torch.Tensor]  # uint8 images (B, C, H, W) -> logits
@@ -99,6 +100,9 @@ def gather_images(arguments: list[str]) -> list[str]:
     if not images:
         return rest
     return rest + [f"images=[{','.join(quoted(image) for image in images)}]"]
+
+
+register_resolvers()  # conf/hydra/default.yaml uses ${run_dir:...}: registered before Hydra composes
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="predict")

@@ -14,6 +14,10 @@ from omegaconf import DictConfig
 from core.build import build_datamodule, build_module
 from core.errors import exit_on_user_error
 from core.layer_report import classifier_layer_report
+from core.run_dir import register_resolvers
+
+
+register_resolvers()  # conf/hydra/default.yaml uses ${run_dir:...}: registered before Hydra composes
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="summarize")

@@ -22,7 +22,7 @@ from core.config import to_plain
 from core.config_check import check_config
 from core.notices import quiet_library_notices
 from core.errors import UserError, exit_on_user_error
-from core.run_dir import LAST_CHECKPOINT, discarded_if_nothing_was_trained
+from core.run_dir import LAST_CHECKPOINT, discarded_if_nothing_was_trained, register_resolvers
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     log_hyperparameters(loggers, cfg, module, final_metrics=metrics)
     log.info(f"Output dir: {cfg.paths.output_dir}")
     return metrics
+
+
+register_resolvers()  # conf/hydra/default.yaml uses ${run_dir:...}: registered before Hydra composes
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

@@ -6,11 +6,14 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict, read_write
 
+from core.run_dir import register_resolvers
+
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def compose_config(overrides: list[str], output_dir: Path, config_name: str = "train") -> DictConfig:
     """The composed config with `${hydra:...}` resolvable, output going to `output_dir`."""
+    register_resolvers()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name=config_name, overrides=[f"hydra.run.dir={output_dir}", *overrides], return_hydra_config=True)
     with read_write(cfg.hydra.runtime), open_dict(cfg.hydra.runtime):

@@ -101,13 +101,13 @@ def filled_in(command: str, checkout: Path) -> str:
 
 
 def run(command: str, checkout: Path, timeout: int = 900) -> subprocess.CompletedProcess:
-    command = re.sub(r"^pip install [^&]*&&\s*", "", command)  # installed already: this suite runs in that environment
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     return subprocess.run(["bash", "-c", command], cwd=checkout, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.mark.parametrize("document, number, command", cases())
 def test_documented_command_works_as_written(document, number, command, checkouts, tmp_path_factory):
+    command = re.sub(r"^pip install [^&]*&&\s*", "", command)  # installed already: this suite runs in that environment
     if any(marker in command for marker in NOT_RUN_HERE):
         pytest.skip("the test suite itself, or a cluster launcher (docs/devices_and_sweeps.md tests those in simulation)")
     if document not in checkouts:
@@ -123,7 +123,20 @@ def test_documented_command_works_as_written(document, number, command, checkout
         assert result.returncode == 2 and any(answer in output for answer in (*NETWORK_ANSWERS, *GPU_ANSWERS)), output[-3000:]
     else:
         assert result.returncode == 0, f"{command} exited {result.returncode}:\n{output[-4000:]}"
+        if command.startswith("python train.py -m "):
+            check_sweep_wrote_every_job(command, checkout)
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
+
+
+def check_sweep_wrote_every_job(command: str, checkout: Path) -> None:
+    """A grid sweep writes one job directory per combination, each with its status, and summary.md beside them."""
+    jobs = 1
+    for override in command.split()[3:]:
+        if "=" in override and "," in override.split("=", 1)[1]:
+            jobs *= len(override.split("=", 1)[1].split(","))
+    sweep = max((checkout / "logs" / "train" / "multiruns").iterdir(), key=lambda path: path.stat().st_mtime)
+    assert (sweep / "summary.md").is_file(), sweep
+    assert len(list(sweep.glob("*/status.json"))) == jobs, sorted(path.name for path in sweep.iterdir())
 
 
 def check_tensorboard_starts(command: str, checkout: Path) -> None:
