@@ -1,4 +1,5 @@
-"""Writes a small Tiny-ImageNet in the official tiny-imagenet-200 layout, for the tests and the input benchmark.
+"""Writes a Tiny-ImageNet in the official tiny-imagenet-200 layout, from a few images for the tests to the full
+100,000 + 10,000 + 10,000 for the benchmarks (tiny_imagenet_input, gpu_check).
 
     tiny-imagenet-200/wnids.txt                      one wnid per line: the classes, in class-index order
     tiny-imagenet-200/words.txt                      wnid<TAB>names, for these and for other synsets
@@ -11,8 +12,13 @@
 Images are 64x64 JPEGs; every `grayscale_every`-th one is single-channel, as some official ones are.
 Class k is drawn as a bright horizontal band at rows `band_rows(k)` on a smooth random background,
 so a test can tell an image's class from its pixels (`class_from_pixels`).
+
+The images are written in tasks (one class of train/, or a chunk of val/ or test/), each with a random
+generator of its own seeded by (seed, task): the files are the same whether the tasks run in one process
+or in `workers` processes.
 """
 
+import multiprocessing
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +27,7 @@ from PIL import Image
 SIZE = 64
 BAND_HEIGHT = 6
 BAND_STRIDE = 9  # 7 distinct bands fit in 64 rows; classes beyond that repeat them
+CHUNK = 500  # val/ and test/ images per task
 
 
 def wnid(k: int) -> str:
@@ -54,6 +61,20 @@ def _box(rng: np.random.Generator) -> str:
     return f"{x0}\t{y0}\t{x1}\t{y1}"
 
 
+def _write_images(task: tuple) -> list[str]:
+    """One task: the images (folder/prefix<i>.JPEG of class classes[i]) and their box annotation lines."""
+    seed, number, folder, prefix, first, classes, first_position, grayscale_every, with_wnid = task
+    rng = np.random.default_rng([seed, number])
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for offset, k in enumerate(classes):
+        name = f"{prefix}{first + offset}.JPEG"
+        grayscale = (first_position + offset) % grayscale_every == grayscale_every - 1
+        synthetic_image(int(k), rng, grayscale).save(folder / name, "JPEG", quality=90)
+        lines.append("\t".join([name, wnid(int(k)), _box(rng)] if with_wnid else [name, _box(rng)]) + "\n")
+    return lines
+
+
 def write_tiny_imagenet(
     data_dir: Path,
     num_classes: int = 5,
@@ -62,19 +83,12 @@ def write_tiny_imagenet(
     test_count: int = 10,
     grayscale_every: int = 7,
     seed: int = 0,
+    workers: int = 1,
 ) -> Path:
-    """data_dir/tiny-imagenet-200 in the official layout; returns that folder."""
-    rng = np.random.default_rng(seed)
+    """data_dir/tiny-imagenet-200 in the official layout, written by `workers` processes; returns that folder."""
+    rng = np.random.default_rng([seed])
     root = Path(data_dir) / "tiny-imagenet-200"
     wnids = [wnid(k) for k in range(num_classes)]
-    written = 0
-
-    def save(path: Path, k: int) -> None:
-        nonlocal written
-        path.parent.mkdir(parents=True, exist_ok=True)
-        synthetic_image(k, rng, grayscale=written % grayscale_every == grayscale_every - 1).save(path, "JPEG", quality=90)
-        written += 1
-
     root.mkdir(parents=True, exist_ok=True)
     (root / "wnids.txt").write_text("".join(f"{name}\n" for name in wnids))
     # words.txt covers all of ImageNet's synsets, not only the 200 classes: a few others here too
@@ -82,21 +96,23 @@ def write_tiny_imagenet(
     words = [f"{name}\tsynthetic class {k}, band {k % 7}\n" for k, name in enumerate(wnids)]
     (root / "words.txt").write_text("".join(others[:2] + words + others[2:]))
 
-    for k, name in enumerate(wnids):
-        class_dir = root / "train" / name
-        boxes = []
-        for i in range(train_per_class):
-            save(class_dir / "images" / f"{name}_{i}.JPEG", k)
-            boxes.append(f"{name}_{i}.JPEG\t{_box(rng)}\n")
-        (class_dir / f"{name}_boxes.txt").write_text("".join(boxes))
-
+    # the position of each image in the order train (class by class), val, test decides which are grey
     val_classes = rng.permutation(np.repeat(np.arange(num_classes), val_per_class))
-    annotations = []
-    for i, k in enumerate(val_classes):
-        save(root / "val" / "images" / f"val_{i}.JPEG", int(k))
-        annotations.append(f"val_{i}.JPEG\t{wnids[k]}\t{_box(rng)}\n")
-    (root / "val" / "val_annotations.txt").write_text("".join(annotations))
+    test_classes = rng.integers(num_classes, size=test_count)
+    val_start, test_start = num_classes * train_per_class, num_classes * train_per_class + len(val_classes)
+    train_tasks = [(root / "train" / name / "images", f"{name}_", 0, [k] * train_per_class, k * train_per_class, False) for k, name in enumerate(wnids)]
+    val_tasks = [(root / "val" / "images", "val_", i, val_classes[i : i + CHUNK], val_start + i, True) for i in range(0, len(val_classes), CHUNK)]
+    test_tasks = [(root / "test" / "images", "test_", i, test_classes[i : i + CHUNK], test_start + i, False) for i in range(0, test_count, CHUNK)]
+    tasks = [(seed, number, folder, prefix, first, classes, position, grayscale_every, with_wnid)
+             for number, (folder, prefix, first, classes, position, with_wnid) in enumerate(train_tasks + val_tasks + test_tasks)]
+    if workers > 1:
+        with multiprocessing.get_context().Pool(workers) as pool:
+            annotations = pool.map(_write_images, tasks, chunksize=1)
+    else:
+        annotations = [_write_images(task) for task in tasks]
 
-    for i in range(test_count):
-        save(root / "test" / "images" / f"test_{i}.JPEG", int(rng.integers(num_classes)))
+    for name, lines in zip(wnids, annotations):
+        (root / "train" / name / f"{name}_boxes.txt").write_text("".join(lines))
+    if val_tasks:
+        (root / "val" / "val_annotations.txt").write_text("".join(line for lines in annotations[len(train_tasks) : len(train_tasks) + len(val_tasks)] for line in lines))
     return root
