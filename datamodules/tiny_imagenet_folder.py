@@ -196,7 +196,7 @@ class TinyImageNetFolder:
 
     def _unknown_folders(self, folder: Path, names: list[str]) -> UserError:
         return UserError(
-            f"{folder} holds {len(names)} folders that are not classes of {self.wnids_file} ({_some(names)}): the folder and wnids.txt "
+            f"{folder} holds folders that are not classes of {self.wnids_file} ({_some(names)}): the folder and wnids.txt "
             f"disagree; restore the official wnids.txt, or move those folders out."
         )
 
