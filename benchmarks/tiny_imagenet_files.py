@@ -116,3 +116,15 @@ def write_tiny_imagenet(
     if val_tasks:
         (root / "val" / "val_annotations.txt").write_text("".join(line for lines in annotations[len(train_tasks) : len(train_tasks) + len(val_tasks)] for line in lines))
     return root
+
+
+def sort_val_into_class_folders(root: Path, images_level: bool = True) -> None:
+    """Rearrange val/ as the usual tutorial preparation scripts do: val/<wnid>/images/<file> (or val/<wnid>/<file>
+    with `images_level=False`), moved by val_annotations.txt, val/images/ removed, the annotation file left."""
+    val = Path(root) / "val"
+    for line in (val / "val_annotations.txt").read_text().splitlines():
+        name, class_id = line.split("\t")[:2]
+        target = val / class_id / "images" if images_level else val / class_id
+        target.mkdir(parents=True, exist_ok=True)
+        (val / "images" / name).rename(target / name)
+    (val / "images").rmdir()

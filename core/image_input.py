@@ -1,9 +1,9 @@
 """Any image file brought to a network's input: C x H x W uint8, as the datasets serve their images.
 
-The mode is converted as the datasets convert theirs (datamodules/image_files.py: PIL's convert to "L"
-for one channel, "RGB" for three; palette images through their palette, an alpha channel dropped), then
-an image of another size is resized to H x W with PIL's bilinear filter (antialiased when shrinking):
-the whole image, its aspect ratio not kept.
+The mode is converted as the datasets convert theirs (datamodules/image_files.to_mode: "L" for one
+channel, "RGB" for three; palette images through their palette, 16-bit grayscale scaled to 8 bits,
+transparent pixels made white), then an image of another size is resized to H x W with PIL's
+bilinear filter (antialiased when shrinking): the whole image, its aspect ratio not kept.
 """
 
 from pathlib import Path
@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from datamodules.image_files import PIL_MODES, BadImageFile
+from datamodules.image_files import PIL_MODES, BadImageFile, to_mode
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 RESIZE_FILTER = Image.Resampling.BILINEAR
@@ -23,7 +23,7 @@ def load_as_input(path: Path | str, input_shape: tuple[int, int, int]) -> torch.
     channels, height, width = input_shape
     try:
         with Image.open(path) as image:
-            converted = image.convert(PIL_MODES[channels])
+            converted = to_mode(image, PIL_MODES[channels])
             if converted.size != (width, height):
                 converted = converted.resize((width, height), RESIZE_FILTER)
             pixels = np.asarray(converted)

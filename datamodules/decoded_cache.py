@@ -2,9 +2,10 @@
 
 A cache folder holds images.npy (one row per decodable file), kept.npy (each row's position in the
 file list) and manifest.json, written last: a fingerprint of the files (path, size, modification
-time) and the files that could not be decoded, with why. A cache whose fingerprint differs from the
-files' is rebuilt; one left half-written has no manifest and is rebuilt too. Decoding runs in one
-process per available CPU core, with a progress bar showing the image count and rate.
+time; one that cannot be stat'ed counts as unreadable, and decoding reports it) and the files that
+could not be decoded, with why. A cache whose fingerprint differs from the files' is rebuilt; one
+left half-written has no manifest and is rebuilt too. Decoding runs in one process per available CPU
+core, with a progress bar showing the image count and rate.
 """
 
 import contextlib
@@ -26,7 +27,7 @@ from datamodules.image_files import BadImageFile, decode_image
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: 16-bit, transparent and CMYK images decoded without clipping (datamodules/image_files.to_mode)
 CHUNK = 256  # images per decoding task: large enough to amortise the task, small enough for a smooth progress bar
 
 
@@ -40,8 +41,11 @@ class DecodedImages:
 def fingerprint(files: Sequence[Path], image_shape: tuple[int, int, int]) -> str:
     digest = hashlib.sha256(f"format {FORMAT_VERSION}, shape {tuple(image_shape)}\n".encode())
     for path in files:
-        status = os.stat(path)
-        digest.update(f"{path}\t{status.st_size}\t{status.st_mtime_ns}\n".encode())
+        try:
+            status = os.stat(path)
+            digest.update(f"{path}\t{status.st_size}\t{status.st_mtime_ns}\n".encode())
+        except OSError as error:  # gone or unreadable since it was listed: decoding reports it as a bad file
+            digest.update(f"{path}\tunreadable {error.errno}\n".encode())
     return digest.hexdigest()
 
 

@@ -1,6 +1,7 @@
-"""Tiny-ImageNet: 200 classes of 64x64 colour images, read from the official tiny-imagenet-200 folder.
+"""Tiny-ImageNet: 200 classes of 64x64 colour images, read from the tiny-imagenet-200 folder.
 
-The folder is downloaded and extracted (checksum verified) when it is absent. Each split is decoded
+The folder is downloaded and extracted (checksum verified) when it is absent; the official layout and
+copies with val/ sorted into class folders are read (datamodules/tiny_imagenet_folder.py). Each split is decoded
 once into a memory-mapped uint8 array (datamodules/decoded_cache.py) and served from it in whole
 batches; `cache=false` decodes every image with PIL when it is loaded instead, with the same pixels.
 """
@@ -22,7 +23,7 @@ from datamodules.array_dataset import ArrayImageDataset
 from datamodules.base import ImageDataModule
 from datamodules.decoded_cache import load_or_build
 from datamodules.image_files import ImageFileDataset
-from datamodules.tiny_imagenet_folder import FOLDER_NAME, SPLITS, TinyImageNetFolder
+from datamodules.tiny_imagenet_folder import FOLDER_NAME, SPLITS, SplitFiles, TinyImageNetFolder
 
 log = logging.getLogger(__name__)
 
@@ -87,21 +88,28 @@ class TinyImageNetDataModule(ImageDataModule):
         return str(self._files[folder][index])
 
     def prepare_data(self) -> None:
-        """Download the dataset if absent and decode the splits this run needs into the cache (once per node)."""
+        """Download the dataset if absent, check its structure, and decode the splits this run needs into the cache (once per node).
+
+        Everything that can be checked without decoding (the layout of every split, the listing of the
+        splits this run reads) is checked first, so a bad folder is refused before minutes of decoding.
+        """
         if not self.folder.exists():
             self._download()
+        self.folder.check_structure()
         if self.cache:
             stage = self.trainer.state.fn.value if self.trainer is not None else None
-            for folder in self._folders_of(stage):
-                if folder in self._datasets:  # set up by an earlier stage of this run
-                    continue
-                _, problems = self._load(folder)
-                if not self.skip_bad_files:
-                    self._refuse(folder, problems)
+            folders = [folder for folder in self._folders_of(stage) if folder not in self._datasets]  # not set up by an earlier stage
+            listings = {folder: self.folder.list_split(folder) for folder in folders}
+            for folder in folders:
+                self._refuse(folder, listings[folder].problems)
+            for folder in folders:
+                _, problems = self._load(folder, listings[folder])
+                self._refuse(folder, problems)
 
     def setup(self, stage: str | None = None) -> None:
         if not self.folder.exists():
             raise UserError(self._absent("prepare_data() has not downloaded it"))
+        self.folder.check_structure()  # on every process: prepare_data runs on one per node
         if len(self.folder.wnids) != self.num_classes:
             raise UserError(f"{self.folder.wnids_file} lists {len(self.folder.wnids)} classes but the network was built for {self.num_classes} before the folder was there: run again.")
         for folder in self._folders_of(stage):
@@ -123,9 +131,9 @@ class TinyImageNetDataModule(ImageDataModule):
         """As ImageDataModule's, plus "predict": the official test images, unlabelled."""
         return self.predict_set if split == "predict" else super().dataset(split)
 
-    def _load(self, folder: str) -> tuple[Dataset, list[str]]:
+    def _load(self, folder: str, listing: SplitFiles | None = None) -> tuple[Dataset, list[str]]:
         """The dataset of an official folder and the bad inputs left out of it."""
-        listing = self.folder.list_split(folder)
+        listing = listing or self.folder.list_split(folder)
         self._files[folder] = listing.files
         labels = None if listing.labels is None else torch.from_numpy(listing.labels)
         if not self.cache:

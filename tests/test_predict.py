@@ -101,9 +101,10 @@ def test_images_reach_the_tiny_imagenet_shape_as_the_dataset_decodes_them(tmp_pa
     assert torch.equal(converted[0], converted[1]) and torch.equal(converted[1], converted[2])  # grayscale copied to three channels
     resized = np.asarray(Image.fromarray(gray).resize((64, 64), Image.Resampling.BILINEAR))
     assert np.array_equal(converted[0].numpy(), resized)
-    rgba = np.concatenate([colour, np.zeros((64, 64, 1), dtype=np.uint8)], axis=-1)  # fully transparent: alpha is dropped
+    rgba = np.concatenate([colour, np.zeros((64, 64, 1), dtype=np.uint8)], axis=-1)  # fully transparent: white, as the dataset makes it
     Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
-    assert np.array_equal(load_as_input(tmp_path / "rgba.png", (3, 64, 64)).numpy(), colour.transpose(2, 0, 1))
+    assert np.array_equal(load_as_input(tmp_path / "rgba.png", (3, 64, 64)).numpy(), decode_image(tmp_path / "rgba.png", (3, 64, 64)))
+    assert (load_as_input(tmp_path / "rgba.png", (3, 64, 64)) == 255).all()
     assert load_as_input(tmp_path / "rgba.png", (1, 28, 28)).shape == (1, 28, 28)
 
 

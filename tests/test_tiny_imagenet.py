@@ -5,6 +5,8 @@ import hashlib
 import http.server
 import json
 import logging
+import os
+import re
 import shutil
 import threading
 import zipfile
@@ -17,11 +19,14 @@ from PIL import Image
 
 from core.build import build_datamodule, build_module
 from core.errors import UserError
+from datamodules.image_files import BadImageFile, decode_image
 from datamodules.tiny_imagenet import TinyImageNetDataModule
+from datamodules.tiny_imagenet_folder import TinyImageNetFolder
 from tests.compose import compose_config
 from tests.conftest import run_entry
 from tests.tensorboard_events import read_scalars
-from benchmarks.tiny_imagenet_files import class_from_pixels, write_tiny_imagenet
+
+from benchmarks.tiny_imagenet_files import class_from_pixels, sort_val_into_class_folders, write_tiny_imagenet
 
 CLASSES, TRAIN_PER_CLASS, VAL_PER_CLASS, TEST_COUNT = 5, 12, 4, 10
 QUIET = ["trainer=cpu", "data=tiny_imagenet", "model=lenet", "data.download=false", "callbacks.progress_bar.refresh_rate=0"]
@@ -189,11 +194,6 @@ def _unknown_class(root: Path) -> str:
     return f"{annotations} line 3 names class 'n99999999'"
 
 
-def _missing_annotations(root: Path) -> str:
-    (root / "val" / "val_annotations.txt").unlink()
-    return f"{root / 'val' / 'val_annotations.txt'} is missing"
-
-
 def _empty_class(root: Path) -> str:
     folder = root / "train" / "n09000274" / "images"
     for path in folder.iterdir():
@@ -201,17 +201,37 @@ def _empty_class(root: Path) -> str:
     return f"{folder} holds no JPEG images (class n09000274, line 3 of"
 
 
-# (damage, named in the error, split, images of that split left when skipping (None: none at all))
+def _broken_link(root: Path) -> str:
+    link = root / "train" / "n09000000" / "images" / "n09000000_99.JPEG"
+    link.symlink_to(root / "train" / "n09000000" / "images" / "moved_away.JPEG")
+    return f"{link} is a broken symbolic link"
+
+
+def _folder_named_jpeg(root: Path) -> str:
+    folder = root / "val" / "images" / "val_99.JPEG"
+    folder.mkdir()
+    return f"{folder} is a folder, not an image file"
+
+
+def _fifo_named_jpeg(root: Path) -> str:  # unreadable: the tests run as root, whom chmod 000 does not stop
+    fifo = root / "train" / "n09000137" / "images" / "n09000137_99.JPEG"
+    os.mkfifo(fifo)
+    return f"{fifo} is not a regular file"
+
+
+# (damage, named in the error, split, images of that split left when skipping)
 BAD_INPUTS = {
     "truncated_jpeg": (_truncate, "train", CLASSES * TRAIN_PER_CLASS - 1),
     "corrupt_jpeg": (_corrupt, "val", CLASSES * VAL_PER_CLASS - 1),
     "unknown_class_in_annotations": (_unknown_class, "val", CLASSES * VAL_PER_CLASS - 1),
-    "missing_annotation_file": (_missing_annotations, "val", None),
     "empty_class_folder": (_empty_class, "train", (CLASSES - 1) * TRAIN_PER_CLASS),
+    "broken_symlink": (_broken_link, "train", CLASSES * TRAIN_PER_CLASS),
+    "folder_named_jpeg": (_folder_named_jpeg, "val", CLASSES * VAL_PER_CLASS),
+    "fifo_named_jpeg": (_fifo_named_jpeg, "train", CLASSES * TRAIN_PER_CLASS),
 }
 
 
-@pytest.mark.parametrize("case", BAD_INPUTS)
+@pytest.mark.parametrize("case", [pytest.param(case, marks=pytest.mark.slow) if case in ("folder_named_jpeg", "fifo_named_jpeg") else case for case in BAD_INPUTS])
 def test_bad_input_stops_the_run_with_one_sentence_naming_the_file(case, data_dir, tmp_path):
     damage, _, _ = BAD_INPUTS[case]
     named = damage(data_dir / "tiny-imagenet-200")
@@ -230,10 +250,6 @@ def test_skip_bad_files_reports_each_once_and_counts_them(case, data_dir, caplog
     caplog.set_level(logging.WARNING)
     module = datamodule(data_dir, skip_bad_files=True)
     module.prepare_data()
-    if left is None:
-        with pytest.raises(UserError, match=f"The Tiny-ImageNet {split} split .* has no usable images"):
-            module.setup("fit")
-        return
     module.setup("fit")
     module.setup("test")  # val is not read (or reported) again
     assert sum(named in message for message in caplog.messages) == 1
@@ -368,3 +384,233 @@ def test_an_unwritable_cache_folder_is_one_sentence(pristine, tmp_path):
     (tmp_path / "a_file").write_text("")
     with pytest.raises(UserError, match=r"Could not write the decoded Tiny-ImageNet train images in .*a_file/train .*set data.cache_dir to a writable folder"):
         ready(pristine, cache_dir=str(tmp_path / "a_file"))
+
+
+def test_a_split_left_with_no_images_still_stops_the_run(data_dir):
+    for path in (data_dir / "tiny-imagenet-200" / "val" / "images").iterdir():
+        path.write_bytes(b"not a JPEG")
+    module = datamodule(data_dir, skip_bad_files=True)
+    module.prepare_data()
+    with pytest.raises(UserError, match="The Tiny-ImageNet val split .* has no usable images"):
+        module.setup("fit")
+
+
+# --- files as they come: text encodings, odd files, image modes --------------------------------------------
+
+
+def _error_line(result) -> str:
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    return line
+
+
+def train_run(data_dir: Path, tmp_path: Path, *overrides: str):
+    """train.py on data_dir, one short epoch, its decoded cache in tmp_path/cache; the completed process."""
+    return run_entry(
+        "train.py", *QUIET, f"data.data_dir={data_dir}", f"data.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'run'}",
+        "trainer.max_epochs=1", "data.batch_size=16", *overrides, check=False,
+    )
+
+
+# (file, line 3 rewritten with a Latin-1 byte in it)
+NOT_UTF8 = {
+    "wnids.txt": "wnids.txt",
+    "words.txt": "words.txt",
+    "val_annotations.txt": "val/val_annotations.txt",
+}
+
+
+@pytest.mark.parametrize("name", NOT_UTF8)
+def test_a_text_file_that_is_not_utf8_is_one_sentence_with_file_and_line(name, data_dir, tmp_path):
+    path = data_dir / "tiny-imagenet-200" / NOT_UTF8[name]
+    lines = path.read_bytes().split(b"\n")
+    lines[2] = lines[2] + " caf\u00e9".encode("latin-1")  # as an editor saving in Windows-1252 writes it
+    path.write_bytes(b"\n".join(lines))
+    line = _error_line(train_run(data_dir, tmp_path))
+    assert f"{path} line 3 is not UTF-8 text (byte 0xe9 at column " in line and "save the file as UTF-8" in line
+    assert "skip_bad_files" not in line and not (tmp_path / "cache").exists()  # refused before any decoding
+
+
+def _add_bom(path: Path) -> None:
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+
+
+def test_a_byte_order_mark_never_shows_in_a_path_or_message(data_dir, tmp_path):
+    root = data_dir / "tiny-imagenet-200"
+    _add_bom(root / "wnids.txt")
+    first_class = root / "train" / "n09000000" / "images"  # named on wnids.txt line 1, after the mark
+    for path in first_class.iterdir():
+        path.unlink()
+    result = train_run(data_dir, tmp_path)
+    line = _error_line(result)
+    assert f"{first_class} holds no JPEG images (class n09000000, line 1 of {root / 'wnids.txt'})" in line
+    assert "\ufeff" not in result.stderr + result.stdout
+
+
+def _sixteen_bit_png_as_jpeg(root: Path) -> tuple[Path, np.ndarray]:
+    """A training image of class 2 replaced by a 16-bit grayscale PNG named .JPEG; the 8-bit pixels it stands for."""
+    path = root / "train" / "n09000274" / "images" / "n09000274_0.JPEG"
+    eight_bit = np.asarray(Image.open(path).convert("L"), dtype=np.int64)
+    noise = np.random.default_rng(1).integers(-128, 129, size=eight_bit.shape)  # the low byte: rounds away
+    sixteen_bit = np.clip(eight_bit * 257 + noise, 0, 65535).astype(np.uint16)
+    Image.fromarray(sixteen_bit).save(path, "PNG")
+    assert Image.open(path).mode == "I;16"
+    return path, np.round(sixteen_bit / 257).astype(np.uint8)
+
+
+def test_files_as_they_come_train_with_bad_files_skipped_and_counted(data_dir, tmp_path):
+    """Byte order marks in all three text files, a 16-bit PNG named .JPEG, a broken link, a FIFO and a folder named .JPEG."""
+    root = data_dir / "tiny-imagenet-200"
+    for name in ("wnids.txt", "words.txt", "val/val_annotations.txt"):
+        _add_bom(root / name)
+    sixteen_bit, expected = _sixteen_bit_png_as_jpeg(root)
+    named = [_broken_link(root), _fifo_named_jpeg(root), _folder_named_jpeg(root)]
+
+    refused = _error_line(train_run(data_dir, tmp_path))
+    assert named[0] in refused and "1 more bad inputs in the train split" in refused and not (tmp_path / "cache").exists()
+
+    result = train_run(data_dir, tmp_path, "data.skip_bad_files=true")
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "val/ is the official layout" in output and "\ufeff" not in output
+    assert all(sum(name in line for line in output.splitlines()) == 1 for name in named)  # each reported once
+    assert f"Bad inputs left out of the Tiny-ImageNet train split: 2; {CLASSES * TRAIN_PER_CLASS} images remain." in output
+    assert f"Bad inputs left out of the Tiny-ImageNet val split: 1; {CLASSES * VAL_PER_CLASS} images remain." in output
+
+    # the 16-bit image is scaled to 8 bits, not clipped at 255 (PIL's plain convert made 99% of it white)
+    images, kept = np.load(tmp_path / "cache" / "train" / "images.npy"), np.load(tmp_path / "cache" / "train" / "kept.npy")
+    files = TinyImageNetFolder(root).list_split("train").files
+    decoded = images[kept.tolist().index(files.index(sixteen_bit))]
+    assert all(np.array_equal(channel, expected) for channel in decoded)
+    assert (decoded == 255).mean() < 0.01 and class_from_pixels(decoded) == 2
+    assert TinyImageNetFolder(root).class_names == [f"synthetic class {k}" for k in range(CLASSES)]  # words.txt line 1 too
+
+
+def test_image_modes_are_brought_to_rgb_over_their_full_range(tmp_path):
+    shape = (3, 64, 64)
+    gradient = np.tile(np.arange(64, dtype=np.int64) * 1040, (64, 1))  # 0..65520
+
+    def saved(image: Image.Image, name: str) -> np.ndarray:
+        image.save(tmp_path / name)
+        return decode_image(tmp_path / name, shape)
+
+    sixteen = saved(Image.fromarray(gradient.astype(np.uint16)), "gray16.png")
+    assert np.array_equal(sixteen[0], np.round(gradient / 257)) and np.array_equal(sixteen[0], sixteen[2])
+    in_mode_i = saved(Image.fromarray(gradient.astype(np.int32)), "gray32.tif")
+    assert np.array_equal(in_mode_i, sixteen)
+
+    cmyk = saved(Image.new("CMYK", (64, 64), (100, 20, 0, 50)), "cmyk.jpg")
+    want = [round((255 - ink) * (255 - 50) / 255) for ink in (100, 20, 0)]
+    assert np.abs(cmyk[:, 32, 32].astype(int) - want).max() <= 3  # (1-C)(1-K), JPEG rounding
+
+    rgba = np.zeros((64, 64, 4), dtype=np.uint8)
+    rgba[..., :3] = (200, 10, 10)
+    rgba[:32, :, 3] = 255  # top half opaque red; bottom half transparent, its stored red hidden
+    flattened = saved(Image.fromarray(rgba), "rgba.png")
+    assert flattened[:, 0, 0].tolist() == [200, 10, 10] and flattened[:, 63, 0].tolist() == [255, 255, 255]
+    half = rgba.copy()
+    half[..., 3] = 128
+    over_white = [round((value * 128 + 255 * 127) / 255) for value in (200, 10, 10)]
+    assert np.abs(saved(Image.fromarray(half), "half.png")[:, 0, 0].astype(int) - over_white).max() <= 1
+
+    la = Image.fromarray(np.stack([np.full((64, 64), 90, np.uint8), rgba[..., 3]], axis=-1), "LA")
+    assert saved(la, "la.png")[:, [0, 63], 0].tolist() == [[90, 255]] * 3
+
+    palette = Image.new("P", (64, 64), 1)
+    palette.putpalette([0, 0, 0, 30, 60, 90] + [0] * 762)
+    palette.paste(0, (0, 32, 64, 64))
+    palette.info["transparency"] = 0  # palette entry 0 (the bottom half) is transparent
+    assert saved(palette, "palette.png")[:, [0, 63], 0].T.tolist() == [[30, 60, 90], [255, 255, 255]]
+
+    for image, name, why in [
+        (Image.fromarray(np.full((64, 64), 70000, np.int32)), "gray32_wide.tif", "holds 32-bit integer pixels (70000..70000, mode I)"),
+        (Image.fromarray(np.full((64, 64), 0.5, np.float32)), "float.tif", "holds floating-point pixels (mode F)"),
+    ]:
+        image.save(tmp_path / name)
+        with pytest.raises(BadImageFile, match=re.escape(f"{tmp_path / name} {why}")):
+            decode_image(tmp_path / name, shape)
+
+
+# --- the layouts of val/ -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("images_level", [True, False], ids=["val-wnid-images", "val-wnid"])
+def test_val_sorted_into_class_folders_gives_the_same_labelled_images(images_level, pristine, data_dir, tmp_path):
+    official = ready(pristine, stage="validate", cache_dir=str(tmp_path / "official"))
+    sort_val_into_class_folders(data_dir / "tiny-imagenet-200", images_level)
+    module = ready(data_dir, stage="validate", cache_dir=str(tmp_path / "sorted"))
+    assert module.folder.check_structure() == "class folders"
+
+    def by_name(module) -> dict[str, tuple[int, bytes]]:
+        val = all_batches(module.val_dataloader())
+        return {Path(module.source("val", index)).name: (label, image.numpy().tobytes()) for index, label, image in zip(val["index"].tolist(), val["label"].tolist(), val["image"])}
+
+    assert by_name(module) == by_name(official) and len(by_name(module)) == CLASSES * VAL_PER_CLASS
+
+
+def test_train_reads_val_sorted_into_class_folders_and_says_so(data_dir, tmp_path):
+    sort_val_into_class_folders(data_dir / "tiny-imagenet-200")
+    result = train_run(data_dir, tmp_path, "trainer.log_every_n_steps=1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "val/ is sorted into class folders (val/<wnid>/[images/]*.JPEG, labelled by the folder; val_annotations.txt is not used)" in result.stdout + result.stderr
+    assert len(read_scalars(tmp_path / "run" / "tensorboard")["val/top1"]) == 1
+    assert json.loads((tmp_path / "cache" / "val" / "manifest.json").read_text())["images"] == CLASSES * VAL_PER_CLASS
+
+
+def _val_flat(root: Path) -> None:
+    for path in (root / "val" / "images").iterdir():
+        path.rename(root / "val" / path.name)
+    (root / "val" / "images").rmdir()
+
+
+def _val_half_sorted(root: Path) -> None:
+    sort_val_into_class_folders(root)
+    (root / "val" / "images").mkdir()
+    for path in (root / "val" / "n09000000" / "images").iterdir():
+        path.rename(root / "val" / "images" / path.name)
+
+
+def _val_class_folder_renamed(root: Path) -> None:
+    sort_val_into_class_folders(root)
+    (root / "val" / "n09000137").rename(root / "val" / "goldfish")
+
+
+def _train_folder_not_in_wnids(root: Path) -> None:
+    shutil.copytree(root / "train" / "n09000000", root / "train" / "n01443537")
+
+
+# (rearrangement, named in the error)
+UNKNOWN_LAYOUTS = {
+    "val_images_without_annotations": (lambda root: (root / "val" / "val_annotations.txt").unlink(), "it holds val/images/ but no val_annotations.txt to label its images"),
+    "val_images_directly_in_val": (_val_flat, f"it holds {CLASSES * VAL_PER_CLASS} images directly in val/"),
+    "val_half_sorted": (_val_half_sorted, "it holds both images in val/images/ and class folders (n09000000, n09000137, n09000274 and 2 more)"),
+    "val_folder_not_a_class": (_val_class_folder_renamed, "besides class folders it holds folders that are not classes of wnids.txt (goldfish)"),
+    "val_missing": (lambda root: shutil.rmtree(root / "val"), "val is missing"),
+    "train_folder_not_in_wnids": (_train_folder_not_in_wnids, "train holds folders that are not classes of"),
+    "test_missing": (lambda root: shutil.rmtree(root / "test"), "test is missing"),
+}
+
+
+THROUGH_TRAIN_PY = ("val_images_without_annotations", "val_half_sorted")  # the rest are slow there, quick in-process below
+
+
+@pytest.mark.parametrize("case", [case if case in THROUGH_TRAIN_PY else pytest.param(case, marks=pytest.mark.slow) for case in UNKNOWN_LAYOUTS])
+def test_a_layout_it_does_not_know_is_refused_before_decoding_anything(case, data_dir, tmp_path):
+    rearrange, named = UNKNOWN_LAYOUTS[case]
+    rearrange(data_dir / "tiny-imagenet-200")
+    line = _error_line(train_run(data_dir, tmp_path))
+    assert named in line, line
+    if case.startswith("val"):
+        assert "val/images/*.JPEG labelled by val/val_annotations.txt (the official zip), or val/<wnid>/images/*.JPEG or val/<wnid>/*.JPEG" in line
+    assert "skip_bad_files" not in line  # skipping files cannot mend a layout
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("case", UNKNOWN_LAYOUTS)
+def test_every_unknown_layout_is_refused_by_the_datamodule_before_decoding(case, data_dir, tmp_path):
+    rearrange, named = UNKNOWN_LAYOUTS[case]
+    rearrange(data_dir / "tiny-imagenet-200")
+    with pytest.raises(UserError, match=re.escape(named)) as refused:
+        datamodule(data_dir, cache_dir=str(tmp_path / "cache"), skip_bad_files=True).prepare_data()  # skipping does not help
+    assert "skip_bad_files" not in str(refused.value) and not (tmp_path / "cache").exists()
