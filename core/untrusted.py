@@ -125,7 +125,8 @@ def check_stored_config(contents: Any, file: str | Path, rebuilt: Mapping[tuple[
         others = _other_instantiate_keys(node)
         if others not in allowed.keys_of.get(target, {frozenset()}):
             key, value = sorted(others - set().union(*allowed.keys_of.get(target, [frozenset()])) or others)[0]
-            raise UserError(f"Refusing {file}: its {_name((*where, key))} is {value}, which no config of this installation (conf/) sets for {target}; {ADVICE}.")
+            shown = value if len(value) <= 80 else value[:77] + "..."
+            raise UserError(f"Refusing {file}: its {_name((*where, key))} is {shown}, which no config of this installation (conf/) sets for {target}; {ADVICE}.")
         if where in rebuilt and target not in allowed.at.get((rebuilt[where],), set()):
             used = ", ".join(sorted(allowed.at.get((rebuilt[where],), set())))
             raise UserError(f"Refusing {file}: its {_name((*where, TARGET))} names {target}, which this installation's conf/ never builds as {rebuilt[where]} (it builds {used}); {ADVICE}.")
