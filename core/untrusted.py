@@ -102,17 +102,34 @@ def _other_instantiate_keys(node: Mapping) -> frozenset:
     return frozenset((str(key), repr(value)) for key, value in node.items() if isinstance(key, str) and INSTANTIATE_KEY.match(key) and key != TARGET)
 
 
+def _shown(value: Any, width: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 def _name(where: tuple[str, ...]) -> str:
     return ".".join(where).replace(".[", "[")
+
+
+def _at(tree: Any, where: tuple[str, ...]) -> Any:
+    for key in where:
+        if not isinstance(tree, Mapping) or key not in tree:
+            return None
+        tree = tree[key]
+    return tree
 
 
 def check_stored_config(contents: Any, file: str | Path, rebuilt: Mapping[tuple[str, ...], str]) -> None:
     """Refuse `contents` (read from `file`) if it names code that this installation's conf/ does not;
     `rebuilt` maps the key paths of the nodes that will be instantiated to their config group."""
     allowed = allowed_targets()
+    for where, group in rebuilt.items():
+        node = _at(contents, where)
+        if node is not None and (not isinstance(node, Mapping) or TARGET not in node):
+            raise UserError(f"Refusing {file}: its {_name(where)} names no class to build the {group} with (no _target_), unlike every {group} config of this installation (conf/); {ADVICE}.")
     for where, value in _strings(contents, ()):
         if INTERPOLATION in value:
-            raise UserError(f"Refusing {file}: its {_name(where)} holds the interpolation {value!r}, which OmegaConf would evaluate (a stored config is resolved and holds none); {ADVICE}.")
+            raise UserError(f"Refusing {file}: its {_name(where)} holds the interpolation {_shown(value)}, which OmegaConf would evaluate (a stored config is resolved and holds none); {ADVICE}.")
     for where, node in _dicts(contents, ()):
         keys = [key for key in node if isinstance(key, str) and INSTANTIATE_KEY.match(key)]
         if not keys:
@@ -124,9 +141,8 @@ def check_stored_config(contents: Any, file: str | Path, rebuilt: Mapping[tuple[
             raise UserError(f"Refusing {file}: its {_name((*where, TARGET))} names {target}, which is not one of this installation's configs (conf/); {ADVICE}.")
         others = _other_instantiate_keys(node)
         if others not in allowed.keys_of.get(target, {frozenset()}):
-            key, value = sorted(others - set().union(*allowed.keys_of.get(target, [frozenset()])) or others)[0]
-            shown = value if len(value) <= 80 else value[:77] + "..."
-            raise UserError(f"Refusing {file}: its {_name((*where, key))} is {shown}, which no config of this installation (conf/) sets for {target}; {ADVICE}.")
+            key = sorted(others - set().union(*allowed.keys_of.get(target, [frozenset()])) or others)[0][0]
+            raise UserError(f"Refusing {file}: its {_name((*where, key))} is {_shown(node[key])}, which no config of this installation (conf/) sets for {target}; {ADVICE}.")
         if where in rebuilt and target not in allowed.at.get((rebuilt[where],), set()):
             used = ", ".join(sorted(allowed.at.get((rebuilt[where],), set())))
             raise UserError(f"Refusing {file}: its {_name((*where, TARGET))} names {target}, which this installation's conf/ never builds as {rebuilt[where]} (it builds {used}); {ADVICE}.")
