@@ -23,13 +23,11 @@ from core.config import quoted
 from core.comparison import compare_predictions, contact_sheet, report, sample_images, write_disagreements
 from core.notices import quiet_library_notices
 from core.errors import UserError, exit_on_user_error
-from core.prediction_files import Predictions, read_predictions
+from core.prediction_files import PREDICTION_FILE_SUFFIXES, Predictions, read_predictions
 from eval import evaluate
 from core.run_dir import register_resolvers
 
 log = logging.getLogger(__name__)
-
-PREDICTION_FILE_SUFFIXES = (".csv", ".json")
 
 
 def predictions_of(cfg: DictConfig, side: str) -> Predictions:

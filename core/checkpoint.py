@@ -11,11 +11,13 @@ from omegaconf import DictConfig
 
 from callbacks.run_config import RUN_CONFIG_KEY
 from core.errors import UserError
+from core.untrusted import REBUILT_GROUPS, check_stored_config
 
 
-def read_weights_only(path: str | Path, setting: str, expected: str) -> Any:
+def read_weights_only(path: str | Path, setting: str, expected: str, mmap: bool = False) -> Any:
     """torch.load(path, weights_only=True): tensors and plain data, no code; each way it can fail is one
-    sentence telling the user to pass `setting`=`expected` instead."""
+    sentence telling the user to pass `setting`=`expected` instead. mmap=True leaves the tensors on disk
+    until they are used."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"No checkpoint file at {path}: pass {setting}={expected}.")
@@ -23,7 +25,7 @@ def read_weights_only(path: str | Path, setting: str, expected: str) -> Any:
     if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; a cut-off one lacks its directory
         raise UserError(not_a_checkpoint)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as error:
         blocked = next((line.strip() for line in str(error).splitlines() if "GLOBAL" in line), "objects other than tensors and plain data")
         raise UserError(f"Refusing to load {path}: loading it would run code it names ({blocked}); pass {setting}={expected}.") from error
@@ -31,11 +33,13 @@ def read_weights_only(path: str | Path, setting: str, expected: str) -> Any:
         raise UserError(not_a_checkpoint) from error
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The contents of a checkpoint of train.py, read with weights_only=True."""
-    checkpoint = read_weights_only(path, "ckpt_path", "<run dir>/checkpoints/<name>.ckpt of a run of train.py")
+def load_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
+    """The contents of a checkpoint of train.py, read with weights_only=True; refused if anything stored in it
+    names code that this installation's conf/ does not (core/untrusted.py), since its run config gets rebuilt."""
+    checkpoint = read_weights_only(path, "ckpt_path", "<run dir>/checkpoints/<name>.ckpt of a run of train.py", mmap)
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or RUN_CONFIG_KEY not in checkpoint:
         raise UserError(f"{path} is not a checkpoint written by train.py (it lacks the weights or the run's config).")
+    check_stored_config(checkpoint, path, {(RUN_CONFIG_KEY, group): group for group in REBUILT_GROUPS})
     return checkpoint
 
 

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from core.errors import UserError
+from core.untrusted import check_stored_config
 
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".ts", "torch_export": ".pt2"}
 ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")
@@ -100,6 +101,9 @@ def read_contract(model_path: Path) -> dict[str, Any]:
         contract = json.loads(contract_path.read_text())
     except json.JSONDecodeError as error:
         raise UserError(f"{contract_path} is not valid JSON ({error}): export the model again with export.py.") from error
-    if contract.get("format") not in SUFFIXES:
-        raise UserError(f"{contract_path} names no known format (format: {contract.get('format')!r}): export the model again with export.py.")
+    if not isinstance(contract, dict) or contract.get("format") not in SUFFIXES:
+        raise UserError(f"{contract_path} names no known format (format: {contract.get('format') if isinstance(contract, dict) else None!r}): export the model again with export.py.")
+    if SUFFIXES[contract["format"]] != model_path.suffix:  # the contract does not choose which loader opens the file
+        raise UserError(f"{contract_path} says {contract['format']}, whose files end in {SUFFIXES[contract['format']]}, but the model is {model_path.name}: export the model again with export.py.")
+    check_stored_config(contract, contract_path, {})
     return contract

@@ -24,6 +24,9 @@ from typing import Any
 import numpy as np
 
 from core.errors import UserError
+from core.untrusted import check_stored_config
+
+PREDICTION_FILE_SUFFIXES = (".csv", ".json")
 
 
 @dataclass
@@ -108,4 +111,5 @@ def read_predictions(path: str | Path) -> Predictions:
     required = {"split", "index", "label", "label_name", "correct", "pred1", "pred1_name", "prob1"}
     if not isinstance(meta, dict) or not {"split", "data"} <= set(meta) or (rows and not required <= set(rows[0])):
         raise UserError(f"{path} is not a prediction file of train.py or eval.py (its columns or sidecar lack {sorted(required | {'data'})}).")
+    check_stored_config(meta, sidecar, {("data",): "data"})  # compare.py rebuilds the dataset from meta["data"]
     return Predictions(path, meta, rows)
