@@ -20,6 +20,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from core.errors import UserError, exit_on_user_error
+from core.launcher_env import launcher_run_name
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +53,14 @@ _chosen_run_dirs: dict[tuple[bool, str, str], str] = {}
 def resolve_run_dir(resume: bool, runs_root: str, new_run_name: str, _root_: DictConfig) -> str:
     """hydra.run.dir: a new `<runs_root>/<new_run_name>`, or with resume=true the latest run of this experiment.
 
+    Started by torchrun or SLURM, the new run is named after the launcher's job id instead of the time
+    (core/launcher_env.py): every process of the job, on every node, then picks the same directory.
     Remembered per arguments: Hydra resolves the key more than once, the answer must not change.
     """
     key = (bool(resume), runs_root, new_run_name)
     if key not in _chosen_run_dirs:
         run = latest_run_of(_root_, Path(runs_root)) if resume else None
-        chosen = str(run) if run is not None else f"{runs_root}/{new_run_name}"
+        chosen = str(run) if run is not None else f"{runs_root}/{launcher_run_name() or new_run_name}"
         with exit_on_user_error():  # here, before Hydra creates it and reports a failure with a traceback
             _create_writable(Path(chosen))
         _chosen_run_dirs[key] = chosen
