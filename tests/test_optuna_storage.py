@@ -23,7 +23,7 @@ SEARCH = "python train.py hparams_search=mnist_optuna hydra.sweeper.n_trials=2"
 WORKER = "python train.py hparams_search=mnist_optuna hydra.sweeper.n_trials=2 'hydra.sweeper.storage=sqlite:///${paths.log_dir}/optuna.db' hydra.sweeper.study_name=mnist_shared"
 CONTINUE = "python train.py hparams_search=mnist_optuna hydra.sweeper.n_trials=2 hydra.sweeper.storage=sqlite:///<first sweep dir>/optuna.db"
 # the shortening overrides (listed in docs/scale.md)
-SHORT = ["trainer=cpu", "trainer.max_epochs=1", "trainer.limit_train_batches=4", "trainer.limit_val_batches=2", "test=false", "data.download=false", "callbacks.progress_bar.refresh_rate=0"]
+SHORT = ["trainer=cpu", "debug=limit", "trainer.max_epochs=1", "data.batch_size=32", "data.val_size=100", "test=false", "data.download=false", "callbacks.progress_bar.refresh_rate=0"]
 
 
 def arguments(command: str, mnist_dir, log_dir) -> list[str]:
@@ -40,21 +40,23 @@ def sweep_dirs(log_dir):
     return sorted((log_dir / "train" / "multiruns").iterdir())
 
 
-def test_a_search_keeps_its_study_in_sqlite_in_the_sweep_directory(mnist_dir, tmp_path):
-    run_entry(*arguments(SEARCH, mnist_dir, tmp_path))
-    (sweep_dir,) = sweep_dirs(tmp_path)
-    stored = trials(f"sqlite:///{sweep_dir}/optuna.db", "mnist_optuna")
-    assert [trial.state.name for trial in stored] == ["COMPLETE", "COMPLETE"]
-    results = [json.loads((sweep_dir / job / "status.json").read_text())["result"] for job in ("0", "1")]
-    assert [trial.value for trial in stored] == pytest.approx(results)
-    rows = read_rows(sweep_dir / "study.csv")
-    assert [(row["trial"], row["state"]) for row in rows] == [("0", "COMPLETE"), ("1", "COMPLETE")]
-    assert [row["optimizer"] for row in rows] == [trial.params["optimizer"] for trial in stored]
+def start(command: str, mnist_dir, log_dir) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, *arguments(command, mnist_dir, log_dir)], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for(condition, process: subprocess.Popen, timeout_s: float = 300) -> None:
+    deadline = time.time() + timeout_s
+    while not condition():
+        assert process.poll() is None and time.time() < deadline, process.communicate()[0][-5000:]
+        time.sleep(0.2)
 
 
 def test_two_workers_share_one_study(mnist_dir, tmp_path):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    workers = [subprocess.Popen([sys.executable, *arguments(WORKER, mnist_dir, tmp_path)], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    workers = [start(WORKER, mnist_dir, tmp_path)]
+    # the second once the first has made the study (two processes creating one SQLite schema at once can collide)
+    wait_for(lambda: any((sweep / "0" / "status.json").is_file() for sweep in sweep_dirs_or_none(tmp_path)), workers[0])
+    workers.append(start(WORKER, mnist_dir, tmp_path))
     outputs = [worker.communicate(timeout=600)[0] for worker in workers]
     for worker, output in zip(workers, outputs):
         assert worker.returncode == 0, output[-5000:]
@@ -68,27 +70,28 @@ def test_two_workers_share_one_study(mnist_dir, tmp_path):
 
 
 def test_an_interrupted_search_continues_from_its_database(mnist_dir, tmp_path):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    search = subprocess.Popen([sys.executable, *arguments(SEARCH, mnist_dir, tmp_path)], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 300
-    while not any((sweep / "1" / "status.json").is_file() for sweep in sweep_dirs_or_none(tmp_path)):  # trial 0 done, trial 1 started
-        assert search.poll() is None and time.time() < deadline, search.communicate()[0][-5000:]
-        time.sleep(0.2)
+    search = start(SEARCH, mnist_dir, tmp_path)
+    wait_for(lambda: any((sweep / "1" / "status.json").is_file() for sweep in sweep_dirs_or_none(tmp_path)), search)  # trial 0 done, 1 started
     search.send_signal(signal.SIGINT)  # Ctrl-C
     output = search.communicate(timeout=300)[0]
     assert search.returncode != 0, output[-3000:]
+    # the study was kept in SQLite in the sweep directory (the default storage): trial 0 with its value
     (first,) = sweep_dirs(tmp_path)
     storage = f"sqlite:///{first}/optuna.db"
-    assert [trial.state.name for trial in trials(storage, "mnist_optuna")][:1] == ["COMPLETE"]
+    (trial0, trial1) = trials(storage, "mnist_optuna")
+    assert (trial0.state.name, trial1.state.name) == ("COMPLETE", "RUNNING")  # 1: stopped with its worker
+    assert trial0.value == pytest.approx(json.loads((first / "0" / "status.json").read_text())["result"])
 
     run_entry(*arguments(CONTINUE.replace("<first sweep dir>", str(first)), mnist_dir, tmp_path))
     stored = trials(storage, "mnist_optuna")
     assert [trial.number for trial in stored] == [0, 1, 2, 3]
-    assert [trial.state.name for trial in stored][0] == "COMPLETE" and [trial.state.name for trial in stored][2:] == ["COMPLETE", "COMPLETE"]
+    assert [trial.state.name for trial in stored] == ["COMPLETE", "RUNNING", "COMPLETE", "COMPLETE"]
     (second,) = [sweep for sweep in sweep_dirs(tmp_path) if sweep != first]
     # the continued search ran trials 2 and 3 in its own sweep directory; its study.md lists all four
     assert [float(row["best_val_top1"]) for row in read_rows(second / "summary.csv")] == pytest.approx([stored[2].value, stored[3].value])
-    assert [row["trial"] for row in read_rows(second / "study.csv")] == ["0", "1", "2", "3"]
+    rows = read_rows(second / "study.csv")
+    assert [(row["trial"], row["state"]) for row in rows] == [("0", "COMPLETE"), ("1", "RUNNING"), ("2", "COMPLETE"), ("3", "COMPLETE")]
+    assert [row["optimizer"] for row in rows] == [trial.params["optimizer"] for trial in stored]
     assert "4 trials; 3 complete." in (second / "study.md").read_text()
 
 
