@@ -96,3 +96,4 @@ def test_docs_show_the_commands_this_test_runs():
     for node_rank in (0, 1):
         assert TWO_NODES.format(node_rank=node_rank) in page.replace("\\\n  ", "")
     assert ONE_NODE in page and " ".join(SHORT) in page
+

@@ -27,7 +27,7 @@ SHORT = ["trainer=cpu", "debug=limit", "trainer.max_epochs=1", "data.batch_size=
 
 
 def arguments(command: str, mnist_dir, log_dir) -> list[str]:
-    return [*shlex.split(command)[2:], *SHORT, f"data.data_dir={mnist_dir}", f"paths.log_dir={log_dir}"]
+    return [*shlex.split(command)[1:], *SHORT, f"data.data_dir={mnist_dir}", f"paths.log_dir={log_dir}"]
 
 
 def trials(storage: str, study_name: str):
