@@ -20,7 +20,7 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_op
 
 # docs/scale.md, verbatim apart from SHORT, the data and log folders and <first sweep dir>
 SEARCH = "python train.py hparams_search=mnist_optuna hydra.sweeper.n_trials=2"
-WORKER = "python train.py hparams_search=mnist_optuna hydra.sweeper.n_trials=2 'hydra.sweeper.storage=sqlite:///${paths.log_dir}/optuna.db' hydra.sweeper.study_name=mnist_shared"
+WORKER = "python train.py hparams_search=mnist_optuna hydra.sweeper.n_trials=2 'hydra.sweeper.storage=sqlite:///${paths.log_dir}/optuna.db' hydra.sweeper.study_name=mnist_shared hydra.sweeper.sampler.seed=null"
 CONTINUE = "python train.py hparams_search=mnist_optuna hydra.sweeper.n_trials=2 hydra.sweeper.storage=sqlite:///<first sweep dir>/optuna.db"
 # the shortening overrides (listed in docs/scale.md)
 SHORT = ["trainer=cpu", "debug=limit", "trainer.max_epochs=1", "data.batch_size=32", "data.val_size=100", "test=false", "data.download=false", "callbacks.progress_bar.refresh_rate=0"]
