@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -18,9 +19,10 @@ from tests.csv_rows import read_rows
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None, reason="hydra-optuna-sweeper is not installed (pip install -e '.[optuna]')")
 
-# docs/scale.md, verbatim apart from SHORT, the data and log folders and <first sweep dir>
+# docs/scale.md, verbatim apart from SHORT, the data and log folders (`logs/` in CREATE_STUDY) and <first sweep dir>
 SEARCH = "python train.py hparams_search=mnist_optuna hydra.sweeper.n_trials=2"
 WORKER = "python train.py hparams_search=mnist_optuna hydra.sweeper.n_trials=2 'hydra.sweeper.storage=sqlite:///${paths.log_dir}/optuna.db' hydra.sweeper.study_name=mnist_shared hydra.sweeper.sampler.seed=null"
+CREATE_STUDY = "optuna create-study --storage sqlite:///logs/optuna.db --study-name mnist_shared --direction maximize --skip-if-exists"
 CONTINUE = "python train.py hparams_search=mnist_optuna hydra.sweeper.n_trials=2 hydra.sweeper.storage=sqlite:///<first sweep dir>/optuna.db"
 # the shortening overrides (listed in docs/scale.md)
 SHORT = ["trainer=cpu", "debug=limit", "trainer.max_epochs=1", "data.batch_size=32", "data.val_size=100", "test=false", "data.download=false", "callbacks.progress_bar.refresh_rate=0"]
@@ -34,6 +36,10 @@ def trials(storage: str, study_name: str):
     import optuna
 
     return optuna.load_study(study_name=study_name, storage=storage).trials
+
+
+def read_status(job_dir):
+    return json.loads((job_dir / "status.json").read_text())
 
 
 def sweep_dirs(log_dir):
@@ -53,10 +59,10 @@ def wait_for(condition, process: subprocess.Popen, timeout_s: float = 300) -> No
 
 
 def test_two_workers_share_one_study(mnist_dir, tmp_path):
-    workers = [start(WORKER, mnist_dir, tmp_path)]
-    # the second once the first has made the study (two processes creating one SQLite schema at once can collide)
-    wait_for(lambda: any((sweep / "0" / "status.json").is_file() for sweep in sweep_dirs_or_none(tmp_path)), workers[0])
-    workers.append(start(WORKER, mnist_dir, tmp_path))
+    # the study made first (two processes creating one SQLite schema at the same moment can collide), then both workers at once
+    create = shlex.split(CREATE_STUDY.replace("sqlite:///logs/", f"sqlite:///{tmp_path}/"))
+    subprocess.run([str(Path(sys.executable).parent / create[0]), *create[1:]], cwd=REPO, check=True, capture_output=True)  # this environment's optuna
+    workers = [start(WORKER, mnist_dir, tmp_path) for _ in range(2)]
     outputs = [worker.communicate(timeout=600)[0] for worker in workers]
     for worker, output in zip(workers, outputs):
         assert worker.returncode == 0, output[-5000:]
@@ -64,6 +70,8 @@ def test_two_workers_share_one_study(mnist_dir, tmp_path):
     assert sorted(trial.number for trial in stored) == [0, 1, 2, 3] and all(trial.state.name == "COMPLETE" for trial in stored)
     assert len({tuple(sorted(trial.params.items())) for trial in stored}) == 4  # four different trials, not each worker's pair twice
     first, second = sweep_dirs(tmp_path)
+    spans = [[(status["started"], status["started"] + status["wall_s"]) for status in map(read_status, (sweep / "0", sweep / "1"))] for sweep in (first, second)]
+    assert any(begin < end_other and begin_other < end for begin, end in spans[0] for begin_other, end_other in spans[1])  # trials ran at the same time
     # each worker's study.md, written at its end, lists every trial the study held then; the later one all four
     listed = [len(read_rows(sweep / "study.csv")) for sweep in (first, second)]
     assert max(listed) == 4 and min(listed) >= 2
@@ -101,4 +109,4 @@ def sweep_dirs_or_none(log_dir):
 
 def test_docs_show_the_commands_these_tests_run():
     page = (REPO / "docs" / "scale.md").read_text()
-    assert all(command in page for command in (SEARCH, WORKER, CONTINUE)) and " ".join(SHORT) in page
+    assert all(command in page for command in (SEARCH, CREATE_STUDY, WORKER, CONTINUE)) and " ".join(SHORT) in page
