@@ -23,7 +23,7 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_op
 SEARCH = "python train.py hparams_search=mnist_optuna hydra.sweeper.n_trials=2"
 WORKER = "python train.py hparams_search=mnist_optuna hydra.sweeper.n_trials=2 'hydra.sweeper.storage=sqlite:///${paths.log_dir}/optuna.db' hydra.sweeper.study_name=mnist_shared hydra.sweeper.sampler.seed=null"
 CREATE_STUDY = "optuna create-study --storage sqlite:///logs/optuna.db --study-name mnist_shared --direction maximize --skip-if-exists"
-CONTINUE = "python train.py hparams_search=mnist_optuna hydra.sweeper.n_trials=2 hydra.sweeper.storage=sqlite:///<first sweep dir>/optuna.db"
+CONTINUE = "python train.py hparams_search=mnist_optuna hydra.sweeper.n_trials=2 hydra.sweeper.storage=sqlite:///<first sweep dir>/optuna.db hydra.sweeper.sampler.seed=null"
 # the shortening overrides (listed in docs/scale.md)
 SHORT = ["trainer=cpu", "debug=limit", "trainer.max_epochs=1", "data.batch_size=32", "data.val_size=100", "test=false", "data.download=false", "callbacks.progress_bar.refresh_rate=0"]
 
@@ -94,6 +94,7 @@ def test_an_interrupted_search_continues_from_its_database(mnist_dir, tmp_path):
     stored = trials(storage, "mnist_optuna")
     assert [trial.number for trial in stored] == [0, 1, 2, 3]
     assert [trial.state.name for trial in stored] == ["COMPLETE", "RUNNING", "COMPLETE", "COMPLETE"]
+    assert len({tuple(sorted(trial.params.items())) for trial in stored}) == 4  # new parameters, not the first search's drawn again
     (second,) = [sweep for sweep in sweep_dirs(tmp_path) if sweep != first]
     # the continued search ran trials 2 and 3 in its own sweep directory; its study.md lists all four
     assert [float(row["best_val_top1"]) for row in read_rows(second / "summary.csv")] == pytest.approx([stored[2].value, stored[3].value])
