@@ -50,6 +50,18 @@ def best_score(checkpoint_callback: ModelCheckpoint) -> float:
     return checkpoint_callback.best_model_score.item()
 
 
+def log_global_batch(cfg: DictConfig, trainer: L.Trainer) -> None:
+    """The samples behind one optimizer step, and the learning rate, which is used as given: not scaled with the process count."""
+    per_node = f" ({trainer.num_devices} per node x {trainer.num_nodes} nodes)" if trainer.num_nodes > 1 else ""
+    processes = trainer.world_size
+    log.info(f"Batch: {cfg.data.batch_size} per process x {processes} processes{per_node} = {cfg.data.batch_size * processes} samples per optimizer step")
+    if processes > 1:
+        log.info(
+            f"Learning rate: optimizer.lr={cfg.optimizer.lr} as given, not scaled with the {processes} processes (for the same training as "
+            f"1 process keep the global batch; with data.batch_size per process kept, the linear rule gives optimizer.lr={cfg.optimizer.lr * processes:g})"
+        )
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then test the best checkpoint; returns the final metrics."""
     check_config(cfg)
@@ -64,7 +76,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # always there, whatever the callbacks group says: what makes checkpoints complete and resumes exact
     always = [StoreRunConfig(to_plain(cfg)), ExactResume(), ContinueLogs()]
     trainer = build_trainer(cfg, build_callbacks(cfg) + always, loggers)
-    log.info(f"Batch: {cfg.data.batch_size} per process x {trainer.world_size} processes = {cfg.data.batch_size * trainer.world_size} samples per optimizer step")
+    log_global_batch(cfg, trainer)
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     metrics = {name: value.item() for name, value in trainer.callback_metrics.items()}

@@ -23,6 +23,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from core.errors import UserError, exit_on_user_error
+from core.launcher_env import launcher_run_name, on_rank_zero, rank_suffix
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +58,14 @@ _created_run_dirs: set[Path] = set()
 def resolve_run_dir(resume: bool, runs_root: str, new_run_name: str, _root_: DictConfig) -> str:
     """hydra.run.dir: a new `<runs_root>/<new_run_name>`, or with resume=true the latest run of this experiment.
 
+    Started by torchrun or SLURM, the new run is named after the launcher's job id instead of the time
+    (core/launcher_env.py): every process of the job, on every node, then picks the same directory.
     Remembered per arguments: Hydra resolves the key more than once, the answer must not change.
     """
     key = (bool(resume), runs_root, new_run_name)
     if key not in _chosen_run_dirs:
         run = latest_run_of(_root_, Path(runs_root)) if resume else None
-        chosen = str(run) if run is not None else f"{runs_root}/{new_run_name}"
+        chosen = str(run) if run is not None else f"{runs_root}/{launcher_run_name() or new_run_name}"
         with exit_on_user_error():  # here, before Hydra creates it and reports a failure with a traceback
             if not Path(chosen).exists():
                 _created_run_dirs.add(Path(chosen).resolve())
@@ -95,5 +98,7 @@ def discarded_if_nothing_was_trained(run_dir: str) -> Iterator[None]:
 
 
 def register_resolvers() -> None:
-    if not OmegaConf.has_resolver("run_dir"):
-        OmegaConf.register_new_resolver("run_dir", resolve_run_dir)
+    """The resolvers conf/hydra/default.yaml uses: ${run_dir:...}, ${on_rank_zero:...}, ${rank_suffix:}."""
+    for name, resolver in (("run_dir", resolve_run_dir), ("on_rank_zero", on_rank_zero), ("rank_suffix", rank_suffix)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)

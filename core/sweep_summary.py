@@ -11,9 +11,12 @@ with a failed job ends with that job's exception, before `on_multirun_end`), and
 `python sweep_summary.py SWEEP_DIR` on a finished or interrupted sweep.
 """
 
+import contextlib
 import csv
 import logging
 import math
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +119,7 @@ def write_summary(sweep_dir: Path, ended: dict[Path, dict[str, Any]] | None = No
     rows, override_columns = summarize(sweep_dir, ended)
     csv_path, markdown_path = sweep_dir / f"{SUMMARY_NAME}.csv", sweep_dir / f"{SUMMARY_NAME}.md"
     columns = ["job", "status", *override_columns, *METRIC_COLUMNS, "reason"]
-    with csv_path.open("w", newline="") as file:
+    with _replacing(csv_path) as partial, partial.open("w", newline="") as file:
         writer = csv.DictWriter(file, columns)
         writer.writeheader()
         writer.writerows({name: _csv_value(row.get(name, "")) for name in columns} for row in rows)
@@ -129,8 +132,18 @@ def write_summary(sweep_dir: Path, ended: dict[Path, dict[str, Any]] | None = No
     lines += ["", "| " + " | ".join(markdown_columns) + " |", "|" + " --- |" * len(markdown_columns)]
     lines += ["| " + " | ".join(_markdown_cell(_format(row.get(name, ""))) for name in markdown_columns) + " |" for row in rows]
     markdown = "\n".join(lines) + "\n"
-    markdown_path.write_text(markdown)
+    with _replacing(markdown_path) as partial:
+        partial.write_text(markdown)
     return markdown_path, csv_path, markdown
+
+
+@contextlib.contextmanager
+def _replacing(path: Path) -> Iterator[Path]:
+    """A file of this process to write, renamed onto `path` at the end: jobs running at once (joblib, submitit)
+    each rewrite the summary, and a reader never sees half of one."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    yield partial
+    os.replace(partial, path)
 
 
 def _format(value: Any) -> Any:
