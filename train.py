@@ -6,6 +6,7 @@ run of the same experiment in its own directory (core/run_dir.py).
 """
 
 import logging
+import math
 from pathlib import Path
 
 import hydra
@@ -80,6 +81,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 def main(cfg: DictConfig) -> float | None:
     with exit_on_user_error():
         return train(cfg).get("best_val_top1")
+    return math.nan  # only a multirun's failed job gets here (core/errors.py): a result that a sweeper (Optuna) counts as failed
 
 
 if __name__ == "__main__":
