@@ -119,27 +119,43 @@ class ContinueLogs(Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._epoch_end_row = state_dict.get("epoch_end_row")
 
-    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # here, not only in on_train_start, which Lightning skips when the checkpoint ends the training (killed after the last epoch)
+        self._complete_logs(trainer)
+
+    def _complete_logs(self, trainer: Trainer) -> None:
+        """The epoch-end row of the checkpoint, to each logger of its own run directory that lacks it."""
         row, self._epoch_end_row = self._epoch_end_row, None
-        if trainer.ckpt_path is None or not trainer.is_global_zero:
+        if row is None or trainer.ckpt_path is None or not trainer.is_global_zero:
             return
         # the checkpoint's own run directory (resume=true): its logs are completed; a new directory starts after the checkpoint
         checkpoint_run_dir = Path(trainer.ckpt_path).resolve().parent.parent
         for logger in trainer.loggers:
-            # Lightning logs the steps of the next batches from global_step on; older points stay
+            if not _inside(logger.log_dir, checkpoint_run_dir):
+                continue
             if isinstance(logger, TensorBoardLogger):
-                if row is not None and _inside(logger.log_dir, checkpoint_run_dir):
-                    steps = _tensorboard_steps(Path(logger.log_dir), list(row["metrics"]))
-                    if any(row["step"] not in logged for logged in steps.values()):
-                        self._write_row(logger, row)
+                steps = _tensorboard_steps(Path(logger.log_dir), list(row["metrics"]))
+                missing = any(row["step"] not in logged for logged in steps.values())
+            elif isinstance(logger, CSVLogger):
+                metrics_file = Path(logger.experiment.metrics_file_path)
+                missing = metrics_file.is_file() and not _csv_has_row(metrics_file, row["step"], row["metrics"])
+            else:
+                missing = False
+            if missing:
+                self._write_row(logger, row)
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._complete_logs(trainer)  # strategies that restore the callbacks after on_fit_start (restore_checkpoint_after_setup)
+        if trainer.ckpt_path is None or not trainer.is_global_zero:
+            return
+        # Lightning logs the steps of the next batches from global_step on; older points stay
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
                 restart = Event(step=trainer.global_step, session_log=SessionLog(status=SessionLog.START))
                 logger.experiment.file_writer.add_event(restart)
                 logger.experiment.flush()
             elif isinstance(logger, CSVLogger) and Path(logger.experiment.metrics_file_path).is_file():
-                metrics_file = Path(logger.experiment.metrics_file_path)
-                _drop_rows_from(metrics_file, trainer.global_step)
-                if row is not None and _inside(logger.log_dir, checkpoint_run_dir) and not _csv_has_row(metrics_file, row["step"], row["metrics"]):
-                    self._write_row(logger, row)
+                _drop_rows_from(Path(logger.experiment.metrics_file_path), trainer.global_step)
 
     @staticmethod
     def _write_row(logger: Logger, row: dict[str, Any]) -> None:

@@ -21,6 +21,17 @@ class FailAtEpoch(Callback):
             raise UserError(f"Stopped on purpose at the start of epoch {self.epoch}.")
 
 
+class RaiseAtEpoch(Callback):
+    """A bug, not a user's mistake: a TypeError without a message at the start of a chosen epoch."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.current_epoch == self.epoch:
+            raise TypeError
+
+
 class KillAt(Checkpoint):
     """SIGKILLs its own process at a chosen moment, as a power cut or the OOM killer would (tests add it with
     +callbacks.kill=...). `epoch_end`: right after the epoch's last.ckpt is written, before Lightning logs the
