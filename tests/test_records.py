@@ -50,7 +50,8 @@ def straight(tmp_path_factory) -> dict[str, list[tuple[int, int, float]]]:
     return epoch_rows(the_run(logs))
 
 
-@pytest.mark.parametrize("moment, epoch", [("epoch_end", 0), ("epoch_end", EPOCHS - 1), ("test_start", 0)])
+# after the last epoch (the resumed run only tests) and in the test phase: the slow suite
+@pytest.mark.parametrize("moment, epoch", [("epoch_end", 0), pytest.param("epoch_end", EPOCHS - 1, marks=pytest.mark.slow), pytest.param("test_start", 0, marks=pytest.mark.slow)])
 def test_a_kill_after_last_ckpt_or_in_the_test_phase_loses_no_row(straight, tmp_path, moment, epoch):
     logs = tmp_path / "logs"
     overrides = [
