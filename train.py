@@ -6,6 +6,7 @@ run of the same experiment in its own directory (core/run_dir.py).
 """
 
 import logging
+import math
 from pathlib import Path
 
 import hydra
@@ -100,6 +101,7 @@ def main(cfg: DictConfig) -> float | None:
     quiet_library_notices()
     with exit_on_user_error(), discarded_if_nothing_was_trained(cfg.paths.output_dir):
         return train(cfg).get("best_val_top1")
+    return math.nan  # only a multirun's failed job gets here (core/errors.py): a result that a sweeper (Optuna) counts as failed
 
 
 if __name__ == "__main__":

@@ -1,7 +1,11 @@
 """Logs that continue across a resume: no epoch missing, none twice.
 
-- Every checkpoint is preceded by a flush of the loggers, and so is every epoch start (Lightning logs an
-  epoch's train/* means after its checkpoint): a kill loses no point that the checkpoint does not redo.
+- Lightning writes each logging call to disk at once (it saves the loggers after every log_metrics), and
+  every checkpoint is preceded by a flush of the loggers too. One record still follows the checkpoint
+  that marks an epoch done: the epoch's train/* means, which Lightning logs after every callback's
+  on_train_epoch_end, where last.ckpt is written. A kill between the two would lose them for good (the
+  resumed run starts at the next epoch), so they go into that checkpoint (this callback's state) and a
+  resumed run writes them to each logger that lacks them.
 - A resumed run tells TensorBoard that the session restarted at the checkpoint's step (the SessionLog
   START event that SummaryWriter(purge_step=...) writes): TensorBoard then drops the points that the
   interrupted session logged after that checkpoint, which the resumed run logs again. From a CSV file
@@ -10,37 +14,51 @@
 
 import csv
 import io
+import warnings
 from pathlib import Path
 from typing import Any
 
 from lightning import Callback, LightningModule, Trainer
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from tensorboard.compat.proto.event_pb2 import Event, SessionLog
 
 from core.checkpoint_io import atomic_write_bytes
 
-
-class _AppendingWriter(ExperimentWriter):
-    """Keeps an existing metrics.csv and its columns (Lightning's writer deletes it)."""
-
-    def _check_log_dir_exists(self) -> None:
-        if self._fs.isfile(self.metrics_file_path):
-            with self._fs.open(self.metrics_file_path, "r", newline="") as file:
-                self.metrics_keys = list(csv.DictReader(file).fieldnames or [])
+# the epoch means the module logs at an epoch's end (lightning_modules/classifier.py), after last.ckpt is written;
+# the learning rate (LearningRateMonitor, also in callback_metrics) is logged at its own steps, before
+EPOCH_END_PREFIX = "train/"
+LEARNING_RATE = "train/lr"
 
 
 class ContinuingCSVLogger(CSVLogger):
-    """CSVLogger whose metrics.csv goes on across a resume instead of starting over."""
+    """CSVLogger whose metrics.csv goes on across a resume instead of starting over.
+
+    Lightning's writer deletes an existing metrics.csv when it is created and offers no option to keep it:
+    the file's content is put back right after, and the writer told its columns (its public `metrics_keys`),
+    so that it appends below the earlier rows.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._writer_created = False
 
     @property
     @rank_zero_experiment
     def experiment(self) -> ExperimentWriter:
-        if self._experiment is None:
-            self._fs.makedirs(self.root_dir, exist_ok=True)
-            self._experiment = _AppendingWriter(log_dir=self.log_dir)
-        return self._experiment
+        if self._writer_created:
+            return super().experiment
+        metrics_file = Path(self.log_dir) / ExperimentWriter.NAME_METRICS_FILE
+        earlier = metrics_file.read_bytes() if metrics_file.is_file() else None
+        with warnings.catch_warnings():  # its warning that earlier files "will be deleted": this logger keeps them
+            warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
+            writer = super().experiment
+        self._writer_created = True
+        if earlier is not None:
+            atomic_write_bytes(earlier, metrics_file)
+            writer.metrics_keys = list(csv.DictReader(io.StringIO(earlier.decode())).fieldnames or [])
+        return writer
 
 
 def _drop_rows_from(metrics_file: Path, step: int) -> None:
@@ -55,8 +73,79 @@ def _drop_rows_from(metrics_file: Path, step: int) -> None:
     atomic_write_bytes(text.getvalue().encode(), metrics_file)
 
 
+def _csv_has_row(metrics_file: Path, step: int, metrics: dict[str, float]) -> bool:
+    with metrics_file.open(newline="") as file:
+        rows = list(csv.DictReader(file))
+    return any(row.get("step") not in (None, "") and int(float(row["step"])) == step and all(row.get(key) for key in metrics) for row in rows)
+
+
+def _tensorboard_steps(log_dir: Path, tags: list[str]) -> dict[str, set[int]]:
+    """tag -> the steps TensorBoard shows for it in log_dir."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # slow import: only on resume
+
+    accumulator = EventAccumulator(str(log_dir), size_guidance={"scalars": 0, "images": 1, "tensors": 1, "histograms": 1}, purge_orphaned_data=True).Reload()
+    scalar_tags = set(accumulator.Tags()["scalars"])
+    return {tag: {event.step for event in accumulator.Scalars(tag)} if tag in scalar_tags else set() for tag in tags}
+
+
+def _inside(folder: str, run_dir: Path) -> bool:
+    return Path(folder).resolve().is_relative_to(run_dir)
+
+
 class ContinueLogs(Callback):
+    def __init__(self) -> None:
+        self._trainer: Trainer | None = None
+        self._at_epoch_end = False
+        self._epoch_end_row: dict[str, Any] | None = None  # from the checkpoint being resumed
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self._trainer = trainer
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._at_epoch_end = True  # the checkpoints written from here to the next epoch mark this epoch done
+
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
+        self._at_epoch_end = False
+
+    def state_dict(self) -> dict[str, Any]:
+        """The epoch's train/* means when the checkpoint is written at its end (Lightning logs them after it)."""
+        trainer = self._trainer
+        if trainer is None or not self._at_epoch_end:
+            return {"epoch_end_row": None}
+        metrics = {name: float(value) for name, value in trainer.callback_metrics.items() if name.startswith(EPOCH_END_PREFIX) and name != LEARNING_RATE}
+        # Lightning logs an epoch's means at the step of its last batch, one below the global step the epoch ended at
+        return {"epoch_end_row": {"epoch": trainer.current_epoch, "step": trainer.global_step - 1, "metrics": metrics} if metrics else None}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._epoch_end_row = state_dict.get("epoch_end_row")
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # here, not only in on_train_start, which Lightning skips when the checkpoint ends the training (killed after the last epoch)
+        self._complete_logs(trainer)
+
+    def _complete_logs(self, trainer: Trainer) -> None:
+        """The epoch-end row of the checkpoint, to each logger of its own run directory that lacks it."""
+        row, self._epoch_end_row = self._epoch_end_row, None
+        if row is None or trainer.ckpt_path is None or not trainer.is_global_zero:
+            return
+        # the checkpoint's own run directory (resume=true): its logs are completed; a new directory starts after the checkpoint
+        checkpoint_run_dir = Path(trainer.ckpt_path).resolve().parent.parent
+        for logger in trainer.loggers:
+            if not _inside(logger.log_dir, checkpoint_run_dir):
+                continue
+            if isinstance(logger, TensorBoardLogger):
+                steps = _tensorboard_steps(Path(logger.log_dir), list(row["metrics"]))
+                missing = any(row["step"] not in logged for logged in steps.values())
+            elif isinstance(logger, CSVLogger):
+                metrics_file = Path(logger.experiment.metrics_file_path)
+                missing = metrics_file.is_file() and not _csv_has_row(metrics_file, row["step"], row["metrics"])
+            else:
+                missing = False
+            if missing:
+                self._write_row(logger, row)
+
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._complete_logs(trainer)  # strategies that restore the callbacks after on_fit_start (restore_checkpoint_after_setup)
         if trainer.ckpt_path is None or not trainer.is_global_zero:
             return
         # Lightning logs the steps of the next batches from global_step on; older points stay
@@ -67,6 +156,11 @@ class ContinueLogs(Callback):
                 logger.experiment.flush()
             elif isinstance(logger, CSVLogger) and Path(logger.experiment.metrics_file_path).is_file():
                 _drop_rows_from(Path(logger.experiment.metrics_file_path), trainer.global_step)
+
+    @staticmethod
+    def _write_row(logger: Logger, row: dict[str, Any]) -> None:
+        logger.log_metrics({**row["metrics"], "epoch": row["epoch"]}, step=row["step"])
+        logger.save()
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._flush(trainer)

@@ -11,6 +11,7 @@ power cut) sees the previous complete file or the new complete file, never a par
 import errno
 import logging
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -18,8 +19,6 @@ from collections.abc import Callable
 from typing import Any, BinaryIO
 
 import torch
-from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
-from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from core.errors import UserError
@@ -27,6 +26,10 @@ from core.errors import UserError
 log = logging.getLogger(__name__)
 
 TEMPORARY_SUFFIX = ".tmp"
+# tempfile.mkstemp's names: the prefix, 8 random characters of its alphabet, the suffix
+_TEMPORARY_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}" + re.escape(TEMPORARY_SUFFIX) + "$")
+
+PathLike = str | os.PathLike
 
 
 def temporary_files_of(path: Path) -> list[Path]:
@@ -34,16 +37,34 @@ def temporary_files_of(path: Path) -> list[Path]:
     return sorted(path.parent.glob(f".{path.name}.*{TEMPORARY_SUFFIX}"))
 
 
-def atomic_torch_save(obj: Any, path: _PATH) -> None:
+def remove_interrupted_writes(folder: Path) -> list[Path]:
+    """Deletes the temporary files that writes killed before their rename left anywhere below `folder`; returns them.
+
+    Only while no other process writes there (core/run_lock.py): a live write's temporary file looks the same.
+    """
+    stale = [path for path in Path(folder).rglob(f".*{TEMPORARY_SUFFIX}") if path.is_file() and _TEMPORARY_NAME.match(path.name)]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    if stale:
+        log.info(f"Removed {len(stale)} temporary file(s) of writes that were interrupted: {', '.join(str(path) for path in stale)}")
+    return stale
+
+
+def _is_url(path: PathLike) -> bool:
+    """A URL (s3://, gs://, file://, ...), which Lightning writes through fsspec; a plain path is written here."""
+    return "://" in str(path)
+
+
+def atomic_torch_save(obj: Any, path: PathLike) -> None:
     """torch.save(obj, path) such that `path` is at every moment either its old complete content or the new one."""
     _atomic_write(path, lambda file: torch.save(obj, file))
 
 
-def atomic_write_bytes(data: bytes, path: _PATH) -> None:
+def atomic_write_bytes(data: bytes, path: PathLike) -> None:
     _atomic_write(path, lambda file: file.write(data))
 
 
-def _atomic_write(path: _PATH, write: Callable[[BinaryIO], Any]) -> None:
+def _atomic_write(path: PathLike, write: Callable[[BinaryIO], Any]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in temporary_files_of(path):  # a save that was killed half-way; its target is still the older whole file
@@ -79,8 +100,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     checkpoint of that name is left as it was.
     """
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None) -> None:
-        if storage_options is not None or not _is_local_file_protocol(path):
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: PathLike, storage_options: Any | None = None) -> None:
+        if storage_options is not None or _is_url(path):
             return super().save_checkpoint(checkpoint, path, storage_options)
         try:
             atomic_torch_save(checkpoint, path)

@@ -37,8 +37,12 @@ def _in_multirun() -> bool:
 def exit_on_user_error():
     """Turn a UserError into its message and exit code 2, and a stop on a signal into its message and 128 + the signal's number.
 
-    In a multirun a UserError is re-raised instead, so that Hydra marks this job as failed and the
-    other jobs of the sweep still run; a signal ends the whole sweep.
+    In a multirun the job's failure (a UserError, or any other exception) is recorded instead, as the one
+    sentence a single run would end with (core/job_status.py writes it to status.json), and not raised:
+    Hydra's sweepers re-raise a failed job's exception after the whole sweep, which would end it with a
+    traceback before its summary; the sweep ends with a line that counts the failed jobs instead
+    (core/sweep_summary.py). The task function then returns whatever follows its `with` block. A signal
+    ends the whole sweep.
     """
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -51,8 +55,19 @@ def exit_on_user_error():
         print("stopped: SIGTERM before training started; nothing was trained, so nothing needed saving.", file=sys.stderr)
         raise SystemExit(128 + signal.SIGTERM) from None
     except UserError as error:
-        if _in_multirun():
-            log.error(str(error))
+        if not _in_multirun():
+            print(f"error: {error}", file=sys.stderr)
+            raise SystemExit(USER_ERROR_EXIT_CODE) from None
+        _record_job_failure(error)
+        log.error(str(error))
+    except Exception as error:
+        if not _in_multirun():
             raise
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(USER_ERROR_EXIT_CODE) from None
+        _record_job_failure(error)
+        log.error(f"This job failed: {error.__class__.__name__}: {error}", exc_info=error)  # a bug: its traceback, as a single run shows it
+
+
+def _record_job_failure(error: BaseException) -> None:
+    from core.job_status import record_job_failure
+
+    record_job_failure(error)

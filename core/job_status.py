@@ -1,10 +1,13 @@
 """`<job dir>/status.json`: how each job of a multirun ended, so that a sweep summary can say why a job failed.
 
-Hydra's BasicLauncher runs every job of a sweep even when one raises: `run_job` catches the exception
-and stores it in the job's JobReturn (status FAILED, `return_value` the exception); only after the
-whole batch has run does the sweeper re-raise the first failure, so the multirun exits non-zero and
-`on_multirun_end` callbacks are not called. `on_job_end`, in contrast, runs for every job, failed or
-not: this callback writes the job's outcome there. A job killed outright (SIGKILL, out of memory) or
+A job's failure is recorded from inside the task function (core/errors.py exit_on_user_error calls
+`record_job_failure` with the exception, whose one sentence is the one a single run of that job would
+end with), and the task function returns normally: Hydra's sweepers re-raise a failed job's exception
+after the whole batch, which would end the multirun with a traceback and skip `on_multirun_end`, where
+the sweep's closing line is printed (core/sweep_summary.py). A job that fails outside the task function
+(Hydra's JobReturn status FAILED) is recorded from its exception, read through the public
+`JobReturn.return_value`, which raises it. `on_job_end` runs for every job: this callback writes the
+job's outcome there. A job killed outright (SIGKILL, out of memory) or
 stopped by a signal (which ends the whole sweep, see core/errors.py) never reaches `on_job_end` and
 keeps the `running` status written at its start, which the summary reports as unfinished.
 
@@ -15,6 +18,7 @@ under SLURM every task of a job runs the job function and its callbacks.
 import json
 import os
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +51,25 @@ def read_status(job_dir: Path) -> dict[str, Any] | None:
 
 
 def failure_reason(error: BaseException) -> str:
-    """One line: the message of a UserError (already a sentence), else the exception's type and message."""
+    """One line: the message of a UserError (already a sentence), else the last line of the traceback a single
+    run would show (the exception's type and message), with where it was raised when the message is empty."""
     message = " ".join(str(error).split())
-    return message if isinstance(error, UserError) else f"{error.__class__.__name__}: {message}"
+    if isinstance(error, UserError) and message:
+        return message
+    if message:
+        return f"{error.__class__.__name__}: {message}"
+    frames = traceback.extract_tb(error.__traceback__)
+    where = f" in {frames[-1].name} ({frames[-1].filename}, line {frames[-1].lineno})" if frames else ""
+    return f"{error.__class__.__name__} (without a message) raised{where}; the job's train.log has the traceback."
+
+
+_job_failure: str | None = None
+
+
+def record_job_failure(error: BaseException) -> None:
+    """The failure of the job running in this process, for its status.json (written when the job ends)."""
+    global _job_failure
+    _job_failure = failure_reason(error)
 
 
 class RecordJobStatus(Callback):
@@ -63,11 +83,19 @@ class RecordJobStatus(Callback):
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if not _records(config):
             return
+        global _job_failure
+        failure, _job_failure = _job_failure, None
         status: dict[str, Any] = {"started": self._started, "wall_s": time.time() - self._started}
-        if job_return.status == JobStatus.COMPLETED:
+        if failure is not None:
+            status.update(status=FAILED, reason=failure)
+        elif job_return.status == JobStatus.FAILED:
+            status.update(status=FAILED, reason="the job failed without an exception to say why")
+            try:
+                job_return.return_value  # raises the job's exception: Hydra's public way to read it
+            except Exception as error:
+                status.update(status=FAILED, reason=failure_reason(error))
+        else:
             status.update(status=COMPLETED, result=_plain(job_return.return_value))
-        else:  # reading return_value of a failed job would raise its exception again
-            status.update(status=FAILED, reason=failure_reason(job_return._return_value))
         write_status(Path(config.hydra.runtime.output_dir), status)
 
 

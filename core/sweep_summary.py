@@ -6,9 +6,11 @@ directory: best val top-1 and the val top-5 of that same epoch, the final val lo
 events), epochs trained and training samples/s (timing.csv), and wall time (status.json). A job that
 failed still shows whatever it logged before failing.
 
-Written after every job of a multirun and at its end (`WriteSweepSummary`, a Hydra callback: a sweep
-with a failed job ends with that job's exception, before `on_multirun_end`), and by
-`python sweep_summary.py SWEEP_DIR` on a finished or interrupted sweep.
+Written after every job of a multirun and at its end (`WriteSweepSummary`, a Hydra callback), and by
+`python sweep_summary.py SWEEP_DIR` on a finished or interrupted sweep. A multirun with failed jobs ends
+with the line `N of M jobs failed, reasons in <sweep dir>/summary.md` and exit code 2, printed and raised
+here in `on_multirun_end`: failed jobs return normally from the task function (core/errors.py), so that
+Hydra's sweeper does not end the sweep with the first failure's traceback instead.
 """
 
 import contextlib
@@ -16,6 +18,7 @@ import csv
 import logging
 import math
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +29,7 @@ from hydra.types import RunMode
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from core.errors import UserError
+from core.errors import USER_ERROR_EXIT_CODE, UserError
 from core.job_status import COMPLETED, FAILED, read_status
 
 log = logging.getLogger(__name__)
@@ -175,6 +178,13 @@ class WriteSweepSummary(Callback):
             write_summary(Path(config.hydra.sweep.dir), self._ended)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if job_dirs(Path(config.hydra.sweep.dir)):
-            markdown_path, csv_path, markdown = write_summary(Path(config.hydra.sweep.dir), self._ended)
-            log.info(f"Sweep summary: {markdown_path} and {csv_path}\n{markdown}")
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if rank_zero_only.rank != 0 or not job_dirs(sweep_dir):
+            return
+        markdown_path, csv_path, markdown = write_summary(sweep_dir, self._ended)
+        log.info(f"Sweep summary: {markdown_path} and {csv_path}\n{markdown}")
+        rows, _ = summarize(sweep_dir, self._ended)
+        failed = sum(row["status"] == FAILED for row in rows)
+        if failed:
+            print(f"{failed} of {len(rows)} jobs failed, reasons in {markdown_path}", file=sys.stderr, flush=True)
+            raise SystemExit(USER_ERROR_EXIT_CODE)

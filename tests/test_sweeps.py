@@ -35,8 +35,10 @@ def sweep(mnist_dir, tmp_path_factory):
 
 def test_every_job_runs_in_its_own_directory_and_a_failure_does_not_stop_the_sweep(sweep):
     result, sweep_dir = sweep
-    # Hydra runs every job, then re-raises the first failure: the sweep exits non-zero
-    assert result.returncode == 1 and NAN_REASON in result.stderr
+    # every job runs; the sweep then ends with a line that counts the failed ones, and exit code 2
+    assert result.returncode == 2 and NAN_REASON in result.stdout  # each failed job logs its sentence
+    assert result.stderr.strip().splitlines()[-1] == f"2 of 4 jobs failed, reasons in {sweep_dir}/summary.md"
+    assert "Traceback" not in result.stderr
     assert sorted(path.name for path in sweep_dir.iterdir() if path.is_dir()) == ["0", "1", "2", "3"]
     for job in ("0", "2"):
         assert (sweep_dir / job / "checkpoints" / "last.ckpt").is_file() and (sweep_dir / job / "timing.csv").is_file()
@@ -50,6 +52,26 @@ def test_status_files_say_how_each_job_ended(sweep):
         assert statuses[job]["reason"].startswith(NAN_REASON)
     for job in "02":  # train.py's return value: the best val top-1, as TensorBoard has it
         assert statuses[job]["result"] == pytest.approx(max(value for _, value in read_scalars(sweep_dir / job / "tensorboard")["val/top1"]))
+
+
+def test_a_failed_jobs_reason_is_the_sentence_of_that_job_run_alone(sweep, mnist_dir, tmp_path):
+    _, sweep_dir = sweep
+    alone = run_entry("train.py", "optimizer=sgd", f"optimizer.lr={DIVERGING_LR}", *ONE_EPOCH, f"data.data_dir={mnist_dir}", f"paths.log_dir={tmp_path}", check=False)
+    assert alone.returncode == 2
+    (sentence,) = [line.removeprefix("error: ") for line in alone.stderr.splitlines() if line.startswith("error: ")]
+    assert json.loads((sweep_dir / "1" / "status.json").read_text())["reason"] == sentence
+
+
+def test_a_job_that_fails_with_an_unexpected_exception_is_counted_with_its_type_message_and_place(mnist_dir, tmp_path):
+    result = run_entry(
+        "train.py", "-m", "optimizer.lr=0.05,0.01", *ONE_EPOCH, f"data.data_dir={mnist_dir}", f"paths.log_dir={tmp_path}",
+        "+callbacks.fail._target_=tests.failing_callback.RaiseAtEpoch", "+callbacks.fail.epoch=0", check=False,
+    )
+    (sweep_dir,) = (tmp_path / "train" / "multiruns").iterdir()
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == f"2 of 2 jobs failed, reasons in {sweep_dir}/summary.md"
+    reason = json.loads((sweep_dir / "0" / "status.json").read_text())["reason"]
+    assert reason.startswith("TypeError (without a message) raised in on_train_epoch_start (") and "failing_callback.py" in reason
+    assert "the job's train.log has the traceback" in reason and "Traceback" in (sweep_dir / "0" / "train.log").read_text()
 
 
 def test_summary_has_one_row_per_job_with_its_overrides_metrics_and_failure_reason(sweep):

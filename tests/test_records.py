@@ -1,0 +1,122 @@
+"""Records that survive kills and a second process, through the real train.py.
+
+- A SIGKILL right after last.ckpt is written (before Lightning logs that epoch's train/* means), or in the
+  test phase: the resumed run (resume=true) ends with every epoch's train and val rows in metrics.csv and
+  TensorBoard, each once, with the values of an uninterrupted run; no temporary file of an interrupted write is left.
+- A second process (resume=true) into a run directory that a live run trains in stops with one sentence
+  naming that process, exit code 2, and changes nothing there; the lock vanishes with the process.
+"""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from core.run_lock import LOCK_FILE, lock_run_directory
+from tests.conftest import REPO, run_entry
+from tests.tensorboard_events import read_scalars_as_shown
+
+EPOCHS = 3
+SMALL = [
+    "trainer=cpu", "data=fake", "data.input_shape=[1,28,28]", "data.num_classes=10", "data.train_size=96", "data.val_size=32",
+    "data.test_size=32", "data.batch_size=8", "model.dropout=0.3", f"trainer.max_epochs={EPOCHS}",
+    "callbacks.progress_bar.refresh_rate=0", "callbacks.periodic_checkpoint.every_n_epochs=1", "trainer.log_every_n_steps=5",
+    "logger=[tensorboard,csv]",
+]
+EPOCH_TAGS = ("train/loss", "train/top1", "train/top5", "val/loss", "val/top1", "val/top5")
+
+
+def epoch_rows(run: Path) -> dict[str, list[tuple[int, int, float]]]:
+    """tag -> [(epoch, step, value)] of the rows of metrics.csv that hold it."""
+    with (run / "csv" / "metrics.csv").open(newline="") as file:
+        rows = list(csv.DictReader(file))
+    return {tag: [(int(float(row["epoch"])), int(row["step"]), float(row[tag])) for row in rows if row.get(tag)] for tag in EPOCH_TAGS}
+
+
+def the_run(logs: Path) -> Path:
+    (run,) = (logs / "train" / "runs").iterdir()
+    return run
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory) -> dict[str, list[tuple[int, int, float]]]:
+    logs = tmp_path_factory.mktemp("straight")
+    run_entry("train.py", *SMALL, f"paths.log_dir={logs}")
+    return epoch_rows(the_run(logs))
+
+
+# after the last epoch (the resumed run only tests) and in the test phase: the slow suite
+@pytest.mark.parametrize("moment, epoch", [("epoch_end", 0), pytest.param("epoch_end", EPOCHS - 1, marks=pytest.mark.slow), pytest.param("test_start", 0, marks=pytest.mark.slow)])
+def test_a_kill_after_last_ckpt_or_in_the_test_phase_loses_no_row(straight, tmp_path, moment, epoch):
+    logs = tmp_path / "logs"
+    overrides = [
+        *SMALL, f"paths.log_dir={logs}", "resume=true", "+callbacks.kill._target_=tests.failing_callback.KillAt",
+        f"+callbacks.kill.moment={moment}", f"+callbacks.kill.epoch={epoch}", f"+callbacks.kill.once={tmp_path / 'killed'}",
+    ]
+    killed = run_entry("train.py", *overrides, check=False)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    run = the_run(logs)
+    # what a write killed before its rename leaves; removed when the run resumes in its directory
+    stale = run / "checkpoints" / ".epoch000.ckpt.k1ll3d_x.tmp"
+    stale.write_bytes(b"half a checkpoint")
+
+    resumed = run_entry("train.py", *overrides)
+    assert the_run(logs) == run and f"Resuming {run}" in resumed.stderr + (run / "train.log").read_text()
+    rows = epoch_rows(run)
+    assert rows == straight, "every epoch's rows once, with the uninterrupted run's values"
+    shown = read_scalars_as_shown(run / "tensorboard")
+    for tag in EPOCH_TAGS:
+        assert [step for step, _ in shown[tag]] == [step for _, step, _ in straight[tag]], tag
+        assert [value for _, value in shown[tag]] == pytest.approx([value for _, _, value in straight[tag]]), tag
+    assert list(logs.rglob("*.tmp")) == []
+
+
+def start(overrides: list[str]) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0"}
+    return subprocess.Popen([sys.executable, "train.py", *overrides], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(path: Path, process: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, f"train.py ended ({process.returncode}) before writing {path}: {process.stderr.read()[-3000:]}"
+        assert time.monotonic() < deadline, f"no {path} after {timeout} s"
+        time.sleep(0.05)
+
+
+def hydra_record(run: Path) -> dict[str, bytes]:
+    """What Hydra writes when a run starts: a second process would have rewritten it (with resume=true)."""
+    return {name: (run / ".hydra" / name).read_bytes() for name in ("config.yaml", "overrides.yaml", "hydra.yaml")}
+
+
+def test_a_second_process_into_a_live_run_directory_is_refused_and_the_lock_dies_with_the_first(tmp_path):
+    logs = tmp_path / "logs"
+    # long enough to be alive when the second process starts: 100 epochs of 12 batches
+    overrides = [*(override for override in SMALL if not override.startswith("trainer.max_epochs=")), "trainer.max_epochs=100", "test=false", f"paths.log_dir={logs}"]
+    first = start(overrides)
+    try:
+        wait_for(logs / "train" / "runs", first)
+        run = the_run(logs)
+        wait_for(run / "checkpoints" / "last.ckpt", first)
+        before, log_before = hydra_record(run), (run / "train.log").read_bytes()
+
+        second = run_entry("train.py", *overrides, "resume=true", check=False)
+        assert second.returncode == 2, second.stderr[-3000:]
+        (line,) = second.stderr.strip().splitlines()
+        assert line.startswith(f"error: Another process (pid {first.pid} on ") and f"is running in {run}:" in line and line.count(". ") == 0
+        assert first.poll() is None, "the first run goes on"
+        assert hydra_record(run) == before and the_run(logs) == run
+        log_after = (run / "train.log").read_bytes()  # the first run's own lines go on, none of the second's
+        assert log_after.startswith(log_before) and b"Resuming" not in log_after
+    finally:
+        first.kill()
+        first.wait()
+
+    # killed: its lock went with it (the file stays, naming the last holder)
+    assert f"pid {first.pid} on " in (run / LOCK_FILE).read_text()
+    os.close(lock_run_directory(run))
