@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from callbacks.continue_logs import ContinueLogs
 from callbacks.exact_resume import ExactResume
 from callbacks.run_config import StoreRunConfig
-from core.build import build_callbacks, build_datamodule, build_finder_trainer, build_loggers, build_module, build_trainer, log_hyperparameters
+from core.build import build_callbacks, build_datamodule, build_finder_trainer, build_loggers, build_module, build_trainer, log_hyperparameters, log_hyperparameters_at_start
 from core.checkpoint import check_resumable, load_checkpoint
 from core.config import to_plain
 from core.errors import UserError, exit_on_user_error
@@ -66,6 +66,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # always there, whatever the callbacks group says: what makes checkpoints complete and resumes exact
     always = [StoreRunConfig(to_plain(cfg)), ExactResume(), ContinueLogs()]
     trainer = build_trainer(cfg, build_callbacks(cfg) + always, loggers)
+    log_hyperparameters_at_start(loggers, cfg, module)
     log.info(f"Batch: {cfg.data.batch_size} per process x {trainer.world_size} processes = {cfg.data.batch_size * trainer.world_size} samples per optimizer step")
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)

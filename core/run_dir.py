@@ -74,6 +74,16 @@ def _create_writable(folder: Path) -> None:
         raise UserError(f"Cannot write the run directory {folder} ({reason}): point paths.log_dir at a folder you can write to.") from error
 
 
+def tensorboard_run_name(mode: object, override_dirname: str) -> str:
+    """The TensorBoard logger's version folder: in a multirun the job's overrides (TensorBoard names a run by its
+    folder, and a job's number alone says nothing), else none (a run's events stay in <run>/tensorboard)."""
+    if not str(mode).endswith("MULTIRUN") or not override_dirname:
+        return ""
+    return override_dirname.replace("/", "_").replace(os.sep, "_")[:200]
+
+
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("run_dir"):
         OmegaConf.register_new_resolver("run_dir", resolve_run_dir)
+    if not OmegaConf.has_resolver("tensorboard_run_name"):
+        OmegaConf.register_new_resolver("tensorboard_run_name", tensorboard_run_name)
