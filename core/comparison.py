@@ -174,8 +174,9 @@ def contact_sheet(comparison: Comparison, selection: dict[str, list[Disagreement
         subfigure.suptitle(f"{title} ({change}): {len(items)} of {totals[change]}, {wrong_one}'s most confident mistakes first", fontsize=10, fontweight="bold")
     both_wrong = len(comparison.disagreements) - sum(totals.values())
     figure.suptitle(
-        f"A = {describe(comparison.a)}, B = {describe(comparison.b)}: {len(comparison.disagreements)} {comparison.a.split} samples judged differently "
-        f"({totals['right->wrong']} right->wrong, {totals['wrong->right']} wrong->right, {both_wrong} wrong in both, not shown); confidence = top-1 probability",
+        f"A = {describe(comparison.a)}, B = {describe(comparison.b)}\n{len(comparison.disagreements)} {comparison.a.split} samples judged differently: "
+        f"{totals['right->wrong']} right->wrong, {totals['wrong->right']} wrong->right, {both_wrong} wrong in both (not shown)\n"
+        "each caption: index, true class, each checkpoint's top-1 prediction and its probability (✓ right, ✗ wrong)",
         fontsize=9,
     )
     return figure
