@@ -4,7 +4,8 @@ A and B are per-sample prediction files (<run dir>/predictions/*.csv, written by
 or checkpoints; a checkpoint is first evaluated on `split` by eval.py's own code, into <this run>/a
 and <this run>/b. Prints both accuracies, the agreement rate, the right->wrong and wrong->right flips
 and the samples judged differently; writes disagreements.csv and contact_sheet.png (the first
-`num_images` disagreeing images, captioned with the true label and both predictions), which is also
+right->wrong and wrong->right flips, up to `num_images` in all, half each, the most confident mistakes
+first, captioned with the true class and both predictions with their confidence), which is also
 logged to TensorBoard. The images come from the dataset rebuilt from the data config that the
 prediction file's JSON sidecar records. `python compare.py A B` is short for `python compare.py a=A b=B`.
 """
@@ -20,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from core.build import build_datamodule, build_loggers
 from core.config import quoted
-from core.comparison import compare_predictions, contact_sheet, report, sample_images, write_disagreements
+from core.comparison import compare_predictions, contact_sheet, report, sample_images, sheet_selection, write_disagreements
 from core.notices import quiet_library_notices
 from core.errors import UserError, exit_on_user_error
 from core.prediction_files import PREDICTION_FILE_SUFFIXES, Predictions, read_predictions
@@ -51,14 +52,18 @@ def compare(cfg: DictConfig) -> None:
     print(report(comparison, cfg.max_listed))
     output_dir = Path(cfg.paths.output_dir)
     write_disagreements(comparison, output_dir / "disagreements.csv")
-    shown = [item.index for item in comparison.disagreements[: cfg.num_images]]
+    selection = sheet_selection(comparison, cfg.num_images)
+    shown = [item.index for items in selection.values() for item in items]
     if not shown:
         return
     datamodule = build_datamodule(OmegaConf.create({"data": comparison.a.meta["data"]}))
     datamodule.setup("validate" if comparison.a.split == "val" else "test")
-    figure = contact_sheet(comparison, sample_images(datamodule, comparison.a.split, shown))
+    images = dict(zip(shown, sample_images(datamodule, comparison.a.split, shown)))
+    figure = contact_sheet(comparison, selection, images)
     figure.savefig(output_dir / "contact_sheet.png", dpi=100)
     print(f"contact sheet of {len(shown)} disagreeing images: {output_dir / 'contact_sheet.png'}")
+    for change, items in selection.items():
+        print(f"  {change}, most confident mistake first: {' '.join(f'#{item.index}' for item in items) or '(none)'}")
     for logger in build_loggers(cfg):
         if isinstance(logger, TensorBoardLogger):
             logger.experiment.add_figure("compare/contact_sheet", figure)

@@ -169,7 +169,7 @@ def write_report(folder: Path, out: Path, targets: Sequence[tuple[str, float]], 
     overfitting = [detect_overfitting(run.series("train/loss"), run.series("val/loss"), patience, min_rise) for run in runs]
     out.mkdir(parents=True, exist_ok=True)
     for metric in METRICS:
-        curves_figure(metric, runs, labels, overfitting).savefig(out / f"{metric}.png", dpi=100)
+        curves_figure(metric, runs, labels, overfitting, targets).savefig(out / f"{metric}.png", dpi=100)
 
     kind = "run" if len(runs) == 1 else f"sweep of {len(runs)} runs"
     lines = [

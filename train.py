@@ -17,12 +17,13 @@ from omegaconf import DictConfig
 from callbacks.continue_logs import ContinueLogs
 from callbacks.exact_resume import ExactResume
 from callbacks.run_config import StoreRunConfig
-from core.build import build_callbacks, build_datamodule, build_loggers, build_module, build_trainer, log_hyperparameters
+from core.build import build_callbacks, build_datamodule, build_finder_trainer, build_loggers, build_module, build_trainer, log_hyperparameters, log_hyperparameters_at_start
 from core.checkpoint import check_resumable, load_checkpoint
 from core.config import to_plain
 from core.config_check import check_config
 from core.notices import quiet_library_notices
 from core.errors import UserError, exit_on_user_error
+from core.lr_finding import check_lr_find, find_lr
 from core.run_dir import LAST_CHECKPOINT, discarded_if_nothing_was_trained, register_resolvers
 
 log = logging.getLogger(__name__)
@@ -73,11 +74,16 @@ def train(cfg: DictConfig) -> dict[str, float]:
     module = build_module(cfg, datamodule)
     if ckpt_path:  # clear sentences for a wrong file, before Lightning reads it
         check_resumable(cfg, module, load_checkpoint(ckpt_path), ckpt_path)
+    if cfg.get("lr_find"):
+        check_lr_find(cfg, ckpt_path)
+        find_lr(cfg, module, datamodule, build_finder_trainer(cfg), Path(cfg.paths.output_dir))
+        cfg.optimizer.lr = module.lr  # checkpoints' stored config and the hparams row say what was trained with
     loggers = build_loggers(cfg)
     # always there, whatever the callbacks group says: what makes checkpoints complete and resumes exact
     always = [StoreRunConfig(to_plain(cfg)), ExactResume(), ContinueLogs()]
     trainer = build_trainer(cfg, build_callbacks(cfg) + always, loggers)
     log_global_batch(cfg, trainer)
+    log_hyperparameters_at_start(loggers, cfg, module)
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     metrics = {name: value.item() for name, value in trainer.callback_metrics.items()}

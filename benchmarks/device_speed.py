@@ -11,6 +11,14 @@ number of processes. Settings the machine cannot run are listed as skipped with 
 `data.batch_size` is per process (the Lightning convention), so N processes take N times the samples
 per step. Default training: LeNet-5 on random MNIST-shaped images (data=fake), 2 epochs, no test.
 With --repeats > 1 the settings run in rotating order and the medians are reported.
+
+Every setting runs under the same conditions: the same training, and its processes' threads pinned
+(OMP_NUM_THREADS / MKL_NUM_THREADS, which torch reads at start-up) so that processes x threads fit the cores:
+--threads N per process, default cores // processes. Unpinned, torch gives every process one thread per core,
+and N processes oversubscribe the cores, or one process on a busy machine is slowed by its own threads: a
+speed-up measured so says more about threads than devices. The 1-minute load average before each run is in the
+table; a scaling efficiency above 100% (more than N times faster with N processes) is marked as a measurement
+artefact, with the likely reason.
 """
 
 import argparse
@@ -43,7 +51,10 @@ class Setting:
     overrides: list[str]
     processes: int
     skipped: str = ""  # why the machine cannot run it
+    threads: int = 1  # per process
     wall_s: list[float] = field(default_factory=list)
+    load_before: list[float] = field(default_factory=list)  # 1-minute load average before each run
+    samples: list[float] = field(default_factory=list)
     samples_per_s: list[float] = field(default_factory=list)
     epoch_s: list[float] = field(default_factory=list)
 
@@ -69,36 +80,76 @@ def settings_of(names: list[str]) -> list[Setting]:
     return [known[name] for name in names]
 
 
+def pin_threads(settings: list[Setting], threads: int | None) -> None:
+    """Threads per process: `threads`, or the cores shared out between the setting's processes."""
+    for setting in settings:
+        setting.threads = threads or max(1, cpu_cores() // setting.processes)
+
+
 def run(setting: Setting, overrides: list[str], run_dir: Path) -> None:
+    setting.load_before.append(os.getloadavg()[0])
     start = time.perf_counter()
     command = [sys.executable, "train.py", *overrides, *setting.overrides, f"hydra.run.dir={run_dir}"]
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    pinned = {**os.environ, "OMP_NUM_THREADS": str(setting.threads), "MKL_NUM_THREADS": str(setting.threads)}
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=pinned)
     if result.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
     setting.wall_s.append(time.perf_counter() - start)
     with (run_dir / "timing.csv").open(newline="") as file:
         rows = list(csv.DictReader(file))
-    setting.samples_per_s.append(float(next(row for row in rows if row["epoch"] == "all")["samples_per_s"]))
+    whole = next(row for row in rows if row["epoch"] == "all")
+    setting.samples_per_s.append(float(whole["samples_per_s"]))
+    setting.samples.append(float(whole["samples"]))
     setting.epoch_s.append(statistics.median(float(row["train_s"]) for row in rows if row["epoch"] != "all"))
 
 
-def table(settings: list[Setting]) -> str:
+def override_value(overrides: list[str], key: str, default: str) -> str:
+    return next((override.split("=", 1)[1] for override in reversed(overrides) if override.split("=", 1)[0] == key), default)
+
+
+def artefact_reason(setting: Setting, baseline: Setting) -> str:
+    """Why N processes cannot really be more than N times faster than one: what differed between the runs."""
+    load, base_load = statistics.median(setting.load_before), statistics.median(baseline.load_before)
+    reasons = []
+    if base_load > load + 0.5:
+        reasons.append(f"the machine was busier during the 1-process run (load {base_load:.1f} against {load:.1f})")
+    if baseline.threads * baseline.processes > cpu_cores() or setting.threads * setting.processes > cpu_cores():
+        reasons.append("more threads than cores (oversubscription)")
+    reasons.append("the 1-process run was slowed by something the N-process run did not meet (load, threads, caches); rerun with --repeats 3 on an idle machine")
+    return "; ".join(reasons)
+
+
+def table(settings: list[Setting], overrides: list[str]) -> str:
     speed = {setting.name: statistics.median(setting.samples_per_s) for setting in settings if setting.samples_per_s}
-    single = {setting.accelerator: speed[setting.name] for setting in settings if setting.processes == 1 and setting.name in speed}
-    lines = ["| setting | processes | samples/s | s/epoch (training) | wall s (whole process) | speed-up vs CPU | scaling efficiency |", "|" + " --- |" * 7]
+    single = {setting.accelerator: setting for setting in settings if setting.processes == 1 and setting.name in speed}
+    batch = int(override_value(overrides, "data.batch_size", "128"))
+    lines = [
+        "| setting | processes | threads/process | global batch | steps | samples/s | s/epoch (training) | wall s (whole process) | load before (1 min) | speed-up vs CPU | scaling efficiency |",
+        "|" + " --- |" * 11,
+    ]
+    notes = []
     for setting in settings:
+        global_batch = batch * setting.processes
         if setting.skipped:
-            lines.append(f"| {setting.description} | {setting.processes} | skipped: {setting.skipped} | | | | |")
+            lines.append(f"| {setting.description} | {setting.processes} | {setting.threads} | {global_batch} | | skipped: {setting.skipped} | | | | | |")
             continue
         rate = speed[setting.name]
-        speedup = f"{rate / single['cpu']:.2f}x" if "cpu" in single else "(no CPU run)"
+        speedup = f"{rate / speed[single['cpu'].name]:.2f}x" if "cpu" in single else "(no CPU run)"
         baseline = single.get(setting.accelerator)
-        efficiency = f"{rate / baseline / setting.processes:.0%}" if baseline else f"(no 1-process {setting.accelerator} run)"
+        if baseline is None:
+            efficiency = f"(no 1-process {setting.accelerator} run)"
+        else:
+            ratio = rate / speed[baseline.name] / setting.processes
+            efficiency = f"{ratio:.0%}"
+            if ratio > 1.0:
+                efficiency += " (artefact, see below)"
+                notes.append(f"- {setting.description}: {ratio:.0%} efficiency is a measurement artefact, not a speed-up: {artefact_reason(setting, baseline)}.")
+        steps = round(statistics.median(setting.samples) / global_batch)
         lines.append(
-            f"| {setting.description} | {setting.processes} | {rate:.0f} | {statistics.median(setting.epoch_s):.2f} | "
-            f"{statistics.median(setting.wall_s):.1f} | {speedup} | {efficiency} |"
+            f"| {setting.description} | {setting.processes} | {setting.threads} | {global_batch} | {steps} | {rate:.0f} | {statistics.median(setting.epoch_s):.2f} | "
+            f"{statistics.median(setting.wall_s):.1f} | {statistics.median(setting.load_before):.2f} | {speedup} | {efficiency} |"
         )
-    return "\n".join(lines)
+    return "\n".join(lines + ([""] + notes if notes else []))
 
 
 def machine() -> str:
@@ -110,9 +161,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--settings", default="cpu,cpu_ddp,gpu,gpu_ddp", help="comma-separated: cpu, cpu_ddp, gpu, gpu_ddp")
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--threads", type=int, help="threads per process, pinned for every setting (default: CPU cores // the setting's processes)")
     parser.add_argument("--out", type=Path, help="where the run directories and device_speed.md go (default: a temporary folder)")
     args, overrides = parser.parse_known_args()
     settings = settings_of(args.settings.split(","))
+    pin_threads(settings, args.threads)
     overrides = [*DEFAULTS, *overrides]
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as scratch:
@@ -130,9 +183,11 @@ def main() -> None:
             f"{datetime.date.today().isoformat()}, {machine()}; load average (1, 5, 15 min) before "
             f"{', '.join(f'{value:.2f}' for value in load_before)}, after {', '.join(f'{value:.2f}' for value in load_after)}; "
             f"median of {args.repeats} run(s) per setting.",
-            f"train.py {' '.join(overrides)}",
+            f"Compared: train.py {' '.join(overrides)}; precision {override_value(overrides, 'trainer.precision', '32-true')}; "
+            f"data.batch_size={override_value(overrides, 'data.batch_size', '128')} per process (global batch = per process x processes); "
+            f"threads per process pinned with OMP_NUM_THREADS ({', '.join(f'{setting.name} {setting.threads}' for setting in settings)}).",
             "",
-            table(settings),
+            table(settings, overrides),
             "",
         ])
         out.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,8 @@ from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.profilers import PassThroughProfiler
+from lightning.pytorch.utilities import rank_zero_only
+from torch.utils.tensorboard.summary import hparams as tensorboard_hparams
 from omegaconf import DictConfig
 
 from core.config import flatten, to_plain
@@ -120,6 +122,17 @@ def build_trainer(cfg: DictConfig, callbacks: list[Callback], loggers: list[Logg
     return _instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False, strategy=strategy, profiler=profiler)
 
 
+def build_finder_trainer(cfg: DictConfig) -> Trainer:
+    """The run's trainer settings (device, precision, gradient accumulation) without its callbacks, loggers or
+    checkpoints: the learning-rate finder's steps leave nothing in the run's records."""
+    # a finite run length that the finder's step count ends first, however few batches an epoch has (schedulers
+    # whose length is filled in from the run, T_max/total_steps null, need a finite one; the finder swaps them out)
+    steps = cfg.lr_finder.num_training
+    options = {"max_epochs": steps, "max_steps": steps, "min_epochs": None, "num_sanity_val_steps": 0}
+    options |= {"enable_checkpointing": False, "enable_progress_bar": False, "enable_model_summary": False}
+    return _instantiate(cfg.trainer, "trainer", callbacks=[], logger=False, strategy=_strategy(cfg.trainer), profiler=NoProfiler(), **options)
+
+
 class NoProfiler(PassThroughProfiler):
     """trainer.profiler=null: no profiling, at no cost per hook.
 
@@ -160,17 +173,60 @@ def _strategy(trainer_cfg: DictConfig) -> Any:
     return RELAUNCHING_DDP[strategy]
 
 
-def log_hyperparameters(loggers: list[Logger], cfg: DictConfig, module: LightningModule, final_metrics: dict[str, float]) -> None:
-    """What was chosen (config without callbacks, loggers, paths), parameter counts and final metrics:
-    one row of TensorBoard's hparams tab."""
-    params = flatten({key: value for key, value in to_plain(cfg).items() if key not in ("callbacks", "logger", "paths")})
+# The hparams tab's columns: what a homework sweep usually varies, plus every key this job's command line sets
+# (in a multirun, the swept ones among them). The whole composed config is in .hydra/config.yaml and in each checkpoint.
+HPARAM_KEYS = (
+    "model/_target_", "data/_target_", "optimizer/_target_", "optimizer/lr", "optimizer/weight_decay", "optimizer/momentum",
+    "scheduler/scheduler/_target_", "data/batch_size", "trainer/max_epochs", "trainer/precision", "module/label_smoothing", "seed",
+)
+NOT_HPARAMS = ("callbacks", "logger", "paths", "hydra", "data/data_dir", "ckpt_path", "resume")
+# the final metrics of the hparams tab (hp/<split>_<metric>), declared when the run starts, written when it ends
+FINAL_METRICS = ("best_val_top1", "val_top1", "val_top5", "val_loss", "train_top1", "train_top5", "train_loss")
+TEST_METRICS = ("test_top1", "test_top5", "test_loss")
+# TensorBoard's Custom Scalars tab: train and val of each metric on one chart
+COMPARISON_LAYOUT = {"train vs val": {title: ["Multiline", [f"^train/{metric}$", f"^val/{metric}$"]] for title, metric in (("loss", "loss"), ("top-1", "top1"), ("top-5", "top5"))}}
+
+
+def hyperparameter_row(cfg: DictConfig, module: LightningModule) -> dict[str, Any]:
+    """HPARAM_KEYS, the config keys set on the command line, and the parameter counts."""
+    flat = flatten(to_plain(cfg))
+    overridden = []
+    if HydraConfig.initialized():
+        for override in HydraConfig.get().overrides.task:
+            key = override.lstrip("+~").split("=", 1)[0].replace(".", "/")
+            overridden += [key] if key in flat else [f"{key}/_target_"]  # a group (optimizer=adam): its _target_
+    keys = [key for key in dict.fromkeys([*HPARAM_KEYS, *overridden]) if key in flat and not key.startswith(NOT_HPARAMS)]
+    params = {key: flat[key] if isinstance(flat[key], (int, float, str, bool)) else str(flat[key]) for key in keys}
     params["model/params_total"] = sum(p.numel() for p in module.parameters())
     params["model/params_trainable"] = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    return params
+
+
+@rank_zero_only
+def log_hyperparameters_at_start(loggers: list[Logger], cfg: DictConfig, module: LightningModule) -> None:
+    """The run's hparams-tab row, its final metrics declared (their values come at the end), and the
+    train-vs-val layout, written before fitting: a running or failed run shows in TensorBoard too."""
+    params = hyperparameter_row(cfg, module)
+    metric_names = [f"hp/{name}" for name in FINAL_METRICS + (TEST_METRICS if cfg.get("test") else ())]
+    for logger in loggers:
+        if isinstance(logger, TensorBoardLogger):
+            writer = logger.experiment
+            writer.add_custom_scalars(COMPARISON_LAYOUT)
+            # torch's hparams summaries written as they are: TensorBoardLogger.log_hyperparams would also log the
+            # metrics' values, which are not known yet
+            for summary in tensorboard_hparams(params, {name: 0.0 for name in metric_names}):
+                writer.file_writer.add_summary(summary)
+            writer.flush()
+
+
+def log_hyperparameters(loggers: list[Logger], cfg: DictConfig, module: LightningModule, final_metrics: dict[str, float]) -> None:
+    """The final metrics of the run's hparams-tab row (TensorBoard: its row was written at the start); other
+    loggers get the row and the metrics together."""
     metrics = {f"hp/{name.replace('/', '_')}": value for name, value in final_metrics.items() if not name.startswith(("train_step/", "train/lr"))}
     for logger in loggers:
-        if isinstance(logger, TensorBoardLogger):  # hparams and metrics written together form the row
-            logger.log_hyperparams(params, metrics=metrics)
+        if isinstance(logger, TensorBoardLogger):
+            logger.log_metrics(metrics)
         else:
-            logger.log_hyperparams(params)
+            logger.log_hyperparams(hyperparameter_row(cfg, module))
             logger.log_metrics(metrics)
         logger.finalize("success")  # the Trainer closed its writers already: flush these lines too

@@ -1,14 +1,16 @@
 """Comparing two prediction files of the same samples: accuracies, agreement, flips, and the samples judged differently."""
 
 import csv
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from matplotlib.figure import Figure
 
 from core.errors import UserError
-from core.figures import captioned_grid, short_name
+from core.figures import CELL_HEIGHT, CELL_WIDTH, draw_captioned_grid, short_name
 from core.prediction_files import Predictions
 from datamodules.base import ImageDataModule
 
@@ -137,18 +139,44 @@ def sample_images(datamodule: ImageDataModule, split: str, indices: list[int]) -
     return dataset.__getitems__([position[index] for index in indices])["image"]
 
 
-def contact_sheet(comparison: Comparison, images: torch.Tensor, columns: int = 4) -> Figure:
-    """The first disagreeing images, each captioned with its index, true label and both predictions (✓ right, ✗ wrong)."""
+# the contact sheet's sections: the flips between A and B, each sorted by how sure the model that is wrong was
+SHEET_SECTIONS = (("right->wrong", "b", "A right, B wrong"), ("wrong->right", "a", "A wrong, B right"))
+
+
+def sheet_selection(comparison: Comparison, num_images: int) -> dict[str, list[Disagreement]]:
+    """Up to num_images disagreements, half right->wrong and half wrong->right (a section with fewer leaves its
+    room to the other), the most confident mistakes of each first: those say the most about what changed."""
+    candidates = {}
+    for change, wrong_side, _ in SHEET_SECTIONS:
+        flips = [item for item in comparison.disagreements if item.change == change]
+        candidates[change] = sorted(flips, key=lambda item, side=wrong_side: (-float(getattr(item, side)["prob1"]), item.index))
+    first, second = (change for change, _, _ in SHEET_SECTIONS)
+    take_first = min(len(candidates[first]), max(num_images // 2, num_images - len(candidates[second])))
+    take_second = min(len(candidates[second]), num_images - take_first)
+    return {first: candidates[first][:take_first], second: candidates[second][:take_second]}
+
+
+def contact_sheet(comparison: Comparison, selection: dict[str, list[Disagreement]], images: dict[int, torch.Tensor], columns: int = 4) -> Figure:
+    """The selected disagreements in a section per direction, each image captioned with its index, true class and
+    both predictions with their confidence (✓ right, ✗ wrong)."""
 
     def says(row: dict[str, str]) -> str:
         return f"{short_name(row['pred1_name'])} {float(row['prob1']):.2f} {'✓' if row['correct'] == '1' else '✗'}"
 
-    shown = comparison.disagreements[: len(images)]
-    captions = [f"#{item.index} true: {short_name(item.label_name)}\nA: {says(item.a)}\nB: {says(item.b)}" for item in shown]
-    figure = captioned_grid(images, captions, columns)
+    sections = [(change, title, selection[change]) for change, _, title in SHEET_SECTIONS if selection.get(change)]
+    rows = [max(1, math.ceil(len(items) / columns)) for _, _, items in sections]
+    figure = Figure(figsize=(columns * CELL_WIDTH, sum(rows) * CELL_HEIGHT + 0.5 * len(sections) + 0.8), layout="constrained")
+    totals = {change: sum(item.change == change for item in comparison.disagreements) for change, _, _ in SHEET_SECTIONS}
+    for subfigure, (change, title, items) in zip(np.atleast_1d(figure.subfigures(len(sections), 1, height_ratios=rows)), sections):
+        captions = [f"#{item.index} true: {short_name(item.label_name)}\nA: {says(item.a)}\nB: {says(item.b)}" for item in items]
+        draw_captioned_grid(subfigure, torch.stack([images[item.index] for item in items]), captions, columns)
+        wrong_one = "B" if change == "right->wrong" else "A"
+        subfigure.suptitle(f"{title} ({change}): {len(items)} of {totals[change]}, {wrong_one}'s most confident mistakes first", fontsize=10, fontweight="bold")
+    both_wrong = len(comparison.disagreements) - sum(totals.values())
     figure.suptitle(
-        f"A = {describe(comparison.a)}, B = {describe(comparison.b)}\n{len(shown)} of the {len(comparison.disagreements)} "
-        f"{comparison.a.split} samples they judge differently",
-        fontsize=10,
+        f"A = {describe(comparison.a)}, B = {describe(comparison.b)}\n{len(comparison.disagreements)} {comparison.a.split} samples judged differently: "
+        f"{totals['right->wrong']} right->wrong, {totals['wrong->right']} wrong->right, {both_wrong} wrong in both (not shown)\n"
+        "each caption: index, true class, each checkpoint's top-1 prediction and its probability (✓ right, ✗ wrong)",
+        fontsize=9,
     )
     return figure

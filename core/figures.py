@@ -27,6 +27,13 @@ def captioned_grid(images: np.ndarray, captions: Sequence[str], columns: int = 4
     """`images` uint8 (N, C, H, W) (a numpy array or a CPU tensor), one caption (lines separated by newlines) above each, `columns` per row."""
     rows = max(1, math.ceil(len(images) / columns))
     figure = Figure(figsize=(columns * CELL_WIDTH, rows * CELL_HEIGHT), layout="constrained")
+    draw_captioned_grid(figure, images, captions, columns)
+    return figure
+
+
+def draw_captioned_grid(figure, images: np.ndarray, captions: Sequence[str], columns: int) -> None:
+    """The grid of captioned_grid drawn into `figure`, a Figure or one of its SubFigures."""
+    rows = max(1, math.ceil(len(images) / columns))
     for position, (image, caption) in enumerate(zip(images, captions)):
         axes = figure.add_subplot(rows, columns, position + 1)
         pixels = np.asarray(image).transpose(1, 2, 0)
@@ -34,7 +41,6 @@ def captioned_grid(images: np.ndarray, captions: Sequence[str], columns: int = 4
         axes.imshow(pixels[..., 0] if grayscale else pixels, cmap="gray" if grayscale else None, vmin=0, vmax=255, interpolation="nearest")
         axes.set_title(caption, fontsize=9, loc="left")
         axes.axis("off")
-    return figure
 
 
 def confusion_matrix_figure(matrix: np.ndarray, names: Sequence[str]) -> Figure:

@@ -97,8 +97,17 @@ def discarded_if_nothing_was_trained(run_dir: str) -> Iterator[None]:
         raise
 
 
+def tensorboard_run_name(mode: object, override_dirname: str) -> str:
+    """The TensorBoard logger's version folder: in a multirun the job's overrides (TensorBoard names a run by its
+    folder, and a job's number alone says nothing), else none (a run's events stay in <run>/tensorboard)."""
+    if not str(mode).endswith("MULTIRUN") or not override_dirname:
+        return ""
+    return override_dirname.replace("/", "_").replace(os.sep, "_")[:200]
+
+
 def register_resolvers() -> None:
-    """The resolvers conf/hydra/default.yaml uses: ${run_dir:...}, ${on_rank_zero:...}, ${rank_suffix:}."""
-    for name, resolver in (("run_dir", resolve_run_dir), ("on_rank_zero", on_rank_zero), ("rank_suffix", rank_suffix)):
+    """The resolvers the configs use: ${run_dir:...}, ${on_rank_zero:...}, ${rank_suffix:}, ${tensorboard_run_name:...}."""
+    resolvers = {"run_dir": resolve_run_dir, "on_rank_zero": on_rank_zero, "rank_suffix": rank_suffix, "tensorboard_run_name": tensorboard_run_name}
+    for name, resolver in resolvers.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver)

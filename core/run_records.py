@@ -60,6 +60,15 @@ def find_runs(folder: Path) -> list[Path]:
     return sorted(runs, key=lambda run: (not run.name.isdigit(), int(run.name) if run.name.isdigit() else 0, run.name))
 
 
+def event_dir(tensorboard_dir: Path) -> Path:
+    """The folder holding a run's event files: <run>/tensorboard, or for a multirun job the one folder below it
+    named by the job's overrides (conf/logger/tensorboard.yaml)."""
+    if any(tensorboard_dir.glob("events.out.tfevents.*")):
+        return tensorboard_dir
+    holding = sorted({path.parent for path in tensorboard_dir.rglob("events.out.tfevents.*")})
+    return holding[0] if holding else tensorboard_dir
+
+
 def read_curves(tensorboard_dir: Path) -> tuple[dict[str, dict[int, float]], dict[str, float], float]:
     """Per-epoch curves (tag -> {epoch: value}), the once-logged test/* values, and the wall time spanned."""
     accumulator = EventAccumulator(str(tensorboard_dir), purge_orphaned_data=True, size_guidance={"scalars": 0}).Reload()
@@ -107,6 +116,6 @@ def read_config(run: Path) -> tuple[dict[str, Any], list[str]]:
 
 
 def read_run(run: Path) -> RunRecord:
-    curves, final, wall_s = read_curves(run / "tensorboard")
+    curves, final, wall_s = read_curves(event_dir(run / "tensorboard"))
     config, overrides = read_config(run)
     return RunRecord(run, curves, final, read_timing(run / "timing.csv"), config, overrides, wall_s)

@@ -57,6 +57,25 @@ class ImageClassifier(LightningModule):
         else:
             super().__setattr__(name, value)
 
+    @property
+    def lr(self) -> float:
+        """The optimizer's learning rate (optimizer.lr): the attribute Lightning's learning-rate finder reads and sets."""
+        return self.hparams.optimizer["lr"]
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        # stored in the hyperparameters, so that checkpoints (and a resume) keep the learning rate trained with
+        previous = self.hparams.optimizer["lr"]
+        self.hparams.optimizer["lr"] = value
+        scheduler = (self.hparams.scheduler or {}).get("scheduler") or {}
+        if scheduler.get("max_lr") == previous:  # OneCycle's peak follows optimizer.lr (conf/scheduler/onecycle.yaml)
+            scheduler["max_lr"] = value
+
+    def reset_metrics(self) -> None:
+        """Empties the epoch metrics: steps taken outside training proper (the learning-rate finder's) must not count."""
+        for metric in (self.train_accuracy, self.val_accuracy, self.test_accuracy, self.train_loss, self.val_loss, self.test_loss):
+            metric.reset()
+
     def setup(self, stage: str) -> None:
         # the device is known here (the trainer's), before Lightning moves the module there (keeping memory formats)
         if self.hparams.channels_last is None:
@@ -137,7 +156,7 @@ class ImageClassifier(LightningModule):
         # a network may offer parameter groups (its head with another learning rate, frozen layers left out);
         # _partial_: Hydra would turn the groups' dicts into DictConfigs, which torch.optim does not take
         params = self.net.parameter_groups() if hasattr(self.net, "parameter_groups") else self.parameters()
-        optimizer = instantiate(self.hparams.optimizer, _partial_=True)(params)
+        optimizer = instantiate({**self.hparams.optimizer, "lr": self.lr}, _partial_=True)(params)
         scheduler_cfg = self.hparams.scheduler
         if not scheduler_cfg:
             return {"optimizer": optimizer}

@@ -55,3 +55,19 @@ def image_tags(log_dir: Path) -> dict[str, int]:
         for tag in accumulator.Tags()["images"]:
             counts[tag] = counts.get(tag, 0) + len(accumulator.Images(tag))
     return counts
+
+
+def custom_scalar_charts(log_dir: Path) -> dict[str, list[str]]:
+    """Chart title -> the tag regexes of its lines, from the Custom Scalars layout written below log_dir."""
+    from tensorboard.plugins.custom_scalar import layout_pb2
+
+    charts: dict[str, list[str]] = {}
+    for accumulator in _accumulators(log_dir):
+        if "custom_scalars__config__" not in accumulator.Tags()["tensors"]:
+            continue
+        for event in accumulator.Tensors("custom_scalars__config__"):
+            layout = layout_pb2.Layout.FromString(event.tensor_proto.string_val[0])
+            for category in layout.category:
+                for chart in category.chart:
+                    charts[chart.title] = list(chart.multiline.tag)
+    return charts

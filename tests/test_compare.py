@@ -36,7 +36,7 @@ def indices(val_split, positions: list[int]) -> list[int]:
     return sorted(int(val_split[1][position]) for position in positions)
 
 
-def write_hand_made(path: Path, val_split, offsets: dict[int, int], split: str = "val", target: str | None = None) -> Path:
+def write_hand_made(path: Path, val_split, offsets: dict[int, int], split: str = "val", target: str | None = None, confidence: dict[int, float] | None = None) -> Path:
     """Predictions that are right except at the positions in `offsets`, where they predict (label + offset) % 10."""
     data, index, label, class_names = val_split
     predicted = label.copy()
@@ -44,6 +44,8 @@ def write_hand_made(path: Path, val_split, offsets: dict[int, int], split: str =
         predicted[position] = (label[position] + offset) % 10
     top_ids = np.stack([(predicted + rank) % 10 for rank in range(5)], axis=1)
     top_probs = np.tile([0.6, 0.2, 0.1, 0.05, 0.05], (len(index), 1))
+    for position, top1 in (confidence or {}).items():
+        top_probs[position] = [top1, *(np.full(4, (1 - top1) / 4))]
     write_predictions(
         path, split=split, stage=split, index=index, label=label, loss=np.ones(len(index)), top_ids=top_ids, top_probs=top_probs,
         class_names=class_names, sources=[f"{split}[{sample}]" for sample in index], epoch=0, checkpoint=str(path.with_suffix(".ckpt")),
@@ -105,3 +107,19 @@ def test_mismatched_pairs_are_refused(planted, val_split, tmp_path, mismatch):
 def test_a_missing_prediction_file_is_one_sentence(tmp_path):
     result = run_entry("compare.py", str(tmp_path / "nothing.csv"), str(tmp_path / "nothing.csv"), f"hydra.run.dir={tmp_path / 'out'}", check=False)
     assert result.returncode == 2 and "No prediction file at" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_contact_sheet_shows_the_most_confident_flips_of_both_directions(val_split, tmp_path):
+    # positions 0-11: A right, B wrong; 12-23: A wrong, B right; the wrong side's confidence rises with the position
+    flips_b, flips_a = list(range(0, 12)), list(range(12, 24))
+    confidence = {position: 0.3 + 0.02 * position for position in flips_b + flips_a}
+    a = write_hand_made(tmp_path / "a.csv", val_split, {position: 1 for position in flips_a}, confidence=confidence)
+    b = write_hand_made(tmp_path / "b.csv", val_split, {position: 1 for position in flips_b}, confidence=confidence)
+    result = run_entry("compare.py", str(a), str(b), "num_images=20", f"hydra.run.dir={tmp_path / 'out'}")
+    source = val_split[1]
+    for change, positions in (("right->wrong", flips_b), ("wrong->right", flips_a)):
+        (line,) = [line for line in result.stdout.splitlines() if line.strip().startswith(f"{change}, most confident")]
+        expected = [f"#{source[position]}" for position in sorted(positions, reverse=True)[:10]]
+        assert line.split(": ", 1)[1].split() == expected
+    with Image.open(tmp_path / "out" / "contact_sheet.png") as sheet:
+        assert sheet.height > 5 * 290  # two sections of 3 rows of 4

@@ -126,6 +126,9 @@ def test_a_train_py_checkpoint_fine_tunes_on_another_dataset(mnist_dir, tmp_path
     assert torch.equal(tuned["net.model.layer4.1.conv2.weight"], trained["net.model.layer4.1.conv2.weight"])  # frozen
     assert tuned["net.model.fc.weight"].shape == (5, 512)
     assert "parameters: 11,171,397 (2,565 trainable, 11,168,832 frozen)" in (second / "layers.txt").read_text()
+    (said,) = [line for line in (second / "train.log").read_text().splitlines() if "Transfer learning:" in line]
+    assert f"weights from {checkpoint}" in said and "replaced (freshly initialised): fc; conv1 loaded with its 1 input channels fitted to 3" in said
+    assert "frozen: conv1, bn1, layer1, layer2, layer3, layer4" in said and "parameters: 2,565 trainable, 11,168,832 frozen" in said
 
 
 def test_weights_the_network_cannot_use_are_refused_in_one_sentence(resnet18_file, tmp_path, mnist_dir):

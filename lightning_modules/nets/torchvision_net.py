@@ -13,15 +13,18 @@ What differs between the families is data, in ARCHITECTURES. The stem is the fir
 last Linear of every architecture here (the tests check that the parameter counts match torchvision's).
 """
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
-from torchvision.models import get_model
+from torchvision.models import get_model, get_model_weights
 
 from core.errors import UserError
 from lightning_modules.nets.layers import check_input_fits
-from lightning_modules.nets.transfer import copy_transferable_weights, imagenet_state_dict, read_weights_file
+from lightning_modules.nets.transfer import copy_transferable_weights, imagenet_state_dict, read_weights_file, transfer_summary
+
+log = logging.getLogger(__name__)
 
 SMALL_STEM = {"kernel_size": (3, 3), "stride": (1, 1), "padding": (1, 1)}
 
@@ -119,11 +122,14 @@ class TorchvisionNet(nn.Module):
 
         if loads_weights:
             source = imagenet_state_dict(name) if pretrained else read_weights_file(weights_path)
-            origin = f"torchvision's ImageNet weights of {name}" if pretrained else str(weights_path)
+            origin = f"torchvision's ImageNet weights of {name} ({get_model_weights(name).DEFAULT})" if pretrained else str(weights_path)
             fresh = copy_transferable_weights(self.model, source, origin, self.head_name, stem_name, new_stem_geometry, family.unused_pretrained)
             if freeze_backbone:
                 for parameter_name, parameter in self.model.named_parameters():
                     parameter.requires_grad = parameter_name.startswith(fresh)
+            source_channels = source[f"{stem_name}.weight"].shape[1]
+            stem_fitted = None if f"{stem_name}." in fresh or source_channels == in_channels else (source_channels, in_channels)
+            log.info(transfer_summary(self.model, origin, fresh, stem_name, stem_fitted))
 
     def forward(self, images):
         return self.model(images)

@@ -96,3 +96,20 @@ def copy_transferable_weights(
         )
     model.load_state_dict(merged, strict=False)
     return (f"{head}.", f"{stem}.") if stem_left_fresh else (f"{head}.",)
+
+
+def transfer_summary(model: nn.Module, origin: str, fresh: tuple[str, ...], stem: str, stem_channels: tuple[int, int] | None) -> str:
+    """One line saying what fine-tuning starts from: the source, the parts left fresh, what is frozen, the parameter counts.
+
+    stem_channels: (source's, network's) input channels when the stem's loaded weight was fitted to other channels."""
+    parts = [(name, list(child.parameters())) for name, child in model.named_children()]
+    frozen = [name for name, parameters in parts if parameters and not any(parameter.requires_grad for parameter in parameters)]
+    partly = [name for name, parameters in parts if any(p.requires_grad for p in parameters) and not all(p.requires_grad for p in parameters)]
+    trainable = sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad)
+    total = sum(parameter.numel() for parameter in model.parameters())
+    fitted = f"; {stem} loaded with its {stem_channels[0]} input channels fitted to {stem_channels[1]}" if stem_channels else ""
+    frozen_text = ", ".join(frozen + [f"{name} (partly)" for name in partly]) or "nothing"
+    return (
+        f"Transfer learning: weights from {origin}; replaced (freshly initialised): {', '.join(prefix.rstrip('.') for prefix in fresh)}{fitted}; "
+        f"frozen: {frozen_text}; parameters: {trainable:,} trainable, {total - trainable:,} frozen"
+    )
