@@ -1,6 +1,5 @@
 """Building the DataModule, LightningModule, callbacks, loggers and Trainer from a composed config."""
 
-import contextlib
 import logging
 import os
 from typing import Any
@@ -14,7 +13,6 @@ from lightning import Callback, LightningModule, Trainer
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
-from lightning.pytorch.profilers import PassThroughProfiler
 from omegaconf import DictConfig
 
 from core.config import flatten, to_plain
@@ -119,22 +117,7 @@ def build_trainer(cfg: DictConfig, callbacks: list[Callback], loggers: list[Logg
     strategy = _strategy(cfg.trainer)
     if not loggers:  # logger=none: Lightning refuses a LearningRateMonitor, which only writes to loggers
         callbacks = [callback for callback in callbacks if not isinstance(callback, LearningRateMonitor)]
-    profiler = cfg.trainer.get("profiler") or NoProfiler()
-    return _instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False, strategy=strategy, profiler=profiler)
-
-
-class NoProfiler(PassThroughProfiler):
-    """trainer.profiler=null: no profiling, at no cost per hook.
-
-    Lightning wraps every hook call (each callback's, the module's, the strategy's: about 110 per training
-    step) in `profiler.profile(name)`; its PassThroughProfiler makes a generator context manager for each,
-    1.1 us against 0.3 us for this one, which hands out the same empty context every time (benchmarks/components.py).
-    """
-
-    _nothing = contextlib.nullcontext()
-
-    def profile(self, action_name: str) -> contextlib.AbstractContextManager:
-        return self._nothing
+    return _instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False, strategy=strategy)
 
 
 # Lightning's DDP strategies that start processes 1..N-1 by running the command line again, and their
