@@ -8,11 +8,10 @@ from hydra.utils import instantiate
 from lightning import LightningModule
 from torch import nn
 from torch.nn import functional as F
-
-from core.errors import UserError
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from core.errors import UserError
 from lightning_modules.metrics import Mean
 
 # Scheduler arguments that measure the length of the run; left null in conf/scheduler/*.yaml,
@@ -52,7 +51,9 @@ class ImageClassifier(LightningModule):
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.example_input_array = torch.zeros(2, *input_shape)
 
-        self.train_accuracy, self.val_accuracy, self.test_accuracy = (top1_top5_accuracy(num_classes, stage) for stage in ("train", "val", "test"))
+        self.train_accuracy, self.val_accuracy, self.test_accuracy = (
+            top1_top5_accuracy(num_classes, stage) for stage in ("train", "val", "test")
+        )
         self.train_loss, self.val_loss, self.test_loss = Mean(), Mean(), Mean()
         self._net_compiled = False
 
