@@ -11,7 +11,7 @@ Both deliver normalised float batches of random crops and flips; each is timed o
 
     python -m benchmarks.tiny_imagenet_input [--train-images 5000] [--workers 0] [--threads 1] [--repeats 3] [--seconds 2]
 
-The data are generated in the official layout (tests/tiny_imagenet_files.py) unless --data-dir names a
+The data are generated in the official layout (benchmarks/tiny_imagenet_files.py) unless --data-dir names a
 folder holding tiny-imagenet-200/.
 """
 
@@ -30,7 +30,7 @@ from torchvision import datasets, transforms
 
 from datamodules.batch_augment import BatchAugment
 from datamodules.tiny_imagenet import TinyImageNetDataModule
-from tests.tiny_imagenet_files import write_tiny_imagenet
+from benchmarks.tiny_imagenet_files import write_tiny_imagenet
 
 CLASSES = 200
 

@@ -9,7 +9,7 @@ from datamodules.folds import check_fold_settings, fold_of_each_sample, fold_pos
 from datamodules.mnist import MNISTDataModule
 from datamodules.tiny_imagenet import TinyImageNetDataModule
 from tests.conftest import TINY, run_entry
-from tests.tiny_imagenet_files import write_tiny_imagenet
+from benchmarks.tiny_imagenet_files import write_tiny_imagenet
 
 # unbalanced on purpose: class 0 has 5x the samples of class 2
 LABELS = torch.tensor([0] * 250 + [1] * 103 + [2] * 50 + [3] * 7)

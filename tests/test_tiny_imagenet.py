@@ -21,7 +21,7 @@ from datamodules.tiny_imagenet import TinyImageNetDataModule
 from tests.compose import compose_config
 from tests.conftest import run_entry
 from tests.tensorboard_events import read_scalars
-from tests.tiny_imagenet_files import class_from_pixels, write_tiny_imagenet
+from benchmarks.tiny_imagenet_files import class_from_pixels, write_tiny_imagenet
 
 CLASSES, TRAIN_PER_CLASS, VAL_PER_CLASS, TEST_COUNT = 5, 12, 4, 10
 QUIET = ["trainer=cpu", "data=tiny_imagenet", "model=lenet", "data.download=false", "callbacks.progress_bar.refresh_rate=0"]
