@@ -4,7 +4,7 @@
                             [--data-dir data] [train.py overrides common to both ...]
 
 For the question "does this setting make training steps faster": each run is a fresh `python train.py` with
-benchmarks/probe.py timing it from the start of step --first-step (start-up and warm-up left out) to the end of
+benchmarks/runs.py's StepTimer timing it from the start of step --first-step (start-up and warm-up left out) to the end of
 step --steps; A and B alternate (ABBA ...), so that a drift in the machine's load hits both alike, and the medians,
 their ratio B/A and the median of the paired ratios (each repeat's B against its A) are printed. The default
 run is LeNet-5 on the real MNIST on the CPU, seed 42, no test, no progress bar; the common overrides change it. Example,
@@ -20,8 +20,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from benchmarks.overhead import per_step_seconds, train_py_overrides
-from benchmarks.runs import REPO, alternating, load, paired_ratio, timed_run
+from benchmarks.runs import alternating, load, paired_ratio, per_step_seconds, step_timer_overrides, timed_run, train_py_overrides
 
 
 def main() -> None:
@@ -36,7 +35,7 @@ def main() -> None:
     args, common = parser.parse_known_args()
     if not 0 <= args.first_step < args.steps:
         parser.error(f"--first-step must be at least 0 and below --steps ({args.steps}), got {args.first_step}")
-    common = [*train_py_overrides(args.data_dir, args.steps, args.first_step), "callbacks.progress_bar.refresh_rate=0", *common]
+    common = [*train_py_overrides(args.data_dir, args.steps), "callbacks.progress_bar.refresh_rate=0", *common]
     variants = {"A": args.a.split(), "B": args.b.split()}
     if args.threads:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
@@ -45,8 +44,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         for repeat, name in alternating("AB", args.repeats):
             marks = Path(scratch, f"{name}{repeat}.json")
-            process_s = timed_run([*common, *variants[name], f"+callbacks.probe.path={marks}"], Path(scratch, f"{name}{repeat}"))
-            step_s[name].append(per_step_seconds(marks, args.first_step))
+            overrides = [*common, *variants[name], *step_timer_overrides(args.first_step, marks)]
+            process_s = timed_run(overrides, Path(scratch, f"{name}{repeat}"))
+            step_s[name].append(per_step_seconds(marks))
             print(f"run {repeat + 1}/{args.repeats} {name}: {1000 * step_s[name][-1]:.3f} ms/step, process {process_s:.2f} s ({load()})", flush=True)
     print(f"\ntrain.py {' '.join(common)}")
     for name, overrides in variants.items():

@@ -1,6 +1,6 @@
 """What the framework costs per training step: train.py with its default callbacks, logger and progress bar
-against a plain hand-written PyTorch loop doing the same work, and, to tell Lightning's share from ours, the
-plain loop run by Lightning's Trainer, and train.py stripped to Lightning's loop and our LightningModule and DataModule.
+against a plain hand-written PyTorch loop doing the same work and, to tell Lightning's share from ours, the
+plain loop's steps run by a bare Lightning Trainer.
 
     python -m benchmarks.overhead [--steps 500] [--first-step 20] [--repeats 3] [--threads 1] [--data-dir data] [train.py overrides ...]
 
@@ -11,14 +11,13 @@ the batches normalised by the datamodule; all validate on the 5000 validation im
 epoch (not where the step limit ends training mid-epoch: Lightning does not) and keep the epoch's loss, top-1 and
 top-5 accuracy (training and validation) on the device, read once per epoch.
 - plain: a hand-written loop (plain_loop below).
-- lightning: the plain loop's steps in a LightningModule, run by a Trainer with nothing else
-  (benchmarks/lightning_floor.py): Lightning's own cost, the floor for anything built on its loop.
-- bare: train.py with no callbacks, logger, checkpoints, progress bar or summary (BARE below): Lightning's
-  loop with our module (metrics, logging) and our data module.
-- train.py: everything it always does besides: checkpoints, TensorBoard, timing.csv, prediction files,
-  figures, the progress bar.
+- lightning: the plain loop's steps in a LightningModule (PlainLoopModule below), fed the same batches through
+  a plain DataLoader, run by a Trainer with no logger, callbacks, checkpoints, progress bar or model summary,
+  and nothing logged: Lightning's own cost, the floor for anything built on its loop.
+- train.py: our LightningModule and DataModule and everything train.py always does besides: checkpoints,
+  TensorBoard, timing.csv, prediction files, figures, the progress bar.
 
-Each run is a fresh process on the CPU; the order of the variants turns around at every repeat (ABCD DCBA ...)
+Each run is a fresh process on the CPU; the order of the variants turns around at every repeat (ABC CBA ...)
 so that a drift in the machine's load hits all alike. Per-step time is measured inside each process, from the start of step --first-step (start-up,
 the first steps' warm-up excluded) to the end of step --steps, so it includes the epoch ends (validation,
 checkpoints, files, figures) that fall in between; whole-process time is measured from outside. The medians
@@ -38,26 +37,26 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.runs import REPO, alternating, load, paired_ratio, timed_run
+import lightning as L
+import torch
+from torch.nn import functional as F
+from torch.utils.data import DataLoader
 
-# train.py without our callbacks, logger, progress bar, checkpoints and model summary
-BARE = ["callbacks=none", "logger=none", "++trainer.enable_progress_bar=false", "++trainer.enable_checkpointing=false", "++trainer.enable_model_summary=false"]
-VARIANTS = ("plain", "lightning", "bare", "train.py")
+from benchmarks.runs import (
+    REPO, StepTimer, alternating, load, paired_ratio, per_step_seconds, step_timer_overrides, synchronize, timed_run, train_py_overrides,
+)
+from datamodules.array_dataset import already_collated
+from datamodules.mnist import MNISTDataModule
+from datamodules.resumable_loader import Batches, EpochShuffleSampler
+from lightning_modules.nets.lenet import LeNet5
+
+VARIANTS = ("plain", "lightning", "train.py")
 BATCH_SIZE = 128
 VAL_BATCH_SIZE = 1000  # data.eval_batch_size of conf/data/mnist.yaml
 
 
 def plain_loop(data_dir: str, steps: int, first_step: int, seed: int, max_epochs: int, marks_path: Path) -> None:
-    """The hand-written loop, in this process; writes the same marks as benchmarks/probe.py."""
-    import lightning as L
-    import torch
-    from torch.nn import functional as F
-
-    from benchmarks.probe import synchronize
-    from datamodules.mnist import MNISTDataModule
-    from datamodules.resumable_loader import EpochShuffleSampler
-    from lightning_modules.nets.lenet import LeNet5
-
+    """The hand-written loop, in this process; writes the same marks as benchmarks/runs.py's StepTimer."""
     L.seed_everything(seed)  # as train.py: the datamodule draws its shuffle seed, then the network its weights
     datamodule = MNISTDataModule(data_dir, download=False, batch_size=BATCH_SIZE)
     net = LeNet5(MNISTDataModule.input_shape, MNISTDataModule.num_classes)
@@ -74,7 +73,7 @@ def plain_loop(data_dir: str, steps: int, first_step: int, seed: int, max_epochs
         for positions in sampler:
             if step == first_step:
                 synchronize(device)
-                marks[f"step_{first_step}_start"] = time.time()
+                marks["start"] = time.time()
             batch = train.__getitems__(positions)
             images, labels = datamodule.normalize(batch["image"].to(device)), batch["label"].to(device)
             logits = net(images)
@@ -97,20 +96,9 @@ def plain_loop(data_dir: str, steps: int, first_step: int, seed: int, max_epochs
     marks_path.write_text(json.dumps(marks))
 
 
-def train_py_overrides(data_dir: str, steps: int, probe_from_step: int | None = None) -> list[str]:
-    """train.py on the CPU over the MNIST in data_dir, seed 42, `steps` optimizer steps, no test; with
-    probe_from_step, benchmarks/probe.py times it from that step on."""
-    overrides = ["trainer=cpu", f"data.data_dir={data_dir}", "data.download=false", "test=false", "seed=42", f"++trainer.max_steps={steps}"]
-    if probe_from_step is not None:
-        overrides += ["+callbacks.probe._target_=benchmarks.probe.Probe", f"+callbacks.probe.first_step={probe_from_step}"]
-    return overrides
-
-
 def sgd_with_cosine_schedule(net, steps: int, max_epochs: int, train_size: int):
     """train.py's default optimizer, and conf/scheduler/cosine.yaml's schedule: stepped after every optimizer step,
     over the run's steps (Trainer.estimated_stepping_batches)."""
-    import torch
-
     optimizer = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
     return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=min(steps, max_epochs * math.ceil(train_size / BATCH_SIZE)))
 
@@ -123,16 +111,12 @@ def top1_top5_hits(logits, labels):
 
 def evaluation_sums(net, datamodule, batch: dict):
     """A validation batch's summed loss and its top-1 and top-5 hits."""
-    from torch.nn import functional as F
-
     logits = net(datamodule.normalize(batch["image"]))
     return F.cross_entropy(logits, batch["label"], reduction="sum"), top1_top5_hits(logits, batch["label"])
 
 
 def evaluate(net, datamodule, dataset, device):
     """(summed loss, top-1 and top-5 hits, number of images) over `dataset`."""
-    import torch
-
     net.eval()
     loss_sum, correct = torch.zeros((), device=device), torch.zeros(2, device=device, dtype=torch.long)
     with torch.no_grad():
@@ -151,9 +135,56 @@ def epoch_report(epoch: int, train: tuple, val: tuple) -> str:
     return f"epoch {epoch}: train loss {train_loss:.4f} top-1 {train_top1:.4f} top-5 {train_top5:.4f}, val loss {val_loss:.4f} top-1 {val_top1:.4f} top-5 {val_top5:.4f}"
 
 
-def per_step_seconds(marks_path: Path, first_step: int) -> float:
-    marks = json.loads(marks_path.read_text())
-    return (marks["end"] - marks[f"step_{first_step}_start"]) / marks["steps"]
+class PlainLoopModule(L.LightningModule):
+    """The plain loop's steps: the same network, loss, optimizer, schedule and on-device epoch sums, printed in
+    the same line at every validation."""
+
+    def __init__(self, datamodule: MNISTDataModule, steps: int, max_epochs: int):
+        super().__init__()
+        self.datamodule, self.steps, self.max_epochs = datamodule, steps, max_epochs
+        self.net = LeNet5(MNISTDataModule.input_shape, MNISTDataModule.num_classes)
+
+    def on_train_epoch_start(self) -> None:
+        self.train_sums = [torch.zeros((), device=self.device), torch.zeros(2, device=self.device, dtype=torch.long)]
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        logits = self.net(self.datamodule.normalize(batch["image"]))
+        loss = F.cross_entropy(logits, batch["label"])
+        self.train_sums[0] += loss.detach() * len(logits)
+        self.train_sums[1] += top1_top5_hits(logits.detach(), batch["label"])
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self.val_sums = [torch.zeros((), device=self.device), torch.zeros(2, device=self.device, dtype=torch.long)]
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        for total, batch_sum in zip(self.val_sums, evaluation_sums(self.net, self.datamodule, batch)):
+            total += batch_sum
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking:
+            train_size, val_size = len(self.datamodule.train_set), len(self.datamodule.val_set)
+            print(epoch_report(self.current_epoch, (*self.train_sums, train_size), (*self.val_sums, val_size)), flush=True)
+
+    def configure_optimizers(self) -> dict:
+        optimizer, scheduler = sgd_with_cosine_schedule(self.net, self.steps, self.max_epochs, len(self.datamodule.train_set))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def lightning_loop(data_dir: str, steps: int, first_step: int, seed: int, max_epochs: int, marks_path: Path) -> None:
+    """The plain loop's work by a bare Lightning Trainer, in this process; writes StepTimer's marks."""
+    L.seed_everything(seed)  # as the plain loop: the datamodule draws its shuffle seed, then the network its weights
+    datamodule = MNISTDataModule(data_dir, download=False, batch_size=BATCH_SIZE)
+    module = PlainLoopModule(datamodule, steps, max_epochs)
+    datamodule.setup("fit")
+    sampler = EpochShuffleSampler(len(datamodule.train_set), datamodule.shuffle_seed, BATCH_SIZE)
+    train_loader = DataLoader(Batches(datamodule.train_set), sampler=sampler, batch_size=None, collate_fn=already_collated)
+    val_loader = DataLoader(datamodule.val_set, batch_size=VAL_BATCH_SIZE, collate_fn=already_collated)
+    trainer = L.Trainer(
+        accelerator="cpu", devices=1, max_steps=steps, max_epochs=max_epochs, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, callbacks=[StepTimer(str(marks_path), first_step)],
+    )
+    trainer.fit(module, train_loader, val_loader)
 
 
 def timed_loop(variant: str, args: argparse.Namespace, marks_path: Path) -> float:
@@ -179,12 +210,10 @@ def main() -> None:
     args, overrides = parser.parse_known_args()
     max_epochs = 10  # trainer.max_epochs of conf/trainer/default.yaml: the cosine schedule's length
     if args.plain or args.lightning:
-        from benchmarks.lightning_floor import lightning_loop
-
         loop = plain_loop if args.plain else lightning_loop
         loop(args.data_dir, args.steps, args.first_step, seed=42, max_epochs=max_epochs, marks_path=args.marks)
         return
-    overrides = [*train_py_overrides(args.data_dir, args.steps, args.first_step), f"trainer.max_epochs={max_epochs}", *overrides]
+    overrides = [*train_py_overrides(args.data_dir, args.steps), f"trainer.max_epochs={max_epochs}", *overrides]
     if args.threads:  # one thread: per-core figures, and no thread left spinning for a core that another process holds
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
     print(f"{load()} at the start; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')}", flush=True)
@@ -195,20 +224,19 @@ def main() -> None:
             if variant in ("plain", "lightning"):
                 process_s = timed_loop(variant, args, marks)
             else:
-                stripped = BARE if variant == "bare" else []
-                process_s = timed_run([*overrides, *stripped, f"+callbacks.probe.path={marks}"], Path(scratch, f"{variant}{repeat}"))
+                process_s = timed_run([*overrides, *step_timer_overrides(args.first_step, marks)], Path(scratch, f"{variant}{repeat}"))
             results[variant]["process"].append(process_s)
-            results[variant]["step"].append(per_step_seconds(marks, args.first_step))
+            results[variant]["step"].append(per_step_seconds(marks))
             print(f"run {repeat + 1}/{args.repeats} {variant:>8}: {1000 * results[variant]['step'][-1]:.3f} ms/step, process {process_s:.2f} s ({load()})", flush=True)
     median = {variant: {name: statistics.median(values) for name, values in results[variant].items()} for variant in VARIANTS}
-    print(f"\ntrain.py {' '.join(overrides)}\nbare: the same and {' '.join(BARE)}")
+    print(f"\ntrain.py {' '.join(overrides)}")
     print(f"per step ({args.steps - args.first_step} steps from step {args.first_step}), median of {args.repeats}; the ratio of the medians to the "
           f"plain loop's and to the lightning variant's, and the median of the paired ratios (each repeat's against the same repeat's):")
     for variant in VARIANTS:
         steps = results[variant]["step"]
         ratios = [
             f"{median[variant]['step'] / median[base]['step']:.3f} (paired {paired_ratio(steps, results[base]['step']):.3f}) to {base}"
-            for base in VARIANTS[: min(VARIANTS.index(variant), 2)]  # plain, and lightning for those built on it
+            for base in VARIANTS[: VARIANTS.index(variant)]  # plain, and lightning for train.py, built on it
         ]
         print(f"  {variant:>9}: {1000 * median[variant]['step']:.3f} ms (runs {1000 * min(steps):.3f} to {1000 * max(steps):.3f})" + "".join(f", {ratio}" for ratio in ratios))
     print("whole process: " + ", ".join(f"{variant} {median[variant]['process']:.2f} s" for variant in VARIANTS))

@@ -6,7 +6,7 @@ does not improve. This is a ModelCheckpoint of its own class, so that its state 
 the other ModelCheckpoints'.
 """
 
-from callbacks.model_checkpoint import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 LAST = "last"
 

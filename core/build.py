@@ -1,6 +1,5 @@
 """Building the DataModule, LightningModule, callbacks, loggers and Trainer from a composed config."""
 
-import contextlib
 import logging
 from typing import Any
 
@@ -13,7 +12,6 @@ from lightning import Callback, LightningModule, Trainer
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
-from lightning.pytorch.profilers import PassThroughProfiler
 from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.tensorboard.summary import hparams as tensorboard_hparams
 from omegaconf import DictConfig
@@ -118,8 +116,7 @@ def build_trainer(cfg: DictConfig, callbacks: list[Callback], loggers: list[Logg
     strategy = _strategy(cfg.trainer)
     if not loggers:  # logger=none: Lightning refuses a LearningRateMonitor, which only writes to loggers
         callbacks = [callback for callback in callbacks if not isinstance(callback, LearningRateMonitor)]
-    profiler = cfg.trainer.get("profiler") or NoProfiler()
-    return _instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False, strategy=strategy, profiler=profiler)
+    return _instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False, strategy=strategy)
 
 
 def build_finder_trainer(cfg: DictConfig) -> Trainer:
@@ -130,21 +127,7 @@ def build_finder_trainer(cfg: DictConfig) -> Trainer:
     steps = cfg.lr_finder.num_training
     options = {"max_epochs": steps, "max_steps": steps, "min_epochs": None, "num_sanity_val_steps": 0}
     options |= {"enable_checkpointing": False, "enable_progress_bar": False, "enable_model_summary": False}
-    return _instantiate(cfg.trainer, "trainer", callbacks=[], logger=False, strategy=_strategy(cfg.trainer), profiler=NoProfiler(), **options)
-
-
-class NoProfiler(PassThroughProfiler):
-    """trainer.profiler=null: no profiling, at no cost per hook.
-
-    Lightning wraps every hook call (each callback's, the module's, the strategy's: about 110 per training
-    step) in `profiler.profile(name)`; its PassThroughProfiler makes a generator context manager for each,
-    1.1 us against 0.3 us for this one, which hands out the same empty context every time (benchmarks/components.py).
-    """
-
-    _nothing = contextlib.nullcontext()
-
-    def profile(self, action_name: str) -> contextlib.AbstractContextManager:
-        return self._nothing
+    return _instantiate(cfg.trainer, "trainer", callbacks=[], logger=False, strategy=_strategy(cfg.trainer), **options)
 
 
 # Lightning's DDP strategies that start processes 1..N-1 by running the command line again, and their

@@ -8,8 +8,10 @@ from hydra.utils import instantiate
 from lightning import LightningModule
 from torch import nn
 from torch.nn import functional as F
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
 
-from lightning_modules.metrics import Mean, TopKAccuracy
+from lightning_modules.metrics import Mean
 
 # Scheduler arguments that measure the length of the run; left null in conf/scheduler/*.yaml,
 # they are filled in from the trainer once the number of steps per epoch is known.
@@ -45,17 +47,11 @@ class ImageClassifier(LightningModule):
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.example_input_array = torch.zeros(2, *input_shape)
 
-        top_k = {"top1": 1, "top5": min(5, num_classes)}
-        self.train_accuracy, self.val_accuracy, self.test_accuracy = TopKAccuracy(top_k), TopKAccuracy(top_k), TopKAccuracy(top_k)
+        self.train_accuracy, self.val_accuracy, self.test_accuracy = (
+            top1_top5_accuracy(num_classes, stage) for stage in ("train", "val", "test")
+        )
         self.train_loss, self.val_loss, self.test_loss = Mean(), Mean(), Mean()
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        # Lightning names the running hook here around every hook call, dozens of times a training step; nn.Module's
-        # __setattr__ first looks every name up among parameters, submodules and buffers (1.6 us against 0.25)
-        if name == "_current_fx_name":
-            object.__setattr__(self, name, value)
-        else:
-            super().__setattr__(name, value)
+        self._net_compiled = False
 
     @property
     def lr(self) -> float:
@@ -79,13 +75,14 @@ class ImageClassifier(LightningModule):
     def setup(self, stage: str) -> None:
         # the device is known here (the trainer's), before Lightning moves the module there (keeping memory formats)
         if self.hparams.channels_last is None:
-            self._channels_last = self._trainer is not None and self.trainer.strategy.root_device.type == "cuda"
+            self._channels_last = self.trainer.strategy.root_device.type == "cuda"
         if self._channels_last:
             self.net.to(memory_format=torch.channels_last)
         compile_options = self.hparams.compile
-        if compile_options and getattr(self.net, "_compiled_call_impl", None) is None:
+        if compile_options and not self._net_compiled:  # setup runs again for each stage (fit, then test)
             # Module.compile compiles in place: parameter names, and so checkpoints, stay those of the plain network
             self.net.compile(**(compile_options if isinstance(compile_options, dict) else {}))
+            self._net_compiled = True
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self._channels_last and images.dim() == 4:
@@ -100,21 +97,10 @@ class ImageClassifier(LightningModule):
         loss = self.loss_fn(logits, labels)
         self.train_accuracy.update(logits.detach(), labels)
         self.train_loss.update(loss.detach(), weight=len(logits))
-        if self._loggers_write_this_step():
-            step_top1 = (logits.detach().argmax(dim=1) == labels).float().mean()
-            # not prog_bar: Lightning would turn them into numbers after every batch, a device sync per step;
-            # callbacks/progress_bar.py shows them when it redraws
-            self.log_dict({"train_step/loss": loss.detach(), "train_step/top1": step_top1}, on_step=True, on_epoch=False)
+        step_top1 = (logits.detach().argmax(dim=1) == labels).float().mean()
+        # Lightning writes them to the loggers every trainer.log_every_n_steps steps
+        self.log_dict({"train_step/loss": loss.detach(), "train_step/top1": step_top1}, on_step=True, on_epoch=False, prog_bar=True)
         return loss
-
-    def _loggers_write_this_step(self) -> bool:
-        """Whether Lightning writes this step's logged values (every trainer.log_every_n_steps steps).
-
-        Per-step values are logged on those steps only: every self.log costs up to a millisecond of
-        Lightning bookkeeping on the host, and values logged in between are never written (the progress
-        bar shows the latest written ones)."""
-        every = self.trainer.log_every_n_steps
-        return every > 0 and (self.global_step + 1) % every == 0
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         return self._evaluation_step(batch, self.val_loss, self.val_accuracy)
@@ -125,7 +111,7 @@ class ImageClassifier(LightningModule):
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         return {"logits": self(batch["image"])}
 
-    def _evaluation_step(self, batch: dict[str, torch.Tensor], loss_metric: Mean, accuracy: TopKAccuracy) -> dict[str, torch.Tensor]:
+    def _evaluation_step(self, batch: dict[str, torch.Tensor], loss_metric: Mean, accuracy: MetricCollection) -> dict[str, torch.Tensor]:
         """Updates the epoch metrics; returns each sample's logits and loss for callbacks (prediction files, figures)."""
         logits = self(batch["image"])
         losses = F.cross_entropy(logits, batch["label"], reduction="none", label_smoothing=self.loss_fn.label_smoothing)
@@ -142,12 +128,11 @@ class ImageClassifier(LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_epoch_metrics("test", self.test_loss, self.test_accuracy)
 
-    def _log_epoch_metrics(self, stage: str, loss_metric: Mean, accuracy: TopKAccuracy) -> None:
-        # Computed here, once per epoch (compute() sums the counts across DDP processes), and logged as values:
-        # Lightning logs a Metric object only if it computes one value, and TopKAccuracy computes top-1 and top-5
-        # together. The values are then the same on every process: sync_dist averages equal values (a small
-        # collective per value and epoch) and keeps Lightning from warning that epoch values are not synced.
-        values = {f"{stage}/loss": loss_metric.compute(), **{f"{stage}/{name}": value for name, value in accuracy.compute().items()}}
+    def _log_epoch_metrics(self, stage: str, loss_metric: Mean, accuracy: MetricCollection) -> None:
+        # Computed here, once per epoch (compute() sums the counts across DDP processes), and logged as values, the
+        # same on every process: sync_dist averages equal values (a small collective per value and epoch) and keeps
+        # Lightning from warning that epoch values are not synced.
+        values = {f"{stage}/loss": loss_metric.compute(), **accuracy.compute()}
         loss_metric.reset()
         accuracy.reset()
         self.log_dict(values, on_step=False, on_epoch=True, prog_bar=stage == "val", sync_dist=True)
@@ -173,6 +158,15 @@ class ImageClassifier(LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler_factory(optimizer, **filled), "interval": interval, "name": "train/lr"},
         }
+
+
+def top1_top5_accuracy(num_classes: int, stage: str) -> MetricCollection:
+    """<stage>/top1 and <stage>/top5: the fraction of samples whose label is the prediction, or among the five best."""
+    top_k = {"top1": 1, "top5": min(5, num_classes)}
+    # validate_args=False: its label-range check waits for the device every batch (a bad label fails the loss anyway)
+    accuracies = {name: MulticlassAccuracy(num_classes, top_k=k, average="micro", validate_args=False) for name, k in top_k.items()}
+    # compute_groups=False: torchmetrics would merge top-1 and top-5 into one state if their first batch's counts agreed
+    return MetricCollection(accuracies, prefix=f"{stage}/", compute_groups=False)
 
 
 def _uses_momentum(optimizer: torch.optim.Optimizer) -> bool:

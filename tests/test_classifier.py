@@ -31,8 +31,8 @@ def test_top1_and_top5_match_a_hand_computed_case():
     module = classifier()
     module.val_accuracy.update(logits, labels)
     result = module.val_accuracy.compute()
-    assert result["top1"].item() == pytest.approx(1 / 5)
-    assert result["top5"].item() == pytest.approx(3 / 5)
+    assert result["val/top1"].item() == pytest.approx(1 / 5)
+    assert result["val/top5"].item() == pytest.approx(3 / 5)
 
 
 def test_accuracy_is_over_samples_not_averaged_over_classes():
@@ -40,7 +40,7 @@ def test_accuracy_is_over_samples_not_averaged_over_classes():
     logits = torch.stack([logits_ranking(0, 1), logits_ranking(0, 1), logits_ranking(0, 1), logits_ranking(1, 2)])
     module = classifier()
     module.test_accuracy.update(logits, torch.tensor([0, 0, 0, 1]))
-    assert module.test_accuracy.compute()["top1"].item() == pytest.approx(3 / 4)
+    assert module.test_accuracy.compute()["test/top1"].item() == pytest.approx(3 / 4)
 
 
 def test_label_smoothing_reaches_the_loss():

@@ -34,11 +34,6 @@ def test_settings_without_their_devices_are_skipped_not_run(tmp_path):
     assert (tmp_path / "device_speed.md").read_text() == result.stdout.rstrip("\n") + "\n"
 
 
-def test_unknown_setting_is_refused():
-    result = subprocess.run([sys.executable, "benchmarks/device_speed.py", "--settings", "tpu"], cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 1 and "unknown setting(s) tpu: choose from cpu, cpu_ddp, gpu, gpu_ddp" in result.stderr
-
-
 def test_fake_data_defaults_to_tiny_imagenets_shape_with_the_split_sizes_asked_for(tmp_path):
     cfg = compose_config(["data=fake", "data.train_size=40", "data.val_size=12", "data.test_size=8", "data.batch_size=16"], tmp_path)
     datamodule = build_datamodule(cfg)
