@@ -112,7 +112,7 @@ def test_same_seed_gives_the_same_metrics(mnist_dir, tmp_path):
 
 def test_missing_data_offline_is_one_clear_sentence(tmp_path):
     empty = tmp_path / "nothing_here"
-    result = run_entry("train.py", f"data.data_dir={empty}", "data.download=false", f"hydra.run.dir={tmp_path / 'out'}", check=False)
+    result = run_entry("train.py", f"data.data_dir={empty}", "data.download=false", "data.use_shipped_copy=false", f"hydra.run.dir={tmp_path / 'out'}", check=False)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
