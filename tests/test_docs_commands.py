@@ -25,13 +25,18 @@ SHORTENING = {
     "python train.py": "debug=limit",
     "python compare.py": "num_images=4",
     "hparams_search=mnist_optuna": "hydra.sweeper.n_trials=2",
+    "python benchmarks/recipe_step_time.py": "--steps 2",
 }
 # what a command that this machine cannot run must answer instead, in one sentence
 NEEDS_A_GPU = ("trainer=gpu", "trainer=ddp ", "trainer.accelerator=gpu", "trainer.devices=4", "benchmarks.gpu_check --out")
 GPU_ANSWERS = ("asks for a GPU but this machine has none", "asks for more devices than the")
-NEEDS_THE_NETWORK = ("data=tiny_imagenet", "experiment=tiny_imagenet_resnet18 ", "model.pretrained=true")
+NEEDS_THE_NETWORK = ("data=tiny_imagenet", "experiment=tiny_imagenet_resnet18", "model.pretrained=true")
 NETWORK_ANSWERS = ("could not be downloaded", "cannot be downloaded", "could not download")
 NOT_RUN_HERE = ("python -m pytest", "pip install", "sbatch ", "srun ", "torchrun ", "hydra/launcher=slurm")  # the suite, installs, clusters
+# minutes each on 2 CPU cores: run by `pytest -m slow` (a page whose every command is heavy is slow as a whole)
+SLOW_COMMANDS = ("benchmarks/device_speed.py", "model=resnet18 trainer.max_epochs=1", "model=resnet18 data=mnist model.weights_path=",
+                 "model=resnet18 model.weights_path=", "recipe_step_time.py")
+SLOW_PAGES = ("devices_and_sweeps.md",)
 IGNORED_FOLDERS = {".git", ".venv", "logs", "data", "outputs", "multirun", ".pytest_cache", "__pycache__"}
 
 
@@ -62,7 +67,9 @@ def cases() -> list:
     params = []
     for document in DOCUMENTS:
         for number, command in enumerate(commands_in(document)):
-            params.append(pytest.param(document.name, number, command, id=f"{document.name}:{number}:{command[:60]}"))
+            slow = document.name in SLOW_PAGES or any(marker in command for marker in SLOW_COMMANDS)
+            marks = [pytest.mark.slow] if slow else []
+            params.append(pytest.param(document.name, number, command, id=f"{document.name}:{number}:{command[:60]}", marks=marks))
     return params
 
 
