@@ -89,7 +89,8 @@ class RunSettings:
 
 def check_config(cfg: DictConfig, groups: tuple[str, ...] = ("data", "model", "optimizer", "scheduler", "module", "trainer", "callbacks", "logger")) -> None:
     """Raise a UserError naming the first value that is of the wrong type, out of range, unknown or ignored."""
-    values = OmegaConf.to_container(cfg, resolve=True)
+    # Hydra's own node (composed in tests, `--cfg hydra`) is not ours to check, and holds values only its run fills
+    values = {key: _resolved(cfg, key) for key in cfg if key != "hydra" and not OmegaConf.is_missing(cfg, key)}
     _check_top_level(values)
     for group in groups:
         node = values.get(group)
@@ -97,6 +98,11 @@ def check_config(cfg: DictConfig, groups: tuple[str, ...] = ("data", "model", "o
             _check_tree(group, node)
     if isinstance(values.get("trainer"), dict):
         _check_devices(values["trainer"])
+
+
+def _resolved(cfg: DictConfig, key: str) -> Any:
+    value = cfg[key]
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
 def _check_top_level(values: dict[str, Any]) -> None:
