@@ -224,3 +224,26 @@ def test_summarize_turns_a_collapsing_stem_into_one_sentence(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert "AlexNet cannot process a 1x28x28 input" in line and "model.small_input_stem=true" in line
+
+
+@pytest.mark.parametrize("arch", ["squeezenet1_0", "convnext_tiny", "regnet_y_400mf", "shufflenet_v2_x1_0"])
+def test_any_torchvision_classifier_by_name_prints_its_layer_report(arch, tmp_path):
+    result = run_entry("summarize.py", "model=torchvision", f"model.arch={arch}", "data=fake", "data.num_classes=7", f"hydra.run.dir={tmp_path}")
+    assert "output: [1, 7]" in result.stdout and "parameters: " in result.stdout
+
+
+def test_squeezenets_head_is_its_final_1x1_convolution(tmp_path):
+    _, module = build(["model=torchvision", "model.arch=squeezenet1_0", "data=fake", "data.num_classes=7"], tmp_path)
+    assert module.net.head_name == "classifier.1" and module.net.model.classifier[1].out_channels == 7
+
+
+def test_vit_takes_the_datasets_image_size_and_refuses_one_its_patches_do_not_divide(tmp_path):
+    _, module = build(["model=torchvision", "model.arch=vit_b_16", "data=fake", "data.input_shape=[3,64,64]"], tmp_path)
+    assert module.net.model.image_size == 64
+    with pytest.raises(UserError, match=r"model.arch=vit_b_16 cuts square images into 16x16 patches and cannot take 28x28 images"):
+        build(["model=torchvision", "model.arch=vit_b_16", "data=fake", "data.input_shape=[1,28,28]"], tmp_path)
+
+
+def test_an_arch_that_is_not_a_classification_model_names_the_close_ones(tmp_path):
+    with pytest.raises(UserError, match=r"model.arch=resnet_18 is not a torchvision image classification model: did you mean resnet18"):
+        build(["model=torchvision", "model.arch=resnet_18", "data=fake"], tmp_path)

@@ -1,24 +1,28 @@
-"""The ImageNet architectures torchvision implements (AlexNet, VGG, GoogLeNet, ResNet, DenseNet, MobileNetV2,
-EfficientNet), shaped for the dataset by one adapter:
+"""Any classification architecture torchvision implements (`torchvision.models.list_models(module=torchvision.models)`:
+AlexNet, VGG, GoogLeNet, ResNet, DenseNet, MobileNet, EfficientNet, SqueezeNet, ShuffleNetV2, RegNet, ConvNeXt,
+ViT, ...), shaped for the dataset by one adapter:
 
 1. torchvision builds the architecture with the dataset's number of classes;
 2. the stem (the first convolution) is rebuilt for the dataset's input channels and, with the small-input
    stem, as a 3x3 stride-1 convolution; families whose stem also max-pools drop that pool (table below);
 3. weights, if asked for (ImageNet through torchvision's weights API, or a file), are copied in, except the
-   head (the last linear layer), which is new, and a small stem they do not fit (ImageNet's 7x7 stem, say);
+   head (the last layer that outputs the classes: a Linear, or SqueezeNet's 1x1 Conv2d), which is new, and a small stem they do not fit (ImageNet's 7x7 stem, say);
    a 3-channel stem is summed over its colour channels for grey images;
 4. optionally everything loaded is frozen, and the head gets its own learning rate (`parameter_groups`).
 
-What differs between the families is data, in ARCHITECTURES. The stem is the first Conv2d and the head the
-last Linear of every architecture here (the tests check that the parameter counts match torchvision's).
+The stem is the first Conv2d and the head the last Linear or Conv2d with num_classes outputs, found in the built
+model. What differs between the families is data, in ARCHITECTURES; an architecture not listed there gets the
+default Family (the tests check that the listed ones' parameter counts match torchvision's).
 """
 
+import difflib
 import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+import torchvision.models
 from torch import nn
-from torchvision.models import get_model, get_model_weights
+from torchvision.models import VisionTransformer, get_model, get_model_weights, list_models
 
 from core.errors import UserError
 from lightning_modules.nets.layers import check_input_fits
@@ -91,9 +95,7 @@ class TorchvisionNet(nn.Module):
         head_lr: float | None = None,
     ):
         super().__init__()
-        if arch not in ARCHITECTURES:
-            raise UserError(f"model.arch={arch} is not a torchvision architecture this adapter knows; choose one of {sorted(ARCHITECTURES)}.")
-        family = ARCHITECTURES[arch]
+        family = ARCHITECTURES.get(arch) or Family(small_stem_drops_pool=False, options=_size_options(arch, input_shape))
         if batch_norm and not family.batch_norm_variant:
             with_variant = sorted(name for name, other in ARCHITECTURES.items() if other.batch_norm_variant)
             raise UserError(f"model.batch_norm=true selects a BatchNorm variant, which torchvision has for {with_variant}, not for {arch}; leave it false.")
@@ -108,10 +110,12 @@ class TorchvisionNet(nn.Module):
 
         options = {**family.options, **(family.rgb_pretrained_options if pretrained and in_channels == 3 else {})}
         self.model = get_model(name, num_classes=num_classes, **options)
-        self.head_name = _first_path(reversed(list(self.model.named_modules())), nn.Linear)
+        self.head_name = _head_path(self.model, num_classes, arch)
         self.head_lr = head_lr
         stem_name = _first_path(self.model.named_modules(), nn.Conv2d)
         stem = self.model.get_submodule(stem_name)
+        if isinstance(self.model, VisionTransformer):
+            small = False  # the stem cuts the image into patches, one token each: a 3x3 stride-1 stem would make 4,096 of 64x64
         new_stem_geometry = small and _geometry(stem) != SMALL_STEM  # VGG's stem is 3x3 stride 1 already
         geometry = SMALL_STEM if small else _geometry(stem)
         if (in_channels, geometry) != (stem.in_channels, _geometry(stem)):
@@ -145,6 +149,38 @@ class TorchvisionNet(nn.Module):
             {"params": [parameter for name, parameter in trainable if name.startswith(in_head)], "lr": self.head_lr},
         ]
         return [group for group in groups if group["params"]]
+
+
+def classification_architectures() -> list[str]:
+    """Names of torchvision's image classification builders (not detection, segmentation, video or quantized ones)."""
+    return list_models(module=torchvision.models)
+
+
+def _size_options(arch: str, input_shape: tuple[int, int, int]) -> dict[str, Any]:
+    """Builder options of an architecture outside ARCHITECTURES; a UserError for a name that is not one."""
+    names = classification_architectures()
+    if arch not in names:
+        close = difflib.get_close_matches(arch, names, n=5, cutoff=0.5)
+        hint = f"did you mean {' or '.join(close)}?" if close else "see torchvision.models.list_models(module=torchvision.models)."
+        raise UserError(f"model.arch={arch} is not a torchvision image classification model: {hint}")
+    if arch.startswith("vit_"):
+        _, height, width = input_shape
+        patch = int(arch.rsplit("_", 1)[1])
+        if height != width or height % patch:
+            raise UserError(f"model.arch={arch} cuts square images into {patch}x{patch} patches and cannot take {height}x{width} images; resize the data to a multiple of {patch} or choose a convolutional model.")
+        return {"image_size": height}  # the position embeddings are built for the dataset's image size
+    if arch.startswith("inception"):
+        return {"aux_logits": False, "init_weights": True}  # forward returns the logits alone, as for GoogLeNet
+    return {}
+
+
+def _head_path(model: nn.Module, num_classes: int, arch: str) -> str:
+    """The classifier: the last Linear or Conv2d (SqueezeNet's 1x1 convolution) that outputs num_classes values."""
+    for name, module in reversed(list(model.named_modules())):
+        outputs = module.out_features if isinstance(module, nn.Linear) else module.out_channels if isinstance(module, nn.Conv2d) else None
+        if outputs == num_classes:
+            return name
+    raise UserError(f"model.arch={arch} has no final Linear or Conv2d with {num_classes} outputs that this adapter could treat as its head; choose another architecture.")
 
 
 def _first_path(named_modules, kind: type[nn.Module]) -> str:
