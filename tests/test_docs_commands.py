@@ -67,7 +67,8 @@ def cases() -> list:
     params = []
     for document in DOCUMENTS:
         for number, command in enumerate(commands_in(document)):
-            slow = document.name in SLOW_PAGES or any(marker in command for marker in SLOW_COMMANDS)
+            # the README's commands in the default suite; the topic pages' (dozens of runs) in the slow one
+            slow = document.name != "README.md" or document.name in SLOW_PAGES or any(marker in command for marker in SLOW_COMMANDS)
             marks = [pytest.mark.slow] if slow else []
             params.append(pytest.param(document.name, number, command, id=f"{document.name}:{number}:{command[:60]}", marks=marks))
     return params
