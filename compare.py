@@ -20,13 +20,20 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from core.build import build_datamodule, build_loggers
+from core.comparison import (
+    compare_predictions,
+    contact_sheet,
+    report,
+    sample_images,
+    sheet_selection,
+    write_disagreements,
+)
 from core.config import quoted
-from core.comparison import compare_predictions, contact_sheet, report, sample_images, sheet_selection, write_disagreements
-from core.notices import quiet_library_notices
 from core.errors import UserError, exit_on_user_error
+from core.notices import quiet_library_notices
 from core.prediction_files import PREDICTION_FILE_SUFFIXES, Predictions, read_predictions
-from eval import evaluate
 from core.run_dir import register_resolvers
+from eval import evaluate
 
 log = logging.getLogger(__name__)
 

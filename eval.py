@@ -20,10 +20,10 @@ from callbacks.run_config import RUN_CONFIG_KEY
 from core.build import build_callbacks, build_datamodule, build_loggers, build_module, build_trainer
 from core.checkpoint import load_checkpoint, load_weights
 from core.config_check import check_config
-from core.notices import quiet_library_notices
 from core.errors import UserError, exit_on_user_error
-from datamodules.base import ImageDataModule
+from core.notices import quiet_library_notices
 from core.run_dir import register_resolvers
+from datamodules.base import ImageDataModule
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
             f" * {split}: top-1 {100 * split_metrics[f'{split}/top1']:.2f}%  top-5 {100 * split_metrics[f'{split}/top5']:.2f}%  "
             f"loss {split_metrics[f'{split}/loss']:.4f}  ({cfg.ckpt_path}, epoch {checkpoint.get('epoch', '?')})"
         )
-    Path(cfg.paths.output_dir, "metrics.json").write_text(json.dumps({"ckpt_path": str(cfg.ckpt_path), **metrics}, indent=2))
+    Path(cfg.paths.output_dir, "metrics.json").write_text(
+        json.dumps({"ckpt_path": str(cfg.ckpt_path), **metrics}, indent=2)
+    )
     return metrics
 
 

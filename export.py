@@ -13,13 +13,22 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from core.notices import quiet_library_notices
 from core.errors import UserError, exit_on_user_error
-from core.exporting import INPUT_NAME, OUTPUT_NAME, SUFFIXES, NormalizedNet, check_format, export, load_exported, write_contract
+from core.exporting import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    SUFFIXES,
+    NormalizedNet,
+    check_format,
+    export,
+    load_exported,
+    write_contract,
+)
 from core.image_input import RESIZE_FILTER
+from core.notices import quiet_library_notices
+from core.run_dir import register_resolvers
 from datamodules.image_files import PIL_MODES
 from eval import rebuild_from_checkpoint
-from core.run_dir import register_resolvers
 
 
 def real_batch(datamodule, size: int) -> torch.Tensor:
@@ -32,7 +41,9 @@ def real_batch(datamodule, size: int) -> torch.Tensor:
 def export_checkpoint(cfg: DictConfig) -> dict:
     check_format(cfg.format)
     if cfg.verify_images < 3:
-        raise UserError(f"verify_images must be at least 3 (the export is traced on 2 images and checked on a larger batch), got {cfg.verify_images}.")
+        raise UserError(
+            f"verify_images must be at least 3 (the export is traced on 2 images and checked on a larger batch), got {cfg.verify_images}."
+        )
     cfg, checkpoint, datamodule, module = rebuild_from_checkpoint(cfg)
     module.eval()
     model = NormalizedNet(module.net, datamodule.mean, datamodule.std).eval()
@@ -42,9 +53,13 @@ def export_checkpoint(cfg: DictConfig) -> dict:
     # traced on 2 images (torch.export specialises a batch of 1), verified on more: a batch size baked in would show
     try:
         export(model, images[:2], cfg.format, path)
-    except Exception as error:  # torch's exporters raise many types; the first line names the construct they cannot handle
+    except (
+        Exception
+    ) as error:  # torch's exporters raise many types; the first line names the construct they cannot handle
         reason = str(error).strip().splitlines()[0] if str(error).strip() else error.__class__.__name__
-        raise UserError(f"torch could not export {cfg.model._target_} as {cfg.format} ({reason}): try another format.") from error
+        raise UserError(
+            f"torch could not export {cfg.model._target_} as {cfg.format} ({reason}): try another format."
+        ) from error
     with torch.no_grad():
         eager = module(datamodule.normalize(images))  # the path of training and eval.py: the datamodule normalises
     exported = load_exported(path, cfg.format)(images)
@@ -59,7 +74,13 @@ def export_checkpoint(cfg: DictConfig) -> dict:
         "epoch": checkpoint.get("epoch"),
         "model": cfg.model._target_,
         "data": cfg.data._target_,
-        "input": {"name": INPUT_NAME, "shape": ["batch", channels, height, width], "dtype": "uint8", "layout": "NCHW", "range": [0, 255]},
+        "input": {
+            "name": INPUT_NAME,
+            "shape": ["batch", channels, height, width],
+            "dtype": "uint8",
+            "layout": "NCHW",
+            "range": [0, 255],
+        },
         "preprocessing": {
             "image_mode": PIL_MODES[channels],
             "resize": f"to {height}x{width} (height x width), PIL {RESIZE_FILTER.name.lower()}, the whole image",
@@ -67,9 +88,20 @@ def export_checkpoint(cfg: DictConfig) -> dict:
             "mean": list(datamodule.mean),
             "std": list(datamodule.std),
         },
-        "output": {"name": OUTPUT_NAME, "shape": ["batch", datamodule.num_classes], "dtype": "float32", "meaning": "logits; softmax gives class probabilities"},
+        "output": {
+            "name": OUTPUT_NAME,
+            "shape": ["batch", datamodule.num_classes],
+            "dtype": "float32",
+            "meaning": "logits; softmax gives class probabilities",
+        },
         "class_names": list(datamodule.class_names),
-        "verified": {"images": len(images), "split": "val", "max_abs_difference": difference, "tolerance": cfg.tolerance, "matches": matches},
+        "verified": {
+            "images": len(images),
+            "split": "val",
+            "max_abs_difference": difference,
+            "tolerance": cfg.tolerance,
+            "matches": matches,
+        },
         "torch_version": torch.__version__,
     }
     write_contract(path.with_suffix(".json"), contract)
@@ -79,7 +111,9 @@ def export_checkpoint(cfg: DictConfig) -> dict:
             f"The {cfg.format} export's logits differ from the eager network's by up to {difference:.3g} on {len(images)} val images, "
             f"more than tolerance={cfg.tolerance}: this format does not reproduce the network; try another format (torch_export), or raise tolerance if the difference is acceptable."
         )
-    print(f"verified on {len(images)} val images: max abs difference of the logits {difference:.3g} <= tolerance {cfg.tolerance}: the export matches the eager model.")
+    print(
+        f"verified on {len(images)} val images: max abs difference of the logits {difference:.3g} <= tolerance {cfg.tolerance}: the export matches the eager model."
+    )
     return contract
 
 

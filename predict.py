@@ -18,14 +18,13 @@ import torch
 from omegaconf import DictConfig
 
 from core.config import quoted
-from core.notices import quiet_library_notices
 from core.errors import UserError, exit_on_user_error
 from core.exporting import load_exported, read_contract
 from core.image_input import image_files, load_as_input
+from core.notices import quiet_library_notices
+from core.run_dir import register_resolvers
 from datamodules.image_files import BadImageFile
 from eval import rebuild_from_checkpoint
-from core.run_dir import register_resolvers
-
 
 Classifier = Callable[[torch.Tensor], torch.Tensor]  # uint8 images (B, C, H, W) -> logits
 
@@ -50,10 +49,14 @@ def from_export(path: Path) -> tuple[Classifier, tuple[int, int, int], list[str]
 
 def predict(cfg: DictConfig) -> None:
     if bool(cfg.ckpt_path) == bool(cfg.exported):
-        raise UserError("Give either ckpt_path=PATH (a checkpoint of train.py) or exported=PATH (a model written by export.py), not both or neither.")
+        raise UserError(
+            "Give either ckpt_path=PATH (a checkpoint of train.py) or exported=PATH (a model written by export.py), not both or neither."
+        )
     files = image_files(list(cfg.images))
     if not files:
-        raise UserError("No images given: name image files or folders, e.g. python predict.py ckpt_path=PATH digit.png photos/.")
+        raise UserError(
+            "No images given: name image files or folders, e.g. python predict.py ckpt_path=PATH digit.png photos/."
+        )
     classify, input_shape, class_names = from_export(Path(cfg.exported)) if cfg.exported else from_checkpoint(cfg)
     top_k = min(cfg.top_k, len(class_names))
 
@@ -73,16 +76,27 @@ def predict(cfg: DictConfig) -> None:
             print(f"{path}:")
             for rank, (probability, label) in enumerate(zip(probs, classes), start=1):
                 print(f"  {rank}. {100 * probability:6.2f}%  {class_names[label]}")
-            rows.append([str(path)] + [value for label, probability in zip(classes, probs) for value in (label, class_names[label], f"{probability:.6f}")])
+            rows.append(
+                [str(path)]
+                + [
+                    value
+                    for label, probability in zip(classes, probs)
+                    for value in (label, class_names[label], f"{probability:.6f}")
+                ]
+            )
     write_rows(Path(cfg.paths.output_dir) / "predictions.csv", rows, top_k)
     if failed:
-        raise UserError(f"{len(failed)} of {len(files)} images could not be read (named above); the other {len(readable)} were predicted.")
+        raise UserError(
+            f"{len(failed)} of {len(files)} images could not be read (named above); the other {len(readable)} were predicted."
+        )
 
 
 def write_rows(path: Path, rows: list[list], top_k: int) -> None:
     with path.open("w", newline="") as file:
         writer = csv.writer(file)
-        writer.writerow(["file"] + [f"{column}{rank}" for rank in range(1, top_k + 1) for column in ("pred", "pred_name", "prob")])
+        writer.writerow(
+            ["file"] + [f"{column}{rank}" for rank in range(1, top_k + 1) for column in ("pred", "pred_name", "prob")]
+        )
         writer.writerows(rows)
 
 

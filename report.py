@@ -29,14 +29,19 @@ FOLD_OVERRIDE = "data.fold="
 
 
 def parse_target(text: str) -> tuple[str, float]:
-    """"train/top5=0.95" -> ("train/top5", 0.95)."""
+    """ "train/top5=0.95" -> ("train/top5", 0.95)."""
     tag, _, value = text.partition("=")
     try:
         fraction = float(value)
     except ValueError:
         fraction = math.nan
-    if tag not in {f"{split}/{metric}" for split in ("train", "val") for metric in ("top1", "top5")} or not 0 < fraction <= 1:
-        raise UserError(f"--target {text!r} is not SPLIT/METRIC=FRACTION with SPLIT train or val, METRIC top1 or top5 and 0 < FRACTION <= 1, e.g. --target train/top5=0.95.")
+    if (
+        tag not in {f"{split}/{metric}" for split in ("train", "val") for metric in ("top1", "top5")}
+        or not 0 < fraction <= 1
+    ):
+        raise UserError(
+            f"--target {text!r} is not SPLIT/METRIC=FRACTION with SPLIT train or val, METRIC top1 or top5 and 0 < FRACTION <= 1, e.g. --target train/top5=0.95."
+        )
     return tag, fraction
 
 
@@ -72,19 +77,26 @@ def labels_of(runs: Sequence[RunRecord]) -> tuple[list[str], list[str]]:
     if len(runs) == 1:
         return [runs[0].path.name], list(runs[0].overrides)
     shared = [override for override in runs[0].overrides if all(override in run.overrides for run in runs[1:])]
-    labels = [" ".join(override for override in run.overrides if override not in shared) or run.path.name for run in runs]
+    labels = [
+        " ".join(override for override in run.overrides if override not in shared) or run.path.name for run in runs
+    ]
     return labels, shared
 
 
 def metrics_table(run: RunRecord) -> list[str]:
-    last_epoch = max((max(points) for tag, points in run.curves.items() if tag.startswith(("train/", "val/")) and points), default=None)
+    last_epoch = max(
+        (max(points) for tag, points in run.curves.items() if tag.startswith(("train/", "val/")) and points),
+        default=None,
+    )
     lines = [f"| metric | last epoch ({last_epoch}) | best (epoch) |", "| --- | --- | --- |"]
     for split in ("train", "val"):
         for metric in METRICS:
             tag = f"{split}/{metric}"
             best = best_of(run, tag)
             if best is not None:
-                lines.append(f"| {metric_label(tag)} | {value_of(metric, final_of(run, tag))} | {value_of(metric, best[1])} ({best[0]}) |")
+                lines.append(
+                    f"| {metric_label(tag)} | {value_of(metric, final_of(run, tag))} | {value_of(metric, best[1])} ({best[0]}) |"
+                )
     for tag, value in sorted(run.final.items()):
         lines.append(f"| {metric_label(tag)} (best checkpoint) | {value_of(tag, value)} | |")
     return lines
@@ -93,7 +105,9 @@ def metrics_table(run: RunRecord) -> list[str]:
 def timing_lines(run: RunRecord) -> list[str]:
     timing = run.timing
     if not timing:
-        return [f"No timing summary in {run.path / 'timing.csv'} (the timing callback was off, or training did not finish)."]
+        return [
+            f"No timing summary in {run.path / 'timing.csv'} (the timing callback was off, or training did not finish)."
+        ]
     return [
         f"- training time {number(timing.get('train_s', math.nan), 1)} s, validation time {number(timing.get('val_s', math.nan), 1)} s; "
         f"{number(run.wall_s, 1)} s from the first to the last logged point (a resumed run's pause included)",
@@ -108,7 +122,11 @@ def observations(run: RunRecord, overfitting: Overfitting | None, targets: Seque
     best = best_of(run, "val/top1")
     if best is not None:
         last_epoch = run.series("val/top1")[0][-1]
-        where = "the last epoch" if best[0] == last_epoch else f"epoch {best[0]}; the last epoch ({last_epoch}) has {percent(final_of(run, 'val/top1'))}"
+        where = (
+            "the last epoch"
+            if best[0] == last_epoch
+            else f"epoch {best[0]}; the last epoch ({last_epoch}) has {percent(final_of(run, 'val/top1'))}"
+        )
         found.append(f"best val top-1 {percent(best[1])} at {where}.")
     if overfitting is not None:
         found.append(overfitting.sentence())
@@ -117,10 +135,14 @@ def observations(run: RunRecord, overfitting: Overfitting | None, targets: Seque
     train_top1, val_top1 = final_of(run, "train/top1"), final_of(run, "val/top1")
     if not math.isnan(train_top1 - val_top1):
         side = "above" if train_top1 >= val_top1 else "below"
-        found.append(f"at the last epoch train top-1 is {100 * abs(train_top1 - val_top1):.2f} points {side} val top-1 ({percent(train_top1)} vs {percent(val_top1)}).")
+        found.append(
+            f"at the last epoch train top-1 is {100 * abs(train_top1 - val_top1):.2f} points {side} val top-1 ({percent(train_top1)} vs {percent(val_top1)})."
+        )
     found += [target_sentence(tag, run.series(tag), target) for tag, target in targets]
     if run.timing.get("data_wait_frac", 0) > 0.3:
-        found.append(f"{percent(run.timing['data_wait_frac'])} of the training time went to waiting for data: the input pipeline limits the speed.")
+        found.append(
+            f"{percent(run.timing['data_wait_frac'])} of the training time went to waiting for data: the input pipeline limits the speed."
+        )
     return [f"- {sentence[0].upper()}{sentence[1:]}" for sentence in found]
 
 
@@ -136,15 +158,26 @@ def fold_statistics(runs: Sequence[RunRecord], labels: Sequence[str]) -> list[st
         if len(members) < 2:
             continue
         folds = [run.config["data"]["fold"] for run in members]
-        lines += ["", f"{len(members)} folds ({', '.join(map(str, folds))}) of data.num_folds={members[0].config['data']['num_folds']}" + (f", {rest}" if rest else "") + ":", ""]
+        lines += [
+            "",
+            f"{len(members)} folds ({', '.join(map(str, folds))}) of data.num_folds={members[0].config['data']['num_folds']}"
+            + (f", {rest}" if rest else "")
+            + ":",
+            "",
+        ]
         lines += ["| metric | mean | standard deviation | per fold |", "| --- | --- | --- | --- |"]
         columns = [("best val top-1", lambda run: (best_of(run, "val/top1") or (0, math.nan))[1], "top1")]
-        columns += [(f"last-epoch {metric_label(f'val/{metric}')}", lambda run, tag=f"val/{metric}": final_of(run, tag), metric) for metric in METRICS]
+        columns += [
+            (f"last-epoch {metric_label(f'val/{metric}')}", lambda run, tag=f"val/{metric}": final_of(run, tag), metric)
+            for metric in METRICS
+        ]
         for name, measure, metric in columns:
             values = [measure(run) for run in members]
             if any(math.isnan(value) for value in values):  # not logged by every fold
                 continue
-            lines.append(f"| {name} | {value_of(metric, statistics.mean(values))} | {value_of(metric, statistics.stdev(values))} | {', '.join(value_of(metric, value) for value in values)} |")
+            lines.append(
+                f"| {name} | {value_of(metric, statistics.mean(values))} | {value_of(metric, statistics.stdev(values))} | {', '.join(value_of(metric, value) for value in values)} |"
+            )
     if lines:
         lines.insert(0, "## K-fold cross-validation")
         lines.append("\nStandard deviation over the folds with the n-1 denominator (the sample standard deviation).")
@@ -152,7 +185,10 @@ def fold_statistics(runs: Sequence[RunRecord], labels: Sequence[str]) -> list[st
 
 
 def sweep_table(runs: Sequence[RunRecord], labels: Sequence[str]) -> list[str]:
-    lines = ["| run | overrides | epochs | best val top-1 (epoch) | last val top-1 | last val loss | test top-1 | images/s |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| run | overrides | epochs | best val top-1 (epoch) | last val top-1 | last val loss | test top-1 | images/s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for run, label in zip(runs, labels):
         best = best_of(run, "val/top1")
         epochs = len(run.series("train/loss")[0])
@@ -166,7 +202,9 @@ def sweep_table(runs: Sequence[RunRecord], labels: Sequence[str]) -> list[str]:
 def write_report(folder: Path, out: Path, targets: Sequence[tuple[str, float]], patience: int, min_rise: float) -> Path:
     runs = [read_run(path) for path in find_runs(folder)]
     labels, shared = labels_of(runs)
-    overfitting = [detect_overfitting(run.series("train/loss"), run.series("val/loss"), patience, min_rise) for run in runs]
+    overfitting = [
+        detect_overfitting(run.series("train/loss"), run.series("val/loss"), patience, min_rise) for run in runs
+    ]
     out.mkdir(parents=True, exist_ok=True)
     for metric in METRICS:
         curves_figure(metric, runs, labels, overfitting, targets).savefig(out / f"{metric}.png", dpi=100)
@@ -183,13 +221,42 @@ def write_report(folder: Path, out: Path, targets: Sequence[tuple[str, float]], 
         *[f"![{METRIC_NAMES[metric]} per epoch]({metric}.png)\n" for metric in METRICS],
     ]
     if len(runs) > 1:
-        lines += ["## Runs", "", f"Overrides shared by all runs: `{' '.join(shared) or '(none)'}`", "", *sweep_table(runs, labels), ""]
+        lines += [
+            "## Runs",
+            "",
+            f"Overrides shared by all runs: `{' '.join(shared) or '(none)'}`",
+            "",
+            *sweep_table(runs, labels),
+            "",
+        ]
         lines += fold_statistics(runs, labels)
     for run, label, onset in zip(runs, labels, overfitting):
         heading = f"## Run {run.path.name}" + (f": `{label}`" if len(runs) > 1 else "")
-        lines += ["", heading, "", f"Directory: `{run.path}`", "", "### Metrics", "", *metrics_table(run), "", "### Time and throughput", "", *timing_lines(run)]
+        lines += [
+            "",
+            heading,
+            "",
+            f"Directory: `{run.path}`",
+            "",
+            "### Metrics",
+            "",
+            *metrics_table(run),
+            "",
+            "### Time and throughput",
+            "",
+            *timing_lines(run),
+        ]
         lines += ["", "### Observations", "", *observations(run, onset, targets)]
-        lines += ["", "### Config", "", f"Overrides: `{' '.join(run.overrides) or '(none recorded)'}`", "", "<details><summary>composed config</summary>", "", "```yaml"]
+        lines += [
+            "",
+            "### Config",
+            "",
+            f"Overrides: `{' '.join(run.overrides) or '(none recorded)'}`",
+            "",
+            "<details><summary>composed config</summary>",
+            "",
+            "```yaml",
+        ]
         lines += [yaml.safe_dump(run.config, sort_keys=False).rstrip(), "```", "", "</details>"]
     report = out / "report.md"
     report.write_text("\n".join(lines) + "\n")
@@ -197,12 +264,28 @@ def write_report(folder: Path, out: Path, targets: Sequence[tuple[str, float]], 
 
 
 def main(arguments: Sequence[str]) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("folder", type=Path, help="a run directory of train.py, or a sweep directory holding several")
     parser.add_argument("--out", type=Path, help="where to write report.md and the figures (default: FOLDER/report)")
-    parser.add_argument("--target", action="append", help=f"SPLIT/METRIC=FRACTION: say when the curve first reached it (repeatable; default {' '.join(DEFAULT_TARGETS)})")
-    parser.add_argument("--patience", type=int, default=3, help="epochs after the val loss minimum that must all stay above it to call it overfitting")
-    parser.add_argument("--min-rise", type=float, default=0.05, help="relative rise of val loss above its minimum, by the last epoch, to call it overfitting")
+    parser.add_argument(
+        "--target",
+        action="append",
+        help=f"SPLIT/METRIC=FRACTION: say when the curve first reached it (repeatable; default {' '.join(DEFAULT_TARGETS)})",
+    )
+    parser.add_argument(
+        "--patience",
+        type=int,
+        default=3,
+        help="epochs after the val loss minimum that must all stay above it to call it overfitting",
+    )
+    parser.add_argument(
+        "--min-rise",
+        type=float,
+        default=0.05,
+        help="relative rise of val loss above its minimum, by the last epoch, to call it overfitting",
+    )
     args = parser.parse_args(arguments)
     with exit_on_user_error():
         targets = [parse_target(text) for text in args.target or DEFAULT_TARGETS]

@@ -16,7 +16,6 @@ from core.errors import exit_on_user_error
 from core.layer_report import classifier_layer_report
 from core.run_dir import register_resolvers
 
-
 register_resolvers()  # conf/hydra/default.yaml uses ${run_dir:...}: registered before Hydra composes
 
 

@@ -16,11 +16,17 @@ from core.sweep_summary import write_summary
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("sweep_dir", type=Path, help="a multirun's sweep directory (hydra.sweep.dir), e.g. logs/train/multiruns/<date>_<time>")
+    parser.add_argument(
+        "sweep_dir",
+        type=Path,
+        help="a multirun's sweep directory (hydra.sweep.dir), e.g. logs/train/multiruns/<date>_<time>",
+    )
     args = parser.parse_args(argv)
     with exit_on_user_error():
         if not args.sweep_dir.is_dir():
-            raise UserError(f"No sweep directory at {args.sweep_dir}: pass the folder a multirun wrote, e.g. logs/train/multiruns/<date>_<time>.")
+            raise UserError(
+                f"No sweep directory at {args.sweep_dir}: pass the folder a multirun wrote, e.g. logs/train/multiruns/<date>_<time>."
+            )
         markdown_path, csv_path, markdown = write_summary(args.sweep_dir)
         print(markdown)
         print(f"Wrote {markdown_path} and {csv_path}", file=sys.stderr)

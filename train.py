@@ -17,13 +17,22 @@ from omegaconf import DictConfig
 from callbacks.continue_logs import ContinueLogs
 from callbacks.exact_resume import ExactResume
 from callbacks.run_config import StoreRunConfig
-from core.build import build_callbacks, build_datamodule, build_finder_trainer, build_loggers, build_module, build_trainer, log_hyperparameters, log_hyperparameters_at_start
+from core.build import (
+    build_callbacks,
+    build_datamodule,
+    build_finder_trainer,
+    build_loggers,
+    build_module,
+    build_trainer,
+    log_hyperparameters,
+    log_hyperparameters_at_start,
+)
 from core.checkpoint import check_resumable, load_checkpoint
 from core.config import to_plain
 from core.config_check import check_config
-from core.notices import quiet_library_notices
 from core.errors import UserError, exit_on_user_error
 from core.lr_finding import check_lr_find, find_lr
+from core.notices import quiet_library_notices
 from core.run_dir import LAST_CHECKPOINT, discarded_if_nothing_was_trained, register_resolvers
 
 log = logging.getLogger(__name__)
@@ -34,7 +43,9 @@ def checkpoint_to_resume(cfg: DictConfig) -> str | None:
     if not cfg.resume:
         return cfg.ckpt_path
     if cfg.ckpt_path:
-        raise UserError("Give either resume=true (continue the latest run of this experiment) or ckpt_path=PATH, not both.")
+        raise UserError(
+            "Give either resume=true (continue the latest run of this experiment) or ckpt_path=PATH, not both."
+        )
     last = Path(cfg.paths.output_dir) / LAST_CHECKPOINT
     if last.is_file():
         log.info(f"Resuming {cfg.paths.output_dir} from {last}")
@@ -56,7 +67,9 @@ def log_global_batch(cfg: DictConfig, trainer: L.Trainer) -> None:
     """The samples behind one optimizer step, and the learning rate, which is used as given: not scaled with the process count."""
     per_node = f" ({trainer.num_devices} per node x {trainer.num_nodes} nodes)" if trainer.num_nodes > 1 else ""
     processes = trainer.world_size
-    log.info(f"Batch: {cfg.data.batch_size} per process x {processes} processes{per_node} = {cfg.data.batch_size * processes} samples per optimizer step")
+    log.info(
+        f"Batch: {cfg.data.batch_size} per process x {processes} processes{per_node} = {cfg.data.batch_size * processes} samples per optimizer step"
+    )
     if processes > 1:
         log.info(
             f"Learning rate: optimizer.lr={cfg.optimizer.lr} as given, not scaled with the {processes} processes (for the same training as "
@@ -88,7 +101,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     metrics = {name: value.item() for name, value in trainer.callback_metrics.items()}
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    if best and trainer.checkpoint_callback.monitor:  # callbacks=none: Lightning's own checkpoint keeps the latest epoch, unscored
+    if (
+        best and trainer.checkpoint_callback.monitor
+    ):  # callbacks=none: Lightning's own checkpoint keeps the latest epoch, unscored
         metrics["best_val_top1"] = best_score(trainer.checkpoint_callback)
         log.info(f"Best checkpoint: {best} (val top-1 {metrics['best_val_top1']:.4f})")
     if cfg.test:
@@ -107,7 +122,9 @@ def main(cfg: DictConfig) -> float | None:
     quiet_library_notices()
     with exit_on_user_error(), discarded_if_nothing_was_trained(cfg.paths.output_dir):
         return train(cfg).get("best_val_top1")
-    return math.nan  # only a multirun's failed job gets here (core/errors.py): a result that a sweeper (Optuna) counts as failed
+    return (
+        math.nan
+    )  # only a multirun's failed job gets here (core/errors.py): a result that a sweeper (Optuna) counts as failed
 
 
 if __name__ == "__main__":

@@ -20,7 +20,15 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from benchmarks.runs import alternating, load, paired_ratio, per_step_seconds, step_timer_overrides, timed_run, train_py_overrides
+from benchmarks.runs import (
+    alternating,
+    load,
+    paired_ratio,
+    per_step_seconds,
+    step_timer_overrides,
+    timed_run,
+    train_py_overrides,
+)
 
 
 def main() -> None:
@@ -30,8 +38,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300, help="optimizer steps per run")
     parser.add_argument("--first-step", type=int, default=20, help="per-step time is measured from this step on")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads per process (OMP_NUM_THREADS); 0: torch's default")
-    parser.add_argument("--data-dir", default="data", help="the folder holding MNIST/raw/ (unpacked there from the shipped copy when absent)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads per process (OMP_NUM_THREADS); 0: torch's default"
+    )
+    parser.add_argument(
+        "--data-dir",
+        default="data",
+        help="the folder holding MNIST/raw/ (unpacked there from the shipped copy when absent)",
+    )
     args, common = parser.parse_known_args()
     if not 0 <= args.first_step < args.steps:
         parser.error(f"--first-step must be at least 0 and below --steps ({args.steps}), got {args.first_step}")
@@ -47,12 +61,19 @@ def main() -> None:
             overrides = [*common, *variants[name], *step_timer_overrides(args.first_step, marks)]
             process_s = timed_run(overrides, Path(scratch, f"{name}{repeat}"))
             step_s[name].append(per_step_seconds(marks))
-            print(f"run {repeat + 1}/{args.repeats} {name}: {1000 * step_s[name][-1]:.3f} ms/step, process {process_s:.2f} s ({load()})", flush=True)
+            print(
+                f"run {repeat + 1}/{args.repeats} {name}: {1000 * step_s[name][-1]:.3f} ms/step, process {process_s:.2f} s ({load()})",
+                flush=True,
+            )
     print(f"\ntrain.py {' '.join(common)}")
     for name, overrides in variants.items():
-        print(f"  {name}: {' '.join(overrides) or '(nothing more)'}: {1000 * statistics.median(step_s[name]):.3f} ms per step "
-              f"(median of {args.repeats}; runs {', '.join(f'{1000 * seconds:.3f}' for seconds in step_s[name])})")
-    print(f"  B/A: {statistics.median(step_s['B']) / statistics.median(step_s['A']):.3f} (median of the paired ratios {paired_ratio(step_s['B'], step_s['A']):.3f})")
+        print(
+            f"  {name}: {' '.join(overrides) or '(nothing more)'}: {1000 * statistics.median(step_s[name]):.3f} ms per step "
+            f"(median of {args.repeats}; runs {', '.join(f'{1000 * seconds:.3f}' for seconds in step_s[name])})"
+        )
+    print(
+        f"  B/A: {statistics.median(step_s['B']) / statistics.median(step_s['A']):.3f} (median of the paired ratios {paired_ratio(step_s['B'], step_s['A']):.3f})"
+    )
     print(f"{load()} at the end; {os.cpu_count()} CPU cores")
 
 

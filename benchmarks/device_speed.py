@@ -38,8 +38,16 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULTS = [
-    "data=fake", "data.input_shape=[1,28,28]", "data.num_classes=10", "data.train_size=20000", "data.val_size=2000",
-    "data.batch_size=128", "model=lenet", "trainer.max_epochs=2", "test=false", "callbacks.progress_bar.refresh_rate=0",
+    "data=fake",
+    "data.input_shape=[1,28,28]",
+    "data.num_classes=10",
+    "data.train_size=20000",
+    "data.val_size=2000",
+    "data.batch_size=128",
+    "model=lenet",
+    "trainer.max_epochs=2",
+    "test=false",
+    "callbacks.progress_bar.refresh_rate=0",
 ]
 
 
@@ -68,11 +76,23 @@ def settings_of(names: list[str]) -> list[Setting]:
     no_gpu = "no GPU that torch can use on this machine"
     known = {
         "cpu": Setting("cpu", "CPU, 1 process", "cpu", ["trainer=cpu"], 1),
-        "cpu_ddp": Setting("cpu_ddp", "CPU, DDP 2 processes (gloo)", "cpu", ["trainer=ddp_cpu", "trainer.devices=2"], 2,
-                           "" if cores >= 2 else f"needs 2 CPU cores, this machine has {cores}"),
+        "cpu_ddp": Setting(
+            "cpu_ddp",
+            "CPU, DDP 2 processes (gloo)",
+            "cpu",
+            ["trainer=ddp_cpu", "trainer.devices=2"],
+            2,
+            "" if cores >= 2 else f"needs 2 CPU cores, this machine has {cores}",
+        ),
         "gpu": Setting("gpu", "1 GPU", "gpu", ["trainer=gpu"], 1, "" if gpus else no_gpu),
-        "gpu_ddp": Setting("gpu_ddp", f"DDP on {max(gpus, 2)} GPUs", "gpu", ["trainer=ddp", f"trainer.devices={max(gpus, 2)}"], max(gpus, 2),
-                           "" if gpus >= 2 else f"needs 2 GPUs or more, this machine has {gpus}"),
+        "gpu_ddp": Setting(
+            "gpu_ddp",
+            f"DDP on {max(gpus, 2)} GPUs",
+            "gpu",
+            ["trainer=ddp", f"trainer.devices={max(gpus, 2)}"],
+            max(gpus, 2),
+            "" if gpus >= 2 else f"needs 2 GPUs or more, this machine has {gpus}",
+        ),
     }
     unknown = [name for name in names if name not in known]
     if unknown:
@@ -104,7 +124,9 @@ def run(setting: Setting, overrides: list[str], run_dir: Path) -> None:
 
 
 def override_value(overrides: list[str], key: str, default: str) -> str:
-    return next((override.split("=", 1)[1] for override in reversed(overrides) if override.split("=", 1)[0] == key), default)
+    return next(
+        (override.split("=", 1)[1] for override in reversed(overrides) if override.split("=", 1)[0] == key), default
+    )
 
 
 def artefact_reason(setting: Setting, baseline: Setting) -> str:
@@ -115,7 +137,9 @@ def artefact_reason(setting: Setting, baseline: Setting) -> str:
         reasons.append(f"the machine was busier during the 1-process run (load {base_load:.1f} against {load:.1f})")
     if baseline.threads * baseline.processes > cpu_cores() or setting.threads * setting.processes > cpu_cores():
         reasons.append("more threads than cores (oversubscription)")
-    reasons.append("the 1-process run was slowed by something the N-process run did not meet (load, threads, caches); rerun with --repeats 3 on an idle machine")
+    reasons.append(
+        "the 1-process run was slowed by something the N-process run did not meet (load, threads, caches); rerun with --repeats 3 on an idle machine"
+    )
     return "; ".join(reasons)
 
 
@@ -131,7 +155,9 @@ def table(settings: list[Setting], overrides: list[str]) -> str:
     for setting in settings:
         global_batch = batch * setting.processes
         if setting.skipped:
-            lines.append(f"| {setting.description} | {setting.processes} | {setting.threads} | {global_batch} | | skipped: {setting.skipped} | | | | | |")
+            lines.append(
+                f"| {setting.description} | {setting.processes} | {setting.threads} | {global_batch} | | skipped: {setting.skipped} | | | | | |"
+            )
             continue
         rate = speed[setting.name]
         speedup = f"{rate / speed[single['cpu'].name]:.2f}x" if "cpu" in single else "(no CPU run)"
@@ -143,7 +169,9 @@ def table(settings: list[Setting], overrides: list[str]) -> str:
             efficiency = f"{ratio:.0%}"
             if ratio > 1.0:
                 efficiency += " (artefact, see below)"
-                notes.append(f"- {setting.description}: {ratio:.0%} efficiency is a measurement artefact, not a speed-up: {artefact_reason(setting, baseline)}.")
+                notes.append(
+                    f"- {setting.description}: {ratio:.0%} efficiency is a measurement artefact, not a speed-up: {artefact_reason(setting, baseline)}."
+                )
         steps = round(statistics.median(setting.samples) / global_batch)
         lines.append(
             f"| {setting.description} | {setting.processes} | {setting.threads} | {global_batch} | {steps} | {rate:.0f} | {statistics.median(setting.epoch_s):.2f} | "
@@ -159,10 +187,18 @@ def machine() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--settings", default="cpu,cpu_ddp,gpu,gpu_ddp", help="comma-separated: cpu, cpu_ddp, gpu, gpu_ddp")
+    parser.add_argument(
+        "--settings", default="cpu,cpu_ddp,gpu,gpu_ddp", help="comma-separated: cpu, cpu_ddp, gpu, gpu_ddp"
+    )
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--threads", type=int, help="threads per process, pinned for every setting (default: CPU cores // the setting's processes)")
-    parser.add_argument("--out", type=Path, help="where the run directories and device_speed.md go (default: a temporary folder)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="threads per process, pinned for every setting (default: CPU cores // the setting's processes)",
+    )
+    parser.add_argument(
+        "--out", type=Path, help="where the run directories and device_speed.md go (default: a temporary folder)"
+    )
     args, overrides = parser.parse_known_args()
     settings = settings_of(args.settings.split(","))
     pin_threads(settings, args.threads)
@@ -175,21 +211,27 @@ def main() -> None:
             shift = repeat % len(runnable) if runnable else 0
             for setting in runnable[shift:] + runnable[:shift]:  # rotating order: a drift in load hits every setting
                 run(setting, overrides, out / f"{setting.name}-{repeat}")
-                print(f"run {repeat + 1}/{args.repeats} {setting.name}: {setting.wall_s[-1]:.1f} s", file=sys.stderr, flush=True)
+                print(
+                    f"run {repeat + 1}/{args.repeats} {setting.name}: {setting.wall_s[-1]:.1f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
         load_after = os.getloadavg()
-        report = "\n".join([
-            f"`{' '.join(['python benchmarks/device_speed.py', *sys.argv[1:]])}`",
-            "",
-            f"{datetime.date.today().isoformat()}, {machine()}; load average (1, 5, 15 min) before "
-            f"{', '.join(f'{value:.2f}' for value in load_before)}, after {', '.join(f'{value:.2f}' for value in load_after)}; "
-            f"median of {args.repeats} run(s) per setting.",
-            f"Compared: train.py {' '.join(overrides)}; precision {override_value(overrides, 'trainer.precision', '32-true')}; "
-            f"data.batch_size={override_value(overrides, 'data.batch_size', '128')} per process (global batch = per process x processes); "
-            f"threads per process pinned with OMP_NUM_THREADS ({', '.join(f'{setting.name} {setting.threads}' for setting in settings)}).",
-            "",
-            table(settings, overrides),
-            "",
-        ])
+        report = "\n".join(
+            [
+                f"`{' '.join(['python benchmarks/device_speed.py', *sys.argv[1:]])}`",
+                "",
+                f"{datetime.date.today().isoformat()}, {machine()}; load average (1, 5, 15 min) before "
+                f"{', '.join(f'{value:.2f}' for value in load_before)}, after {', '.join(f'{value:.2f}' for value in load_after)}; "
+                f"median of {args.repeats} run(s) per setting.",
+                f"Compared: train.py {' '.join(overrides)}; precision {override_value(overrides, 'trainer.precision', '32-true')}; "
+                f"data.batch_size={override_value(overrides, 'data.batch_size', '128')} per process (global batch = per process x processes); "
+                f"threads per process pinned with OMP_NUM_THREADS ({', '.join(f'{setting.name} {setting.threads}' for setting in settings)}).",
+                "",
+                table(settings, overrides),
+                "",
+            ]
+        )
         out.mkdir(parents=True, exist_ok=True)
         (out / "device_speed.md").write_text(report)
     print(report)

@@ -24,8 +24,20 @@ import torch
 
 from benchmarks.runs import alternating, load, timed_run
 
-ALL_ON = {"trainer.precision": "bf16-mixed", "module.channels_last": "true", "data.on_device": "true", "data.pin_memory": "true", "module.compile": "true"}
-ALL_OFF = {"trainer.precision": "32-true", "module.channels_last": "false", "data.on_device": "false", "data.pin_memory": "false", "module.compile": "false"}
+ALL_ON = {
+    "trainer.precision": "bf16-mixed",
+    "module.channels_last": "true",
+    "data.on_device": "true",
+    "data.pin_memory": "true",
+    "module.compile": "true",
+}
+ALL_OFF = {
+    "trainer.precision": "32-true",
+    "module.channels_last": "false",
+    "data.on_device": "false",
+    "data.pin_memory": "false",
+    "module.compile": "false",
+}
 SWITCHES = {  # a variant's name: what it switches off
     "bf16-mixed off": ["trainer.precision"],
     "channels-last off": ["module.channels_last"],
@@ -62,9 +74,18 @@ def main() -> None:
     args, overrides = parser.parse_known_args()
     train_size = args.batches * args.batch_size
     common = [
-        "trainer=gpu" if gpu else "trainer=cpu", "model=resnet18", "model.small_input_stem=true", "data=fake", f"data.train_size={train_size}",
-        f"data.val_size={2 * args.batch_size}", f"data.test_size={2 * args.batch_size}", f"data.batch_size={args.batch_size}", "trainer.max_epochs=2", "test=false",
-        "callbacks.progress_bar.refresh_rate=0", *overrides,
+        "trainer=gpu" if gpu else "trainer=cpu",
+        "model=resnet18",
+        "model.small_input_stem=true",
+        "data=fake",
+        f"data.train_size={train_size}",
+        f"data.val_size={2 * args.batch_size}",
+        f"data.test_size={2 * args.batch_size}",
+        f"data.batch_size={args.batch_size}",
+        "trainer.max_epochs=2",
+        "test=false",
+        "callbacks.progress_bar.refresh_rate=0",
+        *overrides,
     ]
     chosen = variants(gpu)
     results: dict[str, list[float]] = {name: [] for name in chosen}
@@ -75,7 +96,10 @@ def main() -> None:
             run_dir = Path(scratch, f"{repeat}-{len(results[name])}-{abs(hash(name))}")
             timed_run([*common, *(f"{key}={value}" for key, value in chosen[name].items())], run_dir)
             results[name].append(second_epoch_samples_per_s(run_dir))
-            print(f"repeat {repeat + 1}/{args.repeats} {name:<38} {results[name][-1]:9.1f} samples/s ({load()})", flush=True)
+            print(
+                f"repeat {repeat + 1}/{args.repeats} {name:<38} {results[name][-1]:9.1f} samples/s ({load()})",
+                flush=True,
+            )
     best = statistics.median(results["all on"])
     print(f"\ntrain.py {' '.join(common)}   ({device})")
     print(f"{'variant':<38} {'samples/s':>10} {'vs all on':>10}")

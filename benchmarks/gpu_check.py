@@ -113,7 +113,9 @@ def run_command(arguments: list[str], log: Path, timeout: float, env: dict | Non
     """Runs a command from the repo root, its output into `log`; stops it at `timeout` seconds."""
     started = time.perf_counter()
     with log.open("w") as output:
-        process = subprocess.Popen(arguments, cwd=REPO, stdout=output, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+        process = subprocess.Popen(
+            arguments, cwd=REPO, stdout=output, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
         try:
             returncode = process.wait(timeout=max(timeout, 1))
         except subprocess.TimeoutExpired:
@@ -124,7 +126,12 @@ def run_command(arguments: list[str], log: Path, timeout: float, env: dict | Non
 
 
 def train_py(overrides: list[str], run_dir: Path, timeout: float) -> Command:
-    return run_command([sys.executable, "train.py", *overrides, f"hydra.run.dir={run_dir}"], run_dir.with_suffix(".log"), timeout, {"PYTHONUNBUFFERED": "1"})
+    return run_command(
+        [sys.executable, "train.py", *overrides, f"hydra.run.dir={run_dir}"],
+        run_dir.with_suffix(".log"),
+        timeout,
+        {"PYTHONUNBUFFERED": "1"},
+    )
 
 
 def failure(what: str, command: Command) -> str:
@@ -158,7 +165,9 @@ class Variant:
         return Variant(f"{self.name} + data on device", self.bf16, self.channels_last, self.compile, True)
 
     def with_cudnn_benchmark(self) -> "Variant":
-        return Variant(f"{self.name} + cudnn.benchmark", self.bf16, self.channels_last, self.compile, self.on_device, True)
+        return Variant(
+            f"{self.name} + cudnn.benchmark", self.bf16, self.channels_last, self.compile, self.on_device, True
+        )
 
 
 def preset_network(image_shape: tuple[int, ...]):
@@ -169,7 +178,9 @@ def preset_network(image_shape: tuple[int, ...]):
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose(config_name="train", overrides=["experiment=tiny_imagenet_resnet18"])
-    return (lambda: instantiate(cfg.model, input_shape=list(image_shape), num_classes=TINY_IMAGENET_CLASSES)), OmegaConf.to_container(cfg.optimizer)
+    return (
+        lambda: instantiate(cfg.model, input_shape=list(image_shape), num_classes=TINY_IMAGENET_CLASSES)
+    ), OmegaConf.to_container(cfg.optimizer)
 
 
 def chip_peaks(device_name: str) -> tuple[str, dict[str, float]] | tuple[None, None]:
@@ -216,7 +227,9 @@ def synchronize(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure_training(build, optimizer_options: dict, variant: Variant, batch_size: int, images_u8, labels, device, settings: dict) -> dict:
+def measure_training(
+    build, optimizer_options: dict, variant: Variant, batch_size: int, images_u8, labels, device, settings: dict
+) -> dict:
     """Images/s of the training step (normalise, forward, loss, backward, SGD step) on batches cut from `images_u8`."""
     import torch
     from torch.nn import functional as F
@@ -233,15 +246,22 @@ def measure_training(build, optimizer_options: dict, variant: Variant, batch_siz
     # TinyImageNetDataModule's mean and std (not imported: the datamodule brings in Lightning)
     mean = torch.tensor([0.4802, 0.4481, 0.3975], device=device).view(1, 3, 1, 1) * 255
     std = torch.tensor([0.2302, 0.2265, 0.2262], device=device).view(1, 3, 1, 1) * 255
-    source_images, source_labels = (images_u8.to(device), labels.to(device)) if variant.on_device else (images_u8, labels)
+    source_images, source_labels = (
+        (images_u8.to(device), labels.to(device)) if variant.on_device else (images_u8, labels)
+    )
     batches = len(images_u8) // batch_size
     order = torch.randperm(batches * batch_size, device=source_images.device).view(batches, batch_size)
 
     def step(index: int) -> None:
         positions = order[index % batches]
         images, targets = source_images[positions], source_labels[positions]
-        if device.type == "cuda" and not variant.on_device:  # host batches: page-locked, copied while the device computes, as pin_memory does
-            images, targets = images.pin_memory().to(device, non_blocking=True), targets.pin_memory().to(device, non_blocking=True)
+        if (
+            device.type == "cuda" and not variant.on_device
+        ):  # host batches: page-locked, copied while the device computes, as pin_memory does
+            images, targets = (
+                images.pin_memory().to(device, non_blocking=True),
+                targets.pin_memory().to(device, non_blocking=True),
+            )
         images = ((images.float() - mean) / std).contiguous(memory_format=memory_format)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=variant.bf16):
             loss = F.cross_entropy(net(images), targets)
@@ -267,7 +287,12 @@ def measure_training(build, optimizer_options: dict, variant: Variant, batch_siz
     del net, optimizer, source_images, source_labels
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    return {"images_per_s": steps * batch_size / elapsed, "step_ms": elapsed / steps * 1000, "warmup_s": warmup_s, "peak_memory_gb": peak}
+    return {
+        "images_per_s": steps * batch_size / elapsed,
+        "step_ms": elapsed / steps * 1000,
+        "warmup_s": warmup_s,
+        "peak_memory_gb": peak,
+    }
 
 
 def section_resnet18(report: Report) -> None:
@@ -281,13 +306,18 @@ def section_resnet18(report: Report) -> None:
     image_shape = (3, 8, 8) if smoke else TINY_IMAGENET_SHAPE
     batch_sizes = (2,) if smoke else (256, 512)
     settings = {
-        "warmup_steps": 1 if smoke else 15, "min_steps": 1 if smoke else 20, "seconds": 0.0 if smoke else 2.5, "block": 1 if smoke else 10,
+        "warmup_steps": 1 if smoke else 15,
+        "min_steps": 1 if smoke else 20,
+        "seconds": 0.0 if smoke else 2.5,
+        "block": 1 if smoke else 10,
         # smoke: dynamo traces the network, its eager backend runs it (inductor's code generation takes minutes on a CPU)
         "compile": {"backend": "eager"} if smoke else {},
     }
     build, optimizer_options = preset_network(image_shape)
     forward_flops, train_flops = training_flops_per_image(build, image_shape)
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    device_name = (
+        torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    )
     chip, peaks = chip_peaks(device_name) if device.type == "cuda" else (None, None)
     tf32_convolutions = torch.backends.cudnn.allow_tf32
     report.note(
@@ -306,8 +336,26 @@ def section_resnet18(report: Report) -> None:
         report.note(f"No datasheet peak for {device_name!r} in PEAK_TFLOPS: the fraction of peak is left empty.")
     size = 256 if smoke else 8192
     reference = matmul_tflops(device, size)
-    report.note(f"bf16 {size}x{size}x{size} matrix product: {reference:.3g} TFLOP/s" + (f" ({reference / peaks['bf16']:.0%} of the datasheet bf16 peak)" if peaks else "") + ".")
-    report.columns("batch", "variant", "precision", "channels_last", "compile", "data", "images_per_s", "step_ms", "warmup_s", "peak_memory_gb", "tflops", "peak_tflops", "peak_frac")
+    report.note(
+        f"bf16 {size}x{size}x{size} matrix product: {reference:.3g} TFLOP/s"
+        + (f" ({reference / peaks['bf16']:.0%} of the datasheet bf16 peak)" if peaks else "")
+        + "."
+    )
+    report.columns(
+        "batch",
+        "variant",
+        "precision",
+        "channels_last",
+        "compile",
+        "data",
+        "images_per_s",
+        "step_ms",
+        "warmup_s",
+        "peak_memory_gb",
+        "tflops",
+        "peak_tflops",
+        "peak_frac",
+    )
 
     count = max(4 * max(batch_sizes), 32 if smoke else 4096)
     generator = torch.Generator().manual_seed(0)
@@ -317,28 +365,49 @@ def section_resnet18(report: Report) -> None:
 
     def measure(batch_size: int, variant: Variant, needs_s: float) -> dict | None:
         if report.left() < needs_s:
-            report.row(batch=batch_size, variant=variant.name, data=f"skipped: {report.left():.0f} s left, about {needs_s:.0f} s needed")
+            report.row(
+                batch=batch_size,
+                variant=variant.name,
+                data=f"skipped: {report.left():.0f} s left, about {needs_s:.0f} s needed",
+            )
             return None
         report.log(f"ResNet-18 batch {batch_size}: {variant.name}")
         measured = measure_training(build, optimizer_options, variant, batch_size, images_u8, labels, device, settings)
         results[(batch_size, variant)] = measured["images_per_s"]
-        peak = (peaks["bf16"] if variant.bf16 else peaks["tf32" if tf32_convolutions else "fp32"]) if peaks else math.nan
+        peak = (
+            (peaks["bf16"] if variant.bf16 else peaks["tf32" if tf32_convolutions else "fp32"]) if peaks else math.nan
+        )
         tflops = train_flops * measured["images_per_s"] / 1e12
         report.row(
-            batch=batch_size, variant=variant.name, precision="bf16 autocast" if variant.bf16 else "fp32", channels_last=variant.channels_last,
-            compile=variant.compile, data="device" if variant.on_device else "host, pinned copy", **measured,
-            tflops=tflops, peak_tflops=peak, peak_frac=tflops / peak,
+            batch=batch_size,
+            variant=variant.name,
+            precision="bf16 autocast" if variant.bf16 else "fp32",
+            channels_last=variant.channels_last,
+            compile=variant.compile,
+            data="device" if variant.on_device else "host, pinned copy",
+            **measured,
+            tflops=tflops,
+            peak_tflops=peak,
+            peak_frac=tflops / peak,
         )
         return measured
 
-    eager = [Variant("fp32", False, False, False), Variant("bf16", True, False, False), Variant("bf16 + channels_last", True, True, False)]
+    eager = [
+        Variant("fp32", False, False, False),
+        Variant("bf16", True, False, False),
+        Variant("bf16 + channels_last", True, True, False),
+    ]
     compiled = Variant("bf16 + channels_last + compile", True, True, True)
     eager_s, compile_s = (1, 5) if smoke else (8, 90)
     for batch_size in batch_sizes:
         for variant in eager:
             measure(batch_size, variant, eager_s)
     for batch_size in batch_sizes:
-        best = max((variant for variant in eager if (batch_size, variant) in results), key=lambda variant: results[(batch_size, variant)], default=None)
+        best = max(
+            (variant for variant in eager if (batch_size, variant) in results),
+            key=lambda variant: results[(batch_size, variant)],
+            default=None,
+        )
         if best:
             measure(batch_size, best.with_data_on_device(), eager_s)
     for batch_size in batch_sizes:  # the first compilation's time is the estimate of the next one's
@@ -355,7 +424,9 @@ def section_resnet18(report: Report) -> None:
         measured = {variant: rate for (size, variant), rate in results.items() if size == batch_size}
         if measured:
             best = max(measured, key=measured.get)
-            report.note(f"Best at batch {batch_size}: {best.name}, {measured[best]:,.0f} images/s ({train_flops * measured[best] / 1e12:.1f} TFLOP/s).")
+            report.note(
+                f"Best at batch {batch_size}: {best.name}, {measured[best]:,.0f} images/s ({train_flops * measured[best] / 1e12:.1f} TFLOP/s)."
+            )
 
 
 # ---------------------------------------------------------------------------------------------- 2. Tiny-ImageNet full path
@@ -367,7 +438,9 @@ def section_tiny_imagenet(report: Report) -> None:
     smoke = report.smoke
     workers = len(os.sched_getaffinity(0))
     train_per_class, val_per_class, test_count = (2, 1, 20) if smoke else (500, 50, 10_000)
-    report.columns("stage", "setting", "images", "seconds", "images_per_s", "data_wait_frac", "peak_memory_mb", "val_s", "wall_s")
+    report.columns(
+        "stage", "setting", "images", "seconds", "images_per_s", "data_wait_frac", "peak_memory_mb", "val_s", "wall_s"
+    )
 
     # the generator's rate on one core, from a few images, decides how many fit in a third of the budget
     calibration = report.scratch / "calibration"
@@ -378,32 +451,80 @@ def section_tiny_imagenet(report: Report) -> None:
     planned = TINY_IMAGENET_CLASSES * (train_per_class + val_per_class) + test_count
     scale = min(1.0, report.left() / 3 * rate / planned)
     if scale < 1:
-        train_per_class, val_per_class, test_count = max(1, int(train_per_class * scale)), max(1, int(val_per_class * scale)), int(test_count * scale)
-        report.note(f"Scaled down to {scale:.0%} of the official size: {rate:.0f} images/s expected from {workers} processes.")
+        train_per_class, val_per_class, test_count = (
+            max(1, int(train_per_class * scale)),
+            max(1, int(val_per_class * scale)),
+            int(test_count * scale),
+        )
+        report.note(
+            f"Scaled down to {scale:.0%} of the official size: {rate:.0f} images/s expected from {workers} processes."
+        )
     images = TINY_IMAGENET_CLASSES * (train_per_class + val_per_class) + test_count
     data_dir, cache_dir = report.scratch / "data", report.scratch / "cache"
     report.log(f"writing {images} JPEGs with {workers} processes")
     started = time.perf_counter()
-    write_tiny_imagenet(data_dir, num_classes=TINY_IMAGENET_CLASSES, train_per_class=train_per_class, val_per_class=val_per_class, test_count=test_count, workers=workers)
+    write_tiny_imagenet(
+        data_dir,
+        num_classes=TINY_IMAGENET_CLASSES,
+        train_per_class=train_per_class,
+        val_per_class=val_per_class,
+        test_count=test_count,
+        workers=workers,
+    )
     seconds = time.perf_counter() - started
     size_mb = sum(path.stat().st_size for path in data_dir.rglob("*.JPEG")) / 2**20
-    report.row(stage="generate JPEGs", setting=f"{workers} processes, {size_mb:.0f} MB", images=images, seconds=seconds, images_per_s=images / seconds)
+    report.row(
+        stage="generate JPEGs",
+        setting=f"{workers} processes, {size_mb:.0f} MB",
+        images=images,
+        seconds=seconds,
+        images_per_s=images / seconds,
+    )
 
     from datamodules.tiny_imagenet import TinyImageNetDataModule
 
     report.log("building the decoded cache")
     started = time.perf_counter()
-    TinyImageNetDataModule(str(data_dir), download=False, cache_dir=str(cache_dir)).prepare_data()  # no trainer: all three splits
+    TinyImageNetDataModule(
+        str(data_dir), download=False, cache_dir=str(cache_dir)
+    ).prepare_data()  # no trainer: all three splits
     seconds = time.perf_counter() - started
-    report.row(stage="decoded cache", setting=f"{workers} processes (datamodules/decoded_cache.py)", images=images, seconds=seconds, images_per_s=images / seconds)
+    report.row(
+        stage="decoded cache",
+        setting=f"{workers} processes (datamodules/decoded_cache.py)",
+        images=images,
+        seconds=seconds,
+        images_per_s=images / seconds,
+    )
 
-    base = ["experiment=tiny_imagenet_resnet18", f"data.data_dir={data_dir}", "data.download=false", f"data.cache_dir={cache_dir}", "trainer.max_epochs=1", "test=false"]
-    base += ["trainer=cpu", "data.batch_size=4", "data.eval_batch_size=4", "++trainer.limit_train_batches=2", "++trainer.limit_val_batches=1", "++trainer.num_sanity_val_steps=0"] if smoke else ["trainer=gpu"]
+    base = [
+        "experiment=tiny_imagenet_resnet18",
+        f"data.data_dir={data_dir}",
+        "data.download=false",
+        f"data.cache_dir={cache_dir}",
+        "trainer.max_epochs=1",
+        "test=false",
+    ]
+    base += (
+        [
+            "trainer=cpu",
+            "data.batch_size=4",
+            "data.eval_batch_size=4",
+            "++trainer.limit_train_batches=2",
+            "++trainer.limit_val_batches=1",
+            "++trainer.num_sanity_val_steps=0",
+        ]
+        if smoke
+        else ["trainer=gpu"]
+    )
     expected_s = 0.0
     settings = [("defaults (host batches, pinned)", []), ("data.on_device=true", ["data.on_device=true"])]
     for setting, overrides in settings[:1] if smoke else settings:  # data.on_device does nothing on a CPU
         if report.left() < expected_s:
-            report.row(stage="one epoch of train.py", setting=f"{setting}: skipped, {report.left():.0f} s left, about {expected_s:.0f} s needed")
+            report.row(
+                stage="one epoch of train.py",
+                setting=f"{setting}: skipped, {report.left():.0f} s left, about {expected_s:.0f} s needed",
+            )
             continue
         report.log(f"one epoch of train.py experiment=tiny_imagenet_resnet18, {setting}")
         run_dir = report.scratch / f"run-{len(overrides)}"
@@ -414,11 +535,20 @@ def section_tiny_imagenet(report: Report) -> None:
         expected_s = command.wall_s * 1.1
         epoch = timing_rows(run_dir)["0"]
         report.row(
-            stage="one epoch of train.py", setting=setting, images=int(epoch["samples"]), seconds=number(epoch["train_s"]), images_per_s=number(epoch["samples_per_s"]),
-            data_wait_frac=number(epoch["data_wait_frac"]), peak_memory_mb=number(epoch["peak_memory_mb"]), val_s=number(epoch["val_s"]), wall_s=command.wall_s,
+            stage="one epoch of train.py",
+            setting=setting,
+            images=int(epoch["samples"]),
+            seconds=number(epoch["train_s"]),
+            images_per_s=number(epoch["samples_per_s"]),
+            data_wait_frac=number(epoch["data_wait_frac"]),
+            peak_memory_mb=number(epoch["peak_memory_mb"]),
+            val_s=number(epoch["val_s"]),
+            wall_s=command.wall_s,
         )
-    report.note(f"train.py {' '.join(base)} (+ the setting); seconds and images/s: the training steps and the data waits between them "
-                "(timing.csv), validation apart; wall_s: the whole command, start-up, validation, checkpoints and figures included.")
+    report.note(
+        f"train.py {' '.join(base)} (+ the setting); seconds and images/s: the training steps and the data waits between them "
+        "(timing.csv), validation apart; wall_s: the whole command, start-up, validation, checkpoints and figures included."
+    )
 
 
 # ---------------------------------------------------------------------------------------------- 3. mnist_fast
@@ -427,10 +557,21 @@ def section_tiny_imagenet(report: Report) -> None:
 def section_mnist_fast(report: Report) -> None:
     smoke = report.smoke
     overrides = ["experiment=mnist_fast", f"paths.data_dir={report.scratch / 'data'}"]
-    overrides += ["trainer=cpu", "++trainer.limit_train_batches=3", "++trainer.limit_val_batches=1", "++trainer.limit_test_batches=1"] if smoke else ["trainer=gpu"]
+    overrides += (
+        [
+            "trainer=cpu",
+            "++trainer.limit_train_batches=3",
+            "++trainer.limit_val_batches=1",
+            "++trainer.limit_test_batches=1",
+        ]
+        if smoke
+        else ["trainer=gpu"]
+    )
     report.columns("seed", "wall_s", "test_top1", "train_samples_per_s", "data_wait_frac")
-    report.note(f"train.py {' '.join(overrides)} seed=S; wall_s: the whole command (MNIST unpacked from the shipped copy in the first run); "
-                "test top-1: the test predictions of the best checkpoint (predictions/test-*.csv).")
+    report.note(
+        f"train.py {' '.join(overrides)} seed=S; wall_s: the whole command (MNIST unpacked from the shipped copy in the first run); "
+        "test top-1: the test predictions of the best checkpoint (predictions/test-*.csv)."
+    )
     expected_s = 0.0
     for seed in range(1 if smoke else 3):
         if report.left() < expected_s:
@@ -447,7 +588,13 @@ def section_mnist_fast(report: Report) -> None:
         with predictions[-1].open(newline="") as file:
             correct = [int(row["correct"]) for row in csv.DictReader(file)]
         overall = timing_rows(run_dir)["all"]
-        report.row(seed=seed, wall_s=command.wall_s, test_top1=sum(correct) / len(correct), train_samples_per_s=number(overall["samples_per_s"]), data_wait_frac=number(overall["data_wait_frac"]))
+        report.row(
+            seed=seed,
+            wall_s=command.wall_s,
+            test_top1=sum(correct) / len(correct),
+            train_samples_per_s=number(overall["samples_per_s"]),
+            data_wait_frac=number(overall["data_wait_frac"]),
+        )
 
 
 # ---------------------------------------------------------------------------------------------- 4. LeNet per-step time
@@ -553,10 +700,22 @@ def lightning_ms(loader, device, bf16: bool, warmup: int, steps: int, log_loss: 
     callbacks = [clock, TQDMProgressBar(refresh_rate=1)] if progress_bar else [clock]
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     trainer = L.Trainer(
-        accelerator=device.type, devices=1, precision="bf16-mixed" if bf16 else "32-true", max_steps=warmup + steps, logger=False,
-        enable_checkpointing=False, enable_progress_bar=progress_bar, enable_model_summary=False, callbacks=callbacks,
+        accelerator=device.type,
+        devices=1,
+        precision="bf16-mixed" if bf16 else "32-true",
+        max_steps=warmup + steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=progress_bar,
+        enable_model_summary=False,
+        callbacks=callbacks,
     )
-    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull), contextlib.redirect_stderr(devnull), warnings.catch_warnings():
+    with (
+        open(os.devnull, "w") as devnull,
+        contextlib.redirect_stdout(devnull),
+        contextlib.redirect_stderr(devnull),
+        warnings.catch_warnings(),
+    ):
         warnings.simplefilter("ignore")
         trainer.fit(Steps(), train_dataloaders=loader)
     return (clock.ended - clock.started) / steps * 1000
@@ -585,10 +744,26 @@ def section_lenet_overhead(report: Report) -> None:
     plain = math.nan
     variants: list[tuple[str, str, Callable[[], float]]] = [
         ("plain loop", "none", lambda: plain_loop_ms(loader, device, bf16, warmup, steps, read_loss=False)),
-        ("plain loop + loss.item() every step", "1 per step", lambda: plain_loop_ms(loader, device, bf16, warmup, steps, read_loss=True)),
-        ("bare Lightning Trainer, nothing logged", "none", lambda: lightning_ms(loader, device, bf16, warmup, steps, log_loss=False, progress_bar=False)),
-        ("bare Lightning, self.log(loss), no progress bar", "none asked for", lambda: lightning_ms(loader, device, bf16, warmup, steps, log_loss=True, progress_bar=False)),
-        ("bare Lightning, self.log(loss, prog_bar=True), bar redrawn every step", "1 per step (bar)", lambda: lightning_ms(loader, device, bf16, warmup, steps, log_loss=True, progress_bar=True)),
+        (
+            "plain loop + loss.item() every step",
+            "1 per step",
+            lambda: plain_loop_ms(loader, device, bf16, warmup, steps, read_loss=True),
+        ),
+        (
+            "bare Lightning Trainer, nothing logged",
+            "none",
+            lambda: lightning_ms(loader, device, bf16, warmup, steps, log_loss=False, progress_bar=False),
+        ),
+        (
+            "bare Lightning, self.log(loss), no progress bar",
+            "none asked for",
+            lambda: lightning_ms(loader, device, bf16, warmup, steps, log_loss=True, progress_bar=False),
+        ),
+        (
+            "bare Lightning, self.log(loss, prog_bar=True), bar redrawn every step",
+            "1 per step (bar)",
+            lambda: lightning_ms(loader, device, bf16, warmup, steps, log_loss=True, progress_bar=True),
+        ),
     ]
     for name, syncs, measure in variants:
         if report.left() < 10:
@@ -600,9 +775,22 @@ def section_lenet_overhead(report: Report) -> None:
         report.row(variant=name, step_ms=step_ms, vs_plain=step_ms / plain, host_syncs=syncs, steps=steps)
 
     batches_per_epoch = 16 if smoke else 469
-    fake = ["data=fake", "data.input_shape=[1,28,28]", "data.num_classes=10", f"data.train_size={batches_per_epoch * 128}", "data.val_size=1000" if not smoke else "data.val_size=128",
-            "data.batch_size=128", "model=lenet", "trainer.max_epochs=2", "test=false", "trainer=cpu" if smoke else "trainer=gpu"]
-    train_variants = [("train.py (its defaults: progress bar redrawn every 20 steps)", []), ("train.py, callbacks.progress_bar.refresh_rate=0", ["callbacks.progress_bar.refresh_rate=0"])]
+    fake = [
+        "data=fake",
+        "data.input_shape=[1,28,28]",
+        "data.num_classes=10",
+        f"data.train_size={batches_per_epoch * 128}",
+        "data.val_size=1000" if not smoke else "data.val_size=128",
+        "data.batch_size=128",
+        "model=lenet",
+        "trainer.max_epochs=2",
+        "test=false",
+        "trainer=cpu" if smoke else "trainer=gpu",
+    ]
+    train_variants = [
+        ("train.py (its defaults: progress bar redrawn every 20 steps)", []),
+        ("train.py, callbacks.progress_bar.refresh_rate=0", ["callbacks.progress_bar.refresh_rate=0"]),
+    ]
     for name, extra in train_variants[:1] if smoke else train_variants:  # smoke: one train.py start-up is enough
         if report.left() < 20:
             report.row(variant=f"{name}: skipped, {report.left():.0f} s left")
@@ -633,13 +821,23 @@ def section_ddp(report: Report) -> None:
         overrides += ["data.train_size=512", "data.val_size=128"]
     single = device_speed.settings_of(["cpu" if smoke else "gpu"])[0]
     if smoke:
-        ddp = device_speed.Setting("ddp_1", "DDP strategy, 1 process (CPU, gloo)", "cpu", ["trainer=ddp_cpu", "trainer.devices=1"], 1)
+        ddp = device_speed.Setting(
+            "ddp_1", "DDP strategy, 1 process (CPU, gloo)", "cpu", ["trainer=ddp_cpu", "trainer.devices=1"], 1
+        )
     else:  # trainer=ddp keeps the default 32-true: bf16-mixed as in trainer=gpu, so that only the strategy differs
-        ddp = device_speed.Setting("ddp_1", "DDP strategy, 1 GPU", "gpu", ["trainer=ddp", "trainer.devices=1", "trainer.precision=bf16-mixed"], 1)
+        ddp = device_speed.Setting(
+            "ddp_1",
+            "DDP strategy, 1 GPU",
+            "gpu",
+            ["trainer=ddp", "trainer.devices=1", "trainer.precision=bf16-mixed"],
+            1,
+        )
     cpu = device_speed.settings_of(["cpu"])[0]
     report.columns("setting", "runs", "samples_per_s", "epoch_s", "wall_s", "vs_single_device")
-    report.note(f"train.py {' '.join(overrides)} + the setting's overrides (benchmarks/device_speed.py's workload); samples/s from timing.csv, "
-                "all epochs; runs alternate (ABBA) while the budget lasts; vs_single_device: median of the paired ratios of samples/s.")
+    report.note(
+        f"train.py {' '.join(overrides)} + the setting's overrides (benchmarks/device_speed.py's workload); samples/s from timing.csv, "
+        "all epochs; runs alternate (ABBA) while the budget lasts; vs_single_device: median of the paired ratios of samples/s."
+    )
 
     def run(setting, repeat: int) -> bool:
         expected = statistics.median(setting.wall_s) * 1.1 if setting.wall_s else 0.0
@@ -665,15 +863,25 @@ def section_ddp(report: Report) -> None:
         if setting.samples_per_s:
             runs = len(setting.samples_per_s)
             ratio = paired_ratio(setting.samples_per_s[:pairs], single.samples_per_s[:pairs]) if pairs else math.nan
-            report.row(setting=setting.description, runs=runs, samples_per_s=statistics.median(setting.samples_per_s), epoch_s=statistics.median(setting.epoch_s),
-                       wall_s=statistics.median(setting.wall_s), vs_single_device=ratio)
+            report.row(
+                setting=setting.description,
+                runs=runs,
+                samples_per_s=statistics.median(setting.samples_per_s),
+                epoch_s=statistics.median(setting.epoch_s),
+                wall_s=statistics.median(setting.wall_s),
+                vs_single_device=ratio,
+            )
     measured = [setting for setting in (cpu, single) if setting.samples_per_s]
     if measured:
         report.note("benchmarks/device_speed.py's table:\n\n" + device_speed.table(measured))
 
 
 SECTION_FUNCTIONS: dict[str, Callable[[Report], None]] = {
-    "1": section_resnet18, "2": section_tiny_imagenet, "3": section_mnist_fast, "4": section_lenet_overhead, "5": section_ddp,
+    "1": section_resnet18,
+    "2": section_tiny_imagenet,
+    "3": section_mnist_fast,
+    "4": section_lenet_overhead,
+    "5": section_ddp,
 }
 
 
@@ -696,8 +904,22 @@ def run_section(key: str, budget_s: float, scratch: Path, smoke: bool) -> Sectio
     rows_path = scratch / f"section{key}.jsonl"
     rows_path.unlink(missing_ok=True)
     started = time.time()
-    arguments = [sys.executable, "-m", "benchmarks.gpu_check", "--section", key, "--rows", str(rows_path), "--deadline", str(started + budget_s), "--scratch", str(scratch / f"section{key}")]
-    process = subprocess.Popen([*arguments, *(["--smoke"] if smoke else [])], cwd=REPO, stdout=sys.stderr, start_new_session=True)
+    arguments = [
+        sys.executable,
+        "-m",
+        "benchmarks.gpu_check",
+        "--section",
+        key,
+        "--rows",
+        str(rows_path),
+        "--deadline",
+        str(started + budget_s),
+        "--scratch",
+        str(scratch / f"section{key}"),
+    ]
+    process = subprocess.Popen(
+        [*arguments, *(["--smoke"] if smoke else [])], cwd=REPO, stdout=sys.stderr, start_new_session=True
+    )
     try:
         returncode = process.wait(timeout=budget_s + KILL_GRACE_S)
         ending = "" if returncode == 0 else f"The section's process exited {returncode} (its error is in the log)."
@@ -736,10 +958,17 @@ def cell(column: str, value) -> str:
 
 def markdown(result: SectionResult) -> str:
     name, title, _ = SECTIONS[result.key]
-    lines = [f"## {result.key}. {title}", "", f"Section time {result.seconds:.0f} s of a budget of {result.budget_s:.0f} s; `section{result.key}_{name}.csv`.", ""]
+    lines = [
+        f"## {result.key}. {title}",
+        "",
+        f"Section time {result.seconds:.0f} s of a budget of {result.budget_s:.0f} s; `section{result.key}_{name}.csv`.",
+        "",
+    ]
     if result.columns:
         lines += ["| " + " | ".join(result.columns) + " |", "|" + " --- |" * len(result.columns)]
-        lines += ["| " + " | ".join(cell(column, row.get(column)) for column in result.columns) + " |" for row in result.rows]
+        lines += [
+            "| " + " | ".join(cell(column, row.get(column)) for column in result.columns) + " |" for row in result.rows
+        ]
         lines.append("")
     for note in result.notes + ([result.ending] if result.ending else []):
         lines += [note, ""]
@@ -768,16 +997,22 @@ def machine_header(smoke: bool, started: datetime.datetime) -> str:
             versions.append(f"{package} (absent)")
     gpu = "no nvidia-smi"
     if shutil.which("nvidia-smi"):
-        query = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"], capture_output=True, text=True)
+        query = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+        )
         gpu = query.stdout.strip() or query.stderr.strip()
-    return "\n".join([
-        f"# GPU check{' (smoke run on the CPU: tiny sizes, not figures)' if smoke else ''}",
-        "",
-        f"`python -m benchmarks.gpu_check {' '.join(sys.argv[1:])}`, started {started.isoformat(timespec='seconds')}",
-        "",
-        f"Machine: {platform.node()}, {len(os.sched_getaffinity(0))} CPU cores, GPU: {gpu}; Python {platform.python_version()}; {', '.join(versions)}.",
-        "",
-    ])
+    return "\n".join(
+        [
+            f"# GPU check{' (smoke run on the CPU: tiny sizes, not figures)' if smoke else ''}",
+            "",
+            f"`python -m benchmarks.gpu_check {' '.join(sys.argv[1:])}`, started {started.isoformat(timespec='seconds')}",
+            "",
+            f"Machine: {platform.node()}, {len(os.sched_getaffinity(0))} CPU cores, GPU: {gpu}; Python {platform.python_version()}; {', '.join(versions)}.",
+            "",
+        ]
+    )
 
 
 def install_wheels(folder: Path, target: Path) -> None:
@@ -788,8 +1023,26 @@ def install_wheels(folder: Path, target: Path) -> None:
         return
     wheels = sorted(folder.glob("*.whl"))
     if not wheels:
-        raise SystemExit(f"error: {', '.join(missing)} missing and no wheels in {folder}: run `bash benchmarks/gpu_wheels.sh` where the registry is reachable, and carry {folder}.")
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps", "--no-compile", "--no-cache-dir", "--target", str(target), *map(str, wheels)], check=True)
+        raise SystemExit(
+            f"error: {', '.join(missing)} missing and no wheels in {folder}: run `bash benchmarks/gpu_wheels.sh` where the registry is reachable, and carry {folder}."
+        )
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-index",
+            "--no-deps",
+            "--no-compile",
+            "--no-cache-dir",
+            "--target",
+            str(target),
+            *map(str, wheels),
+        ],
+        check=True,
+    )
     sys.path.insert(0, str(target))
     os.environ["PYTHONPATH"] = os.pathsep.join([str(target), *filter(None, [os.environ.get("PYTHONPATH")])])
     print(f"--wheels: installed {', '.join(wheel.name for wheel in wheels)} into {target}", file=sys.stderr)
@@ -798,11 +1051,27 @@ def install_wheels(folder: Path, target: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, help="where the tables go: one CSV per section and gpu_check.md")
-    parser.add_argument("--smoke", action="store_true", help="every section on the CPU in tiny sizes (seconds each): the same code, not figures")
-    parser.add_argument("--minutes", type=float, help="the time of all sections together, shared among them as in SECTIONS (default 8; 30 with --smoke, which should never need it)")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="every section on the CPU in tiny sizes (seconds each): the same code, not figures",
+    )
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        help="the time of all sections together, shared among them as in SECTIONS (default 8; 30 with --smoke, which should never need it)",
+    )
     parser.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated section numbers")
-    parser.add_argument("--scratch", type=Path, help="where the generated data and run directories go (default: a temporary folder, deleted at the end)")
-    parser.add_argument("--wheels", type=Path, help="a folder of wheels to install offline first if hydra/omegaconf are missing (benchmarks/gpu_wheels.sh)")
+    parser.add_argument(
+        "--scratch",
+        type=Path,
+        help="where the generated data and run directories go (default: a temporary folder, deleted at the end)",
+    )
+    parser.add_argument(
+        "--wheels",
+        type=Path,
+        help="a folder of wheels to install offline first if hydra/omegaconf are missing (benchmarks/gpu_wheels.sh)",
+    )
     parser.add_argument("--section", help=argparse.SUPPRESS)  # one section, in its own process: what the check runs
     parser.add_argument("--rows", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--deadline", type=float, help=argparse.SUPPRESS)

@@ -16,7 +16,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from benchmarks.runs import REPO, load, timed_run
+from benchmarks.runs import load, timed_run
 from core.prediction_files import read_predictions
 
 TARGET = 0.99
@@ -32,7 +32,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--threads", type=int, default=0, help="OMP_NUM_THREADS of the runs; 0: torch's default")
-    parser.add_argument("--data-dir", default="data", help="the folder holding MNIST/raw/ (unpacked there from the shipped copy when absent)")
+    parser.add_argument(
+        "--data-dir",
+        default="data",
+        help="the folder holding MNIST/raw/ (unpacked there from the shipped copy when absent)",
+    )
     args, overrides = parser.parse_known_args()
     if args.threads:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
@@ -44,10 +48,17 @@ def main() -> None:
             run_dir = Path(scratch, f"seed{seed}")
             seconds.append(timed_run([*overrides, f"seed={seed}"], run_dir))
             accuracies.append(test_top1(run_dir))
-            print(f"seed {seed}: test top-1 {100 * accuracies[-1]:.2f}%, {seconds[-1]:.1f} s ({before} before, {load()} after)", flush=True)
-    print(f"\ntrain.py {' '.join(overrides)} seed=S   (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')}, {os.cpu_count()} cores)")
-    print(f"test top-1 over {len(accuracies)} seeds: mean {100 * statistics.mean(accuracies):.2f}%, min {100 * min(accuracies):.2f}% "
-          f"({sum(accuracy >= TARGET for accuracy in accuracies)} of {len(accuracies)} at >= {100 * TARGET:.1f}%)")
+            print(
+                f"seed {seed}: test top-1 {100 * accuracies[-1]:.2f}%, {seconds[-1]:.1f} s ({before} before, {load()} after)",
+                flush=True,
+            )
+    print(
+        f"\ntrain.py {' '.join(overrides)} seed=S   (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')}, {os.cpu_count()} cores)"
+    )
+    print(
+        f"test top-1 over {len(accuracies)} seeds: mean {100 * statistics.mean(accuracies):.2f}%, min {100 * min(accuracies):.2f}% "
+        f"({sum(accuracy >= TARGET for accuracy in accuracies)} of {len(accuracies)} at >= {100 * TARGET:.1f}%)"
+    )
     print(f"wall time of the whole command: median {statistics.median(seconds):.1f} s, max {max(seconds):.1f} s")
 
 

@@ -73,7 +73,9 @@ def train(model: str, data_dir: str, run_dir: Path) -> float:
 def figures(model: str, run_dir: Path, wall: float) -> dict[str, str]:
     report = (run_dir / "layers.txt").read_text()
     params = re.search(r"^parameters: ([\d,]+)", report, re.MULTILINE).group(1)
-    events = [EventAccumulator(str(path)).Reload() for path in sorted((run_dir / "tensorboard").glob("events.out.tfevents.*"))]
+    events = [
+        EventAccumulator(str(path)).Reload() for path in sorted((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    ]
     scalars = {tag: accumulator.Scalars(tag) for accumulator in events for tag in accumulator.Tags()["scalars"]}
     images_per_second = training_speed(scalars["train_step/loss"], [event.step for event in scalars["train/loss"]])
     trained_steps = scalars["train/loss"][-1].step + 1
@@ -120,9 +122,17 @@ def markdown(rows: list[dict[str, str]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default="data", help="folder holding MNIST/raw/ (unpacked there from the shipped copy when absent)")
+    parser.add_argument(
+        "--data-dir",
+        default="data",
+        help="folder holding MNIST/raw/ (unpacked there from the shipped copy when absent)",
+    )
     parser.add_argument("--models", default=",".join(RECIPES), help="comma-separated, from: " + ", ".join(RECIPES))
-    parser.add_argument("--out", default=str(REPO / "logs" / "benchmarks" / "model_zoo_mnist"), help="run directories and the table go here")
+    parser.add_argument(
+        "--out",
+        default=str(REPO / "logs" / "benchmarks" / "model_zoo_mnist"),
+        help="run directories and the table go here",
+    )
     args = parser.parse_args()
     out = Path(args.out)
     started = datetime.datetime.now()

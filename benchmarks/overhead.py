@@ -43,7 +43,16 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 from benchmarks.runs import (
-    REPO, StepTimer, alternating, load, paired_ratio, per_step_seconds, step_timer_overrides, synchronize, timed_run, train_py_overrides,
+    REPO,
+    StepTimer,
+    alternating,
+    load,
+    paired_ratio,
+    per_step_seconds,
+    step_timer_overrides,
+    synchronize,
+    timed_run,
+    train_py_overrides,
 )
 from datamodules.array_dataset import already_collated
 from datamodules.mnist import MNISTDataModule
@@ -88,7 +97,9 @@ def plain_loop(data_dir: str, steps: int, first_step: int, seed: int, max_epochs
             if step == steps:
                 break
         else:  # a whole epoch: Lightning validates at epoch ends, not where max_steps stops it mid-epoch
-            print(epoch_report(epoch, (loss_sum, correct, len(train)), evaluate(net, datamodule, val, device)), flush=True)
+            print(
+                epoch_report(epoch, (loss_sum, correct, len(train)), evaluate(net, datamodule, val, device)), flush=True
+            )
         epoch += 1
     synchronize(device)
     marks["end"] = time.time()
@@ -100,7 +111,9 @@ def sgd_with_cosine_schedule(net, steps: int, max_epochs: int, train_size: int):
     """train.py's default optimizer, and conf/scheduler/cosine.yaml's schedule: stepped after every optimizer step,
     over the run's steps (Trainer.estimated_stepping_batches)."""
     optimizer = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
-    return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=min(steps, max_epochs * math.ceil(train_size / BATCH_SIZE)))
+    return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=min(steps, max_epochs * math.ceil(train_size / BATCH_SIZE))
+    )
 
 
 def top1_top5_hits(logits, labels):
@@ -122,7 +135,9 @@ def evaluate(net, datamodule, dataset, device):
     with torch.no_grad():
         for start in range(0, len(dataset), VAL_BATCH_SIZE):
             batch = dataset.__getitems__(range(start, min(start + VAL_BATCH_SIZE, len(dataset))))
-            batch_loss, batch_hits = evaluation_sums(net, datamodule, {key: value.to(device) for key, value in batch.items()})
+            batch_loss, batch_hits = evaluation_sums(
+                net, datamodule, {key: value.to(device) for key, value in batch.items()}
+            )
             loss_sum += batch_loss
             correct += batch_hits
     return loss_sum, correct, len(dataset)
@@ -131,7 +146,9 @@ def evaluate(net, datamodule, dataset, device):
 def epoch_report(epoch: int, train: tuple, val: tuple) -> str:
     """One line of an epoch's loss, top-1 and top-5 (training, validation) from (summed loss, hits, images) each;
     the host reads the values here, once an epoch."""
-    (train_loss, train_top1, train_top5), (val_loss, val_top1, val_top5) = ([loss.item() / size, *(hits / size).tolist()] for loss, hits, size in (train, val))
+    (train_loss, train_top1, train_top5), (val_loss, val_top1, val_top5) = (
+        [loss.item() / size, *(hits / size).tolist()] for loss, hits, size in (train, val)
+    )
     return f"epoch {epoch}: train loss {train_loss:.4f} top-1 {train_top1:.4f} top-5 {train_top5:.4f}, val loss {val_loss:.4f} top-1 {val_top1:.4f} top-5 {val_top5:.4f}"
 
 
@@ -164,10 +181,14 @@ class PlainLoopModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         if not self.trainer.sanity_checking:
             train_size, val_size = len(self.datamodule.train_set), len(self.datamodule.val_set)
-            print(epoch_report(self.current_epoch, (*self.train_sums, train_size), (*self.val_sums, val_size)), flush=True)
+            print(
+                epoch_report(self.current_epoch, (*self.train_sums, train_size), (*self.val_sums, val_size)), flush=True
+            )
 
     def configure_optimizers(self) -> dict:
-        optimizer, scheduler = sgd_with_cosine_schedule(self.net, self.steps, self.max_epochs, len(self.datamodule.train_set))
+        optimizer, scheduler = sgd_with_cosine_schedule(
+            self.net, self.steps, self.max_epochs, len(self.datamodule.train_set)
+        )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
@@ -178,11 +199,20 @@ def lightning_loop(data_dir: str, steps: int, first_step: int, seed: int, max_ep
     module = PlainLoopModule(datamodule, steps, max_epochs)
     datamodule.setup("fit")
     sampler = EpochShuffleSampler(len(datamodule.train_set), datamodule.shuffle_seed, BATCH_SIZE)
-    train_loader = DataLoader(Batches(datamodule.train_set), sampler=sampler, batch_size=None, collate_fn=already_collated)
+    train_loader = DataLoader(
+        Batches(datamodule.train_set), sampler=sampler, batch_size=None, collate_fn=already_collated
+    )
     val_loader = DataLoader(datamodule.val_set, batch_size=VAL_BATCH_SIZE, collate_fn=already_collated)
     trainer = L.Trainer(
-        accelerator="cpu", devices=1, max_steps=steps, max_epochs=max_epochs, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, callbacks=[StepTimer(str(marks_path), first_step)],
+        accelerator="cpu",
+        devices=1,
+        max_steps=steps,
+        max_epochs=max_epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[StepTimer(str(marks_path), first_step)],
     )
     trainer.fit(module, train_loader, val_loader)
 
@@ -190,7 +220,16 @@ def lightning_loop(data_dir: str, steps: int, first_step: int, seed: int, max_ep
 def timed_loop(variant: str, args: argparse.Namespace, marks_path: Path) -> float:
     """Runs the plain loop, or the lightning variant, in a process of its own; returns its wall time."""
     started = time.perf_counter()
-    command = [sys.executable, "-m", "benchmarks.overhead", f"--{variant}", f"--steps={args.steps}", f"--first-step={args.first_step}", f"--data-dir={args.data_dir}", f"--marks={marks_path}"]
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.overhead",
+        f"--{variant}",
+        f"--steps={args.steps}",
+        f"--first-step={args.first_step}",
+        f"--data-dir={args.data_dir}",
+        f"--marks={marks_path}",
+    ]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     if result.returncode != 0:
         raise SystemExit(f"the {variant} loop failed:\n{result.stderr[-3000:]}")
@@ -199,11 +238,25 @@ def timed_loop(variant: str, args: argparse.Namespace, marks_path: Path) -> floa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=500, help="optimizer steps per run (430 per epoch: one epoch end, with its validation, falls inside)")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=500,
+        help="optimizer steps per run (430 per epoch: one epoch end, with its validation, falls inside)",
+    )
     parser.add_argument("--first-step", type=int, default=20, help="per-step time is measured from this step on")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads of every variant (OMP_NUM_THREADS); 0: torch's default, one per core")
-    parser.add_argument("--data-dir", default="data", help="the folder holding MNIST/raw/ (unpacked there from the shipped copy when absent)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads of every variant (OMP_NUM_THREADS); 0: torch's default, one per core",
+    )
+    parser.add_argument(
+        "--data-dir",
+        default="data",
+        help="the folder holding MNIST/raw/ (unpacked there from the shipped copy when absent)",
+    )
     parser.add_argument("--plain", action="store_true", help=argparse.SUPPRESS)  # the plain loop's own process
     parser.add_argument("--lightning", action="store_true", help=argparse.SUPPRESS)  # the plain loop's in a Trainer
     parser.add_argument("--marks", type=Path, help=argparse.SUPPRESS)
@@ -224,21 +277,33 @@ def main() -> None:
             if variant in ("plain", "lightning"):
                 process_s = timed_loop(variant, args, marks)
             else:
-                process_s = timed_run([*overrides, *step_timer_overrides(args.first_step, marks)], Path(scratch, f"{variant}{repeat}"))
+                process_s = timed_run(
+                    [*overrides, *step_timer_overrides(args.first_step, marks)], Path(scratch, f"{variant}{repeat}")
+                )
             results[variant]["process"].append(process_s)
             results[variant]["step"].append(per_step_seconds(marks))
-            print(f"run {repeat + 1}/{args.repeats} {variant:>8}: {1000 * results[variant]['step'][-1]:.3f} ms/step, process {process_s:.2f} s ({load()})", flush=True)
-    median = {variant: {name: statistics.median(values) for name, values in results[variant].items()} for variant in VARIANTS}
+            print(
+                f"run {repeat + 1}/{args.repeats} {variant:>8}: {1000 * results[variant]['step'][-1]:.3f} ms/step, process {process_s:.2f} s ({load()})",
+                flush=True,
+            )
+    median = {
+        variant: {name: statistics.median(values) for name, values in results[variant].items()} for variant in VARIANTS
+    }
     print(f"\ntrain.py {' '.join(overrides)}")
-    print(f"per step ({args.steps - args.first_step} steps from step {args.first_step}), median of {args.repeats}; the ratio of the medians to the "
-          f"plain loop's and to the lightning variant's, and the median of the paired ratios (each repeat's against the same repeat's):")
+    print(
+        f"per step ({args.steps - args.first_step} steps from step {args.first_step}), median of {args.repeats}; the ratio of the medians to the "
+        f"plain loop's and to the lightning variant's, and the median of the paired ratios (each repeat's against the same repeat's):"
+    )
     for variant in VARIANTS:
         steps = results[variant]["step"]
         ratios = [
             f"{median[variant]['step'] / median[base]['step']:.3f} (paired {paired_ratio(steps, results[base]['step']):.3f}) to {base}"
             for base in VARIANTS[: VARIANTS.index(variant)]  # plain, and lightning for train.py, built on it
         ]
-        print(f"  {variant:>9}: {1000 * median[variant]['step']:.3f} ms (runs {1000 * min(steps):.3f} to {1000 * max(steps):.3f})" + "".join(f", {ratio}" for ratio in ratios))
+        print(
+            f"  {variant:>9}: {1000 * median[variant]['step']:.3f} ms (runs {1000 * min(steps):.3f} to {1000 * max(steps):.3f})"
+            + "".join(f", {ratio}" for ratio in ratios)
+        )
     print("whole process: " + ", ".join(f"{variant} {median[variant]['process']:.2f} s" for variant in VARIANTS))
     print(f"{load()} at the end; {os.cpu_count()} CPU cores")
 

@@ -29,7 +29,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--train-images", type=int, default=100_000, help="training images per epoch (Tiny-ImageNet: 100,000)")
+    parser.add_argument(
+        "--train-images", type=int, default=100_000, help="training images per epoch (Tiny-ImageNet: 100,000)"
+    )
     args, overrides = parser.parse_known_args()
     with tempfile.TemporaryDirectory() as scratch:
         cfg = compose_config(["data=fake", "++data.augment=null", *overrides], Path(scratch))
@@ -52,10 +54,16 @@ def main() -> None:
             wall.append(time.perf_counter() - wall_start)
     steps_per_epoch = -(-args.train_images // batch)
     cpu_step, wall_step = statistics.median(cpu), statistics.median(wall)
-    print(f"{' '.join(overrides)}: batch {batch}, input {tuple(datamodule.input_shape)}, {torch.get_num_threads()} thread(s), "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; median of {args.steps} steps after {args.warmup} warm-up")
-    print(f"CPU time per step {cpu_step:.2f} s -> {steps_per_epoch} steps per epoch = {cpu_step * steps_per_epoch / 60:.0f} min of CPU time per epoch")
-    print(f"wall time per step {wall_step:.2f} s -> {wall_step * steps_per_epoch / 60:.0f} min per epoch at this machine's load")
+    print(
+        f"{' '.join(overrides)}: batch {batch}, input {tuple(datamodule.input_shape)}, {torch.get_num_threads()} thread(s), "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; median of {args.steps} steps after {args.warmup} warm-up"
+    )
+    print(
+        f"CPU time per step {cpu_step:.2f} s -> {steps_per_epoch} steps per epoch = {cpu_step * steps_per_epoch / 60:.0f} min of CPU time per epoch"
+    )
+    print(
+        f"wall time per step {wall_step:.2f} s -> {wall_step * steps_per_epoch / 60:.0f} min per epoch at this machine's load"
+    )
 
 
 if __name__ == "__main__":

@@ -73,19 +73,32 @@ def per_step_seconds(marks_path: Path) -> float:
 
 def train_py_overrides(data_dir: str, steps: int) -> list[str]:
     """train.py on the CPU over the MNIST in data_dir, seed 42, `steps` optimizer steps, no test."""
-    return ["trainer=cpu", f"data.data_dir={data_dir}", "data.download=false", "test=false", "seed=42", f"++trainer.max_steps={steps}"]
+    return [
+        "trainer=cpu",
+        f"data.data_dir={data_dir}",
+        "data.download=false",
+        "test=false",
+        "seed=42",
+        f"++trainer.max_steps={steps}",
+    ]
 
 
 def step_timer_overrides(first_step: int, marks_path: Path) -> list[str]:
     """train.py overrides adding a StepTimer that times the run from `first_step` on and writes marks_path."""
     timer = "+callbacks.step_timer"
-    return [f"{timer}._target_=benchmarks.runs.StepTimer", f"{timer}.first_step={first_step}", f"{timer}.path={marks_path}"]
+    return [
+        f"{timer}._target_=benchmarks.runs.StepTimer",
+        f"{timer}.first_step={first_step}",
+        f"{timer}.path={marks_path}",
+    ]
 
 
 def timed_run(overrides: list[str], run_dir: Path) -> float:
     """Runs `python train.py overrides` with its run directory at run_dir; returns its wall time from start to exit."""
     start = time.perf_counter()
-    result = subprocess.run([sys.executable, "train.py", *overrides, f"hydra.run.dir={run_dir}"], cwd=REPO, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "train.py", *overrides, f"hydra.run.dir={run_dir}"], cwd=REPO, capture_output=True, text=True
+    )
     if result.returncode != 0:
         raise SystemExit(f"train.py {' '.join(overrides)} failed:\n{result.stderr[-3000:]}")
     return time.perf_counter() - start

@@ -100,11 +100,24 @@ def write_tiny_imagenet(
     val_classes = rng.permutation(np.repeat(np.arange(num_classes), val_per_class))
     test_classes = rng.integers(num_classes, size=test_count)
     val_start, test_start = num_classes * train_per_class, num_classes * train_per_class + len(val_classes)
-    train_tasks = [(root / "train" / name / "images", f"{name}_", 0, [k] * train_per_class, k * train_per_class, False) for k, name in enumerate(wnids)]
-    val_tasks = [(root / "val" / "images", "val_", i, val_classes[i : i + CHUNK], val_start + i, True) for i in range(0, len(val_classes), CHUNK)]
-    test_tasks = [(root / "test" / "images", "test_", i, test_classes[i : i + CHUNK], test_start + i, False) for i in range(0, test_count, CHUNK)]
-    tasks = [(seed, number, folder, prefix, first, classes, position, grayscale_every, with_wnid)
-             for number, (folder, prefix, first, classes, position, with_wnid) in enumerate(train_tasks + val_tasks + test_tasks)]
+    train_tasks = [
+        (root / "train" / name / "images", f"{name}_", 0, [k] * train_per_class, k * train_per_class, False)
+        for k, name in enumerate(wnids)
+    ]
+    val_tasks = [
+        (root / "val" / "images", "val_", i, val_classes[i : i + CHUNK], val_start + i, True)
+        for i in range(0, len(val_classes), CHUNK)
+    ]
+    test_tasks = [
+        (root / "test" / "images", "test_", i, test_classes[i : i + CHUNK], test_start + i, False)
+        for i in range(0, test_count, CHUNK)
+    ]
+    tasks = [
+        (seed, number, folder, prefix, first, classes, position, grayscale_every, with_wnid)
+        for number, (folder, prefix, first, classes, position, with_wnid) in enumerate(
+            train_tasks + val_tasks + test_tasks
+        )
+    ]
     if workers > 1:
         with multiprocessing.get_context().Pool(workers) as pool:
             annotations = pool.map(_write_images, tasks, chunksize=1)
@@ -114,7 +127,11 @@ def write_tiny_imagenet(
     for name, lines in zip(wnids, annotations):
         (root / "train" / name / f"{name}_boxes.txt").write_text("".join(lines))
     if val_tasks:
-        (root / "val" / "val_annotations.txt").write_text("".join(line for lines in annotations[len(train_tasks) : len(train_tasks) + len(val_tasks)] for line in lines))
+        (root / "val" / "val_annotations.txt").write_text(
+            "".join(
+                line for lines in annotations[len(train_tasks) : len(train_tasks) + len(val_tasks)] for line in lines
+            )
+        )
     return root
 
 

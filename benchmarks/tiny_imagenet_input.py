@@ -28,20 +28,22 @@ import torch
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
+from benchmarks.tiny_imagenet_files import write_tiny_imagenet
 from datamodules.batch_augment import BatchAugment
 from datamodules.tiny_imagenet import TinyImageNetDataModule
-from benchmarks.tiny_imagenet_files import write_tiny_imagenet
 
 CLASSES = 200
 
 
 def per_image_loader(data_dir: Path, batch_size: int, workers: int) -> DataLoader:
-    augment = transforms.Compose([
-        transforms.RandomCrop(64, padding=4),
-        transforms.RandomHorizontalFlip(),
-        transforms.ToTensor(),
-        transforms.Normalize(TinyImageNetDataModule.mean, TinyImageNetDataModule.std),
-    ])
+    augment = transforms.Compose(
+        [
+            transforms.RandomCrop(64, padding=4),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            transforms.Normalize(TinyImageNetDataModule.mean, TinyImageNetDataModule.std),
+        ]
+    )
     train = datasets.ImageFolder(str(data_dir / "tiny-imagenet-200" / "train"), transform=augment)
     return DataLoader(train, batch_size=batch_size, shuffle=True, num_workers=workers, persistent_workers=workers > 0)
 
@@ -54,13 +56,22 @@ def epoch_per_image(loader: DataLoader) -> int:
 
 
 def cached_datamodule(data_dir: Path, cache_dir: Path, batch_size: int, workers: int) -> TinyImageNetDataModule:
-    datamodule = TinyImageNetDataModule(str(data_dir), download=False, cache_dir=str(cache_dir), batch_size=batch_size, num_workers=workers, augment=BatchAugment(crop="random", padding=4, flip=True))
+    datamodule = TinyImageNetDataModule(
+        str(data_dir),
+        download=False,
+        cache_dir=str(cache_dir),
+        batch_size=batch_size,
+        num_workers=workers,
+        augment=BatchAugment(crop="random", padding=4, flip=True),
+    )
     started = time.perf_counter()
     datamodule.prepare_data()  # without a trainer: decodes all three splits
     seconds = time.perf_counter() - started
     datamodule.setup()
     decoded = len(datamodule.train_set) + len(datamodule.val_set) + len(datamodule.predict_set)
-    print(f"decoded cache built: {decoded} images in {seconds:.1f} s, {decoded / seconds:.0f} images/s on {len(os.sched_getaffinity(0))} cores (once)")
+    print(
+        f"decoded cache built: {decoded} images in {seconds:.1f} s, {decoded / seconds:.0f} images/s on {len(os.sched_getaffinity(0))} cores (once)"
+    )
     datamodule.trainer = SimpleNamespace(training=True)  # on_after_batch_transfer augments training batches only
     return datamodule
 
@@ -83,7 +94,11 @@ def images_per_second(run_epoch, seconds: float) -> float:
 
 def machine() -> str:
     cpuinfo = Path("/proc/cpuinfo")
-    models = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")] if cpuinfo.is_file() else []
+    models = (
+        [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
+        if cpuinfo.is_file()
+        else []
+    )
     return f"{models[0] if models else platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} cores usable"
 
 
@@ -103,7 +118,13 @@ def main() -> None:
         data_dir = args.data_dir
         if data_dir is None:
             data_dir = Path(scratch)
-            write_tiny_imagenet(data_dir, num_classes=CLASSES, train_per_class=max(1, args.train_images // CLASSES), val_per_class=1, test_count=10)
+            write_tiny_imagenet(
+                data_dir,
+                num_classes=CLASSES,
+                train_per_class=max(1, args.train_images // CLASSES),
+                val_per_class=1,
+                test_count=10,
+            )
         datamodule = cached_datamodule(data_dir, Path(scratch) / "cache", args.batch_size, args.workers)
         cached_loader = datamodule.train_dataloader()
         per_image = per_image_loader(data_dir, args.batch_size, args.workers)
@@ -118,7 +139,11 @@ def main() -> None:
             for name, run_epoch in pipelines.items():
                 rates[name].append(images_per_second(run_epoch, args.seconds))
 
-    processes = "one process: per-core figures" if args.workers == 0 and args.threads == 1 else f"main process with {args.threads} threads + {args.workers} loader workers"
+    processes = (
+        "one process: per-core figures"
+        if args.workers == 0 and args.threads == 1
+        else f"main process with {args.threads} threads + {args.workers} loader workers"
+    )
     print(f"\n{len(datamodule.train_set)} training images of 64x64, batch {args.batch_size}, {processes}; {machine()}")
     medians = {name: statistics.median(values) for name, values in rates.items()}
     for name, values in rates.items():

@@ -76,14 +76,19 @@ def _drop_rows_from(metrics_file: Path, step: int) -> None:
 def _csv_has_row(metrics_file: Path, step: int, metrics: dict[str, float]) -> bool:
     with metrics_file.open(newline="") as file:
         rows = list(csv.DictReader(file))
-    return any(row.get("step") not in (None, "") and int(float(row["step"])) == step and all(row.get(key) for key in metrics) for row in rows)
+    return any(
+        row.get("step") not in (None, "") and int(float(row["step"])) == step and all(row.get(key) for key in metrics)
+        for row in rows
+    )
 
 
 def _tensorboard_steps(log_dir: Path, tags: list[str]) -> dict[str, set[int]]:
     """tag -> the steps TensorBoard shows for it in log_dir."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # slow import: only on resume
 
-    accumulator = EventAccumulator(str(log_dir), size_guidance={"scalars": 0, "images": 1, "tensors": 1, "histograms": 1}, purge_orphaned_data=True).Reload()
+    accumulator = EventAccumulator(
+        str(log_dir), size_guidance={"scalars": 0, "images": 1, "tensors": 1, "histograms": 1}, purge_orphaned_data=True
+    ).Reload()
     scalar_tags = set(accumulator.Tags()["scalars"])
     return {tag: {event.step for event in accumulator.Scalars(tag)} if tag in scalar_tags else set() for tag in tags}
 
@@ -112,9 +117,17 @@ class ContinueLogs(Callback):
         trainer = self._trainer
         if trainer is None or not self._at_epoch_end:
             return {"epoch_end_row": None}
-        metrics = {name: float(value) for name, value in trainer.callback_metrics.items() if name.startswith(EPOCH_END_PREFIX) and name != LEARNING_RATE}
+        metrics = {
+            name: float(value)
+            for name, value in trainer.callback_metrics.items()
+            if name.startswith(EPOCH_END_PREFIX) and name != LEARNING_RATE
+        }
         # Lightning logs an epoch's means at the step of its last batch, one below the global step the epoch ended at
-        return {"epoch_end_row": {"epoch": trainer.current_epoch, "step": trainer.global_step - 1, "metrics": metrics} if metrics else None}
+        return {
+            "epoch_end_row": {"epoch": trainer.current_epoch, "step": trainer.global_step - 1, "metrics": metrics}
+            if metrics
+            else None
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._epoch_end_row = state_dict.get("epoch_end_row")
@@ -145,7 +158,9 @@ class ContinueLogs(Callback):
                 self._write_row(logger, row)
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._complete_logs(trainer)  # strategies that restore the callbacks after on_fit_start (restore_checkpoint_after_setup)
+        self._complete_logs(
+            trainer
+        )  # strategies that restore the callbacks after on_fit_start (restore_checkpoint_after_setup)
         if trainer.ckpt_path is None or not trainer.is_global_zero:
             return
         # Lightning logs the steps of the next batches from global_step on; older points stay

@@ -27,7 +27,13 @@ def capture_rng_states() -> dict[str, Any]:
     version, internal, gauss_next = random.getstate()
     states = {
         "torch": torch.get_rng_state(),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "position": position, "has_gauss": has_gauss, "cached_gaussian": cached_gaussian},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "position": position,
+            "has_gauss": has_gauss,
+            "cached_gaussian": cached_gaussian,
+        },
         "python": {"version": version, "internal": torch.tensor(internal, dtype=torch.int64), "gauss_next": gauss_next},
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -39,7 +45,13 @@ def restore_rng_states(states: dict[str, Any]) -> None:
     torch.set_rng_state(states["torch"])
     numpy_state = states["numpy"]
     np.random.set_state(
-        (numpy_state["kind"], numpy_state["keys"].numpy().astype(np.uint32), numpy_state["position"], numpy_state["has_gauss"], numpy_state["cached_gaussian"])
+        (
+            numpy_state["kind"],
+            numpy_state["keys"].numpy().astype(np.uint32),
+            numpy_state["position"],
+            numpy_state["has_gauss"],
+            numpy_state["cached_gaussian"],
+        )
     )
     python_state = states["python"]
     random.setstate((python_state["version"], tuple(python_state["internal"].tolist()), python_state["gauss_next"]))
@@ -71,7 +83,9 @@ class ExactResume(Callback):
     def state_dict(self) -> dict[str, Any]:
         states = capture_rng_states()
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-        if distributed and torch.distributed.get_world_size() > 1:  # one entry per process: each rank resumes its own streams
+        if (
+            distributed and torch.distributed.get_world_size() > 1
+        ):  # one entry per process: each rank resumes its own streams
             per_rank: list[Any] = [None] * torch.distributed.get_world_size()
             torch.distributed.all_gather_object(per_rank, states)
         else:
@@ -88,7 +102,9 @@ class ExactResume(Callback):
         state, self._to_restore = self._to_restore, None
         per_rank = state["rng_per_rank"]
         if len(per_rank) != trainer.world_size:
-            log.warning(f"The checkpoint holds random states of {len(per_rank)} processes, this run has {trainer.world_size}: each process resumes with those of process 0.")
+            log.warning(
+                f"The checkpoint holds random states of {len(per_rank)} processes, this run has {trainer.world_size}: each process resumes with those of process 0."
+            )
         restore_rng_states(per_rank[trainer.global_rank] if len(per_rank) == trainer.world_size else per_rank[0])
         loader = self._train_loader()
         if loader is not None and state["train_loader"] is not None:

@@ -23,7 +23,9 @@ class StopOnNonFiniteLoss(Callback):
         # step (two tensor operations) cost more than the rest of this callback, 0.09 ms of a 15 ms LeNet step
         self._unchecked: list[tuple[torch.Tensor, int, int, int]] = []
 
-    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         if loss is None:  # training_step skipped the batch
             return
@@ -50,7 +52,12 @@ class StopOnNonFiniteLoss(Callback):
         else:
             where = "in another process"
         kept = "no checkpoint had been saved yet"
-        saved = [Path(path) for callback in trainer.checkpoint_callbacks for path in (getattr(callback, "best_model_path", ""), getattr(callback, "last_model_path", "")) if path]
+        saved = [
+            Path(path)
+            for callback in trainer.checkpoint_callbacks
+            for path in (getattr(callback, "best_model_path", ""), getattr(callback, "last_model_path", ""))
+            if path
+        ]
         saved = [path for path in saved if path.is_file()]
         if saved:
             kept = f"the last good checkpoint, {max(saved, key=lambda path: path.stat().st_mtime)}, is kept"

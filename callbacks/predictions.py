@@ -54,7 +54,9 @@ class PerSamplePredictions(WritesInBackground):
     # -- collecting, without moving anything off the device before the epoch ends
 
     def _start(self, trainer: Trainer) -> None:
-        self._collected = None if trainer.sanity_checking or trainer.fast_dev_run or not self._epoch_selected(trainer) else []
+        self._collected = (
+            None if trainer.sanity_checking or trainer.fast_dev_run or not self._epoch_selected(trainer) else []
+        )
 
     def _epoch_selected(self, trainer: Trainer) -> bool:
         if trainer.state.fn != TrainerFn.FITTING:
@@ -85,7 +87,11 @@ class PerSamplePredictions(WritesInBackground):
         columns = {name: values.cpu().numpy() for name, values in columns.items()}
         _, first = np.unique(columns["index"], return_index=True)  # sorted by index, each sample once
         columns = {name: values[first] for name, values in columns.items()}
-        epoch, checkpoint = (trainer.current_epoch, "") if trainer.state.fn == TrainerFn.FITTING else (self._checkpoint_epoch, self._checkpoint)
+        epoch, checkpoint = (
+            (trainer.current_epoch, "")
+            if trainer.state.fn == TrainerFn.FITTING
+            else (self._checkpoint_epoch, self._checkpoint)
+        )
         name = split if stage == split else f"{stage}-{split}"
         path = self.dirpath / (f"{name}.csv" if epoch is None else f"{name}-epoch{epoch:03d}.csv")
         datamodule = trainer.datamodule
@@ -113,7 +119,15 @@ class PerSamplePredictions(WritesInBackground):
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._start(trainer)
 
-    def on_validation_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_validation_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         self._collect(outputs, batch)
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -122,7 +136,15 @@ class PerSamplePredictions(WritesInBackground):
     def on_test_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._start(trainer)
 
-    def on_test_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_test_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         self._collect(outputs, batch)
 
     def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -131,7 +153,15 @@ class PerSamplePredictions(WritesInBackground):
     def on_predict_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._start(trainer)
 
-    def on_predict_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_predict_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         self._collect(outputs, batch)
 
     def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -67,7 +67,9 @@ class StopOnSignal(Callback):
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
         self._previous_handlers = {}
 
-    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         if trainer.world_size > 1 and trainer.global_step % self.check_every_n_steps:
             return
         if self._any_process_signalled(trainer):

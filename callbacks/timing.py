@@ -95,12 +95,16 @@ class EpochTiming(Callback):
         self._previous_end = self._clock.mark()
 
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
-        if not self._measuring:  # resumed mid-epoch: Lightning does not call on_train_epoch_start again; the row counts this process's part
+        if (
+            not self._measuring
+        ):  # resumed mid-epoch: Lightning does not call on_train_epoch_start again; the row counts this process's part
             self._start_epoch(pl_module)
         self._step_start = self._clock.mark()
         self._gaps.append((self._previous_end, self._step_start))
 
-    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         self._previous_end = self._clock.mark()
         self._steps.append((self._step_start, self._previous_end))
         self._samples += len(batch["image"])
@@ -122,7 +126,11 @@ class EpochTiming(Callback):
         step_s = sum(seconds(start, end) for start, end in self._steps)
         wait_s = sum(seconds(start, end) for start, end in self._gaps)
         val_s = sum(seconds(start, end) for start, end in self._validations) if self._validations else math.nan
-        local = torch.tensor([self._samples, step_s + wait_s, wait_s, val_s, peak_memory_bytes(pl_module.device)], dtype=torch.float64, device=pl_module.device)
+        local = torch.tensor(
+            [self._samples, step_s + wait_s, wait_s, val_s, peak_memory_bytes(pl_module.device)],
+            dtype=torch.float64,
+            device=pl_module.device,
+        )
         samples, train_s, wait_s, val_s, peak = pl_module.all_gather(local).reshape(-1, len(local)).cpu().unbind(dim=1)
         row = {
             "epoch": trainer.current_epoch,
@@ -134,7 +142,11 @@ class EpochTiming(Callback):
             "peak_memory_mb": peak.max().item() / 2**20,
         }
         self.rows[row["epoch"]] = row
-        metrics = {f"time/{name}": float(value) for name, value in row.items() if name != "epoch" and not math.isnan(float(value))}
+        metrics = {
+            f"time/{name}": float(value)
+            for name, value in row.items()
+            if name != "epoch" and not math.isnan(float(value))
+        }
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):  # other loggers' metric files stay free of run-to-run noise
                 logger.log_metrics(metrics, step=trainer.global_step)
@@ -191,4 +203,7 @@ def _read_epoch_rows(path: Path) -> list[dict[str, Any]]:
         return []
     with path.open(newline="") as file:
         rows = [row for row in csv.DictReader(file) if row["epoch"] != "all"]
-    return [{name: int(value) if name in ("epoch", "samples") else float(value or "nan") for name, value in row.items()} for row in rows]
+    return [
+        {name: int(value) if name in ("epoch", "samples") else float(value or "nan") for name, value in row.items()}
+        for row in rows
+    ]

@@ -35,7 +35,9 @@ class ValidationFigures(WritesInBackground):
             (true, predicted) confusions (tag `val/most_confused`).
     """
 
-    def __init__(self, every_n_epochs: int = 1, num_images: int = 16, max_matrix_classes: int = 20, num_pairs: int = 20):
+    def __init__(
+        self, every_n_epochs: int = 1, num_images: int = 16, max_matrix_classes: int = 20, num_pairs: int = 20
+    ):
         self.every_n_epochs = every_n_epochs
         self.num_images = num_images
         self.max_matrix_classes = max_matrix_classes
@@ -48,7 +50,9 @@ class ValidationFigures(WritesInBackground):
         tensorboard = next((logger for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)), None)
         if stage == TrainerFn.FITTING and tensorboard is not None:
             self._writer = tensorboard.experiment
-            self.confusion = MulticlassConfusionMatrix(trainer.datamodule.num_classes, validate_args=False)  # no label check: it would wait for the device
+            self.confusion = MulticlassConfusionMatrix(
+                trainer.datamodule.num_classes, validate_args=False
+            )  # no label check: it would wait for the device
 
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._active = (
@@ -63,13 +67,27 @@ class ValidationFigures(WritesInBackground):
             self.confusion.reset()
             self._kept: dict[str, torch.Tensor] | None = None
 
-    def on_validation_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_validation_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         if not self._active:
             return
         logits = outputs["logits"].detach()
         self.confusion.update(logits, batch["label"])
         predicted = logits.argmax(dim=1)
-        candidates = {"image": batch["image"], "index": batch["index"], "label": batch["label"], "predicted": predicted, "wrong": predicted != batch["label"]}
+        candidates = {
+            "image": batch["image"],
+            "index": batch["index"],
+            "label": batch["label"],
+            "predicted": predicted,
+            "wrong": predicted != batch["label"],
+        }
         if self._kept is not None:
             candidates = {name: torch.cat([self._kept[name], values]) for name, values in candidates.items()}
         # misclassified first, each group in order of arrival; a fixed number kept
@@ -89,7 +107,11 @@ class ValidationFigures(WritesInBackground):
             images = _to_uint8(misclassified["image"], trainer.datamodule.mean, trainer.datamodule.std)
             captions = [
                 f"#{index}\ntrue: {short_name(names[label])}\npredicted: {short_name(names[predicted])}"
-                for index, label, predicted in zip(misclassified["index"].tolist(), misclassified["label"].tolist(), misclassified["predicted"].tolist())
+                for index, label, predicted in zip(
+                    misclassified["index"].tolist(),
+                    misclassified["label"].tolist(),
+                    misclassified["predicted"].tolist(),
+                )
             ]
         step = trainer.global_step
         self.background.submit(

@@ -49,7 +49,14 @@ class BackgroundWorker:
         self._pending: dict[int, tuple[str, Callable[[Any], None] | None]] = {}  # id -> (what it writes, on_done)
         self._next_id = 0
 
-    def submit(self, function: Callable[..., Any], *args: Any, what: str, on_done: Callable[[Any], None] | None = None, **kwargs: Any) -> None:
+    def submit(
+        self,
+        function: Callable[..., Any],
+        *args: Any,
+        what: str,
+        on_done: Callable[[Any], None] | None = None,
+        **kwargs: Any,
+    ) -> None:
         """Run function(*args, **kwargs) in the helper; `what` names the task in errors ("the prediction file x.csv")."""
         while len(self._pending) >= MAX_PENDING:
             self._collect_one(block=True)
@@ -72,11 +79,15 @@ class BackgroundWorker:
             lost = ", ".join(what for what, _ in self._pending.values())
             self._pending.clear()
             process, self._process = self._process, None
-            raise UserError(f"The background writer ended (exit code {process.wait()}) before it wrote {lost}; what it printed is above.")
+            raise UserError(
+                f"The background writer ended (exit code {process.wait()}) before it wrote {lost}; what it printed is above."
+            )
         task_id, outcome, result = message
         what, on_done = self._pending.pop(task_id)
         if outcome == "os_error":
-            raise UserError(f"Could not write {what} ({result}): free disk space or point paths.log_dir at a disk you can write to.")
+            raise UserError(
+                f"Could not write {what} ({result}): free disk space or point paths.log_dir at a disk you can write to."
+            )
         if outcome == "error":
             raise RuntimeError(f"The background writer failed on {what}:\n{result}")
         if on_done is not None:
@@ -96,12 +107,22 @@ class BackgroundWorker:
         if self._process is not None:
             return
         self._outbox, self._results = queue.Queue(), queue.Queue()
-        environment = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPOSITORY), os.environ.get("PYTHONPATH")])))
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "core.background"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=environment, start_new_session=True
+        environment = dict(
+            os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPOSITORY), os.environ.get("PYTHONPATH")]))
         )
-        threading.Thread(target=_feed, args=(self._outbox, self._process.stdin), name="background-writer-feeder", daemon=True).start()
-        threading.Thread(target=_read, args=(self._process.stdout, self._results), name="background-writer-reader", daemon=True).start()
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "core.background"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=environment,
+            start_new_session=True,
+        )
+        threading.Thread(
+            target=_feed, args=(self._outbox, self._process.stdin), name="background-writer-feeder", daemon=True
+        ).start()
+        threading.Thread(
+            target=_read, args=(self._process.stdout, self._results), name="background-writer-reader", daemon=True
+        ).start()
 
 
 def _feed(outbox: queue.Queue, requests: BinaryIO) -> None:

@@ -13,8 +13,8 @@ from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
-from torch.utils.tensorboard.summary import hparams as tensorboard_hparams
 from omegaconf import DictConfig
+from torch.utils.tensorboard.summary import hparams as tensorboard_hparams
 
 from core.config import flatten, to_plain
 from core.errors import UserError
@@ -34,7 +34,9 @@ def _instantiate(node: DictConfig, what: str, **kwargs: Any) -> Any:
         if isinstance(cause, UserError):
             raise cause from None
         reason = f"{cause.__class__.__name__}: {cause}" if cause else str(error)
-        raise UserError(f"Could not build the {what} from its config ({' '.join(reason.split())}); check the {what}.* options, `--cfg job` prints them.") from error
+        raise UserError(
+            f"Could not build the {what} from its config ({' '.join(reason.split())}); check the {what}.* options, `--cfg job` prints them."
+        ) from error
 
 
 def build_datamodule(cfg: DictConfig) -> ImageDataModule:
@@ -49,7 +51,9 @@ def build_module(cfg: DictConfig, datamodule: ImageDataModule) -> LightningModul
     dataset's images (e.g. one that pools a 28x28 image down to nothing) fails here, in one sentence,
     not at the first training step.
     """
-    log.info(f"Model: {cfg.model._target_} for input {tuple(datamodule.input_shape)} and {datamodule.num_classes} classes")
+    log.info(
+        f"Model: {cfg.model._target_} for input {tuple(datamodule.input_shape)} and {datamodule.num_classes} classes"
+    )
     try:
         module = _instantiate(
             cfg.module,
@@ -65,7 +69,9 @@ def build_module(cfg: DictConfig, datamodule: ImageDataModule) -> LightningModul
         _forward_example_input(module)
     except UserError as error:
         construction_error = _first_cause(error)
-        if not isinstance(construction_error, RuntimeError):  # RuntimeError: torch's shape errors, e.g. in a net sizing its layers
+        if not isinstance(
+            construction_error, RuntimeError
+        ):  # RuntimeError: torch's shape errors, e.g. in a net sizing its layers
             raise
         raise _cannot_take_the_images(cfg, datamodule, construction_error) from error
     except RuntimeError as error:
@@ -132,7 +138,11 @@ def build_finder_trainer(cfg: DictConfig) -> Trainer:
 
 # Lightning's DDP strategies that start processes 1..N-1 by running the command line again, and their
 # counterparts that start them with torch.multiprocessing instead
-RELAUNCHING_DDP = {"ddp": "ddp_spawn", "ddp_find_unused_parameters_true": "ddp_spawn_find_unused_parameters_true", "ddp_find_unused_parameters_false": "ddp_spawn_find_unused_parameters_false"}
+RELAUNCHING_DDP = {
+    "ddp": "ddp_spawn",
+    "ddp_find_unused_parameters_true": "ddp_spawn_find_unused_parameters_true",
+    "ddp_find_unused_parameters_false": "ddp_spawn_find_unused_parameters_false",
+}
 
 
 def _strategy(trainer_cfg: DictConfig) -> Any:
@@ -152,22 +162,39 @@ def _strategy(trainer_cfg: DictConfig) -> Any:
     multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     if not multirun or not isinstance(strategy, str) or strategy not in RELAUNCHING_DDP or SLURMEnvironment.detect():
         return requested
-    log.info(f"Multirun: trainer.strategy={requested} runs as {RELAUNCHING_DDP[strategy]} (ddp would start each extra process with the whole sweep's command line)")
+    log.info(
+        f"Multirun: trainer.strategy={requested} runs as {RELAUNCHING_DDP[strategy]} (ddp would start each extra process with the whole sweep's command line)"
+    )
     return RELAUNCHING_DDP[strategy]
 
 
 # The hparams tab's columns: what a homework sweep usually varies, plus every key this job's command line sets
 # (in a multirun, the swept ones among them). The whole composed config is in .hydra/config.yaml and in each checkpoint.
 HPARAM_KEYS = (
-    "model/_target_", "data/_target_", "optimizer/_target_", "optimizer/lr", "optimizer/weight_decay", "optimizer/momentum",
-    "scheduler/scheduler/_target_", "data/batch_size", "trainer/max_epochs", "trainer/precision", "module/label_smoothing", "seed",
+    "model/_target_",
+    "data/_target_",
+    "optimizer/_target_",
+    "optimizer/lr",
+    "optimizer/weight_decay",
+    "optimizer/momentum",
+    "scheduler/scheduler/_target_",
+    "data/batch_size",
+    "trainer/max_epochs",
+    "trainer/precision",
+    "module/label_smoothing",
+    "seed",
 )
 NOT_HPARAMS = ("callbacks", "logger", "paths", "hydra", "data/data_dir", "ckpt_path", "resume")
 # the final metrics of the hparams tab (hp/<split>_<metric>), declared when the run starts, written when it ends
 FINAL_METRICS = ("best_val_top1", "val_top1", "val_top5", "val_loss", "train_top1", "train_top5", "train_loss")
 TEST_METRICS = ("test_top1", "test_top5", "test_loss")
 # TensorBoard's Custom Scalars tab: train and val of each metric on one chart
-COMPARISON_LAYOUT = {"train vs val": {title: ["Multiline", [f"^train/{metric}$", f"^val/{metric}$"]] for title, metric in (("loss", "loss"), ("top-1", "top1"), ("top-5", "top5"))}}
+COMPARISON_LAYOUT = {
+    "train vs val": {
+        title: ["Multiline", [f"^train/{metric}$", f"^val/{metric}$"]]
+        for title, metric in (("loss", "loss"), ("top-1", "top1"), ("top-5", "top5"))
+    }
+}
 
 
 def hyperparameter_row(cfg: DictConfig, module: LightningModule) -> dict[str, Any]:
@@ -178,7 +205,9 @@ def hyperparameter_row(cfg: DictConfig, module: LightningModule) -> dict[str, An
         for override in HydraConfig.get().overrides.task:
             key = override.lstrip("+~").split("=", 1)[0].replace(".", "/")
             overridden += [key] if key in flat else [f"{key}/_target_"]  # a group (optimizer=adam): its _target_
-    keys = [key for key in dict.fromkeys([*HPARAM_KEYS, *overridden]) if key in flat and not key.startswith(NOT_HPARAMS)]
+    keys = [
+        key for key in dict.fromkeys([*HPARAM_KEYS, *overridden]) if key in flat and not key.startswith(NOT_HPARAMS)
+    ]
     params = {key: flat[key] if isinstance(flat[key], (int, float, str, bool)) else str(flat[key]) for key in keys}
     params["model/params_total"] = sum(p.numel() for p in module.parameters())
     params["model/params_trainable"] = sum(p.numel() for p in module.parameters() if p.requires_grad)
@@ -202,10 +231,16 @@ def log_hyperparameters_at_start(loggers: list[Logger], cfg: DictConfig, module:
             writer.flush()
 
 
-def log_hyperparameters(loggers: list[Logger], cfg: DictConfig, module: LightningModule, final_metrics: dict[str, float]) -> None:
+def log_hyperparameters(
+    loggers: list[Logger], cfg: DictConfig, module: LightningModule, final_metrics: dict[str, float]
+) -> None:
     """The final metrics of the run's hparams-tab row (TensorBoard: its row was written at the start); other
     loggers get the row and the metrics together."""
-    metrics = {f"hp/{name.replace('/', '_')}": value for name, value in final_metrics.items() if not name.startswith(("train_step/", "train/lr"))}
+    metrics = {
+        f"hp/{name.replace('/', '_')}": value
+        for name, value in final_metrics.items()
+        if not name.startswith(("train_step/", "train/lr"))
+    }
     for logger in loggers:
         if isinstance(logger, TensorBoardLogger):
             logger.log_metrics(metrics)

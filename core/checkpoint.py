@@ -27,8 +27,13 @@ def read_weights_only(path: str | Path, setting: str, expected: str, mmap: bool 
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as error:
-        blocked = next((line.strip() for line in str(error).splitlines() if "GLOBAL" in line), "objects other than tensors and plain data")
-        raise UserError(f"Refusing to load {path}: loading it would run code it names ({blocked}); pass {setting}={expected}.") from error
+        blocked = next(
+            (line.strip() for line in str(error).splitlines() if "GLOBAL" in line),
+            "objects other than tensors and plain data",
+        )
+        raise UserError(
+            f"Refusing to load {path}: loading it would run code it names ({blocked}); pass {setting}={expected}."
+        ) from error
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:
         raise UserError(not_a_checkpoint) from error
 
@@ -46,13 +51,17 @@ def load_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
 EVALUATE_ADVICE = "evaluate it with the model and data it was trained with (leave out model=/data= overrides)"
 
 
-def load_weights(module: LightningModule, checkpoint: dict[str, Any], path: str | Path, advice: str = EVALUATE_ADVICE) -> None:
+def load_weights(
+    module: LightningModule, checkpoint: dict[str, Any], path: str | Path, advice: str = EVALUATE_ADVICE
+) -> None:
     """Copy the checkpoint's weights into `module`, refusing weights of another network or dataset."""
     try:
         missing, unexpected = module.load_state_dict(checkpoint["state_dict"], strict=False)
     except RuntimeError as error:  # same names, other shapes: e.g. another number of classes or channels
         mismatch = next((line.strip() for line in str(error).splitlines() if "size mismatch" in line), str(error))
-        raise UserError(f"The weights in {path} have other shapes than the network built from this config ({mismatch}): {advice}.") from error
+        raise UserError(
+            f"The weights in {path} have other shapes than the network built from this config ({mismatch}): {advice}."
+        ) from error
     if missing or unexpected:
         raise UserError(
             f"The weights in {path} belong to another network than the one built from this config "

@@ -14,8 +14,8 @@ import os
 import re
 import shutil
 import tempfile
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, BinaryIO
 
 import torch
@@ -42,11 +42,17 @@ def remove_interrupted_writes(folder: Path) -> list[Path]:
 
     Only while no other process writes there (core/run_lock.py): a live write's temporary file looks the same.
     """
-    stale = [path for path in Path(folder).rglob(f".*{TEMPORARY_SUFFIX}") if path.is_file() and _TEMPORARY_NAME.match(path.name)]
+    stale = [
+        path
+        for path in Path(folder).rglob(f".*{TEMPORARY_SUFFIX}")
+        if path.is_file() and _TEMPORARY_NAME.match(path.name)
+    ]
     for path in stale:
         path.unlink(missing_ok=True)
     if stale:
-        log.info(f"Removed {len(stale)} temporary file(s) of writes that were interrupted: {', '.join(str(path) for path in stale)}")
+        log.info(
+            f"Removed {len(stale)} temporary file(s) of writes that were interrupted: {', '.join(str(path) for path in stale)}"
+        )
     return stale
 
 
@@ -105,7 +111,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             return super().save_checkpoint(checkpoint, path, storage_options)
         try:
             atomic_torch_save(checkpoint, path)
-        except (OSError, RuntimeError) as error:  # RuntimeError: torch's writer found a short write (a full disk, a quota)
+        except (
+            OSError,
+            RuntimeError,
+        ) as error:  # RuntimeError: torch's writer found a short write (a full disk, a quota)
             if isinstance(error, OSError) and error.strerror:
                 reason = error.strerror
             else:

@@ -64,7 +64,9 @@ def check_comparable(a: Predictions, b: Predictions) -> None:
     """Refuses predictions of different datasets, splits or samples, and unlabeled ones, with one sentence."""
     fix = "compare predictions of the same split of the same dataset (with checkpoints, pass split=val or split=test)"
     if (a.dataset, a.split) != (b.dataset, b.split):
-        raise UserError(f"A ({a.path}) holds {a.split} predictions of {a.dataset} but B ({b.path}) holds {b.split} predictions of {b.dataset}: {fix}.")
+        raise UserError(
+            f"A ({a.path}) holds {a.split} predictions of {a.dataset} but B ({b.path}) holds {b.split} predictions of {b.dataset}: {fix}."
+        )
     a_labels = {row["index"]: row["label"] for row in a.rows}
     b_labels = {row["index"]: row["label"] for row in b.rows}
     if a_labels.keys() != b_labels.keys():
@@ -74,9 +76,13 @@ def check_comparable(a: Predictions, b: Predictions) -> None:
         )
     differing = next((index for index, label in a_labels.items() if label != b_labels[index]), None)
     if differing is not None:
-        raise UserError(f"A ({a.path}) and B ({b.path}) give sample {differing} different true labels, so they come from different datasets: {fix}.")
+        raise UserError(
+            f"A ({a.path}) and B ({b.path}) give sample {differing} different true labels, so they come from different datasets: {fix}."
+        )
     if any(label == "" for label in a_labels.values()):
-        raise UserError(f"{a.path} has no true labels (predictions of an unlabeled split), so no accuracy can be compared: {fix}.")
+        raise UserError(
+            f"{a.path} has no true labels (predictions of an unlabeled split), so no accuracy can be compared: {fix}."
+        )
 
 
 def compare_predictions(a: Predictions, b: Predictions) -> Comparison:
@@ -114,18 +120,42 @@ def report(comparison: Comparison, max_listed: int) -> str:
         b_says = f"{short_name(item.b['pred1_name'])} ({float(item.b['prob1']):.2f})"
         lines.append(f"{item.index:>7}  {short_name(item.label_name):<20} {a_says:<26} {b_says:<26} {item.change}")
     if len(comparison.disagreements) > max_listed:
-        lines.append(f"... and {len(comparison.disagreements) - max_listed} more (all of them are in disagreements.csv)")
+        lines.append(
+            f"... and {len(comparison.disagreements) - max_listed} more (all of them are in disagreements.csv)"
+        )
     return "\n".join(lines)
 
 
 def write_disagreements(comparison: Comparison, path: Path) -> None:
     with path.open("w", newline="") as file:
         writer = csv.writer(file)
-        writer.writerow(["index", "source", "label", "label_name", "a_pred", "a_pred_name", "a_prob", "b_pred", "b_pred_name", "b_prob", "change"])
+        writer.writerow(
+            [
+                "index",
+                "source",
+                "label",
+                "label_name",
+                "a_pred",
+                "a_pred_name",
+                "a_prob",
+                "b_pred",
+                "b_pred_name",
+                "b_prob",
+                "change",
+            ]
+        )
         for item in comparison.disagreements:
             writer.writerow(
                 [item.index, item.source, item.a["label"], item.label_name]
-                + [item.a["pred1"], item.a["pred1_name"], item.a["prob1"], item.b["pred1"], item.b["pred1_name"], item.b["prob1"], item.change]
+                + [
+                    item.a["pred1"],
+                    item.a["pred1_name"],
+                    item.a["prob1"],
+                    item.b["pred1"],
+                    item.b["pred1_name"],
+                    item.b["prob1"],
+                    item.change,
+                ]
             )
 
 
@@ -135,7 +165,9 @@ def sample_images(datamodule: ImageDataModule, split: str, indices: list[int]) -
     position = {index: position for position, index in enumerate(dataset.source_index.tolist())}
     missing = [index for index in indices if index not in position]
     if missing:
-        raise UserError(f"The {split} split rebuilt from the prediction file's data config lacks samples {missing[:5]}: the dataset on disk has changed since the predictions were made.")
+        raise UserError(
+            f"The {split} split rebuilt from the prediction file's data config lacks samples {missing[:5]}: the dataset on disk has changed since the predictions were made."
+        )
     return dataset.__getitems__([position[index] for index in indices])["image"]
 
 
@@ -149,14 +181,18 @@ def sheet_selection(comparison: Comparison, num_images: int) -> dict[str, list[D
     candidates = {}
     for change, wrong_side, _ in SHEET_SECTIONS:
         flips = [item for item in comparison.disagreements if item.change == change]
-        candidates[change] = sorted(flips, key=lambda item, side=wrong_side: (-float(getattr(item, side)["prob1"]), item.index))
+        candidates[change] = sorted(
+            flips, key=lambda item, side=wrong_side: (-float(getattr(item, side)["prob1"]), item.index)
+        )
     first, second = (change for change, _, _ in SHEET_SECTIONS)
     take_first = min(len(candidates[first]), max(num_images // 2, num_images - len(candidates[second])))
     take_second = min(len(candidates[second]), num_images - take_first)
     return {first: candidates[first][:take_first], second: candidates[second][:take_second]}
 
 
-def contact_sheet(comparison: Comparison, selection: dict[str, list[Disagreement]], images: dict[int, torch.Tensor], columns: int = 4) -> Figure:
+def contact_sheet(
+    comparison: Comparison, selection: dict[str, list[Disagreement]], images: dict[int, torch.Tensor], columns: int = 4
+) -> Figure:
     """The selected disagreements in a section per direction, each image captioned with its index, true class and
     both predictions with their confidence (✓ right, ✗ wrong)."""
 
@@ -165,13 +201,25 @@ def contact_sheet(comparison: Comparison, selection: dict[str, list[Disagreement
 
     sections = [(change, title, selection[change]) for change, _, title in SHEET_SECTIONS if selection.get(change)]
     rows = [max(1, math.ceil(len(items) / columns)) for _, _, items in sections]
-    figure = Figure(figsize=(columns * CELL_WIDTH, sum(rows) * CELL_HEIGHT + 0.5 * len(sections) + 0.8), layout="constrained")
-    totals = {change: sum(item.change == change for item in comparison.disagreements) for change, _, _ in SHEET_SECTIONS}
-    for subfigure, (change, title, items) in zip(np.atleast_1d(figure.subfigures(len(sections), 1, height_ratios=rows)), sections):
-        captions = [f"#{item.index} true: {short_name(item.label_name)}\nA: {says(item.a)}\nB: {says(item.b)}" for item in items]
+    figure = Figure(
+        figsize=(columns * CELL_WIDTH, sum(rows) * CELL_HEIGHT + 0.5 * len(sections) + 0.8), layout="constrained"
+    )
+    totals = {
+        change: sum(item.change == change for item in comparison.disagreements) for change, _, _ in SHEET_SECTIONS
+    }
+    for subfigure, (change, title, items) in zip(
+        np.atleast_1d(figure.subfigures(len(sections), 1, height_ratios=rows)), sections
+    ):
+        captions = [
+            f"#{item.index} true: {short_name(item.label_name)}\nA: {says(item.a)}\nB: {says(item.b)}" for item in items
+        ]
         draw_captioned_grid(subfigure, torch.stack([images[item.index] for item in items]), captions, columns)
         wrong_one = "B" if change == "right->wrong" else "A"
-        subfigure.suptitle(f"{title} ({change}): {len(items)} of {totals[change]}, {wrong_one}'s most confident mistakes first", fontsize=10, fontweight="bold")
+        subfigure.suptitle(
+            f"{title} ({change}): {len(items)} of {totals[change]}, {wrong_one}'s most confident mistakes first",
+            fontsize=10,
+            fontweight="bold",
+        )
     both_wrong = len(comparison.disagreements) - sum(totals.values())
     figure.suptitle(
         f"A = {describe(comparison.a)}, B = {describe(comparison.b)}\n{len(comparison.disagreements)} {comparison.a.split} samples judged differently: "

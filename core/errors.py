@@ -52,7 +52,9 @@ def exit_on_user_error():
         print(f"stopped: {stop}", file=sys.stderr)
         raise SystemExit(128 + stop.signum) from None
     except SIGTERMException:  # Lightning's own stop on SIGTERM, outside the training loop (e.g. in the sanity check)
-        print("stopped: SIGTERM before training started; nothing was trained, so nothing needed saving.", file=sys.stderr)
+        print(
+            "stopped: SIGTERM before training started; nothing was trained, so nothing needed saving.", file=sys.stderr
+        )
         raise SystemExit(128 + signal.SIGTERM) from None
     except UserError as error:
         if not _in_multirun():
@@ -64,7 +66,9 @@ def exit_on_user_error():
         if not _in_multirun():
             raise
         _record_job_failure(error)
-        log.error(f"This job failed: {error.__class__.__name__}: {error}", exc_info=error)  # a bug: its traceback, as a single run shows it
+        log.error(
+            f"This job failed: {error.__class__.__name__}: {error}", exc_info=error
+        )  # a bug: its traceback, as a single run shows it
 
 
 def _record_job_failure(error: BaseException) -> None:

@@ -51,7 +51,9 @@ def check_format(name: str) -> None:
     if name == "onnx":
         missing = [package for package in ONNX_PACKAGES if importlib.util.find_spec(package) is None]
         if missing:
-            raise UserError(f"format=onnx needs the packages {', '.join(ONNX_PACKAGES)} and {', '.join(missing)} is not installed: pip install 'classic-dl[export]' (or pip install {' '.join(missing)}).")
+            raise UserError(
+                f"format=onnx needs the packages {', '.join(ONNX_PACKAGES)} and {', '.join(missing)} is not installed: pip install 'classic-dl[export]' (or pip install {' '.join(missing)})."
+            )
 
 
 def export(model: NormalizedNet, example: torch.Tensor, file_format: str, path: Path) -> None:
@@ -61,7 +63,17 @@ def export(model: NormalizedNet, example: torch.Tensor, file_format: str, path: 
     if file_format == "torch_export":
         torch.export.save(torch.export.export(model, (example,), dynamic_shapes=({0: batch},)), path)
     elif file_format == "onnx":
-        torch.onnx.export(model, (example,), str(path), dynamo=True, dynamic_shapes=({0: batch},), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], external_data=False, verbose=False)
+        torch.onnx.export(
+            model,
+            (example,),
+            str(path),
+            dynamo=True,
+            dynamic_shapes=({0: batch},),
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            external_data=False,
+            verbose=False,
+        )
     else:
         with torch.no_grad():
             torch.jit.trace(model, (example,)).save(str(path))
@@ -96,14 +108,22 @@ def read_contract(model_path: Path) -> dict[str, Any]:
     if not model_path.is_file():
         raise UserError(f"No exported model at {model_path}: pass exported=PATH of a file written by export.py.")
     if not contract_path.is_file():
-        raise UserError(f"{model_path} has no preprocessing contract {contract_path.name} beside it: export it again with export.py, which writes both.")
+        raise UserError(
+            f"{model_path} has no preprocessing contract {contract_path.name} beside it: export it again with export.py, which writes both."
+        )
     try:
         contract = json.loads(contract_path.read_text())
     except json.JSONDecodeError as error:
-        raise UserError(f"{contract_path} is not valid JSON ({error}): export the model again with export.py.") from error
+        raise UserError(
+            f"{contract_path} is not valid JSON ({error}): export the model again with export.py."
+        ) from error
     if not isinstance(contract, dict) or contract.get("format") not in SUFFIXES:
-        raise UserError(f"{contract_path} names no known format (format: {contract.get('format') if isinstance(contract, dict) else None!r}): export the model again with export.py.")
+        raise UserError(
+            f"{contract_path} names no known format (format: {contract.get('format') if isinstance(contract, dict) else None!r}): export the model again with export.py."
+        )
     if SUFFIXES[contract["format"]] != model_path.suffix:  # the contract does not choose which loader opens the file
-        raise UserError(f"{contract_path} says {contract['format']}, whose files end in {SUFFIXES[contract['format']]}, but the model is {model_path.name}: export the model again with export.py.")
+        raise UserError(
+            f"{contract_path} says {contract['format']}, whose files end in {SUFFIXES[contract['format']]}, but the model is {model_path.name}: export the model again with export.py."
+        )
     check_stored_config(contract, contract_path, {})
     return contract

@@ -38,7 +38,13 @@ def draw_captioned_grid(figure, images: np.ndarray, captions: Sequence[str], col
         axes = figure.add_subplot(rows, columns, position + 1)
         pixels = np.asarray(image).transpose(1, 2, 0)
         grayscale = pixels.shape[2] == 1
-        axes.imshow(pixels[..., 0] if grayscale else pixels, cmap="gray" if grayscale else None, vmin=0, vmax=255, interpolation="nearest")
+        axes.imshow(
+            pixels[..., 0] if grayscale else pixels,
+            cmap="gray" if grayscale else None,
+            vmin=0,
+            vmax=255,
+            interpolation="nearest",
+        )
         axes.set_title(caption, fontsize=9, loc="left")
         axes.axis("off")
 
@@ -58,7 +64,9 @@ def confusion_matrix_figure(matrix: np.ndarray, names: Sequence[str]) -> Figure:
     for (true, predicted), count in np.ndenumerate(matrix):
         red, green, blue, _ = image.cmap(image.norm(count))
         dark_cell = 0.299 * red + 0.587 * green + 0.114 * blue < 0.5
-        axes.text(predicted, true, str(count), ha="center", va="center", fontsize=15, color="white" if dark_cell else "black")
+        axes.text(
+            predicted, true, str(count), ha="center", va="center", fontsize=15, color="white" if dark_cell else "black"
+        )
     axes.set_title(f"validation confusion matrix ({int(matrix.sum())} samples)")
     return figure
 
@@ -68,11 +76,18 @@ def most_confused_figure(matrix: np.ndarray, names: Sequence[str], num_pairs: in
     confusions = np.array(matrix, copy=True)
     np.fill_diagonal(confusions, 0)
     flat = np.argsort(-confusions, axis=None, kind="stable")[:num_pairs]
-    pairs = [(int(confusions.flat[position]), divmod(int(position), len(names))) for position in flat if confusions.flat[position] > 0]
+    pairs = [
+        (int(confusions.flat[position]), divmod(int(position), len(names)))
+        for position in flat
+        if confusions.flat[position] > 0
+    ]
     figure = Figure(figsize=(9, 1.5 + 0.35 * max(1, len(pairs))), layout="constrained")
     axes = figure.add_subplot()
     axes.barh(range(len(pairs)), [count for count, _ in pairs])
-    axes.set_yticks(range(len(pairs)), [f"{short_name(names[true])} → {short_name(names[predicted])}" for _, (true, predicted) in pairs])
+    axes.set_yticks(
+        range(len(pairs)),
+        [f"{short_name(names[true])} → {short_name(names[predicted])}" for _, (true, predicted) in pairs],
+    )
     axes.invert_yaxis()
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_xlabel("validation samples (true → predicted)")
@@ -88,7 +103,14 @@ def png_bytes(figure: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def validation_figures(matrix: np.ndarray, names: Sequence[str], max_matrix_classes: int, num_pairs: int, images: np.ndarray, captions: Sequence[str]) -> dict[str, bytes]:
+def validation_figures(
+    matrix: np.ndarray,
+    names: Sequence[str],
+    max_matrix_classes: int,
+    num_pairs: int,
+    images: np.ndarray,
+    captions: Sequence[str],
+) -> dict[str, bytes]:
     """TensorBoard tag -> PNG: the confusion matrix (for more than `max_matrix_classes` classes the `num_pairs`
     most frequent confusions instead) and, when there are any, the misclassified images with their captions."""
     if len(names) <= max_matrix_classes:

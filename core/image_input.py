@@ -42,7 +42,9 @@ def image_files(paths: list[str]) -> list[Path]:
     for name in paths:
         path = Path(name)
         if path.is_dir():
-            found += sorted(child for child in path.iterdir() if child.is_file() and child.suffix.lower() in IMAGE_SUFFIXES)
+            found += sorted(
+                child for child in path.iterdir() if child.is_file() and child.suffix.lower() in IMAGE_SUFFIXES
+            )
         else:
             found.append(path)
     return found

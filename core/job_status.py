@@ -91,7 +91,7 @@ class RecordJobStatus(Callback):
         elif job_return.status == JobStatus.FAILED:
             status.update(status=FAILED, reason="the job failed without an exception to say why")
             try:
-                job_return.return_value  # raises the job's exception: Hydra's public way to read it
+                _ = job_return.return_value  # raises the job's exception: Hydra's public way to read it
             except Exception as error:
                 status.update(status=FAILED, reason=failure_reason(error))
         else:

@@ -30,9 +30,13 @@ def _launcher_run_name() -> str | None:
                 )
             return None
         if not re.fullmatch(r"[\w.-]+", run_id):
-            raise UserError(f"torchrun's --rdzv-id={run_id!r} cannot name a run directory: use letters, digits, '.', '_' and '-' only.")
+            raise UserError(
+                f"torchrun's --rdzv-id={run_id!r} cannot name a run directory: use letters, digits, '.', '_' and '-' only."
+            )
         return f"torchrun-{run_id}"
-    from lightning.fabric.plugins.environments import SLURMEnvironment  # slow import: only when choosing a run directory
+    from lightning.fabric.plugins.environments import (
+        SLURMEnvironment,  # slow import: only when choosing a run directory
+    )
 
     if SLURMEnvironment.detect() and SLURMEnvironment.job_id() is not None:
         return f"slurm-{SLURMEnvironment.job_id()}"

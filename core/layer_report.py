@@ -29,7 +29,11 @@ def layer_report(net: nn.Module, input_shape: tuple[int, ...], title: str) -> st
     def note_output(module: nn.Module, args: Any, output: Any) -> None:
         outputs.setdefault(names[module], _shape(output))
 
-    handles = [hook for module in names for hook in (module.register_forward_pre_hook(note_call), module.register_forward_hook(note_output))]
+    handles = [
+        hook
+        for module in names
+        for hook in (module.register_forward_pre_hook(note_call), module.register_forward_hook(note_output))
+    ]
     try:
         with FlopCounterMode(display=False) as counter:
             output = meta_forward(net, input_shape)
@@ -44,7 +48,15 @@ def layer_report(net: nn.Module, input_shape: tuple[int, ...], title: str) -> st
         module = net.get_submodule(name)
         macs = sum(flops.get(f"{type(net).__name__}.{name}", {}).values()) // 2
         indent = "  " * name.count(".")
-        rows.append((indent + name, type(module).__name__, outputs.get(name, "not called"), f"{_count(module.parameters()):,}", f"{macs:,}"))
+        rows.append(
+            (
+                indent + name,
+                type(module).__name__,
+                outputs.get(name, "not called"),
+                f"{_count(module.parameters()):,}",
+                f"{macs:,}",
+            )
+        )
 
     total = _count(net.parameters())
     trainable = _count(parameter for parameter in net.parameters() if parameter.requires_grad)
@@ -52,7 +64,10 @@ def layer_report(net: nn.Module, input_shape: tuple[int, ...], title: str) -> st
     widths = [max(len(row[column]) for row in [COLUMNS, *rows]) for column in range(len(COLUMNS))]
     lines = [title, ""]
     for row in [COLUMNS, *rows]:
-        cells = [cell.ljust(width) if column < 3 else cell.rjust(width) for column, (cell, width) in enumerate(zip(row, widths))]
+        cells = [
+            cell.ljust(width) if column < 3 else cell.rjust(width)
+            for column, (cell, width) in enumerate(zip(row, widths))
+        ]
         lines.append("  ".join(cells).rstrip())
     lines[3:3] = ["-" * len(lines[2])]
     lines += [

@@ -23,18 +23,26 @@ def lr_given_on_command_line() -> bool:
     """Whether the command line (this job's overrides, in a multirun the sweep's) set optimizer.lr."""
     if not HydraConfig.initialized():
         return False
-    return any(override.lstrip("+~").split("=", 1)[0] == "optimizer.lr" for override in HydraConfig.get().overrides.task)
+    return any(
+        override.lstrip("+~").split("=", 1)[0] == "optimizer.lr" for override in HydraConfig.get().overrides.task
+    )
 
 
 def check_lr_find(cfg: DictConfig, ckpt_path: str | None) -> None:
     if ckpt_path:
-        raise UserError("lr_find=true chooses the starting learning rate of a new run: drop it when continuing a run (resume=true or ckpt_path=...).")
+        raise UserError(
+            "lr_find=true chooses the starting learning rate of a new run: drop it when continuing a run (resume=true or ckpt_path=...)."
+        )
     devices, num_nodes = cfg.trainer.get("devices"), cfg.trainer.get("num_nodes") or 1
     if (isinstance(devices, int) and devices > 1) or num_nodes > 1 or devices == -1:
-        raise UserError("lr_find=true runs in one process: find the learning rate with trainer.devices=1, then train on several devices with optimizer.lr=<the suggestion>.")
+        raise UserError(
+            "lr_find=true runs in one process: find the learning rate with trainer.devices=1, then train on several devices with optimizer.lr=<the suggestion>."
+        )
 
 
-def find_lr(cfg: DictConfig, module: LightningModule, datamodule: LightningDataModule, finder_trainer, out_dir: Path) -> float | None:
+def find_lr(
+    cfg: DictConfig, module: LightningModule, datamodule: LightningDataModule, finder_trainer, out_dir: Path
+) -> float | None:
     """Runs the range test on `finder_trainer` (the run's trainer settings, without its callbacks and loggers,
     so no checkpoint, log or timing of the run sees the test's steps) and returns the suggestion.
 
@@ -77,9 +85,13 @@ def find_lr(cfg: DictConfig, module: LightningModule, datamodule: LightningDataM
     (out_dir / LR_FIND_RECORD).write_text(json.dumps(record, indent=2) + "\n")
     lr_find_figure(lrs, losses, suggestion, used, options.mode).savefig(out_dir / LR_FIND_FIGURE, dpi=100)
     if suggestion is None:
-        log.warning(f"Learning-rate finder: no suggestion from {len(lrs)} steps (too few); training with optimizer.lr={used}.")
+        log.warning(
+            f"Learning-rate finder: no suggestion from {len(lrs)} steps (too few); training with optimizer.lr={used}."
+        )
     elif keep_given:
-        log.info(f"Learning-rate finder suggests {suggestion:.3g}; training with optimizer.lr={used} given on the command line.")
+        log.info(
+            f"Learning-rate finder suggests {suggestion:.3g}; training with optimizer.lr={used} given on the command line."
+        )
     else:
         log.info(f"Learning-rate finder suggests {suggestion:.3g}: training with it (optimizer.lr was {initial_lr}).")
     log.info(f"Learning-rate finder: {out_dir / LR_FIND_FIGURE}, {out_dir / LR_FIND_RECORD}")
@@ -96,15 +108,27 @@ def lr_find_figure(lrs: list[float], losses: list[float], suggestion: float | No
     if suggestion is not None:
         axes.axvline(suggestion, color="C3", linestyle="--", linewidth=1.2)
         at = min(range(len(lrs)), key=lambda index: abs(lrs[index] - suggestion))
-        axes.plot(lrs[at], losses[at], "o", color="C3", markersize=8, label=f"suggestion {suggestion:.3g} (steepest descent)")
+        axes.plot(
+            lrs[at], losses[at], "o", color="C3", markersize=8, label=f"suggestion {suggestion:.3g} (steepest descent)"
+        )
     if used != suggestion and used is not None and lrs and min(lrs) <= used <= max(lrs):
-        axes.axvline(used, color="0.3", linestyle=":", linewidth=1.2, label=f"trained with {used:.3g} (given on the command line)")
+        axes.axvline(
+            used,
+            color="0.3",
+            linestyle=":",
+            linewidth=1.2,
+            label=f"trained with {used:.3g} (given on the command line)",
+        )
     # the first points are biased low by the smoothing's start and a diverging tail can be huge: the y range spans
     # the points after the first 10 (those Lightning's suggestion skips too), cut at 3x the median's height above the lowest
     finite = [loss for loss in losses[10:] if math.isfinite(loss)]
     if len(finite) >= 2:
         low = min(finite)
-        high = min(max(finite), low + 3 * (statistics.median(finite) - low)) if statistics.median(finite) > low else max(finite)
+        high = (
+            min(max(finite), low + 3 * (statistics.median(finite) - low))
+            if statistics.median(finite) > low
+            else max(finite)
+        )
         margin = 0.05 * (high - low) or 0.05 * abs(low) or 0.05
         axes.set_ylim(low - margin, high + margin)
     axes.set_xlabel("learning rate")

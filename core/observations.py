@@ -30,7 +30,9 @@ class Overfitting:
         )
 
 
-def detect_overfitting(train_loss: Curve, val_loss: Curve, patience: int = 3, min_rise: float = 0.05) -> Overfitting | None:
+def detect_overfitting(
+    train_loss: Curve, val_loss: Curve, patience: int = 3, min_rise: float = 0.05
+) -> Overfitting | None:
     """The onset of overfitting by the rule above, or None."""
     train = dict(zip(*train_loss))
     val_epochs, val_values = val_loss
@@ -46,7 +48,9 @@ def detect_overfitting(train_loss: Curve, val_loss: Curve, patience: int = 3, mi
     train_falling = train[last_epoch] < train[best_epoch]
     if not (sustained and risen and train_falling):
         return None
-    return Overfitting(val_epochs[best + 1], best_epoch, val_values[best], after[-1], train[best_epoch], train[last_epoch])
+    return Overfitting(
+        val_epochs[best + 1], best_epoch, val_values[best], after[-1], train[best_epoch], train[last_epoch]
+    )
 
 
 def first_reaching(curve: Curve, target: float) -> int | None:
@@ -73,6 +77,6 @@ def still_improving(val_loss: Curve, window: int = 3) -> bool:
 
 
 def metric_label(tag: str) -> str:
-    """"train/top5" -> "train top-5"."""
+    """ "train/top5" -> "train top-5"."""
     split, _, name = tag.partition("/")
     return f"{split} {name.replace('top', 'top-')}"

@@ -72,8 +72,21 @@ def write_predictions(
 ) -> None:
     """Writes the CSV (rows in the given order, `sources[i]` where sample i comes from) and its JSON sidecar."""
     k = top_ids.shape[1]
-    prediction_columns = [name for rank in range(1, k + 1) for name in (f"pred{rank}", f"pred{rank}_name", f"prob{rank}")]
-    columns = ["split", "index", "source", "label", "label_name", "correct", "loss", *prediction_columns, "epoch", "checkpoint"]
+    prediction_columns = [
+        name for rank in range(1, k + 1) for name in (f"pred{rank}", f"pred{rank}_name", f"prob{rank}")
+    ]
+    columns = [
+        "split",
+        "index",
+        "source",
+        "label",
+        "label_name",
+        "correct",
+        "loss",
+        *prediction_columns,
+        "epoch",
+        "checkpoint",
+    ]
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as file:
         writer = csv.writer(file)
@@ -86,9 +99,31 @@ def write_predictions(
                 true_id = int(label[row])
                 truth = [true_id, class_names[true_id], int(top_ids[row, 0] == true_id)]
             sample_loss = "" if loss is None else f"{loss[row]:.6g}"
-            predicted = [value for rank in range(k) for value in (int(top_ids[row, rank]), class_names[top_ids[row, rank]], f"{top_probs[row, rank]:.6g}")]
-            writer.writerow([split, sample, sources[row], *truth, sample_loss, *predicted, "" if epoch is None else epoch, checkpoint])
-    meta = {"split": split, "stage": stage, "epoch": epoch, "checkpoint": checkpoint, "num_samples": len(index), "data": data_config}
+            predicted = [
+                value
+                for rank in range(k)
+                for value in (int(top_ids[row, rank]), class_names[top_ids[row, rank]], f"{top_probs[row, rank]:.6g}")
+            ]
+            writer.writerow(
+                [
+                    split,
+                    sample,
+                    sources[row],
+                    *truth,
+                    sample_loss,
+                    *predicted,
+                    "" if epoch is None else epoch,
+                    checkpoint,
+                ]
+            )
+    meta = {
+        "split": split,
+        "stage": stage,
+        "epoch": epoch,
+        "checkpoint": checkpoint,
+        "num_samples": len(index),
+        "data": data_config,
+    }
     sidecar_path(path).write_text(json.dumps(meta, indent=2))
 
 
@@ -98,18 +133,26 @@ def read_predictions(path: str | Path) -> Predictions:
     if path.suffix == ".json":
         path = path.with_suffix(".csv")
     if not path.is_file():
-        raise UserError(f"No prediction file at {path}: pass a <run dir>/predictions/*.csv written by train.py or eval.py, or a checkpoint.")
+        raise UserError(
+            f"No prediction file at {path}: pass a <run dir>/predictions/*.csv written by train.py or eval.py, or a checkpoint."
+        )
     sidecar = sidecar_path(path)
     if not sidecar.is_file():
-        raise UserError(f"{path} has no sidecar {sidecar.name} beside it: pass a prediction file written by train.py or eval.py, with its .json.")
+        raise UserError(
+            f"{path} has no sidecar {sidecar.name} beside it: pass a prediction file written by train.py or eval.py, with its .json."
+        )
     try:
         meta = json.loads(sidecar.read_text())
         with path.open(newline="") as file:
             rows = list(csv.DictReader(file))
     except (json.JSONDecodeError, UnicodeDecodeError, csv.Error) as error:
-        raise UserError(f"{path} or its sidecar {sidecar.name} is not a prediction file ({error}): pass one written by train.py or eval.py.") from error
+        raise UserError(
+            f"{path} or its sidecar {sidecar.name} is not a prediction file ({error}): pass one written by train.py or eval.py."
+        ) from error
     required = {"split", "index", "label", "label_name", "correct", "pred1", "pred1_name", "prob1"}
     if not isinstance(meta, dict) or not {"split", "data"} <= set(meta) or (rows and not required <= set(rows[0])):
-        raise UserError(f"{path} is not a prediction file of train.py or eval.py (its columns or sidecar lack {sorted(required | {'data'})}).")
+        raise UserError(
+            f"{path} is not a prediction file of train.py or eval.py (its columns or sidecar lack {sorted(required | {'data'})})."
+        )
     check_stored_config(meta, sidecar, {("data",): "data"})  # compare.py rebuilds the dataset from meta["data"]
     return Predictions(path, meta, rows)

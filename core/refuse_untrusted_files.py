@@ -42,7 +42,11 @@ def read_named_files(config: DictConfig) -> None:
     from core.exporting import read_contract
     from core.prediction_files import read_predictions
 
-    readers = {"checkpoint": lambda path: load_checkpoint(path, mmap=True), "predictions": read_predictions, "exported": read_contract}
+    readers = {
+        "checkpoint": lambda path: load_checkpoint(path, mmap=True),
+        "predictions": read_predictions,
+        "exported": read_contract,
+    }
     for kind, path in files_named(config):
         readers[kind](path)
 

@@ -1,6 +1,5 @@
 """Per-epoch curves of one run or of a sweep's runs: one figure per metric, train dashed and val solid."""
 
-import math
 import textwrap
 from collections.abc import Sequence
 
@@ -25,7 +24,9 @@ class PercentTicks(Formatter):
     def set_locs(self, locs) -> None:
         super().set_locs(locs)
         # the fewest decimals that write every tick exactly (97.75% stays 97.75%, not 97.8%)
-        self.decimals = next((digits for digits in range(5) if all(abs(round(loc, digits) - loc) < 1e-6 for loc in locs)), 4)
+        self.decimals = next(
+            (digits for digits in range(5) if all(abs(round(loc, digits) - loc) < 1e-6 for loc in locs)), 4
+        )
 
     def __call__(self, value, position=None) -> str:
         return f"{value:.{getattr(self, 'decimals', 0)}f}%"
@@ -37,7 +38,11 @@ def run_colour(position: int, count: int) -> str | tuple:
 
 
 def curves_figure(
-    metric: str, runs: Sequence[RunRecord], labels: Sequence[str], overfitting: Sequence[Overfitting | None], targets: Sequence[tuple[str, float]] = ()
+    metric: str,
+    runs: Sequence[RunRecord],
+    labels: Sequence[str],
+    overfitting: Sequence[Overfitting | None],
+    targets: Sequence[tuple[str, float]] = (),
 ) -> Figure:
     """`metric`: loss, top1 or top5. A single run gets its own colours per split and its best val epoch
     marked; a sweep gets one colour per run, labelled by `labels`, and a second legend for the splits.
@@ -46,7 +51,7 @@ def curves_figure(
     figure = Figure(figsize=(8.5 if single else 11, 5), layout="constrained")
     axes = figure.add_subplot()
     accuracy = metric != "loss"
-    for position, (run, label) in enumerate(zip(runs, labels)):
+    for position, (run, _label) in enumerate(zip(runs, labels)):
         for split, style in SPLIT_STYLES.items():
             epochs, values = run.series(f"{split}/{metric}")
             if not epochs:
@@ -57,22 +62,51 @@ def curves_figure(
             # train's markers hollow, val's filled: with one epoch the points are all there is to tell the splits apart
             face = "white" if split == "train" else colour
             axes.plot(
-                epochs, values, style, color=colour, marker="o" if marked else None, markersize=3 if len(epochs) > MARKED_POINTS else 7,
-                markerfacecolor=face, linewidth=1.6, label=split if single else None,
+                epochs,
+                values,
+                style,
+                color=colour,
+                marker="o" if marked else None,
+                markersize=3 if len(epochs) > MARKED_POINTS else 7,
+                markerfacecolor=face,
+                linewidth=1.6,
+                label=split if single else None,
             )
             if single and split == "val":
                 best = (max if accuracy else min)(range(len(values)), key=lambda index: values[index])
-                axes.plot(epochs[best], values[best], "*", color="C3", markersize=13, zorder=3, clip_on=False, label=f"best val (epoch {epochs[best]})")
+                axes.plot(
+                    epochs[best],
+                    values[best],
+                    "*",
+                    color="C3",
+                    markersize=13,
+                    zorder=3,
+                    clip_on=False,
+                    label=f"best val (epoch {epochs[best]})",
+                )
         onset = overfitting[position]
         if single and onset is not None:
-            axes.axvline(onset.onset, color="0.4", linestyle=":", linewidth=1.2, label=f"overfitting from epoch {onset.onset}")
+            axes.axvline(
+                onset.onset, color="0.4", linestyle=":", linewidth=1.2, label=f"overfitting from epoch {onset.onset}"
+            )
     for tag, fraction in targets:
         split, _, target_metric = tag.partition("/")
         if target_metric == metric:
             axes.axhline(100 * fraction, color="0.25", linestyle=(0, (6, 4)), linewidth=1.1, zorder=1)
-            axes.annotate(f"target: {split} {target_metric.replace('top', 'top-')} {100 * fraction:g}%", (1, 100 * fraction), xycoords=("axes fraction", "data"),
-                          xytext=(-4, -3), textcoords="offset points", ha="right", va="top", fontsize=8, color="0.25")
-    all_epochs = sorted({epoch for run in runs for split in SPLIT_STYLES for epoch in run.series(f"{split}/{metric}")[0]})
+            axes.annotate(
+                f"target: {split} {target_metric.replace('top', 'top-')} {100 * fraction:g}%",
+                (1, 100 * fraction),
+                xycoords=("axes fraction", "data"),
+                xytext=(-4, -3),
+                textcoords="offset points",
+                ha="right",
+                va="top",
+                fontsize=8,
+                color="0.25",
+            )
+    all_epochs = sorted(
+        {epoch for run in runs for split in SPLIT_STYLES for epoch in run.series(f"{split}/{metric}")[0]}
+    )
     if len(all_epochs) == 1:  # one epoch: a range around its point, not matplotlib's +-0.05
         axes.set_xlim(all_epochs[0] - 0.5, all_epochs[0] + 0.5)
         axes.set_xticks(all_epochs)
@@ -96,7 +130,10 @@ def _sweep_legends(figure: Figure, axes, labels: Sequence[str]) -> None:
     """Runs by colour beside the plot (wrapped labels), splits by line style inside it."""
     runs = [Line2D([], [], color=run_colour(position, len(labels)), linewidth=2.5) for position in range(len(labels))]
     wrapped = ["\n".join(textwrap.wrap(label, LEGEND_WIDTH)) or "(no overrides)" for label in labels]
-    splits = [Line2D([], [], color="0.3", linestyle=style, marker="o", markerfacecolor="white" if split == "train" else "0.3") for split, style in SPLIT_STYLES.items()]
+    splits = [
+        Line2D([], [], color="0.3", linestyle=style, marker="o", markerfacecolor="white" if split == "train" else "0.3")
+        for split, style in SPLIT_STYLES.items()
+    ]
     axes.add_artist(axes.legend(splits, list(SPLIT_STYLES), loc="best", fontsize=9, title="split"))
     columns = 1 if len(labels) <= 16 else 2
     figure.legend(runs, wrapped, loc="outside right upper", fontsize=8, title="run", ncols=columns)

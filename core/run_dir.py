@@ -81,7 +81,9 @@ def _create_writable(folder: Path) -> None:
             raise PermissionError(f"no permission to write in {folder}")
     except OSError as error:
         reason = error.strerror or str(error)
-        raise UserError(f"Cannot write the run directory {folder} ({reason}): point paths.log_dir at a folder you can write to.") from error
+        raise UserError(
+            f"Cannot write the run directory {folder} ({reason}): point paths.log_dir at a folder you can write to."
+        ) from error
 
 
 @contextmanager
@@ -107,7 +109,12 @@ def tensorboard_run_name(mode: object, override_dirname: str) -> str:
 
 def register_resolvers() -> None:
     """The resolvers the configs use: ${run_dir:...}, ${on_rank_zero:...}, ${rank_suffix:}, ${tensorboard_run_name:...}."""
-    resolvers = {"run_dir": resolve_run_dir, "on_rank_zero": on_rank_zero, "rank_suffix": rank_suffix, "tensorboard_run_name": tensorboard_run_name}
+    resolvers = {
+        "run_dir": resolve_run_dir,
+        "on_rank_zero": on_rank_zero,
+        "rank_suffix": rank_suffix,
+        "tensorboard_run_name": tensorboard_run_name,
+    }
     for name, resolver in resolvers.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver)

@@ -43,14 +43,20 @@ def lock_run_directory(run_dir: Path) -> int:
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = os.read(descriptor, 4096).decode(errors="replace").strip() or "a process that has not written its pid yet"
+        holder = (
+            os.read(descriptor, 4096).decode(errors="replace").strip() or "a process that has not written its pid yet"
+        )
         os.close(descriptor)
         raise RunDirectoryInUse(
             f"Another process ({holder}) is running in {run_dir}: wait for it to end or stop it, then run this command again "
             "(with resume=true it then continues from that run's last.ckpt)."
         ) from None
     os.ftruncate(descriptor, 0)
-    os.pwrite(descriptor, f"pid {os.getpid()} on {socket.gethostname()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}".encode(), 0)
+    os.pwrite(
+        descriptor,
+        f"pid {os.getpid()} on {socket.gethostname()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}".encode(),
+        0,
+    )
     return descriptor
 
 

@@ -51,12 +51,16 @@ def is_run_dir(path: Path) -> bool:
 def find_runs(folder: Path) -> list[Path]:
     """The run itself, or the runs of a sweep (its numbered job folders, in job order)."""
     if not folder.is_dir():
-        raise UserError(f"{folder} is not a folder: pass a run directory (logs/train/runs/<run>) or a sweep directory (logs/train/multiruns/<sweep>).")
+        raise UserError(
+            f"{folder} is not a folder: pass a run directory (logs/train/runs/<run>) or a sweep directory (logs/train/multiruns/<sweep>)."
+        )
     if is_run_dir(folder):
         return [folder]
     runs = [child for child in folder.iterdir() if child.is_dir() and is_run_dir(child)]
     if not runs:
-        raise UserError(f"{folder} holds no run with TensorBoard event files (<run>/tensorboard/events.out.tfevents.*): pass the directory of a run of train.py (logger=tensorboard) or of a sweep of them.")
+        raise UserError(
+            f"{folder} holds no run with TensorBoard event files (<run>/tensorboard/events.out.tfevents.*): pass the directory of a run of train.py (logger=tensorboard) or of a sweep of them."
+        )
     return sorted(runs, key=lambda run: (not run.name.isdigit(), int(run.name) if run.name.isdigit() else 0, run.name))
 
 
@@ -71,7 +75,9 @@ def event_dir(tensorboard_dir: Path) -> Path:
 
 def read_curves(tensorboard_dir: Path) -> tuple[dict[str, dict[int, float]], dict[str, float], float]:
     """Per-epoch curves (tag -> {epoch: value}), the once-logged test/* values, and the wall time spanned."""
-    accumulator = EventAccumulator(str(tensorboard_dir), purge_orphaned_data=True, size_guidance={"scalars": 0}).Reload()
+    accumulator = EventAccumulator(
+        str(tensorboard_dir), purge_orphaned_data=True, size_guidance={"scalars": 0}
+    ).Reload()
     tags = accumulator.Tags()["scalars"]
     epoch_at_step: dict[int, int] = {}
     for event in accumulator.Scalars(EPOCH_TAG) if EPOCH_TAG in tags else []:
@@ -87,7 +93,9 @@ def read_curves(tensorboard_dir: Path) -> tuple[dict[str, dict[int, float]], dic
             final[tag] = events[-1].value
         elif tag.startswith(("train/", "val/", "time/")) and tag != "train/lr":
             # by epoch; a later point of the same epoch (e.g. validation within the epoch) replaces an earlier one
-            curves[tag] = {epoch_at_step.get(event.step, position): event.value for position, event in enumerate(events)}
+            curves[tag] = {
+                epoch_at_step.get(event.step, position): event.value for position, event in enumerate(events)
+            }
     return curves, final, (max(times) - min(times)) if times else math.nan
 
 
@@ -107,7 +115,11 @@ def read_config(run: Path) -> tuple[dict[str, Any], list[str]]:
     hydra_dir = run / ".hydra"
     if (hydra_dir / "config.yaml").is_file():
         config = yaml.safe_load((hydra_dir / "config.yaml").read_text()) or {}
-        overrides = yaml.safe_load((hydra_dir / "overrides.yaml").read_text()) if (hydra_dir / "overrides.yaml").is_file() else []
+        overrides = (
+            yaml.safe_load((hydra_dir / "overrides.yaml").read_text())
+            if (hydra_dir / "overrides.yaml").is_file()
+            else []
+        )
         return config, list(overrides or [])
     checkpoints = sorted((run / "checkpoints").glob("*.ckpt"), key=lambda path: path.stat().st_mtime)
     if checkpoints:

@@ -49,9 +49,14 @@ def write_study(sweep_dir: Path, storage: str, study_name: str) -> Path:
         writer.writerows(rows)
     complete = sum(row["state"] == "COMPLETE" for row in rows)
     lines = [
-        f"# Study {study_name}", "", f"Storage: {storage}", "",
-        f"{len(rows)} trials; {complete} complete. RUNNING: being run by a worker, or its worker was stopped.", "",
-        "| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns),
+        f"# Study {study_name}",
+        "",
+        f"Storage: {storage}",
+        "",
+        f"{len(rows)} trials; {complete} complete. RUNNING: being run by a worker, or its worker was stopped.",
+        "",
+        "| " + " | ".join(columns) + " |",
+        "|" + " --- |" * len(columns),
     ]
     lines += ["| " + " | ".join(_cell(row.get(column, "")) for column in columns) + " |" for row in rows]
     path = sweep_dir / f"{STUDY_NAME}.md"

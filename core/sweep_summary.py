@@ -54,11 +54,15 @@ def overrides_of(job_dir: Path) -> dict[str, str]:
 
 def _val_scalars(tensorboard_dir: Path) -> dict[str, dict[int, float]]:
     """tag -> {step: value} for the validation tags, over every event file of the run."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # slow import: only when summarising
+    from tensorboard.backend.event_processing.event_accumulator import (
+        EventAccumulator,  # slow import: only when summarising
+    )
 
     scalars: dict[str, dict[int, float]] = {}
     for path in sorted(tensorboard_dir.rglob("events.out.tfevents.*")):
-        accumulator = EventAccumulator(str(path), size_guidance={"scalars": 0, "images": 1, "tensors": 1, "histograms": 1}).Reload()
+        accumulator = EventAccumulator(
+            str(path), size_guidance={"scalars": 0, "images": 1, "tensors": 1, "histograms": 1}
+        ).Reload()
         for tag in set(accumulator.Tags()["scalars"]) & {"val/top1", "val/top5", "val/loss"}:
             scalars.setdefault(tag, {}).update((event.step, event.value) for event in accumulator.Scalars(tag))
     return scalars
@@ -70,7 +74,9 @@ def _metrics(job_dir: Path) -> dict[str, Any]:
         scalars = _val_scalars(job_dir / "tensorboard")
         top1 = scalars.get("val/top1", {})
         if top1:
-            best_step = max(top1, key=lambda step: (top1[step], -step))  # the first epoch that reached the best, as ModelCheckpoint keeps it
+            best_step = max(
+                top1, key=lambda step: (top1[step], -step)
+            )  # the first epoch that reached the best, as ModelCheckpoint keeps it
             metrics["best_val_top1"] = top1[best_step]
             metrics["val_top5"] = scalars.get("val/top5", {}).get(best_step, math.nan)
         if scalars.get("val/loss"):
@@ -96,14 +102,18 @@ def job_row(job_dir: Path) -> dict[str, Any]:
     return row
 
 
-def summarize(sweep_dir: Path, ended: dict[Path, dict[str, Any]] | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+def summarize(
+    sweep_dir: Path, ended: dict[Path, dict[str, Any]] | None = None
+) -> tuple[list[dict[str, Any]], list[str]]:
     """The rows and the override columns (in order of first appearance).
 
     `ended`: rows of jobs that have ended, reused instead of reading their events again, and added to.
     """
     jobs = job_dirs(sweep_dir)
     if not jobs:
-        raise UserError(f"{sweep_dir} holds no job directories of a multirun (<job>/.hydra/overrides.yaml): pass a sweep directory such as logs/train/multiruns/<date>_<time>.")
+        raise UserError(
+            f"{sweep_dir} holds no job directories of a multirun (<job>/.hydra/overrides.yaml): pass a sweep directory such as logs/train/multiruns/<date>_<time>."
+        )
     ended = {} if ended is None else ended
     rows = []
     for job in jobs:
@@ -129,11 +139,18 @@ def write_summary(sweep_dir: Path, ended: dict[Path, dict[str, Any]] | None = No
     varying = [key for key in override_columns if len({row.get(key, "") for row in rows}) > 1]
     common = [f"`{key}={rows[0][key]}`" for key in override_columns if key not in varying and key in rows[0]]
     markdown_columns = ["job", "status", *varying, *METRIC_COLUMNS, "reason"]
-    lines = [f"# Sweep {sweep_dir}", "", f"{len(rows)} jobs; {sum(row['status'] == COMPLETED for row in rows)} completed."]
+    lines = [
+        f"# Sweep {sweep_dir}",
+        "",
+        f"{len(rows)} jobs; {sum(row['status'] == COMPLETED for row in rows)} completed.",
+    ]
     if common:
         lines += ["", f"Every job: {' '.join(common)}"]
     lines += ["", "| " + " | ".join(markdown_columns) + " |", "|" + " --- |" * len(markdown_columns)]
-    lines += ["| " + " | ".join(_markdown_cell(_format(row.get(name, ""))) for name in markdown_columns) + " |" for row in rows]
+    lines += [
+        "| " + " | ".join(_markdown_cell(_format(row.get(name, ""))) for name in markdown_columns) + " |"
+        for row in rows
+    ]
     markdown = "\n".join(lines) + "\n"
     with _replacing(markdown_path) as partial:
         partial.write_text(markdown)

@@ -36,7 +36,13 @@ INSTANTIATE_KEY = re.compile(r"^_[a-z]+_$")
 INTERPOLATION = "${"
 # Stock Lightning classes that conf/callbacks and conf/logger named in earlier versions of this project:
 # checkpoints of those versions record them in their run_config's callbacks and logger, which are never rebuilt.
-RETIRED_TARGETS = frozenset({"lightning.pytorch.callbacks.ModelCheckpoint", "lightning.pytorch.callbacks.TQDMProgressBar", "lightning.pytorch.loggers.CSVLogger"})
+RETIRED_TARGETS = frozenset(
+    {
+        "lightning.pytorch.callbacks.ModelCheckpoint",
+        "lightning.pytorch.callbacks.TQDMProgressBar",
+        "lightning.pytorch.loggers.CSVLogger",
+    }
+)
 REBUILT_GROUPS = ("data", "model", "module")
 ADVICE = "a file supplies values, never code: use one written by this project's train.py, eval.py or export.py, or, if that class is your own code, add a config for it under conf/ first"
 
@@ -99,7 +105,11 @@ def _strings(tree: Any, where: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...
 
 
 def _other_instantiate_keys(node: Mapping) -> frozenset:
-    return frozenset((str(key), repr(value)) for key, value in node.items() if isinstance(key, str) and INSTANTIATE_KEY.match(key) and key != TARGET)
+    return frozenset(
+        (str(key), repr(value))
+        for key, value in node.items()
+        if isinstance(key, str) and INSTANTIATE_KEY.match(key) and key != TARGET
+    )
 
 
 def _shown(value: Any, width: int = 80) -> str:
@@ -126,23 +136,35 @@ def check_stored_config(contents: Any, file: str | Path, rebuilt: Mapping[tuple[
     for where, group in rebuilt.items():
         node = _at(contents, where)
         if node is not None and (not isinstance(node, Mapping) or TARGET not in node):
-            raise UserError(f"Refusing {file}: its {_name(where)} names no class to build the {group} with (no _target_), unlike every {group} config of this installation (conf/); {ADVICE}.")
+            raise UserError(
+                f"Refusing {file}: its {_name(where)} names no class to build the {group} with (no _target_), unlike every {group} config of this installation (conf/); {ADVICE}."
+            )
     for where, value in _strings(contents, ()):
         if INTERPOLATION in value:
-            raise UserError(f"Refusing {file}: its {_name(where)} holds the interpolation {_shown(value)}, which OmegaConf would evaluate (a stored config is resolved and holds none); {ADVICE}.")
+            raise UserError(
+                f"Refusing {file}: its {_name(where)} holds the interpolation {_shown(value)}, which OmegaConf would evaluate (a stored config is resolved and holds none); {ADVICE}."
+            )
     for where, node in _dicts(contents, ()):
         keys = [key for key in node if isinstance(key, str) and INSTANTIATE_KEY.match(key)]
         if not keys:
             continue
         if TARGET not in node:
-            raise UserError(f"Refusing {file}: its {_name((*where, keys[0]))} is a Hydra instantiation key without a _target_, which no config of this installation (conf/) writes; {ADVICE}.")
+            raise UserError(
+                f"Refusing {file}: its {_name((*where, keys[0]))} is a Hydra instantiation key without a _target_, which no config of this installation (conf/) writes; {ADVICE}."
+            )
         target = node[TARGET]
         if not isinstance(target, str) or (target not in allowed.keys_of and target not in RETIRED_TARGETS):
-            raise UserError(f"Refusing {file}: its {_name((*where, TARGET))} names {target}, which is not one of this installation's configs (conf/); {ADVICE}.")
+            raise UserError(
+                f"Refusing {file}: its {_name((*where, TARGET))} names {target}, which is not one of this installation's configs (conf/); {ADVICE}."
+            )
         others = _other_instantiate_keys(node)
         if others not in allowed.keys_of.get(target, {frozenset()}):
             key = sorted(others - set().union(*allowed.keys_of.get(target, [frozenset()])) or others)[0][0]
-            raise UserError(f"Refusing {file}: its {_name((*where, key))} is {_shown(node[key])}, which no config of this installation (conf/) sets for {target}; {ADVICE}.")
+            raise UserError(
+                f"Refusing {file}: its {_name((*where, key))} is {_shown(node[key])}, which no config of this installation (conf/) sets for {target}; {ADVICE}."
+            )
         if where in rebuilt and target not in allowed.at.get((rebuilt[where],), set()):
             used = ", ".join(sorted(allowed.at.get((rebuilt[where],), set())))
-            raise UserError(f"Refusing {file}: its {_name((*where, TARGET))} names {target}, which this installation's conf/ never builds as {rebuilt[where]} (it builds {used}); {ADVICE}.")
+            raise UserError(
+                f"Refusing {file}: its {_name((*where, TARGET))} names {target}, which this installation's conf/ never builds as {rebuilt[where]} (it builds {used}); {ADVICE}."
+            )

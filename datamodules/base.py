@@ -91,12 +91,16 @@ class ImageDataModule(LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled by epoch and resumable mid-epoch (datamodules/resumable_loader.py)."""
-        sharding = (self.trainer.distributed_sampler_kwargs if self.trainer else None) or {}  # DDP: this process's share
+        sharding = (
+            self.trainer.distributed_sampler_kwargs if self.trainer else None
+        ) or {}  # DDP: this process's share
         train_set = self._placed(self.train_set)
         # the batches' positions are cut where the images are: on the GPU when they were placed there
         device = train_set.images.device if self._is_on_gpu(train_set) else None
         sampler = EpochShuffleSampler(len(train_set), self.shuffle_seed, self.batch_size, device=device, **sharding)
-        return ResumableDataLoader(train_set, sampler=sampler, generator=torch.Generator(), **self._loader_options(train_set))
+        return ResumableDataLoader(
+            train_set, sampler=sampler, generator=torch.Generator(), **self._loader_options(train_set)
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._evaluation_loader(self.val_set)
@@ -123,7 +127,11 @@ class ImageDataModule(LightningDataModule):
 
     @staticmethod
     def _is_on_gpu(dataset: Dataset) -> bool:
-        return isinstance(dataset, ArrayImageDataset) and isinstance(dataset.images, torch.Tensor) and dataset.images.is_cuda
+        return (
+            isinstance(dataset, ArrayImageDataset)
+            and isinstance(dataset.images, torch.Tensor)
+            and dataset.images.is_cuda
+        )
 
     def _loader_options(self, dataset: Dataset) -> dict:
         # batches cut on the GPU: nothing to pin, no workers (CUDA does not fork)

@@ -49,7 +49,11 @@ class BatchAugment:
         self.flip = flip
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        flipped = torch.rand(len(images), device=images.device) < 0.5 if self.flip else torch.zeros(len(images), dtype=torch.bool, device=images.device)
+        flipped = (
+            torch.rand(len(images), device=images.device) < 0.5
+            if self.flip
+            else torch.zeros(len(images), dtype=torch.bool, device=images.device)
+        )
         if self.crop == "random_resized":
             return self._random_resized_crop(images, flipped)
         return self._shifted_crop(images, flipped)
@@ -70,8 +74,12 @@ class BatchAugment:
         source = torch.arange(batch, device=device) + batch * flipped
         top = torch.randint(0, 2 * pad + 1, (batch, 1, 1), device=device)
         left = torch.randint(0, 2 * pad + 1, (batch, 1, 1), device=device)
-        first_rows = (source[:, None, None] * channels + torch.arange(channels, device=device)[:, None]) * padded_height + top
-        starts = (first_rows + torch.arange(height, device=device)) * padded_width + left  # (B, C, H): where each output row starts
+        first_rows = (
+            source[:, None, None] * channels + torch.arange(channels, device=device)[:, None]
+        ) * padded_height + top
+        starts = (
+            first_rows + torch.arange(height, device=device)
+        ) * padded_width + left  # (B, C, H): where each output row starts
         runs = padded.reshape(-1).unfold(0, width, 1)
         return runs.index_select(0, starts.view(-1)).view(batch, channels, height, width)
 
@@ -84,8 +92,13 @@ class BatchAugment:
             return F.pad(images, (pad, pad, pad, pad))
         height, width = images.shape[2:]
         if pad >= min(height, width) and self.padding_mode != "edge":
-            raise ValueError(f"padding {pad} must be smaller than the image ({height}x{width}) to {self.padding_mode}-pad it")
-        for dim, size in ((2, height), (3, width)):  # only the borders are gathered: a gather across the whole width is slow
+            raise ValueError(
+                f"padding {pad} must be smaller than the image ({height}x{width}) to {self.padding_mode}-pad it"
+            )
+        for dim, size in (
+            (2, height),
+            (3, width),
+        ):  # only the borders are gathered: a gather across the whole width is slow
             before = self._fold_into(torch.arange(-pad, 0, device=images.device), size)
             after = self._fold_into(torch.arange(size, size + pad, device=images.device), size)
             images = torch.cat([images.index_select(dim, before), images, images.index_select(dim, after)], dim)
@@ -94,9 +107,13 @@ class BatchAugment:
     def _fold_into(self, position: torch.Tensor, size: int) -> torch.Tensor:
         """Positions outside [0, size) mapped inside as padding_mode pads."""
         if self.padding_mode == "reflect":  # ... 2 1 | 0 1 2 ... n-1 | n-2 ...
-            position = torch.where(position < 0, -position, torch.where(position >= size, 2 * (size - 1) - position, position))
+            position = torch.where(
+                position < 0, -position, torch.where(position >= size, 2 * (size - 1) - position, position)
+            )
         elif self.padding_mode == "symmetric":  # ... 1 0 | 0 1 2 ... n-1 | n-1 ...
-            position = torch.where(position < 0, -position - 1, torch.where(position >= size, 2 * size - 1 - position, position))
+            position = torch.where(
+                position < 0, -position - 1, torch.where(position >= size, 2 * size - 1 - position, position)
+            )
         return position.clamp(0, size - 1)  # edge: the nearest pixel
 
     def _random_resized_crop(self, images: torch.Tensor, flipped: torch.Tensor) -> torch.Tensor:
@@ -104,7 +121,14 @@ class BatchAugment:
         return self._resize_boxes(images, flipped, box_height, box_width, top, left)
 
     @staticmethod
-    def _resize_boxes(images: torch.Tensor, flipped: torch.Tensor, box_height: torch.Tensor, box_width: torch.Tensor, top: torch.Tensor, left: torch.Tensor) -> torch.Tensor:
+    def _resize_boxes(
+        images: torch.Tensor,
+        flipped: torch.Tensor,
+        box_height: torch.Tensor,
+        box_width: torch.Tensor,
+        top: torch.Tensor,
+        left: torch.Tensor,
+    ) -> torch.Tensor:
         """Each image's box [top, top + h) x [left, left + w) resized to the full image size (bilinear), mirrored where flipped."""
         batch, _, height, width = images.shape
         # affine_grid maps output coordinates in [-1, 1] to input coordinates in [-1, 1] (align_corners=False:
@@ -119,7 +143,9 @@ class BatchAugment:
         # near its edges, resizing the box interpolates with the box's edge pixels, not with pixels beyond it
         # (torchvision crops, then resizes): clamp sampling points to the centres of the box's outer pixels
         low = torch.stack([(2 * left + 1) / width - 1, (2 * top + 1) / height - 1], dim=1).view(batch, 1, 1, 2)
-        high = torch.stack([(2 * (left + box_width) - 1) / width - 1, (2 * (top + box_height) - 1) / height - 1], dim=1).view(batch, 1, 1, 2)
+        high = torch.stack(
+            [(2 * (left + box_width) - 1) / width - 1, (2 * (top + box_height) - 1) / height - 1], dim=1
+        ).view(batch, 1, 1, 2)
         grid = torch.minimum(torch.maximum(grid, low), high)
         return F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
 

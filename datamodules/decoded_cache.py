@@ -49,7 +49,9 @@ def fingerprint(files: Sequence[Path], image_shape: tuple[int, int, int]) -> str
     return digest.hexdigest()
 
 
-def load_or_build(folder: Path, files: Sequence[Path], image_shape: tuple[int, int, int], description: str) -> DecodedImages:
+def load_or_build(
+    folder: Path, files: Sequence[Path], image_shape: tuple[int, int, int], description: str
+) -> DecodedImages:
     """The decoded images of `files`, from the cache in `folder` when it matches them, else decoded now into it."""
     image_shape = tuple(image_shape)
     if not files:
@@ -66,13 +68,20 @@ def load_or_build(folder: Path, files: Sequence[Path], image_shape: tuple[int, i
 
 
 def _open(folder: Path, manifest: dict) -> DecodedImages:
-    return DecodedImages(np.load(folder / "images.npy", mmap_mode="r"), np.load(folder / "kept.npy"), manifest["bad_files"])
+    return DecodedImages(
+        np.load(folder / "images.npy", mmap_mode="r"), np.load(folder / "kept.npy"), manifest["bad_files"]
+    )
 
 
-def _build(folder: Path, files: Sequence[Path], image_shape: tuple[int, int, int], expected: str, description: str) -> DecodedImages:
+def _build(
+    folder: Path, files: Sequence[Path], image_shape: tuple[int, int, int], expected: str, description: str
+) -> DecodedImages:
     # temporary names of this process's own: builders on several nodes sharing the folder do not mix their
     # rows, and each moves finished files into place atomically (they hold the same pixels)
-    partial = {name: folder / f"{name}.{os.getpid()}.partial{suffix}" for name, suffix in (("images", ".npy"), ("kept", ".npy"), ("manifest", ".json"))}
+    partial = {
+        name: folder / f"{name}.{os.getpid()}.partial{suffix}"
+        for name, suffix in (("images", ".npy"), ("kept", ".npy"), ("manifest", ".json"))
+    }
     try:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "manifest.json").unlink(missing_ok=True)  # from here until the end the cache is invalid
@@ -88,9 +97,19 @@ def _build(folder: Path, files: Sequence[Path], image_shape: tuple[int, int, int
     return _open(folder, manifest)
 
 
-def _decode_all(folder: Path, files: Sequence[Path], image_shape: tuple[int, int, int], expected: str, description: str, partial: dict[str, Path]) -> dict:
+def _decode_all(
+    folder: Path,
+    files: Sequence[Path],
+    image_shape: tuple[int, int, int],
+    expected: str,
+    description: str,
+    partial: dict[str, Path],
+) -> dict:
     np.lib.format.open_memmap(partial["images"], mode="w+", dtype=np.uint8, shape=(len(files), *image_shape)).flush()
-    tasks = [(partial["images"], start, [str(path) for path in files[start : start + CHUNK]], image_shape) for start in range(0, len(files), CHUNK)]
+    tasks = [
+        (partial["images"], start, [str(path) for path in files[start : start + CHUNK]], image_shape)
+        for start in range(0, len(files), CHUNK)
+    ]
     processes = min(len(os.sched_getaffinity(0)), len(tasks))
     bad: dict[int, str] = {}
     started = time.perf_counter()
@@ -115,7 +134,9 @@ def _decode_all(folder: Path, files: Sequence[Path], image_shape: tuple[int, int
     partial["manifest"].write_text(json.dumps(manifest, indent=1))
     for name in ("images", "kept", "manifest"):  # the manifest last: it marks the cache complete
         os.replace(partial[name], folder / f"{name}{partial[name].suffix}")
-    log.info(f"Decoded {len(files)} {description} into {folder} in {seconds:.1f} s ({len(files) / seconds:.0f} images/s, {processes} processes)")
+    log.info(
+        f"Decoded {len(files)} {description} into {folder} in {seconds:.1f} s ({len(files) / seconds:.0f} images/s, {processes} processes)"
+    )
     return manifest
 
 

@@ -64,7 +64,9 @@ def to_mode(image: Image.Image, mode: str) -> Image.Image:
         pixels = np.asarray(image).astype(np.int64)
         low, high = (int(pixels.min()), int(pixels.max())) if pixels.size else (0, 0)
         if low < 0 or high > 65535:  # mode I: 16-bit files are opened as I too, 32-bit ones have no known full scale
-            raise UnconvertiblePixels(f"holds 32-bit integer pixels ({low}..{high}, mode {image.mode}) that cannot be scaled to 8 bits without a guess")
+            raise UnconvertiblePixels(
+                f"holds 32-bit integer pixels ({low}..{high}, mode {image.mode}) that cannot be scaled to 8 bits without a guess"
+            )
         image = Image.fromarray(((pixels * 255 + 32767) // 65535).astype(np.uint8), "L")  # 0..65535 to 0..255, rounded
     elif image.mode == "F":
         raise UnconvertiblePixels("holds floating-point pixels (mode F) whose full scale is unknown")
@@ -112,7 +114,14 @@ class ImageFileDataset(Dataset):
     `skip_bad_files`, is left out of its batch with a warning (once per loader process).
     """
 
-    def __init__(self, files: Sequence[Path], labels: torch.Tensor | None, source_index: torch.Tensor, image_shape: tuple[int, int, int], skip_bad_files: bool = False):
+    def __init__(
+        self,
+        files: Sequence[Path],
+        labels: torch.Tensor | None,
+        source_index: torch.Tensor,
+        image_shape: tuple[int, int, int],
+        skip_bad_files: bool = False,
+    ):
         self.files = list(files)
         self.labels = labels
         self.source_index = source_index
@@ -128,18 +137,27 @@ class ImageFileDataset(Dataset):
 
     def __getitems__(self, positions: Sequence[int] | torch.Tensor) -> dict[str, torch.Tensor]:
         images, kept = [], []
-        for position in torch.as_tensor(positions, dtype=torch.long).tolist():  # ints: file list positions, and keys of _reported
+        for position in torch.as_tensor(
+            positions, dtype=torch.long
+        ).tolist():  # ints: file list positions, and keys of _reported
             try:
                 images.append(decode_image(self.files[position], self.image_shape))
                 kept.append(position)
             except BadImageFile as error:
                 if not self.skip_bad_files:
-                    raise UserError(f"{error}: replace it with the original file, or set data.skip_bad_files=true to skip bad files.") from error
+                    raise UserError(
+                        f"{error}: replace it with the original file, or set data.skip_bad_files=true to skip bad files."
+                    ) from error
                 if position not in self._reported:
                     self._reported.add(position)
                     log.warning(f"Skipping a bad file: {error}.")
         kept = torch.as_tensor(kept, dtype=torch.long)
-        batch = {"image": torch.from_numpy(np.stack(images)) if images else torch.empty(0, *self.image_shape, dtype=torch.uint8), "index": self.source_index[kept]}
+        batch = {
+            "image": torch.from_numpy(np.stack(images))
+            if images
+            else torch.empty(0, *self.image_shape, dtype=torch.uint8),
+            "index": self.source_index[kept],
+        }
         if self.labels is not None:
             batch["label"] = self.labels[kept]
         return batch

@@ -42,7 +42,9 @@ def unpack_shipped_copy(raw_folder: Path) -> bool:
             shutil.copyfileobj(source, sink, length=1 << 20)
         if hashlib.sha256(partial.read_bytes()).hexdigest() != expected:
             partial.unlink()
-            raise UserError(f"The shipped copy {SHIPPED_COPY / name}.gz does not unpack to the official file (checksum differs): restore it with git checkout, or delete it to download MNIST instead.")
+            raise UserError(
+                f"The shipped copy {SHIPPED_COPY / name}.gz does not unpack to the official file (checksum differs): restore it with git checkout, or delete it to download MNIST instead."
+            )
         partial.replace(target)
     log.info(f"MNIST unpacked from the copy shipped in {SHIPPED_COPY} into {raw_folder}")
     return True
@@ -54,14 +56,24 @@ class MNISTDataModule(ImageDataModule):
     mean = (0.1307,)
     std = (0.3081,)
 
-    def __init__(self, data_dir: str, val_size: int = 5000, download: bool = True, use_shipped_copy: bool = True, **loader_options):
+    def __init__(
+        self,
+        data_dir: str,
+        val_size: int = 5000,
+        download: bool = True,
+        use_shipped_copy: bool = True,
+        **loader_options,
+    ):
         super().__init__(**loader_options)
         self.data_dir = Path(data_dir)
         self.val_size = val_size
         self.download = download
         self.use_shipped_copy = use_shipped_copy
         # each sample's source is its IDX file and position: the paths are made once, not per sample
-        self._image_files = {"train": str(self.raw_folder / "train-images-idx3-ubyte"), "test": str(self.raw_folder / "t10k-images-idx3-ubyte")}
+        self._image_files = {
+            "train": str(self.raw_folder / "train-images-idx3-ubyte"),
+            "test": str(self.raw_folder / "t10k-images-idx3-ubyte"),
+        }
 
     @property
     def raw_folder(self) -> Path:
@@ -77,7 +89,9 @@ class MNISTDataModule(ImageDataModule):
 
     def prepare_data(self) -> None:
         """Unpack the shipped copy, or download the files, once per node when they are absent."""
-        if not all(path.is_file() for path in self._raw_files()) and not (self.use_shipped_copy and unpack_shipped_copy(self.raw_folder)):
+        if not all(path.is_file() for path in self._raw_files()) and not (
+            self.use_shipped_copy and unpack_shipped_copy(self.raw_folder)
+        ):
             for train in (True, False):
                 self._read(train, download=self.download)
 
@@ -86,7 +100,9 @@ class MNISTDataModule(ImageDataModule):
             return
         images, labels = self._read(train=True, download=False)
         if self.num_folds:  # validation is a fold of the 60k; val_size does not apply
-            self.train_set, self.val_set = self.cross_validation_split(ArrayImageDataset(images, labels, torch.arange(len(images))))
+            self.train_set, self.val_set = self.cross_validation_split(
+                ArrayImageDataset(images, labels, torch.arange(len(images)))
+            )
         else:
             self._carve_val_set(images, labels)
         test_images, test_labels = self._read(train=False, download=False)
@@ -95,7 +111,9 @@ class MNISTDataModule(ImageDataModule):
     def _carve_val_set(self, images: torch.Tensor, labels: torch.Tensor) -> None:
         """val_size images drawn with split_seed validate, the rest train."""
         if not 0 < self.val_size < len(images):
-            raise UserError(f"data.val_size must be between 1 and {len(images) - 1} (images carved from the training set for validation), got {self.val_size}.")
+            raise UserError(
+                f"data.val_size must be between 1 and {len(images) - 1} (images carved from the training set for validation), got {self.val_size}."
+            )
         order = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.split_seed))
         val_index, train_index = order[: self.val_size].sort().values, order[self.val_size :]
         self.train_set = ArrayImageDataset(images[train_index], labels[train_index], train_index)
@@ -106,7 +124,9 @@ class MNISTDataModule(ImageDataModule):
         try:
             dataset = MNIST(str(self.data_dir), train=train, download=download)
         except (RuntimeError, AssertionError, ValueError, TypeError, OSError) as error:
-            reason = f"{error.__class__.__name__}: {_first_line(error)}" if _first_line(error) else error.__class__.__name__
+            reason = (
+                f"{error.__class__.__name__}: {_first_line(error)}" if _first_line(error) else error.__class__.__name__
+            )
             if not all(path.is_file() for path in self._raw_files()):
                 how = "could not be downloaded" if download else "are missing (data.download=false)"
                 raise UserError(

@@ -32,7 +32,15 @@ class EpochShuffleSampler(DistributedSampler):
     otherwise wrap it in a DistributedSampler of its own that shuffles the order once more, with another seed.
     """
 
-    def __init__(self, size: int, seed: int, batch_size: int, num_replicas: int = 1, rank: int = 0, device: torch.device | None = None):
+    def __init__(
+        self,
+        size: int,
+        seed: int,
+        batch_size: int,
+        num_replicas: int = 1,
+        rank: int = 0,
+        device: torch.device | None = None,
+    ):
         super().__init__(range(size), num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
         self.batch_size = batch_size
         self.device = device

@@ -98,7 +98,9 @@ class TinyImageNetDataModule(ImageDataModule):
         self.folder.check_structure()
         if self.cache:
             stage = self.trainer.state.fn.value if self.trainer is not None else None
-            folders = [folder for folder in self._folders_of(stage) if folder not in self._datasets]  # not set up by an earlier stage
+            folders = [
+                folder for folder in self._folders_of(stage) if folder not in self._datasets
+            ]  # not set up by an earlier stage
             listings = {folder: self.folder.list_split(folder) for folder in folders}
             for folder in folders:
                 self._refuse(folder, listings[folder].problems)
@@ -111,13 +113,17 @@ class TinyImageNetDataModule(ImageDataModule):
             raise UserError(self._absent("prepare_data() has not downloaded it"))
         self.folder.check_structure()  # on every process: prepare_data runs on one per node
         if len(self.folder.wnids) != self.num_classes:
-            raise UserError(f"{self.folder.wnids_file} lists {len(self.folder.wnids)} classes but the network was built for {self.num_classes} before the folder was there: run again.")
+            raise UserError(
+                f"{self.folder.wnids_file} lists {len(self.folder.wnids)} classes but the network was built for {self.num_classes} before the folder was there: run again."
+            )
         for folder in self._folders_of(stage):
             if folder not in self._datasets:
                 self._datasets[folder] = self._checked(folder)
         self.train_set = self._datasets.get("train")
         self.val_set = self.test_set = self._datasets.get("val")
-        if self.num_folds and self.train_set is not None:  # validation is a fold of train/; test stays the official val/
+        if (
+            self.num_folds and self.train_set is not None
+        ):  # validation is a fold of train/; test stays the official val/
             self.train_set, self.val_set = self.cross_validation_split(self.train_set)
         self.predict_set = self._datasets.get("test")
 
@@ -138,8 +144,12 @@ class TinyImageNetDataModule(ImageDataModule):
         labels = None if listing.labels is None else torch.from_numpy(listing.labels)
         if not self.cache:
             index = torch.arange(len(listing.files))
-            return ImageFileDataset(listing.files, labels, index, self.input_shape, self.skip_bad_files), listing.problems
-        decoded = load_or_build(self.cache_dir / folder, listing.files, self.input_shape, f"Tiny-ImageNet {folder} images")
+            return ImageFileDataset(
+                listing.files, labels, index, self.input_shape, self.skip_bad_files
+            ), listing.problems
+        decoded = load_or_build(
+            self.cache_dir / folder, listing.files, self.input_shape, f"Tiny-ImageNet {folder} images"
+        )
         kept = torch.from_numpy(decoded.kept)
         dataset = ArrayImageDataset(decoded.images, None if labels is None else labels[kept], kept)
         return dataset, listing.problems + decoded.bad_files
@@ -151,15 +161,21 @@ class TinyImageNetDataModule(ImageDataModule):
             log.warning(f"Skipped (data.skip_bad_files=true): {problem}.")
         self.skipped[folder] = len(problems)
         if problems:
-            log.warning(f"Bad inputs left out of the Tiny-ImageNet {folder} split: {len(problems)}; {len(dataset)} images remain.")
+            log.warning(
+                f"Bad inputs left out of the Tiny-ImageNet {folder} split: {len(problems)}; {len(dataset)} images remain."
+            )
         if len(dataset) == 0:
-            raise UserError(f"The Tiny-ImageNet {folder} split in {self.folder.root} has no usable images ({len(problems)} bad inputs skipped): restore the official files.")
+            raise UserError(
+                f"The Tiny-ImageNet {folder} split in {self.folder.root} has no usable images ({len(problems)} bad inputs skipped): restore the official files."
+            )
         return dataset
 
     def _refuse(self, folder: str, problems: list[str]) -> None:
         if problems and not self.skip_bad_files:
             more = f"; {len(problems) - 1} more bad inputs in the {folder} split" if len(problems) > 1 else ""
-            raise UserError(f"{problems[0]}{more}: restore the official files, or set data.skip_bad_files=true to leave bad inputs out.")
+            raise UserError(
+                f"{problems[0]}{more}: restore the official files, or set data.skip_bad_files=true to leave bad inputs out."
+            )
 
     def _absent(self, why: str) -> str:
         return (
@@ -182,7 +198,9 @@ class TinyImageNetDataModule(ImageDataModule):
                 f"zip: delete it and run again, or download and unzip the dataset in {self.data_dir} yourself."
             ) from error
         except (urllib.error.URLError, OSError) as error:
-            raise UserError(self._absent(f"it could not be downloaded from {self.url} ({getattr(error, 'reason', error)})")) from error
+            raise UserError(
+                self._absent(f"it could not be downloaded from {self.url} ({getattr(error, 'reason', error)})")
+            ) from error
         # extracted next to the final place, then moved there: an interrupted extraction leaves no half folder
         extracting = self.data_dir / f".{FOLDER_NAME}.extracting"
         shutil.rmtree(extracting, ignore_errors=True)
@@ -191,7 +209,9 @@ class TinyImageNetDataModule(ImageDataModule):
         except (zipfile.BadZipFile, OSError) as error:
             raise UserError(f"{archive} is not a readable zip file ({error}): delete it and run again.") from error
         if not (extracting / FOLDER_NAME / "wnids.txt").is_file():
-            raise UserError(f"{archive} does not hold {FOLDER_NAME}/wnids.txt: it is not the Tiny-ImageNet zip; delete it, or set data.url to the official {OFFICIAL_URL}.")
+            raise UserError(
+                f"{archive} does not hold {FOLDER_NAME}/wnids.txt: it is not the Tiny-ImageNet zip; delete it, or set data.url to the official {OFFICIAL_URL}."
+            )
         (extracting / FOLDER_NAME).rename(self.folder.root)
         shutil.rmtree(extracting)
         log.info(f"Extracted {archive} into {self.folder.root}")

@@ -65,7 +65,9 @@ def read_lines(path: Path) -> list[str]:
     except OSError as error:
         raise UserError(f"{path} cannot be read ({error.strerror or error}): restore the official file.") from error
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise UserError(f"{path} line 1 starts with a UTF-16 byte order mark: the file is UTF-16 text, not UTF-8; save it as UTF-8, or restore the official file.")
+        raise UserError(
+            f"{path} line 1 starts with a UTF-16 byte order mark: the file is UTF-16 text, not UTF-8; save it as UTF-8, or restore the official file."
+        )
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
@@ -125,7 +127,9 @@ def _image_folder(class_folder: Path) -> Path:
 
 
 def _some(names: list[str]) -> str:
-    return ", ".join(repr(name) if not name.isprintable() else name for name in names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    return ", ".join(repr(name) if not name.isprintable() else name for name in names[:3]) + (
+        f" and {len(names) - 3} more" if len(names) > 3 else ""
+    )
 
 
 class TinyImageNetFolder:
@@ -147,12 +151,16 @@ class TinyImageNetFolder:
     def wnids(self) -> list[str]:
         """The class ids, in class-index order."""
         if not self.exists():
-            raise UserError(f"{self.wnids_file} is missing: {self.root} is not a complete {FOLDER_NAME} folder; download and unzip the dataset again.")
+            raise UserError(
+                f"{self.wnids_file} is missing: {self.root} is not a complete {FOLDER_NAME} folder; download and unzip the dataset again."
+            )
         wnids = []
         for number, line in enumerate(read_lines(self.wnids_file), start=1):
             wnid = line.strip()
             if wnid and (not wnid.isprintable() or any(character.isspace() for character in wnid)):
-                raise UserError(f"{self.wnids_file} line {number} holds {wnid!r}, which is not a class id (one wnid such as n01443537 per line): restore the official file.")
+                raise UserError(
+                    f"{self.wnids_file} line {number} holds {wnid!r}, which is not a class id (one wnid such as n01443537 per line): restore the official file."
+                )
             if wnid:
                 wnids.append(wnid)
         repeated = sorted({wnid for wnid in wnids if wnids.count(wnid) > 1})
@@ -185,14 +193,20 @@ class TinyImageNetFolder:
         layout = self._detect_val()
         self._check_test()
         if layout == OFFICIAL_VAL:
-            log.info(f"Tiny-ImageNet in {self.root}: val/ is the official layout (val/images/ labelled by val/val_annotations.txt)")
+            log.info(
+                f"Tiny-ImageNet in {self.root}: val/ is the official layout (val/images/ labelled by val/val_annotations.txt)"
+            )
         else:
             ignored = f"; {self.annotations_file.name} is not used" if self.annotations_file.is_file() else ""
-            log.info(f"Tiny-ImageNet in {self.root}: val/ is sorted into class folders (val/<wnid>/[images/]*.JPEG, labelled by the folder{ignored})")
+            log.info(
+                f"Tiny-ImageNet in {self.root}: val/ is sorted into class folders (val/<wnid>/[images/]*.JPEG, labelled by the folder{ignored})"
+            )
         return layout
 
     def _missing(self, folder: Path, holds: str) -> UserError:
-        return UserError(f"{folder} is missing: {self.root} is not a complete {FOLDER_NAME} folder (it needs {holds}); download and unzip the dataset again.")
+        return UserError(
+            f"{folder} is missing: {self.root} is not a complete {FOLDER_NAME} folder (it needs {holds}); download and unzip the dataset again."
+        )
 
     def _unknown_folders(self, folder: Path, names: list[str]) -> UserError:
         return UserError(
@@ -209,7 +223,9 @@ class TinyImageNetFolder:
         if unknown:
             raise self._unknown_folders(train, unknown)
         if not folders:
-            raise UserError(f"{train} holds no class folders (train/<wnid>/images/*.JPEG, one per line of {self.wnids_file}): download and unzip the dataset again.")
+            raise UserError(
+                f"{train} holds no class folders (train/<wnid>/images/*.JPEG, one per line of {self.wnids_file}): download and unzip the dataset again."
+            )
 
     def _detect_val(self) -> str:
         val = self.root / "val"
@@ -236,14 +252,18 @@ class TinyImageNetFolder:
             why = f"it holds {len(_image_entries(val))} images directly in val/, which say nothing of their classes"
         else:
             why = "it holds neither val/images/ nor class folders"
-        raise UserError(f"{val} is in no layout this reader knows ({why}): it reads {VAL_LAYOUTS}; restore one of them.")
+        raise UserError(
+            f"{val} is in no layout this reader knows ({why}): it reads {VAL_LAYOUTS}; restore one of them."
+        )
 
     def _check_test(self) -> None:
         test = self.root / "test"
         if not test.is_dir():
             raise self._missing(test, "test/images/*.JPEG, the unlabelled test images")
         if not (test / "images").is_dir() and not _image_entries(test):
-            raise UserError(f"{test} is in no layout this reader knows (it holds neither test/images/ nor images): it reads test/images/*.JPEG (the official zip) or test/*.JPEG; restore one of them.")
+            raise UserError(
+                f"{test} is in no layout this reader knows (it holds neither test/images/ nor images): it reads test/images/*.JPEG (the official zip) or test/*.JPEG; restore one of them."
+            )
 
     def check_structure(self) -> str:
         """The layout of val/, after checking every split's structure: UserError, naming what is wrong, if it is not one this reader knows."""
@@ -291,8 +311,14 @@ class TinyImageNetFolder:
             else:
                 label_of[fields[0]] = self.class_index[fields[1]]
                 line_of[fields[0]] = number
-        entries = {path.name for path in _image_entries(folder)}  # an unreadable entry was reported above, not as missing
-        problems += [f"{self.annotations_file} line {line_of[name]} names {name}, which is not in {folder}" for name in label_of if name not in entries]
+        entries = {
+            path.name for path in _image_entries(folder)
+        }  # an unreadable entry was reported above, not as missing
+        problems += [
+            f"{self.annotations_file} line {line_of[name]} names {name}, which is not in {folder}"
+            for name in label_of
+            if name not in entries
+        ]
         files = []
         for path in present:
             if path.name in label_of:

@@ -69,7 +69,14 @@ class ImageClassifier(LightningModule):
 
     def reset_metrics(self) -> None:
         """Empties the epoch metrics: steps taken outside training proper (the learning-rate finder's) must not count."""
-        for metric in (self.train_accuracy, self.val_accuracy, self.test_accuracy, self.train_loss, self.val_loss, self.test_loss):
+        for metric in (
+            self.train_accuracy,
+            self.val_accuracy,
+            self.test_accuracy,
+            self.train_loss,
+            self.val_loss,
+            self.test_loss,
+        ):
             metric.reset()
 
     def setup(self, stage: str) -> None:
@@ -87,7 +94,9 @@ class ImageClassifier(LightningModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self._channels_last and images.dim() == 4:
             images = images.contiguous(memory_format=torch.channels_last)
-        if torch.jit.is_tracing():  # the TensorBoard graph: TorchScript cannot trace a compiled module, its plain forward it can
+        if (
+            torch.jit.is_tracing()
+        ):  # the TensorBoard graph: TorchScript cannot trace a compiled module, its plain forward it can
             return self.net.forward(images)
         return self.net(images)
 
@@ -99,7 +108,12 @@ class ImageClassifier(LightningModule):
         self.train_loss.update(loss.detach(), weight=len(logits))
         step_top1 = (logits.detach().argmax(dim=1) == labels).float().mean()
         # Lightning writes them to the loggers every trainer.log_every_n_steps steps
-        self.log_dict({"train_step/loss": loss.detach(), "train_step/top1": step_top1}, on_step=True, on_epoch=False, prog_bar=True)
+        self.log_dict(
+            {"train_step/loss": loss.detach(), "train_step/top1": step_top1},
+            on_step=True,
+            on_epoch=False,
+            prog_bar=True,
+        )
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
@@ -111,7 +125,9 @@ class ImageClassifier(LightningModule):
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         return {"logits": self(batch["image"])}
 
-    def _evaluation_step(self, batch: dict[str, torch.Tensor], loss_metric: Mean, accuracy: MetricCollection) -> dict[str, torch.Tensor]:
+    def _evaluation_step(
+        self, batch: dict[str, torch.Tensor], loss_metric: Mean, accuracy: MetricCollection
+    ) -> dict[str, torch.Tensor]:
         """Updates the epoch metrics; returns each sample's logits and loss for callbacks (prediction files, figures)."""
         logits = self(batch["image"])
         losses = F.cross_entropy(logits, batch["label"], reduction="none", label_smoothing=self.loss_fn.label_smoothing)
@@ -149,14 +165,27 @@ class ImageClassifier(LightningModule):
         interval = scheduler_cfg.get("interval", "epoch")
         run_length = self.trainer.estimated_stepping_batches if interval == "step" else self.trainer.max_epochs
         accepted = inspect.signature(scheduler_factory.func).parameters
-        filled = {name: run_length for name in RUN_LENGTH_ARGUMENTS if name in accepted and scheduler_factory.keywords.get(name, 0) is None}
-        if "max_lr" in accepted and len(optimizer.param_groups) > 1:  # one max_lr would erase the groups' own learning rates
-            filled["max_lr"] = [scheduler_factory.keywords["max_lr"] * group["lr"] / optimizer.defaults["lr"] for group in optimizer.param_groups]
+        filled = {
+            name: run_length
+            for name in RUN_LENGTH_ARGUMENTS
+            if name in accepted and scheduler_factory.keywords.get(name, 0) is None
+        }
+        if (
+            "max_lr" in accepted and len(optimizer.param_groups) > 1
+        ):  # one max_lr would erase the groups' own learning rates
+            filled["max_lr"] = [
+                scheduler_factory.keywords["max_lr"] * group["lr"] / optimizer.defaults["lr"]
+                for group in optimizer.param_groups
+            ]
         if "cycle_momentum" in accepted and not _uses_momentum(optimizer):
             filled["cycle_momentum"] = False  # OneCycleLR would otherwise add momentum (or fail, for Adagrad)
         return {
             "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler_factory(optimizer, **filled), "interval": interval, "name": "train/lr"},
+            "lr_scheduler": {
+                "scheduler": scheduler_factory(optimizer, **filled),
+                "interval": interval,
+                "name": "train/lr",
+            },
         }
 
 
@@ -164,7 +193,10 @@ def top1_top5_accuracy(num_classes: int, stage: str) -> MetricCollection:
     """<stage>/top1 and <stage>/top5: the fraction of samples whose label is the prediction, or among the five best."""
     top_k = {"top1": 1, "top5": min(5, num_classes)}
     # validate_args=False: its label-range check waits for the device every batch (a bad label fails the loss anyway)
-    accuracies = {name: MulticlassAccuracy(num_classes, top_k=k, average="micro", validate_args=False) for name, k in top_k.items()}
+    accuracies = {
+        name: MulticlassAccuracy(num_classes, top_k=k, average="micro", validate_args=False)
+        for name, k in top_k.items()
+    }
     # compute_groups=False: torchmetrics would merge top-1 and top-5 into one state if their first batch's counts agreed
     return MetricCollection(accuracies, prefix=f"{stage}/", compute_groups=False)
 

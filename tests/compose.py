@@ -15,7 +15,9 @@ def compose_config(overrides: list[str], output_dir: Path, config_name: str = "t
     """The composed config with `${hydra:...}` resolvable, output going to `output_dir`."""
     register_resolvers()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name=config_name, overrides=[f"hydra.run.dir={output_dir}", *overrides], return_hydra_config=True)
+        cfg = compose(
+            config_name=config_name, overrides=[f"hydra.run.dir={output_dir}", *overrides], return_hydra_config=True
+        )
     with read_write(cfg.hydra.runtime), open_dict(cfg.hydra.runtime):
         cfg.hydra.runtime.output_dir = str(output_dir)
         cfg.hydra.runtime.cwd = str(output_dir)

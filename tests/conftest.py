@@ -26,13 +26,25 @@ def real_mnist_dir(tmp_path_factory) -> Path:
 
 
 # Small and fast: a few batches, no progress bar, CPU.
-TINY = ["trainer=cpu", "trainer.max_epochs=2", "data.batch_size=32", "data.val_size=100", "data.download=false", "callbacks.progress_bar.refresh_rate=0", "trainer.log_every_n_steps=5"]
+TINY = [
+    "trainer=cpu",
+    "trainer.max_epochs=2",
+    "data.batch_size=32",
+    "data.val_size=100",
+    "data.download=false",
+    "callbacks.progress_bar.refresh_rate=0",
+    "trainer.log_every_n_steps=5",
+]
 
 
 def run_entry(script: str, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
     """Runs an entry script of the repo as a user would, from the repo root."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0"}
-    result = subprocess.run([sys.executable, script, *overrides], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, script, *overrides], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
     if check and result.returncode != 0:
-        raise AssertionError(f"{script} {' '.join(overrides)} exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+        raise AssertionError(
+            f"{script} {' '.join(overrides)} exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+        )
     return result

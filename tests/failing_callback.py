@@ -50,9 +50,15 @@ class KillAt(Checkpoint):
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.moment == "epoch_end" and trainer.current_epoch == self.epoch and not self.once.exists():
-            (last,) = (Path(callback.dirpath) / f"{LAST}.ckpt" for callback in trainer.callbacks if isinstance(callback, LastCheckpoint))
+            (last,) = (
+                Path(callback.dirpath) / f"{LAST}.ckpt"
+                for callback in trainer.callbacks
+                if isinstance(callback, LastCheckpoint)
+            )
             saved_epoch = torch.load(last, map_location="cpu", weights_only=True)["epoch"]
-            assert saved_epoch == self.epoch, f"{last} holds epoch {saved_epoch}, not {self.epoch}: KillAt ran before LastCheckpoint"
+            assert saved_epoch == self.epoch, (
+                f"{last} holds epoch {saved_epoch}, not {self.epoch}: KillAt ran before LastCheckpoint"
+            )
             self._kill()
 
     def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -35,7 +35,10 @@ def hparams(log_dir: Path) -> tuple[dict[str, object], list[str]]:
             continue
         start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
         experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
-        values = {name: value.number_value if value.HasField("number_value") else value.string_value for name, value in start.hparams.items()}
+        values = {
+            name: value.number_value if value.HasField("number_value") else value.string_value
+            for name, value in start.hparams.items()
+        }
         return values, [info.name.tag for info in experiment.metric_infos]
     raise AssertionError(f"no hparams summary below {log_dir}")
 
@@ -44,7 +47,9 @@ def read_scalars_as_shown(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
     """tag -> [(step, value)] as TensorBoard shows the folder: its event files in order, with the points an
     interrupted session logged after the checkpoint a resumed session restarted from dropped."""
     accumulator = EventAccumulator(str(log_dir), purge_orphaned_data=True).Reload()
-    return {tag: [(event.step, event.value) for event in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]}
+    return {
+        tag: [(event.step, event.value) for event in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]
+    }
 
 
 def image_tags(log_dir: Path) -> dict[str, int]:

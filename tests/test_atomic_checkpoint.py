@@ -71,7 +71,10 @@ def test_the_trainer_writes_checkpoints_atomically(tmp_path):
 def test_remote_paths_keep_lightnings_writer(tmp_path, monkeypatch):
     """A URL (s3://, gs://...) cannot be renamed into place: it goes through Lightning's fsspec writer."""
     written = []
-    monkeypatch.setattr("lightning.pytorch.plugins.io.TorchCheckpointIO.save_checkpoint", lambda self, checkpoint, path, storage_options=None: written.append(path))
+    monkeypatch.setattr(
+        "lightning.pytorch.plugins.io.TorchCheckpointIO.save_checkpoint",
+        lambda self, checkpoint, path, storage_options=None: written.append(path),
+    )
     AtomicCheckpointIO().save_checkpoint({"version": 1}, "memory://bucket/last.ckpt")
     assert written == ["memory://bucket/last.ckpt"]
     AtomicCheckpointIO().save_checkpoint({"version": 1}, Path(tmp_path, "last.ckpt"))

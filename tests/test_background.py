@@ -62,7 +62,10 @@ def test_a_file_that_cannot_be_written_is_one_sentence_naming_it(worker, tmp_pat
     target = tmp_path / "a_file" / "predictions.csv"
     (tmp_path / "a_file").write_text("not a folder")
     worker.submit(append_line, target, "x", what=f"the prediction file {target}")
-    with pytest.raises(UserError, match=r"Could not write the prediction file .*predictions\.csv \(Not a directory\): free disk space or point paths.log_dir"):
+    with pytest.raises(
+        UserError,
+        match=r"Could not write the prediction file .*predictions\.csv \(Not a directory\): free disk space or point paths.log_dir",
+    ):
         worker.collect(wait=True)
 
 

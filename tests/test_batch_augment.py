@@ -18,7 +18,9 @@ def torchvision_crops(image: torch.Tensor, padding: int, padding_mode: str) -> l
     """Every output torchvision's RandomCrop(padding, padding_mode) + RandomHorizontalFlip can give for `image`."""
     size = image.shape[-1]
     padded = TF.pad(image, [padding], padding_mode=padding_mode)
-    crops = [TF.crop(padded, top, left, size, size) for top in range(2 * padding + 1) for left in range(2 * padding + 1)]
+    crops = [
+        TF.crop(padded, top, left, size, size) for top in range(2 * padding + 1) for left in range(2 * padding + 1)
+    ]
     return crops + [TF.horizontal_flip(crop) for crop in crops]
 
 
@@ -49,11 +51,18 @@ def test_no_crop_no_flip_changes_nothing():
 
 def test_resized_box_matches_torchvision_resized_crop():
     batch = images(4, size=16).float()
-    top, left, box_height, box_width = torch.tensor([0.0, 3, 5, 2]), torch.tensor([0.0, 1, 7, 4]), torch.tensor([16.0, 8, 11, 5]), torch.tensor([16.0, 12, 6, 9])
+    top, left, box_height, box_width = (
+        torch.tensor([0.0, 3, 5, 2]),
+        torch.tensor([0.0, 1, 7, 4]),
+        torch.tensor([16.0, 8, 11, 5]),
+        torch.tensor([16.0, 12, 6, 9]),
+    )
     flipped = torch.tensor([False, False, True, False])
     out = BatchAugment._resize_boxes(batch, flipped, box_height, box_width, top, left)
     for i in range(4):
-        expected = TF.resized_crop(batch[i], int(top[i]), int(left[i]), int(box_height[i]), int(box_width[i]), [16, 16], antialias=False)
+        expected = TF.resized_crop(
+            batch[i], int(top[i]), int(left[i]), int(box_height[i]), int(box_width[i]), [16, 16], antialias=False
+        )
         expected = TF.horizontal_flip(expected) if flipped[i] else expected
         torch.testing.assert_close(out[i], expected, atol=1e-3, rtol=0)
 
@@ -70,7 +79,9 @@ def test_random_resized_boxes_lie_inside_with_the_asked_area_and_ratio():
 
 
 def test_datamodule_augments_training_batches_only():
-    datamodule = FakeDataModule(input_shape=(3, 8, 8), num_classes=2, train_size=4, augment=BatchAugment(crop="none", flip=True))
+    datamodule = FakeDataModule(
+        input_shape=(3, 8, 8), num_classes=2, train_size=4, augment=BatchAugment(crop="none", flip=True)
+    )
     batch = {"image": images(256, size=8), "label": torch.zeros(256, dtype=torch.long)}
     plain = datamodule.normalize(batch["image"])
     for training in (False, True):

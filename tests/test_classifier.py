@@ -10,7 +10,9 @@ SGD = {"_target_": "torch.optim.SGD", "lr": 0.1}
 
 
 def classifier(num_classes: int = 10, **kwargs) -> ImageClassifier:
-    return ImageClassifier(net=LENET, optimizer=SGD, scheduler=None, input_shape=(1, 28, 28), num_classes=num_classes, **kwargs)
+    return ImageClassifier(
+        net=LENET, optimizer=SGD, scheduler=None, input_shape=(1, 28, 28), num_classes=num_classes, **kwargs
+    )
 
 
 def logits_ranking(true_label: int, rank: int, num_classes: int = 10) -> torch.Tensor:

@@ -26,17 +26,31 @@ WRONG_IN_BOTH_ALIKE = [7]  # A and B wrong with the same prediction: not a disag
 @pytest.fixture(scope="module")
 def val_split(mnist_dir, tmp_path_factory):
     """The tiny MNIST's val split: data config, source indices and labels."""
-    cfg = compose_config([f"data.data_dir={mnist_dir}", "data.val_size=100", "data.download=false"], tmp_path_factory.mktemp("compose"))
+    cfg = compose_config(
+        [f"data.data_dir={mnist_dir}", "data.val_size=100", "data.download=false"], tmp_path_factory.mktemp("compose")
+    )
     datamodule = build_datamodule(cfg)
     datamodule.setup("validate")
-    return OmegaConf.to_container(cfg.data, resolve=True), datamodule.val_set.source_index.numpy(), datamodule.val_set.labels.numpy(), datamodule.class_names
+    return (
+        OmegaConf.to_container(cfg.data, resolve=True),
+        datamodule.val_set.source_index.numpy(),
+        datamodule.val_set.labels.numpy(),
+        datamodule.class_names,
+    )
 
 
 def indices(val_split, positions: list[int]) -> list[int]:
     return sorted(int(val_split[1][position]) for position in positions)
 
 
-def write_hand_made(path: Path, val_split, offsets: dict[int, int], split: str = "val", target: str | None = None, confidence: dict[int, float] | None = None) -> Path:
+def write_hand_made(
+    path: Path,
+    val_split,
+    offsets: dict[int, int],
+    split: str = "val",
+    target: str | None = None,
+    confidence: dict[int, float] | None = None,
+) -> Path:
     """Predictions that are right except at the positions in `offsets`, where they predict (label + offset) % 10."""
     data, index, label, class_names = val_split
     predicted = label.copy()
@@ -47,8 +61,18 @@ def write_hand_made(path: Path, val_split, offsets: dict[int, int], split: str =
     for position, top1 in (confidence or {}).items():
         top_probs[position] = [top1, *(np.full(4, (1 - top1) / 4))]
     write_predictions(
-        path, split=split, stage=split, index=index, label=label, loss=np.ones(len(index)), top_ids=top_ids, top_probs=top_probs,
-        class_names=class_names, sources=[f"{split}[{sample}]" for sample in index], epoch=0, checkpoint=str(path.with_suffix(".ckpt")),
+        path,
+        split=split,
+        stage=split,
+        index=index,
+        label=label,
+        loss=np.ones(len(index)),
+        top_ids=top_ids,
+        top_probs=top_probs,
+        class_names=class_names,
+        sources=[f"{split}[{sample}]" for sample in index],
+        epoch=0,
+        checkpoint=str(path.with_suffix(".ckpt")),
         data_config={**data, "_target_": target or data["_target_"]},
     )
     return path
@@ -57,8 +81,17 @@ def write_hand_made(path: Path, val_split, offsets: dict[int, int], split: str =
 @pytest.fixture(scope="module")
 def planted(val_split, tmp_path_factory):
     folder = tmp_path_factory.mktemp("hand_made")
-    a = write_hand_made(folder / "a.csv", val_split, {position: 1 for position in WRONG_TO_RIGHT + BOTH_WRONG + WRONG_IN_BOTH_ALIKE})
-    b = write_hand_made(folder / "b.csv", val_split, {**{position: 1 for position in RIGHT_TO_WRONG + WRONG_IN_BOTH_ALIKE}, **{position: 2 for position in BOTH_WRONG}})
+    a = write_hand_made(
+        folder / "a.csv", val_split, {position: 1 for position in WRONG_TO_RIGHT + BOTH_WRONG + WRONG_IN_BOTH_ALIKE}
+    )
+    b = write_hand_made(
+        folder / "b.csv",
+        val_split,
+        {
+            **{position: 1 for position in RIGHT_TO_WRONG + WRONG_IN_BOTH_ALIKE},
+            **{position: 2 for position in BOTH_WRONG},
+        },
+    )
     return a, b
 
 
@@ -72,7 +105,10 @@ def test_compare_finds_exactly_the_planted_disagreements(planted, val_split, tmp
     assert [int(row["index"]) for row in rows if row["change"] == "wrong->right"] == indices(val_split, WRONG_TO_RIGHT)
     assert "A: a.ckpt (epoch 0)  top-1 95.00% (95/100)" in result.stdout
     assert "B: b.ckpt (epoch 0)  top-1 96.00% (96/100)" in result.stdout
-    assert "agreement 94.00% (94/100); 6 judged differently: 2 right->wrong, 3 wrong->right, 1 wrong in both" in result.stdout
+    assert (
+        "agreement 94.00% (94/100); 6 judged differently: 2 right->wrong, 3 wrong->right, 1 wrong in both"
+        in result.stdout
+    )
     listed = [int(line.split()[0]) for line in result.stdout.splitlines() if line.strip() and line.split()[0].isdigit()]
     assert listed == differing
     with Image.open(tmp_path / "contact_sheet.png") as sheet:
@@ -86,26 +122,43 @@ def test_compare_refuses_predictions_of_another_split(planted, val_split, tmp_pa
     result = run_entry("compare.py", f"a={a}", f"b={other}", f"hydra.run.dir={tmp_path / 'out'}", check=False)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert "holds val predictions" in line and "holds test predictions" in line and "same split of the same dataset" in line
+    assert (
+        "holds val predictions" in line
+        and "holds test predictions" in line
+        and "same split of the same dataset" in line
+    )
 
 
 @pytest.mark.parametrize("mismatch", ["dataset", "samples", "labels"])
 def test_mismatched_pairs_are_refused(planted, val_split, tmp_path, mismatch):
     a = read_predictions(planted[0])
     if mismatch == "dataset":
-        b = read_predictions(write_hand_made(tmp_path / "b.csv", val_split, {}, target="datamodules.fake.FakeDataModule"))
+        b = read_predictions(
+            write_hand_made(tmp_path / "b.csv", val_split, {}, target="datamodules.fake.FakeDataModule")
+        )
     else:
         b = read_predictions(planted[1])
         if mismatch == "samples":
             b.rows = b.rows[:-1]
         else:
             b.rows[0] = {**b.rows[0], "label": str((int(b.rows[0]["label"]) + 1) % 10)}
-    with pytest.raises(UserError, match={"dataset": "FakeDataModule", "samples": "different val samples", "labels": "different true labels"}[mismatch]):
+    with pytest.raises(
+        UserError,
+        match={"dataset": "FakeDataModule", "samples": "different val samples", "labels": "different true labels"}[
+            mismatch
+        ],
+    ):
         check_comparable(a, b)
 
 
 def test_a_missing_prediction_file_is_one_sentence(tmp_path):
-    result = run_entry("compare.py", str(tmp_path / "nothing.csv"), str(tmp_path / "nothing.csv"), f"hydra.run.dir={tmp_path / 'out'}", check=False)
+    result = run_entry(
+        "compare.py",
+        str(tmp_path / "nothing.csv"),
+        str(tmp_path / "nothing.csv"),
+        f"hydra.run.dir={tmp_path / 'out'}",
+        check=False,
+    )
     assert result.returncode == 2 and "No prediction file at" in result.stderr and "Traceback" not in result.stderr
 
 

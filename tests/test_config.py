@@ -13,7 +13,19 @@ NEEDS_GPU = {"gpu", "ddp"}
 
 
 def test_groups_exist():
-    for group in ("data", "model", "optimizer", "scheduler", "trainer", "callbacks", "logger", "paths", "hydra", "experiment", "debug"):
+    for group in (
+        "data",
+        "model",
+        "optimizer",
+        "scheduler",
+        "trainer",
+        "callbacks",
+        "logger",
+        "paths",
+        "hydra",
+        "experiment",
+        "debug",
+    ):
         assert group_options(group), f"conf/{group}/ has no options"
 
 
@@ -29,10 +41,27 @@ def test_every_model_builds_from_the_datamodule_shape(model, tmp_path, mnist_dir
 @pytest.mark.parametrize("optimizer", group_options("optimizer"))
 @pytest.mark.parametrize("scheduler", group_options("scheduler"))
 def test_every_optimizer_and_scheduler_trains_a_step(optimizer, scheduler, tmp_path, mnist_dir):
-    cfg = compose_config([f"optimizer={optimizer}", f"scheduler={scheduler}", f"data.data_dir={mnist_dir}", "data.val_size=100", "data.download=false"], tmp_path)
+    cfg = compose_config(
+        [
+            f"optimizer={optimizer}",
+            f"scheduler={scheduler}",
+            f"data.data_dir={mnist_dir}",
+            "data.val_size=100",
+            "data.download=false",
+        ],
+        tmp_path,
+    )
     datamodule = build_datamodule(cfg)
     module = build_module(cfg, datamodule)
-    trainer = Trainer(accelerator="cpu", max_steps=3, limit_val_batches=1, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = Trainer(
+        accelerator="cpu",
+        max_steps=3,
+        limit_val_batches=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     before = [p.detach().clone() for p in module.parameters()]
     trainer.fit(module, datamodule=datamodule)
     assert trainer.global_step == 3
@@ -61,7 +90,9 @@ def test_every_option_of_the_run_groups_builds(group, tmp_path, mnist_dir):
 
 
 def test_overrides_reach_the_config(tmp_path):
-    cfg = compose_config(["optimizer=adam", "optimizer.lr=1e-3", "trainer.max_epochs=5", "data.batch_size=256"], tmp_path)
+    cfg = compose_config(
+        ["optimizer=adam", "optimizer.lr=1e-3", "trainer.max_epochs=5", "data.batch_size=256"], tmp_path
+    )
     assert cfg.optimizer._target_ == "torch.optim.Adam"
     assert (cfg.optimizer.lr, cfg.trainer.max_epochs, cfg.data.batch_size) == (1e-3, 5, 256)
 
@@ -86,7 +117,10 @@ def test_misspelt_key_is_refused():
 
 
 def test_fake_data_has_the_chosen_shape(tmp_path):
-    cfg = compose_config(["data=fake", "data.input_shape=[1,28,28]", "data.num_classes=10", "data.train_size=64", "data.batch_size=16"], tmp_path)
+    cfg = compose_config(
+        ["data=fake", "data.input_shape=[1,28,28]", "data.num_classes=10", "data.train_size=64", "data.batch_size=16"],
+        tmp_path,
+    )
     datamodule = build_datamodule(cfg)
     datamodule.setup("fit")
     batch = next(iter(datamodule.train_dataloader()))
@@ -96,13 +130,19 @@ def test_fake_data_has_the_chosen_shape(tmp_path):
     assert normalized.dtype == torch.float32 and normalized.shape == (16, 1, 28, 28)
 
 
-@pytest.mark.parametrize("data", [["data.data_dir=unused", "data.download=false"], ["data=fake", "data.input_shape=[3,8,8]"]], ids=["mnist", "fake-rgb"])
+@pytest.mark.parametrize(
+    "data",
+    [["data.data_dir=unused", "data.download=false"], ["data=fake", "data.input_shape=[3,8,8]"]],
+    ids=["mnist", "fake-rgb"],
+)
 def test_normalize_is_the_datasets_mean_and_std_per_channel(data, tmp_path):
     """normalize() keeps its scale and shift per device after the first batch: every batch must get the same formula."""
     datamodule = build_datamodule(compose_config(data, tmp_path))
     channels = datamodule.input_shape[0]
     for seed in (0, 1):  # the second batch is normalised with the kept scale and shift
-        images = torch.randint(0, 256, (4, channels, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+        images = torch.randint(
+            0, 256, (4, channels, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed)
+        )
         mean, std = torch.tensor(datamodule.mean).view(1, -1, 1, 1), torch.tensor(datamodule.std).view(1, -1, 1, 1)
         torch.testing.assert_close(datamodule.normalize(images), (images / 255.0 - mean) / std)
 
@@ -115,4 +155,6 @@ def test_mnist_split_is_seeded_disjoint_and_keeps_the_test_set_apart(tmp_path, m
     assert len(val_index) == 100 and len(train_index) == 500 and not train_index & val_index
     assert torch.equal(first.val_set.source_index, second.val_set.source_index)
     assert len(first.test_set) == 200
-    assert first.source("val", 3).endswith("train-images-idx3-ubyte[3]") and first.source("test", 3).endswith("t10k-images-idx3-ubyte[3]")
+    assert first.source("val", 3).endswith("train-images-idx3-ubyte[3]") and first.source("test", 3).endswith(
+        "t10k-images-idx3-ubyte[3]"
+    )

@@ -21,8 +21,15 @@ TRAIN_SAMPLES_PER_PROCESS = 250  # ceil((600 - 101) / 2), padded alike
 def ddp_run(mnist_dir, tmp_path_factory):
     log_dir = tmp_path_factory.mktemp("ddp_logs")
     run_entry(
-        "train.py", *TINY, f"data.data_dir={mnist_dir}", f"data.val_size={VAL_SIZE}", f"paths.log_dir={log_dir}",
-        "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp", "data.eval_batch_size=16",
+        "train.py",
+        *TINY,
+        f"data.data_dir={mnist_dir}",
+        f"data.val_size={VAL_SIZE}",
+        f"paths.log_dir={log_dir}",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.strategy=ddp",
+        "data.eval_batch_size=16",
     )
     return log_dir
 
@@ -58,15 +65,32 @@ def test_throughput_counts_the_samples_of_both_processes(ddp_run):
 # The 2-process run is a one-job multirun, which runs DDP as ddp_spawn (core/build.py).
 PARITY = [
     *(override for override in TINY if not override.startswith(("trainer=", "data.batch_size="))),
-    "model=mlp", "data.eval_batch_size=25", "test=false",
+    "model=mlp",
+    "data.eval_batch_size=25",
+    "test=false",
 ]
 
 
 @pytest.fixture(scope="module")
 def parity_runs(mnist_dir, tmp_path_factory):
     single_logs, ddp_logs = tmp_path_factory.mktemp("single_logs"), tmp_path_factory.mktemp("ddp_multirun_logs")
-    run_entry("train.py", *PARITY, "trainer=cpu", "data.batch_size=32", f"data.data_dir={mnist_dir}", f"paths.log_dir={single_logs}")
-    run_entry("train.py", "-m", *PARITY, "trainer=ddp_cpu", "data.batch_size=16", f"data.data_dir={mnist_dir}", f"paths.log_dir={ddp_logs}")
+    run_entry(
+        "train.py",
+        *PARITY,
+        "trainer=cpu",
+        "data.batch_size=32",
+        f"data.data_dir={mnist_dir}",
+        f"paths.log_dir={single_logs}",
+    )
+    run_entry(
+        "train.py",
+        "-m",
+        *PARITY,
+        "trainer=ddp_cpu",
+        "data.batch_size=16",
+        f"data.data_dir={mnist_dir}",
+        f"paths.log_dir={ddp_logs}",
+    )
     (single,) = (single_logs / "train" / "runs").iterdir()
     (sweep,) = (ddp_logs / "train" / "multiruns").iterdir()
     return single, sweep, ddp_logs
@@ -74,12 +98,16 @@ def parity_runs(mnist_dir, tmp_path_factory):
 
 def test_ddp_in_a_multirun_writes_one_job_directory(parity_runs):
     _, sweep, ddp_logs = parity_runs
-    assert [path.name for path in (ddp_logs / "train").iterdir()] == ["multiruns"]  # no process started a run of its own
+    assert [path.name for path in (ddp_logs / "train").iterdir()] == [
+        "multiruns"
+    ]  # no process started a run of its own
     assert sorted(path.name for path in sweep.iterdir() if path.is_dir()) == ["0"]
     status = json.loads((sweep / "0" / "status.json").read_text())
     assert status["status"] == "completed"
     # the best score came back from the spawned processes through the best checkpoint
-    assert status["result"] == pytest.approx(max(value for _, value in read_scalars(sweep / "0" / "tensorboard")["val/top1"]))
+    assert status["result"] == pytest.approx(
+        max(value for _, value in read_scalars(sweep / "0" / "tensorboard")["val/top1"])
+    )
     assert [row["status"] for row in read_rows(sweep / "summary.csv")] == ["completed"]
 
 
@@ -90,7 +118,9 @@ def test_one_and_two_processes_train_the_same_weights_and_validation_metrics(par
         assert [step for step, _ in one[tag]] == [step for step, _ in two[tag]] and len(one[tag]) == 2
         assert [value for _, value in two[tag]] == pytest.approx([value for _, value in one[tag]], rel=1e-4)
     assert one["val/loss"][-1][1] < one["val/loss"][0][1]  # it did train
-    weights = [torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"] for run in (single, sweep / "0")]
+    weights = [
+        torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"] for run in (single, sweep / "0")
+    ]
     torch.testing.assert_close(weights[1], weights[0], rtol=1e-4, atol=1e-6)
 
 

@@ -19,7 +19,10 @@ from tests.conftest import REPO
 
 # pages whose commands their own tests run verbatim (they need two processes at once, or a launcher's setup)
 TESTED_ELSEWHERE = {"scale.md": "tests/test_launchers.py, tests/test_optuna_storage.py, tests/test_multinode.py"}
-DOCUMENTS = [REPO / "README.md", *sorted(path for path in (REPO / "docs").glob("*.md") if path.name not in TESTED_ELSEWHERE)]
+DOCUMENTS = [
+    REPO / "README.md",
+    *sorted(path for path in (REPO / "docs").glob("*.md") if path.name not in TESTED_ELSEWHERE),
+]
 # appended to every command that starts with (or contains) the key; the one documented place (README, Quick start)
 SHORTENING = {
     "python train.py": "debug=limit",
@@ -28,14 +31,32 @@ SHORTENING = {
     "python benchmarks/recipe_step_time.py": "--steps 2",
 }
 # what a command that this machine cannot run must answer instead, in one sentence
-NEEDS_A_GPU = ("trainer=gpu", "trainer=ddp ", "trainer.accelerator=gpu", "trainer.devices=4", "benchmarks.gpu_check --out")
+NEEDS_A_GPU = (
+    "trainer=gpu",
+    "trainer=ddp ",
+    "trainer.accelerator=gpu",
+    "trainer.devices=4",
+    "benchmarks.gpu_check --out",
+)
 GPU_ANSWERS = ("asks for a GPU but this machine has none", "asks for more devices than the")
 NEEDS_THE_NETWORK = ("data=tiny_imagenet", "experiment=tiny_imagenet_resnet18", "model.pretrained=true")
 NETWORK_ANSWERS = ("could not be downloaded", "cannot be downloaded", "could not download")
-NOT_RUN_HERE = ("python -m pytest", "pip install", "sbatch ", "srun ", "torchrun ", "hydra/launcher=slurm")  # the suite, installs, clusters
+NOT_RUN_HERE = (
+    "python -m pytest",
+    "pip install",
+    "sbatch ",
+    "srun ",
+    "torchrun ",
+    "hydra/launcher=slurm",
+)  # the suite, installs, clusters
 # minutes each on 2 CPU cores: run by `pytest -m slow` (a page whose every command is heavy is slow as a whole)
-SLOW_COMMANDS = ("benchmarks/device_speed.py", "model=resnet18 trainer.max_epochs=1", "model=resnet18 data=mnist model.weights_path=",
-                 "model=resnet18 model.weights_path=", "recipe_step_time.py")
+SLOW_COMMANDS = (
+    "benchmarks/device_speed.py",
+    "model=resnet18 trainer.max_epochs=1",
+    "model=resnet18 data=mnist model.weights_path=",
+    "model=resnet18 model.weights_path=",
+    "recipe_step_time.py",
+)
 SLOW_PAGES = ("devices_and_sweeps.md",)
 IGNORED_FOLDERS = {".git", ".venv", "logs", "data", "outputs", "multirun", ".pytest_cache", "__pycache__"}
 
@@ -56,7 +77,7 @@ def commands_in(document: Path) -> list[str]:
 def _commands_of(lines: list[str]) -> list[str]:
     joined = " ".join(lines).replace("\\ ", " ") if any(line.rstrip().endswith("\\") for line in lines) else None
     found = []
-    for line in ([joined] if joined else lines):
+    for line in [joined] if joined else lines:
         line = re.sub(r"\s+#\s.*$", "", line).strip()
         if line and not line.startswith("#"):
             found.append(" ".join(line.split()))
@@ -68,9 +89,15 @@ def cases() -> list:
     for document in DOCUMENTS:
         for number, command in enumerate(commands_in(document)):
             # the README's commands in the default suite; the topic pages' (dozens of runs) in the slow one
-            slow = document.name != "README.md" or document.name in SLOW_PAGES or any(marker in command for marker in SLOW_COMMANDS)
+            slow = (
+                document.name != "README.md"
+                or document.name in SLOW_PAGES
+                or any(marker in command for marker in SLOW_COMMANDS)
+            )
             marks = [pytest.mark.slow] if slow else []
-            params.append(pytest.param(document.name, number, command, id=f"{document.name}:{number}:{command[:60]}", marks=marks))
+            params.append(
+                pytest.param(document.name, number, command, id=f"{document.name}:{number}:{command[:60]}", marks=marks)
+            )
     return params
 
 
@@ -93,7 +120,11 @@ def shortened(command: str) -> str:
     parts = [part.strip() for part in command.split("&&")]
     result = []
     for part in parts:
-        suffixes = [suffix for key, suffix in SHORTENING.items() if (part.startswith(key) or f" {key}" in part) and suffix.split("=")[0] + "=" not in part]
+        suffixes = [
+            suffix
+            for key, suffix in SHORTENING.items()
+            if (part.startswith(key) or f" {key}" in part) and suffix.split("=")[0] + "=" not in part
+        ]
         result.append(" ".join([part, *suffixes]))
     return " && ".join(result)
 
@@ -111,15 +142,24 @@ def filled_in(command: str, checkout: Path) -> str:
 
 
 def run(command: str, checkout: Path, timeout: int = 900) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    return subprocess.run(["bash", "-c", command], cwd=checkout, env=env, capture_output=True, text=True, timeout=timeout)
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
+    return subprocess.run(
+        ["bash", "-c", command], cwd=checkout, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.mark.parametrize("document, number, command", cases())
 def test_documented_command_works_as_written(document, number, command, checkouts, tmp_path_factory):
     command = re.sub(r"^pip install [^&]*&&\s*", "", command)  # installed already: this suite runs in that environment
     if any(marker in command for marker in NOT_RUN_HERE):
-        pytest.skip("the test suite itself, or a cluster launcher (docs/devices_and_sweeps.md tests those in simulation)")
+        pytest.skip(
+            "the test suite itself, or a cluster launcher (docs/devices_and_sweeps.md tests those in simulation)"
+        )
     if document not in checkouts:
         checkouts[document] = fresh_copy(tmp_path_factory.mktemp("clone") / "classic-dl")
     checkout = checkouts[document]
@@ -130,7 +170,9 @@ def test_documented_command_works_as_written(document, number, command, checkout
     if any(marker in command for marker in NEEDS_A_GPU) and not _has_gpu():
         assert result.returncode == 2 and any(answer in output for answer in GPU_ANSWERS), output[-3000:]
     elif any(marker in command for marker in NEEDS_THE_NETWORK):
-        assert result.returncode == 2 and any(answer in output for answer in (*NETWORK_ANSWERS, *GPU_ANSWERS)), output[-3000:]
+        assert result.returncode == 2 and any(answer in output for answer in (*NETWORK_ANSWERS, *GPU_ANSWERS)), output[
+            -3000:
+        ]
     else:
         assert result.returncode == 0, f"{command} exited {result.returncode}:\n{output[-4000:]}"
         if command.startswith("python train.py -m "):
@@ -151,7 +193,9 @@ def check_sweep_wrote_every_job(command: str, checkout: Path) -> None:
 
 def check_tensorboard_starts(command: str, checkout: Path) -> None:
     """A server: it must come up and serve the logs folder; it is then stopped."""
-    server = subprocess.Popen(shlex.split(command), cwd=checkout, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = subprocess.Popen(
+        shlex.split(command), cwd=checkout, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
         for line in server.stdout:
             if "TensorBoard" in line and "http://" in line:

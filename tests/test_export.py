@@ -28,15 +28,25 @@ SUFFIX = {"onnx": "onnx", "torchscript": "ts", "torch_export": "pt2"}
 
 
 @pytest.mark.parametrize("file_format", FORMATS)
-def test_export_of_a_trained_lenet_matches_the_eager_network_and_writes_its_contract(file_format, mnist_dir, tmp_path_factory, tmp_path):
+def test_export_of_a_trained_lenet_matches_the_eager_network_and_writes_its_contract(
+    file_format, mnist_dir, tmp_path_factory, tmp_path
+):
     run = tiny_run(tmp_path_factory, mnist_dir)
     checkpoint = run / "checkpoints" / "last.ckpt"
-    result = run_entry("export.py", f"ckpt_path={checkpoint}", f"format={file_format}", f"hydra.run.dir={tmp_path}", "verify_images=16")
+    result = run_entry(
+        "export.py", f"ckpt_path={checkpoint}", f"format={file_format}", f"hydra.run.dir={tmp_path}", "verify_images=16"
+    )
     assert "the export matches the eager model" in result.stdout
     exported = tmp_path / f"model.{SUFFIX[file_format]}"
     contract = json.loads((tmp_path / "model.json").read_text())
     assert contract["format"] == file_format and contract["file"] == exported.name
-    assert contract["input"] == {"name": "images", "shape": ["batch", 1, 28, 28], "dtype": "uint8", "layout": "NCHW", "range": [0, 255]}
+    assert contract["input"] == {
+        "name": "images",
+        "shape": ["batch", 1, 28, 28],
+        "dtype": "uint8",
+        "layout": "NCHW",
+        "range": [0, 255],
+    }
     assert contract["preprocessing"]["mean"] == [0.1307] and contract["preprocessing"]["std"] == [0.3081]
     assert contract["class_names"][3] == "3 - three" and contract["source_checkpoint"] == str(checkpoint)
     assert contract["verified"]["matches"] and contract["verified"]["max_abs_difference"] <= 1e-4
@@ -90,7 +100,14 @@ def test_every_model_of_the_zoo_exports_with_matching_logits(model, file_format,
 
 def test_an_export_that_does_not_match_stops_with_exit_code_2_and_says_so(mnist_dir, tmp_path_factory, tmp_path):
     run = tiny_run(tmp_path_factory, mnist_dir)
-    cfg = compose_config([f"ckpt_path={run}/checkpoints/last.ckpt", "format=torchscript", "tolerance=-1.0"], tmp_path, config_name="export")
-    with pytest.raises(UserError, match=r"^The torchscript export's logits differ from the eager network's by up to 0 on 32 val images, more than tolerance=-1\.0"):
+    cfg = compose_config(
+        [f"ckpt_path={run}/checkpoints/last.ckpt", "format=torchscript", "tolerance=-1.0"],
+        tmp_path,
+        config_name="export",
+    )
+    with pytest.raises(
+        UserError,
+        match=r"^The torchscript export's logits differ from the eager network's by up to 0 on 32 val images, more than tolerance=-1\.0",
+    ):
         export_checkpoint(cfg)
     assert json.loads((tmp_path / "model.json").read_text())["verified"]["matches"] is False

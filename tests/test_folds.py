@@ -3,13 +3,13 @@
 import pytest
 import torch
 
+from benchmarks.tiny_imagenet_files import write_tiny_imagenet
 from core.errors import UserError
 from datamodules.fake import FakeDataModule
 from datamodules.folds import check_fold_settings, fold_of_each_sample, fold_positions
 from datamodules.mnist import MNISTDataModule
 from datamodules.tiny_imagenet import TinyImageNetDataModule
 from tests.conftest import TINY, run_entry
-from benchmarks.tiny_imagenet_files import write_tiny_imagenet
 
 # unbalanced on purpose: class 0 has 5x the samples of class 2
 LABELS = torch.tensor([0] * 250 + [1] * 103 + [2] * 50 + [3] * 7)
@@ -19,7 +19,9 @@ def test_folds_are_disjoint_cover_the_training_set_and_are_stratified():
     num_folds = 5
     validated = [fold_positions(LABELS, num_folds, fold, seed=3)[1] for fold in range(num_folds)]
     everything = torch.cat(validated)
-    assert len(everything) == len(LABELS) and torch.equal(everything.sort().values, torch.arange(len(LABELS)))  # disjoint, covering
+    assert len(everything) == len(LABELS) and torch.equal(
+        everything.sort().values, torch.arange(len(LABELS))
+    )  # disjoint, covering
     sizes = [len(fold) for fold in validated]
     assert max(sizes) - min(sizes) <= 1
     for label in range(4):
@@ -37,7 +39,15 @@ def test_folds_are_fixed_by_the_seed_and_shuffled():
     assert not torch.equal(first[:250], torch.arange(250) % 4)  # not dealt out in file order
 
 
-@pytest.mark.parametrize(("num_folds", "fold", "message"), [(None, 2, "data.fold=2 needs data.num_folds"), (1, 0, "data.num_folds must be at least 2"), (5, 5, "data.fold must be between 0 and 4"), (3, -1, "data.fold must be between 0 and 2")])
+@pytest.mark.parametrize(
+    ("num_folds", "fold", "message"),
+    [
+        (None, 2, "data.fold=2 needs data.num_folds"),
+        (1, 0, "data.num_folds must be at least 2"),
+        (5, 5, "data.fold must be between 0 and 4"),
+        (3, -1, "data.fold must be between 0 and 2"),
+    ],
+)
 def test_bad_fold_settings_are_one_sentence(num_folds, fold, message):
     with pytest.raises(UserError, match=message):
         check_fold_settings(num_folds, fold)
@@ -64,15 +74,28 @@ def test_mnist_validates_on_a_fold_of_the_training_images_and_keeps_the_test_set
 
 
 def test_fake_data_folds_its_training_images():
-    datamodule = FakeDataModule(input_shape=(1, 8, 8), num_classes=3, train_size=30, val_size=5, test_size=5, num_folds=3, fold=1)
+    datamodule = FakeDataModule(
+        input_shape=(1, 8, 8), num_classes=3, train_size=30, val_size=5, test_size=5, num_folds=3, fold=1
+    )
     datamodule.setup("fit")
     assert len(datamodule.train_set) == 20 and len(datamodule.val_set) == 10 and len(datamodule.test_set) == 5
 
 
 def test_train_refuses_a_fold_outside_the_folds_in_one_sentence(mnist_dir, tmp_path):
-    result = run_entry("train.py", *TINY, f"data.data_dir={mnist_dir}", f"hydra.run.dir={tmp_path}", "data.num_folds=3", "data.fold=3", check=False)
+    result = run_entry(
+        "train.py",
+        *TINY,
+        f"data.data_dir={mnist_dir}",
+        f"hydra.run.dir={tmp_path}",
+        "data.num_folds=3",
+        "data.fold=3",
+        check=False,
+    )
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1] == "error: data.fold must be between 0 and 2 (data.num_folds=3 folds, counted from 0), got 3."
+    assert (
+        result.stderr.strip().splitlines()[-1]
+        == "error: data.fold must be between 0 and 2 (data.num_folds=3 folds, counted from 0), got 3."
+    )
 
 
 @pytest.mark.parametrize("cache", [True, False])
@@ -87,4 +110,6 @@ def test_tiny_imagenet_validates_on_a_fold_of_train_and_tests_on_the_official_va
     batch = next(iter(datamodule.val_dataloader()))
     assert batch["image"].shape == (4, 3, 64, 64) and torch.equal(batch["label"], datamodule.val_set.labels[:4])
     datamodule.setup("test")
-    assert len(datamodule.test_set) == 6 and all("/val/images/" in datamodule.source("test", index) for index in range(6))
+    assert len(datamodule.test_set) == 6 and all(
+        "/val/images/" in datamodule.source("test", index) for index in range(6)
+    )

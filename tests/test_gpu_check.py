@@ -18,16 +18,39 @@ MEASURED = {
 }
 # the rows each section must have measured, by their first column
 ROWS = {
-    "section1_resnet18_throughput.csv": ("variant", {"fp32", "bf16", "bf16 + channels_last", "bf16 + channels_last + compile", "bf16 + channels_last + compile + data on device"}),
+    "section1_resnet18_throughput.csv": (
+        "variant",
+        {
+            "fp32",
+            "bf16",
+            "bf16 + channels_last",
+            "bf16 + channels_last + compile",
+            "bf16 + channels_last + compile + data on device",
+        },
+    ),
     "section2_tiny_imagenet_path.csv": ("stage", {"generate JPEGs", "decoded cache", "one epoch of train.py"}),
-    "section4_lenet_step_overhead.csv": ("variant", {"plain loop", "bare Lightning Trainer, nothing logged", "train.py (its defaults: progress bar redrawn every 20 steps)"}),
+    "section4_lenet_step_overhead.csv": (
+        "variant",
+        {
+            "plain loop",
+            "bare Lightning Trainer, nothing logged",
+            "train.py (its defaults: progress bar redrawn every 20 steps)",
+        },
+    ),
 }
 
 
 def test_smoke_run_writes_every_section_table(tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    result = subprocess.run([sys.executable, "-m", "benchmarks.gpu_check", "--out", str(out), "--smoke"], cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.gpu_check", "--out", str(out), "--smoke"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert result.returncode == 0, result.stderr[-5000:]
 
     report = (out / "gpu_check.md").read_text()
@@ -48,4 +71,6 @@ def test_smoke_run_writes_every_section_table(tmp_path):
         assert all(0 <= float(row["test_top1"]) <= 1 for row in csv.DictReader(file))
     for section in "12345":  # the tables are on stdout too
         assert f"## {section}. " in result.stdout
-    assert sorted(path.name for path in out.iterdir()) == sorted([*MEASURED, "gpu_check.md"])  # the GPU machine returns at most 8 files
+    assert sorted(path.name for path in out.iterdir()) == sorted(
+        [*MEASURED, "gpu_check.md"]
+    )  # the GPU machine returns at most 8 files

@@ -6,7 +6,15 @@ import pytest
 from core.errors import UserError
 from tests.conftest import run_entry
 
-LAUNCHER_VARIABLES = ("TORCHELASTIC_RUN_ID", "WORLD_SIZE", "RANK", "SLURM_NTASKS", "SLURM_JOB_ID", "SLURM_JOB_NAME", "SLURM_PROCID")
+LAUNCHER_VARIABLES = (
+    "TORCHELASTIC_RUN_ID",
+    "WORLD_SIZE",
+    "RANK",
+    "SLURM_NTASKS",
+    "SLURM_JOB_ID",
+    "SLURM_JOB_NAME",
+    "SLURM_PROCID",
+)
 
 
 @pytest.fixture
@@ -21,9 +29,15 @@ def launcher_environment(monkeypatch):
     [
         ({}, None),
         ({"TORCHELASTIC_RUN_ID": "mnist-2nodes", "WORLD_SIZE": "8"}, "torchrun-mnist-2nodes"),
-        ({"TORCHELASTIC_RUN_ID": "none", "WORLD_SIZE": "1"}, None),  # one process without --rdzv-id: a timestamp, as without torchrun
+        (
+            {"TORCHELASTIC_RUN_ID": "none", "WORLD_SIZE": "1"},
+            None,
+        ),  # one process without --rdzv-id: a timestamp, as without torchrun
         ({"SLURM_NTASKS": "8", "SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "train"}, "slurm-4242"),
-        ({"SLURM_NTASKS": "1", "SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "bash"}, None),  # an interactive allocation: runs of their own
+        (
+            {"SLURM_NTASKS": "1", "SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "bash"},
+            None,
+        ),  # an interactive allocation: runs of their own
     ],
 )
 def test_the_launchers_job_id_names_the_run(environment, name, launcher_environment):

@@ -14,13 +14,22 @@ SUBMITIT_LOCAL = "python train.py -m hydra/launcher=submitit_local optimizer=sgd
 JOBLIB = "OMP_NUM_THREADS=1 python train.py -m hydra/launcher=joblib hydra.launcher.n_jobs=2 optimizer=sgd,adam"
 # the shortening overrides (listed in docs/scale.md)
 SHORT = [
-    "trainer=cpu", "debug=limit", "trainer.max_epochs=1", "data.batch_size=32", "data.val_size=100", "test=false",
-    "data.download=false", "callbacks.progress_bar.refresh_rate=0",
+    "trainer=cpu",
+    "debug=limit",
+    "trainer.max_epochs=1",
+    "data.batch_size=32",
+    "data.val_size=100",
+    "test=false",
+    "data.download=false",
+    "callbacks.progress_bar.refresh_rate=0",
 ]
 
 
 def needs(plugin: str, extra: str):
-    return pytest.mark.skipif(importlib.util.find_spec(f"hydra_plugins.{plugin}") is None, reason=f"{plugin} is not installed (pip install -e '.[{extra}]')")
+    return pytest.mark.skipif(
+        importlib.util.find_spec(f"hydra_plugins.{plugin}") is None,
+        reason=f"{plugin} is not installed (pip install -e '.[{extra}]')",
+    )
 
 
 def sweep_of(command: str, mnist_dir, log_dir, monkeypatch) -> tuple:
@@ -34,12 +43,18 @@ def sweep_of(command: str, mnist_dir, log_dir, monkeypatch) -> tuple:
 
 
 def check_two_completed_jobs(sweep_dir, statuses) -> None:
-    assert sorted(path.name for path in sweep_dir.iterdir() if path.is_dir() and not path.name.startswith(".")) == ["0", "1"]
+    assert sorted(path.name for path in sweep_dir.iterdir() if path.is_dir() and not path.name.startswith(".")) == [
+        "0",
+        "1",
+    ]
     assert [status["status"] for status in statuses] == ["completed", "completed"]
     for job in ("0", "1"):
         assert (sweep_dir / job / "checkpoints" / "last.ckpt").is_file() and (sweep_dir / job / "train.log").is_file()
     rows = read_rows(sweep_dir / "summary.csv")
-    assert [(row["job"], row["optimizer"], row["status"]) for row in rows] == [("0", "sgd", "completed"), ("1", "adam", "completed")]
+    assert [(row["job"], row["optimizer"], row["status"]) for row in rows] == [
+        ("0", "sgd", "completed"),
+        ("1", "adam", "completed"),
+    ]
     assert [float(row["best_val_top1"]) for row in rows] == pytest.approx([status["result"] for status in statuses])
     assert "2 jobs; 2 completed." in (sweep_dir / "summary.md").read_text()
 
@@ -49,8 +64,12 @@ def test_submitit_local_executor_runs_the_sweep_as_submitit_jobs(mnist_dir, tmp_
     sweep_dir, statuses = sweep_of(SUBMITIT_LOCAL, mnist_dir, tmp_path, monkeypatch)
     check_two_completed_jobs(sweep_dir, statuses)
     # each job ran as a submitit job: its own process, its log and result pickle in the submitit folder
-    submitted = [folder for folder in (sweep_dir / ".submitit").iterdir() if folder.name.isdigit()]  # one per job id ("%j": the array's)
-    assert len(submitted) == 2 and all(list(folder.glob("*_result.pkl")) and list(folder.glob("*_log.out")) for folder in submitted)
+    submitted = [
+        folder for folder in (sweep_dir / ".submitit").iterdir() if folder.name.isdigit()
+    ]  # one per job id ("%j": the array's)
+    assert len(submitted) == 2 and all(
+        list(folder.glob("*_result.pkl")) and list(folder.glob("*_log.out")) for folder in submitted
+    )
 
 
 @needs("hydra_joblib_launcher", "parallel")

@@ -8,24 +8,40 @@ import torch
 from tests.conftest import TINY, run_entry
 from tests.tensorboard_events import read_scalars
 
-ONE_EPOCH = [*(override for override in TINY if not override.startswith("trainer.max_epochs=")), "trainer.max_epochs=1", "test=false"]
+ONE_EPOCH = [
+    *(override for override in TINY if not override.startswith("trainer.max_epochs=")),
+    "trainer.max_epochs=1",
+    "test=false",
+]
 FINDER = ["lr_find=true", "lr_finder.num_training=30", "lr_finder.min_lr=1e-5"]
 
 
 def stored_lrs(run_dir):
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
-    return checkpoint["hyper_parameters"]["optimizer"]["lr"], checkpoint["run_config"]["optimizer"]["lr"], checkpoint["hyper_parameters"]["scheduler"]
+    return (
+        checkpoint["hyper_parameters"]["optimizer"]["lr"],
+        checkpoint["run_config"]["optimizer"]["lr"],
+        checkpoint["hyper_parameters"]["scheduler"],
+    )
 
 
 def test_the_run_trains_with_the_suggestion_and_its_schedule_spans_the_real_run(mnist_dir, tmp_path):
-    run_entry("train.py", *ONE_EPOCH, *FINDER, "scheduler=onecycle", f"data.data_dir={mnist_dir}", f"hydra.run.dir={tmp_path}")
+    run_entry(
+        "train.py", *ONE_EPOCH, *FINDER, "scheduler=onecycle", f"data.data_dir={mnist_dir}", f"hydra.run.dir={tmp_path}"
+    )
     record = json.loads((tmp_path / "lr_find.json").read_text())
     suggestion = record["suggested_lr"]
-    assert record["num_steps"] == 30 and record["min_lr_tried"] == pytest.approx(1e-5) and 1e-5 <= suggestion <= record["max_lr_tried"] <= 1.0
+    assert (
+        record["num_steps"] == 30
+        and record["min_lr_tried"] == pytest.approx(1e-5)
+        and 1e-5 <= suggestion <= record["max_lr_tried"] <= 1.0
+    )
     assert record["used_lr"] == suggestion and not record["lr_given_on_command_line"]
     assert (tmp_path / "lr_find.png").stat().st_size > 10_000
     module_lr, config_lr, scheduler = stored_lrs(tmp_path)
-    assert module_lr == config_lr == suggestion and scheduler["scheduler"]["max_lr"] == suggestion  # OneCycle's peak follows
+    assert (
+        module_lr == config_lr == suggestion and scheduler["scheduler"]["max_lr"] == suggestion
+    )  # OneCycle's peak follows
     # OneCycle's total_steps is the real run's (16 steps), not the finder's 30: its peak is reached and it anneals to ~0
     lrs = [value for _, value in read_scalars(tmp_path / "tensorboard")["train/lr"]]
     assert max(lrs) == pytest.approx(suggestion, rel=0.05) and lrs[-1] < 0.05 * suggestion
@@ -35,18 +51,44 @@ def test_the_run_trains_with_the_suggestion_and_its_schedule_spans_the_real_run(
 
 
 def test_an_lr_given_on_the_command_line_is_kept(mnist_dir, tmp_path):
-    run_entry("train.py", *ONE_EPOCH, *FINDER, "optimizer=adam", "optimizer.lr=0.002", "scheduler=none", f"data.data_dir={mnist_dir}", f"hydra.run.dir={tmp_path}")
+    run_entry(
+        "train.py",
+        *ONE_EPOCH,
+        *FINDER,
+        "optimizer=adam",
+        "optimizer.lr=0.002",
+        "scheduler=none",
+        f"data.data_dir={mnist_dir}",
+        f"hydra.run.dir={tmp_path}",
+    )
     record = json.loads((tmp_path / "lr_find.json").read_text())
     assert record["used_lr"] == 0.002 and record["lr_given_on_command_line"] and record["suggested_lr"] != 0.002
     assert stored_lrs(tmp_path)[:2] == (0.002, 0.002)
     assert read_scalars(tmp_path / "tensorboard")["train/lr"][0][1] == pytest.approx(0.002, rel=0.01)
-    refused = run_entry("train.py", *ONE_EPOCH, *FINDER, f"ckpt_path={tmp_path}/checkpoints/last.ckpt", f"data.data_dir={mnist_dir}", f"hydra.run.dir={tmp_path}/continued", check=False)
+    refused = run_entry(
+        "train.py",
+        *ONE_EPOCH,
+        *FINDER,
+        f"ckpt_path={tmp_path}/checkpoints/last.ckpt",
+        f"data.data_dir={mnist_dir}",
+        f"hydra.run.dir={tmp_path}/continued",
+        check=False,
+    )
     assert refused.returncode == 2 and "lr_find=true chooses the starting learning rate of a new run" in refused.stderr
 
 
 @pytest.mark.slow
 def test_every_job_of_a_multirun_finds_its_own_lr(mnist_dir, tmp_path):
-    run_entry("train.py", "-m", "optimizer=sgd,adagrad", "scheduler=step", *ONE_EPOCH, *FINDER, f"data.data_dir={mnist_dir}", f"paths.log_dir={tmp_path}")
+    run_entry(
+        "train.py",
+        "-m",
+        "optimizer=sgd,adagrad",
+        "scheduler=step",
+        *ONE_EPOCH,
+        *FINDER,
+        f"data.data_dir={mnist_dir}",
+        f"paths.log_dir={tmp_path}",
+    )
     (sweep_dir,) = (tmp_path / "train" / "multiruns").iterdir()
     for job in ("0", "1"):
         record = json.loads((sweep_dir / job / "lr_find.json").read_text())

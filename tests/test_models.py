@@ -39,7 +39,9 @@ def first_batch(datamodule) -> dict[str, torch.Tensor]:
     return datamodule.on_after_batch_transfer(next(iter(datamodule.train_dataloader())), 0)
 
 
-ROW = re.compile(r"^\s*(?P<name>\S+)\s+(?P<type>\S+)\s+(?P<shape>[\[(].*[\])]|not called)\s+(?P<params>[\d,]+)\s+(?P<macs>[\d,]+)$")
+ROW = re.compile(
+    r"^\s*(?P<name>\S+)\s+(?P<type>\S+)\s+(?P<shape>[\[(].*[\])]|not called)\s+(?P<params>[\d,]+)\s+(?P<macs>[\d,]+)$"
+)
 
 
 def report_rows(report: str) -> dict[str, dict[str, str]]:
@@ -74,7 +76,9 @@ def test_model_trains_on_the_dataset_shape(model, dataset, tmp_path, mnist_dir):
 
     before = loss_on(module, batch)
     assert before.shape == () and before.requires_grad
-    optimizer = torch.optim.SGD(module.parameters(), lr=1e-3)  # small enough for every model's curvature at initialisation
+    optimizer = torch.optim.SGD(
+        module.parameters(), lr=1e-3
+    )  # small enough for every model's curvature at initialisation
     before.backward()
     optimizer.step()
     with torch.no_grad():
@@ -82,7 +86,9 @@ def test_model_trains_on_the_dataset_shape(model, dataset, tmp_path, mnist_dir):
         after = module.loss_fn(logits, batch["label"])
     assert isinstance(logits, torch.Tensor), f"{model} returns {type(logits).__name__} in training mode"
     assert logits.shape == (BATCH, datamodule.num_classes)
-    assert after < before, f"{model}: one step on a fixed batch took the loss from {before.item():.4f} to {after.item():.4f}"
+    assert after < before, (
+        f"{model}: one step on a fixed batch took the loss from {before.item():.4f} to {after.item():.4f}"
+    )
 
     report = classifier_layer_report(module)
     total = sum(parameter.numel() for parameter in module.net.parameters())
@@ -95,7 +101,9 @@ def test_model_trains_on_the_dataset_shape(model, dataset, tmp_path, mnist_dir):
 LARGE_GRAPHS = {"densenet121", "efficientnet_b0", "googlenet", "resnet50", "resnet34", "mobilenet_v2"}
 
 
-@pytest.mark.parametrize("model", [pytest.param(model, marks=[pytest.mark.slow] if model in LARGE_GRAPHS else []) for model in MODELS])
+@pytest.mark.parametrize(
+    "model", [pytest.param(model, marks=[pytest.mark.slow] if model in LARGE_GRAPHS else []) for model in MODELS]
+)
 def test_tensorboard_graph_traces_every_model(model, tmp_path, mnist_dir):
     _, module = build([f"model={model}", *data_overrides("mnist", mnist_dir)], tmp_path)
     logger = TensorBoardLogger(tmp_path, name="tb", version="", log_graph=True)
@@ -108,7 +116,9 @@ def torchvision_name(arch: str, batch_norm: bool) -> str:
     return ARCHITECTURES[arch].batch_norm_variant if batch_norm else arch
 
 
-@pytest.mark.parametrize("arch, batch_norm", [(arch, False) for arch in ARCHITECTURES] + [("vgg11", True), ("vgg16", True)])
+@pytest.mark.parametrize(
+    "arch, batch_norm", [(arch, False) for arch in ARCHITECTURES] + [("vgg11", True), ("vgg16", True)]
+)
 def test_imagenet_configuration_has_torchvisions_parameter_count(arch, batch_norm, tmp_path):
     imagenet = ["data=fake", "data.input_shape=[3,224,224]", "data.num_classes=1000", "model.small_input_stem=false"]
     switch = [f"model.batch_norm={batch_norm}"] if arch.startswith("vgg") else []
@@ -145,7 +155,9 @@ def test_vgg_batch_norm_switch_selects_torchvisions_bn_variant(tmp_path, mnist_d
     assert sum(isinstance(layer, torch.nn.BatchNorm2d) for layer in module.net.modules()) == 8
 
 
-def expected_recurrent_parameters(cell: str, input_size: int, hidden: int, layers: int, bidirectional: bool, classes: int) -> int:
+def expected_recurrent_parameters(
+    cell: str, input_size: int, hidden: int, layers: int, bidirectional: bool, classes: int
+) -> int:
     """Per layer and direction: gates x (input weights + recurrent weights + two biases); then the head."""
     gates = {"rnn": 1, "gru": 3, "lstm": 4}[cell]
     directions = 2 if bidirectional else 1
@@ -159,7 +171,12 @@ def expected_recurrent_parameters(cell: str, input_size: int, hidden: int, layer
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 @pytest.mark.parametrize("layers, bidirectional", [(1, False), (2, False), (1, True), (3, True)])
 def test_recurrent_options_change_the_parameter_count_as_expected(cell, layers, bidirectional, tmp_path):
-    overrides = [f"model={cell}", f"model.num_layers={layers}", f"model.bidirectional={bidirectional}", "model.hidden_size=32"]
+    overrides = [
+        f"model={cell}",
+        f"model.num_layers={layers}",
+        f"model.bidirectional={bidirectional}",
+        "model.hidden_size=32",
+    ]
     _, module = build([*overrides, *data_overrides("tiny", None)], tmp_path)
     count = sum(parameter.numel() for parameter in module.net.parameters())
     assert count == expected_recurrent_parameters(cell, 64 * 3, 32, layers, bidirectional, 200)
@@ -195,9 +212,20 @@ def test_layer_report_of_lenet_matches_a_hand_count():
     report = layer_report(LeNet5((1, 28, 28), 10), (1, 28, 28), "LeNet-5")
     assert report.splitlines()[0] == "LeNet-5"
     rows = report_rows(report)
-    assert list(rows) == ["features", *(f"features.{i}" for i in range(7)), "classifier", *(f"classifier.{i}" for i in range(5))]
+    assert list(rows) == [
+        "features",
+        *(f"features.{i}" for i in range(7)),
+        "classifier",
+        *(f"classifier.{i}" for i in range(5)),
+    ]
     # 16x6x5x5 weights + 16 biases; 10x10 outputs x 16 channels x 6x5x5 inputs each
-    assert rows["features.3"] == {"name": "features.3", "type": "Conv2d", "shape": "[1, 16, 10, 10]", "params": "2,416", "macs": "240,000"}
+    assert rows["features.3"] == {
+        "name": "features.3",
+        "type": "Conv2d",
+        "shape": "[1, 16, 10, 10]",
+        "params": "2,416",
+        "macs": "240,000",
+    }
     assert rows["features.6"]["shape"] == "[1, 400]" and rows["classifier.4"]["shape"] == "[1, 10]"
     # 28*28*6*25 + 10*10*16*150 + 400*120 + 120*84 + 84*10
     assert "multiply-accumulates per input: 416,520" in report
@@ -220,7 +248,15 @@ def test_summarize_prints_every_layer_with_the_train_overrides(tmp_path):
 
 
 def test_summarize_turns_a_collapsing_stem_into_one_sentence(tmp_path):
-    result = run_entry("summarize.py", "model=alexnet", "model.small_input_stem=false", "data=fake", "data.input_shape=[1,28,28]", f"hydra.run.dir={tmp_path}", check=False)
+    result = run_entry(
+        "summarize.py",
+        "model=alexnet",
+        "model.small_input_stem=false",
+        "data=fake",
+        "data.input_shape=[1,28,28]",
+        f"hydra.run.dir={tmp_path}",
+        check=False,
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert "AlexNet cannot process a 1x28x28 input" in line and "model.small_input_stem=true" in line
@@ -228,7 +264,14 @@ def test_summarize_turns_a_collapsing_stem_into_one_sentence(tmp_path):
 
 @pytest.mark.parametrize("arch", ["squeezenet1_0", "convnext_tiny", "regnet_y_400mf", "shufflenet_v2_x1_0"])
 def test_any_torchvision_classifier_by_name_prints_its_layer_report(arch, tmp_path):
-    result = run_entry("summarize.py", "model=torchvision", f"model.arch={arch}", "data=fake", "data.num_classes=7", f"hydra.run.dir={tmp_path}")
+    result = run_entry(
+        "summarize.py",
+        "model=torchvision",
+        f"model.arch={arch}",
+        "data=fake",
+        "data.num_classes=7",
+        f"hydra.run.dir={tmp_path}",
+    )
     assert "output: [1, 7]" in result.stdout and "parameters: " in result.stdout
 
 
@@ -240,10 +283,14 @@ def test_squeezenets_head_is_its_final_1x1_convolution(tmp_path):
 def test_vit_takes_the_datasets_image_size_and_refuses_one_its_patches_do_not_divide(tmp_path):
     _, module = build(["model=torchvision", "model.arch=vit_b_16", "data=fake", "data.input_shape=[3,64,64]"], tmp_path)
     assert module.net.model.image_size == 64
-    with pytest.raises(UserError, match=r"model.arch=vit_b_16 cuts square images into 16x16 patches and cannot take 28x28 images"):
+    with pytest.raises(
+        UserError, match=r"model.arch=vit_b_16 cuts square images into 16x16 patches and cannot take 28x28 images"
+    ):
         build(["model=torchvision", "model.arch=vit_b_16", "data=fake", "data.input_shape=[1,28,28]"], tmp_path)
 
 
 def test_an_arch_that_is_not_a_classification_model_names_the_close_ones(tmp_path):
-    with pytest.raises(UserError, match=r"model.arch=resnet_18 is not a torchvision image classification model: did you mean resnet18"):
+    with pytest.raises(
+        UserError, match=r"model.arch=resnet_18 is not a torchvision image classification model: did you mean resnet18"
+    ):
         build(["model=torchvision", "model.arch=resnet_18", "data=fake"], tmp_path)

@@ -24,8 +24,15 @@ TWO_NODES = (
 ONE_NODE = "python train.py trainer=ddp_cpu trainer.devices=2"
 # the shortening overrides (listed in docs/scale.md): a tiny MLP run of 2 epochs, no test
 SHORT = [
-    "model=mlp", "trainer.max_epochs=2", "data.batch_size=16", "data.eval_batch_size=25", "data.val_size=100", "data.download=false",
-    "test=false", "callbacks.progress_bar.refresh_rate=0", "trainer.log_every_n_steps=5",
+    "model=mlp",
+    "trainer.max_epochs=2",
+    "data.batch_size=16",
+    "data.eval_batch_size=25",
+    "data.val_size=100",
+    "data.download=false",
+    "test=false",
+    "callbacks.progress_bar.refresh_rate=0",
+    "trainer.log_every_n_steps=5",
 ]
 
 
@@ -37,7 +44,11 @@ def free_port() -> int:
 
 def torchrun() -> str:
     """The torchrun of this Python's environment (the console script of `python -m torch.distributed.run`)."""
-    return str(Path(sys.executable).parent / "torchrun") if (Path(sys.executable).parent / "torchrun").exists() else shutil.which("torchrun")
+    return (
+        str(Path(sys.executable).parent / "torchrun")
+        if (Path(sys.executable).parent / "torchrun").exists()
+        else shutil.which("torchrun")
+    )
 
 
 # measured 217 s on the 2 shared cores under a load of 8: four Python processes start torch and Lightning
@@ -54,7 +65,16 @@ def runs(mnist_dir, tmp_path_factory):
     for node_rank in (0, 1):
         command = TWO_NODES.format(node_rank=node_rank).replace("127.0.0.1:29500", f"127.0.0.1:{port}").split()
         command[0] = torchrun()
-        nodes.append(subprocess.Popen([*command, *extra, f"paths.log_dir={two_logs}"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        nodes.append(
+            subprocess.Popen(
+                [*command, *extra, f"paths.log_dir={two_logs}"],
+                cwd=REPO,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
     outputs = [node.communicate(timeout=600)[0] for node in nodes]
     for node, output in zip(nodes, outputs):
         assert node.returncode == 0, output[-5000:]
@@ -67,7 +87,11 @@ def test_every_process_of_both_nodes_writes_into_the_run_directory_named_by_the_
     two_runs, _, _ = runs
     assert [path.name for path in two_runs.iterdir()] == ["torchrun-mnist-2nodes"]
     run = two_runs / "torchrun-mnist-2nodes"
-    assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "timing.csv").is_file() and (run / ".hydra" / "config.yaml").is_file()
+    assert (
+        (run / "checkpoints" / "last.ckpt").is_file()
+        and (run / "timing.csv").is_file()
+        and (run / ".hydra" / "config.yaml").is_file()
+    )
     # rank 0's log is train.log; rank 1 logs to its own file, not into rank 0's
     rank0, rank1 = (run / "train.log").read_text(), (run / "train.rank1.log").read_text()
     batch = "Batch: 16 per process x 2 processes (1 per node x 2 nodes) = 32 samples per optimizer step"
@@ -81,14 +105,20 @@ def test_two_nodes_train_the_same_weights_and_metrics_as_two_processes_on_one_no
     two = two_runs / "torchrun-mnist-2nodes"
     two_scalars, one_scalars = read_scalars(two / "tensorboard"), read_scalars(one / "tensorboard")
     for tag in ("train/loss", "val/loss", "val/top1", "val/top5"):
-        assert [step for step, _ in two_scalars[tag]] == [step for step, _ in one_scalars[tag]] and len(two_scalars[tag]) == 2
-        assert [value for _, value in two_scalars[tag]] == pytest.approx([value for _, value in one_scalars[tag]], rel=1e-6)
+        assert [step for step, _ in two_scalars[tag]] == [step for step, _ in one_scalars[tag]] and len(
+            two_scalars[tag]
+        ) == 2
+        assert [value for _, value in two_scalars[tag]] == pytest.approx(
+            [value for _, value in one_scalars[tag]], rel=1e-6
+        )
     assert one_scalars["val/loss"][-1][1] < one_scalars["val/loss"][0][1]  # it did train
     weights = [torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"] for run in (two, one)]
     torch.testing.assert_close(weights[0], weights[1], rtol=1e-6, atol=1e-7)
     for epoch in (0, 1):  # every validation image once, predicted alike
         rows = [read_rows(run / "predictions" / f"val-epoch{epoch:03d}.csv") for run in (two, one)]
-        assert [(row["index"], row["pred1"]) for row in rows[0]] == [(row["index"], row["pred1"]) for row in rows[1]] and len(rows[0]) == 100
+        assert [(row["index"], row["pred1"]) for row in rows[0]] == [
+            (row["index"], row["pred1"]) for row in rows[1]
+        ] and len(rows[0]) == 100
 
 
 def test_docs_show_the_commands_this_test_runs():
@@ -96,4 +126,3 @@ def test_docs_show_the_commands_this_test_runs():
     for node_rank in (0, 1):
         assert TWO_NODES.format(node_rank=node_rank) in page.replace("\\\n  ", "")
     assert ONE_NODE in page and " ".join(SHORT) in page
-

@@ -23,7 +23,9 @@ def image_folder(tmp_path_factory) -> tuple[Path, dict[str, int]]:
     digits, labels = synthetic_digits(4, seed=7)
     Image.fromarray(digits[0]).save(folder / "grayscale.png")
     opaque = np.full((28, 28), 255, dtype=np.uint8)
-    Image.fromarray(np.stack([digits[1]] * 3 + [opaque], axis=-1), "RGBA").resize((84, 84), Image.Resampling.NEAREST).save(folder / "rgba_large.png")
+    Image.fromarray(np.stack([digits[1]] * 3 + [opaque], axis=-1), "RGBA").resize(
+        (84, 84), Image.Resampling.NEAREST
+    ).save(folder / "rgba_large.png")
     Image.fromarray(digits[2]).convert("RGB").save(folder / "colour.jpg", quality=95)
     Image.fromarray(digits[3]).convert("P").save(folder / "palette.gif")
     (folder / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"not an image at all")
@@ -49,7 +51,13 @@ def predictions_in(stdout: str) -> dict[str, list[tuple[float, str]]]:
 def from_checkpoint(image_folder, mnist_dir, tmp_path_factory):
     """predict.py over the whole folder with the tiny run's checkpoint: its result and run directory."""
     run, out = tiny_run(tmp_path_factory, mnist_dir), tmp_path_factory.mktemp("predict")
-    return run_entry("predict.py", f"ckpt_path={run}/checkpoints/last.ckpt", str(image_folder[0]), f"hydra.run.dir={out}", check=False), out
+    return run_entry(
+        "predict.py",
+        f"ckpt_path={run}/checkpoints/last.ckpt",
+        str(image_folder[0]),
+        f"hydra.run.dir={out}",
+        check=False,
+    ), out
 
 
 def test_predict_names_the_classes_of_images_of_any_mode_and_reports_a_corrupt_one(image_folder, from_checkpoint):
@@ -58,7 +66,9 @@ def test_predict_names_the_classes_of_images_of_any_mode_and_reports_a_corrupt_o
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 2
-    assert errors[0].startswith(f"error: {folder / 'corrupt.png'} cannot be read as an image (") and errors[0].endswith("; the other images are still predicted.")
+    assert errors[0].startswith(f"error: {folder / 'corrupt.png'} cannot be read as an image (") and errors[0].endswith(
+        "; the other images are still predicted."
+    )
     assert errors[1] == "error: 1 of 5 images could not be read (named above); the other 4 were predicted."
     predicted = predictions_in(result.stdout)
     assert sorted(predicted) == sorted(expected)
@@ -71,12 +81,23 @@ def test_predict_names_the_classes_of_images_of_any_mode_and_reports_a_corrupt_o
     assert all(row["pred_name1"].startswith(expected[Path(row["file"]).name]) for row in rows)
 
 
-def test_predict_with_an_exported_model_gives_the_checkpoints_probabilities(image_folder, from_checkpoint, mnist_dir, tmp_path_factory, tmp_path):
+def test_predict_with_an_exported_model_gives_the_checkpoints_probabilities(
+    image_folder, from_checkpoint, mnist_dir, tmp_path_factory, tmp_path
+):
     folder, expected = image_folder
     run = tiny_run(tmp_path_factory, mnist_dir)
-    run_entry("export.py", f"ckpt_path={run}/checkpoints/last.ckpt", "format=torch_export", f"hydra.run.dir={tmp_path / 'export'}")
+    run_entry(
+        "export.py",
+        f"ckpt_path={run}/checkpoints/last.ckpt",
+        "format=torch_export",
+        f"hydra.run.dir={tmp_path / 'export'}",
+    )
     images = [f"image={folder / name}" for name in ("grayscale.png", "rgba_large.png")]  # image=PATH, repeated
-    from_export = predictions_in(run_entry("predict.py", f"exported={tmp_path / 'export' / 'model.pt2'}", *images, f"hydra.run.dir={tmp_path}").stdout)
+    from_export = predictions_in(
+        run_entry(
+            "predict.py", f"exported={tmp_path / 'export' / 'model.pt2'}", *images, f"hydra.run.dir={tmp_path}"
+        ).stdout
+    )
     assert sorted(from_export) == ["grayscale.png", "rgba_large.png"]
     for name, top in from_export.items():
         assert top == predictions_in(from_checkpoint[0].stdout)[name]
@@ -85,7 +106,10 @@ def test_predict_with_an_exported_model_gives_the_checkpoints_probabilities(imag
 def test_predict_needs_exactly_one_model(tmp_path):
     result = run_entry("predict.py", f"hydra.run.dir={tmp_path}", "some.png", check=False)
     assert result.returncode == 2
-    assert result.stderr.strip() == "error: Give either ckpt_path=PATH (a checkpoint of train.py) or exported=PATH (a model written by export.py), not both or neither."
+    assert (
+        result.stderr.strip()
+        == "error: Give either ckpt_path=PATH (a checkpoint of train.py) or exported=PATH (a model written by export.py), not both or neither."
+    )
 
 
 def test_images_reach_the_tiny_imagenet_shape_as_the_dataset_decodes_them(tmp_path):
@@ -93,21 +117,36 @@ def test_images_reach_the_tiny_imagenet_shape_as_the_dataset_decodes_them(tmp_pa
     colour = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
     Image.fromarray(colour).save(tmp_path / "same_size.jpg", quality=90)
     # an image of the dataset's size gives exactly the pixels the dataset's decoder gives
-    assert np.array_equal(load_as_input(tmp_path / "same_size.jpg", (3, 64, 64)).numpy(), decode_image(tmp_path / "same_size.jpg", (3, 64, 64)))
+    assert np.array_equal(
+        load_as_input(tmp_path / "same_size.jpg", (3, 64, 64)).numpy(),
+        decode_image(tmp_path / "same_size.jpg", (3, 64, 64)),
+    )
     gray = rng.integers(0, 256, (80, 100), dtype=np.uint8)
     Image.fromarray(gray).save(tmp_path / "gray.png")
     converted = load_as_input(tmp_path / "gray.png", (3, 64, 64))
     assert converted.shape == (3, 64, 64) and converted.dtype == torch.uint8
-    assert torch.equal(converted[0], converted[1]) and torch.equal(converted[1], converted[2])  # grayscale copied to three channels
+    assert torch.equal(converted[0], converted[1]) and torch.equal(
+        converted[1], converted[2]
+    )  # grayscale copied to three channels
     resized = np.asarray(Image.fromarray(gray).resize((64, 64), Image.Resampling.BILINEAR))
     assert np.array_equal(converted[0].numpy(), resized)
-    rgba = np.concatenate([colour, np.zeros((64, 64, 1), dtype=np.uint8)], axis=-1)  # fully transparent: white, as the dataset makes it
+    rgba = np.concatenate(
+        [colour, np.zeros((64, 64, 1), dtype=np.uint8)], axis=-1
+    )  # fully transparent: white, as the dataset makes it
     Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
-    assert np.array_equal(load_as_input(tmp_path / "rgba.png", (3, 64, 64)).numpy(), decode_image(tmp_path / "rgba.png", (3, 64, 64)))
+    assert np.array_equal(
+        load_as_input(tmp_path / "rgba.png", (3, 64, 64)).numpy(), decode_image(tmp_path / "rgba.png", (3, 64, 64))
+    )
     assert (load_as_input(tmp_path / "rgba.png", (3, 64, 64)) == 255).all()
     assert load_as_input(tmp_path / "rgba.png", (1, 28, 28)).shape == (1, 28, 28)
 
 
 def test_bare_paths_and_image_arguments_become_one_images_list():
     arguments = ["ckpt_path=x.ckpt", "a.png", "image=dir/b c.jpg", "--cfg", "job", "photos/", "top_k=3"]
-    assert gather_images(arguments) == ["ckpt_path=x.ckpt", "--cfg", "job", "top_k=3", "images=['a.png','dir/b c.jpg','photos/']"]
+    assert gather_images(arguments) == [
+        "ckpt_path=x.ckpt",
+        "--cfg",
+        "job",
+        "top_k=3",
+        "images=['a.png','dir/b c.jpg','photos/']",
+    ]

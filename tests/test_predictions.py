@@ -21,11 +21,20 @@ PREDICTION_COLUMNS = ["pred1", "pred1_name", "prob1"]
 def evaluated(tmp_path_factory, mnist_dir):
     """An untrained LeNet evaluated on the val split (and predicting the test split) in-process, with its logits computed directly."""
     out = tmp_path_factory.mktemp("in_process")
-    cfg = compose_config([f"data.data_dir={mnist_dir}", "data.val_size=100", "data.download=false", "data.eval_batch_size=32"], out)
+    cfg = compose_config(
+        [f"data.data_dir={mnist_dir}", "data.val_size=100", "data.download=false", "data.eval_batch_size=32"], out
+    )
     datamodule = build_datamodule(cfg)
     module = build_module(cfg, datamodule)
     writer = PerSamplePredictions(dirpath=str(out / "predictions"), data=OmegaConf.to_container(cfg.data, resolve=True))
-    trainer = Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[writer])
+    trainer = Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[writer],
+    )
     trainer.validate(module, datamodule=datamodule)
     trainer.predict(module, datamodule=datamodule, return_predictions=False)
     val_set = datamodule.val_set
@@ -46,7 +55,9 @@ def test_one_row_per_validation_sample_with_top5_and_loss_from_the_logits(evalua
         sample = position[int(row["index"])]
         expected_probs, expected_ids = probabilities[sample].topk(5)
         assert [int(row[f"pred{rank}"]) for rank in range(1, 6)] == expected_ids.tolist()
-        assert [float(row[f"prob{rank}"]) for rank in range(1, 6)] == pytest.approx(expected_probs.tolist(), rel=1e-5, abs=1e-9)
+        assert [float(row[f"prob{rank}"]) for rank in range(1, 6)] == pytest.approx(
+            expected_probs.tolist(), rel=1e-5, abs=1e-9
+        )
         assert float(row["loss"]) == pytest.approx(losses[sample].item(), rel=1e-5)
         label = int(val_set.labels[sample])
         assert int(row["label"]) == label and row["label_name"] == datamodule.class_names[label]
@@ -80,7 +91,9 @@ def test_training_writes_each_validation_epoch_and_the_test_of_the_best_checkpoi
     assert len(test.rows) == 200 and {row["checkpoint"] for row in test.rows} == {str(best)}
     assert {row["epoch"] for row in read_rows(run_dir / "predictions" / "val-epoch001.csv")} == {"1"}
     # the default checkpoints hold two points of training: epoch000.ckpt and epoch001.ckpt, besides best and last
-    assert {"epoch000.ckpt", "epoch001.ckpt", "last.ckpt", best.name} <= {path.name for path in (run_dir / "checkpoints").iterdir()}
+    assert {"epoch000.ckpt", "epoch001.ckpt", "last.ckpt", best.name} <= {
+        path.name for path in (run_dir / "checkpoints").iterdir()
+    }
 
 
 def test_validation_figures_reach_tensorboard_each_epoch(run_dir):
@@ -91,9 +104,13 @@ def test_validation_figures_reach_tensorboard_each_epoch(run_dir):
 
 def test_eval_writes_the_predictions_of_its_checkpoint(run_dir, tmp_path):
     checkpoint = run_dir / "checkpoints" / "epoch000.ckpt"
-    run_entry("eval.py", f"ckpt_path={checkpoint}", f"hydra.run.dir={tmp_path}", "callbacks.progress_bar.refresh_rate=0")
+    run_entry(
+        "eval.py", f"ckpt_path={checkpoint}", f"hydra.run.dir={tmp_path}", "callbacks.progress_bar.refresh_rate=0"
+    )
     evaluated = read_rows(tmp_path / "predictions" / "val-epoch000.csv")
-    assert {row["checkpoint"] for row in evaluated} == {str(checkpoint)} and {row["epoch"] for row in evaluated} == {"0"}
+    assert {row["checkpoint"] for row in evaluated} == {str(checkpoint)} and {row["epoch"] for row in evaluated} == {
+        "0"
+    }
     during_training = read_rows(run_dir / "predictions" / "val-epoch000.csv")
     # the same weights on the same samples: the same predictions as the validation of epoch 0
     assert [(row["index"], *(row[name] for name in PREDICTION_COLUMNS)) for row in evaluated] == [
@@ -104,15 +121,20 @@ def test_eval_writes_the_predictions_of_its_checkpoint(run_dir, tmp_path):
 
 def test_compare_evaluates_two_checkpoints_and_finds_their_disagreements(run_dir, tmp_path):
     result = run_entry(
-        "compare.py", str(run_dir / "checkpoints" / "epoch000.ckpt"), str(run_dir / "checkpoints" / "epoch001.ckpt"),
-        f"hydra.run.dir={tmp_path}", "callbacks.progress_bar.refresh_rate=0",
+        "compare.py",
+        str(run_dir / "checkpoints" / "epoch000.ckpt"),
+        str(run_dir / "checkpoints" / "epoch001.ckpt"),
+        f"hydra.run.dir={tmp_path}",
+        "callbacks.progress_bar.refresh_rate=0",
     )
     first, second = (read_rows(run_dir / "predictions" / f"val-epoch00{epoch}.csv") for epoch in (0, 1))
     differing = [a["index"] for a, b in zip(first, second) if a["pred1"] != b["pred1"]]
     assert differing, "the two epochs should judge some samples differently"
     assert [row["index"] for row in read_rows(tmp_path / "disagreements.csv")] == differing
     assert f"{len(differing)} judged differently" in result.stdout
-    assert (tmp_path / "a" / "predictions" / "val-epoch000.csv").is_file() and (tmp_path / "b" / "predictions" / "val-epoch001.csv").is_file()
+    assert (tmp_path / "a" / "predictions" / "val-epoch000.csv").is_file() and (
+        tmp_path / "b" / "predictions" / "val-epoch001.csv"
+    ).is_file()
     assert (tmp_path / "contact_sheet.png").stat().st_size > 0
     assert image_tags(tmp_path / "tensorboard") == {"compare/contact_sheet": 1}
 
@@ -121,8 +143,13 @@ def test_a_run_that_fails_keeps_the_files_and_figures_of_the_epochs_before(mnist
     # epoch 0's figures are still being drawn by the background writer when epoch 1 starts and fails:
     # they reach TensorBoard because the callbacks wait for the writer on the way out
     result = run_entry(
-        "train.py", *TINY, f"data.data_dir={mnist_dir}", f"hydra.run.dir={tmp_path}",
-        "+callbacks.fail._target_=tests.failing_callback.FailAtEpoch", "+callbacks.fail.epoch=1", check=False,
+        "train.py",
+        *TINY,
+        f"data.data_dir={mnist_dir}",
+        f"hydra.run.dir={tmp_path}",
+        "+callbacks.fail._target_=tests.failing_callback.FailAtEpoch",
+        "+callbacks.fail.epoch=1",
+        check=False,
     )
     assert result.returncode == 2 and "Stopped on purpose at the start of epoch 1." in result.stderr
     assert len(read_predictions(tmp_path / "predictions" / "val-epoch000.csv").rows) == 100

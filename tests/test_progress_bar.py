@@ -9,7 +9,9 @@ from lightning_modules.classifier import ImageClassifier
 
 
 def test_the_bar_shows_the_step_values_and_the_validation_accuracy(tmp_path):
-    datamodule = FakeDataModule(input_shape=(1, 28, 28), num_classes=10, train_size=64, val_size=16, test_size=16, batch_size=8)
+    datamodule = FakeDataModule(
+        input_shape=(1, 28, 28), num_classes=10, train_size=64, val_size=16, test_size=16, batch_size=8
+    )
     module = ImageClassifier(
         net={"_target_": "lightning_modules.nets.lenet.LeNet5"}, optimizer={"_target_": "torch.optim.SGD", "lr": 0.01},
         scheduler=None, input_shape=(1, 28, 28), num_classes=10,

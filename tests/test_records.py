@@ -23,9 +23,19 @@ from tests.tensorboard_events import read_scalars_as_shown
 
 EPOCHS = 3
 SMALL = [
-    "trainer=cpu", "data=fake", "data.input_shape=[1,28,28]", "data.num_classes=10", "data.train_size=96", "data.val_size=32",
-    "data.test_size=32", "data.batch_size=8", "model.dropout=0.3", f"trainer.max_epochs={EPOCHS}",
-    "callbacks.progress_bar.refresh_rate=0", "callbacks.periodic_checkpoint.every_n_epochs=1", "trainer.log_every_n_steps=5",
+    "trainer=cpu",
+    "data=fake",
+    "data.input_shape=[1,28,28]",
+    "data.num_classes=10",
+    "data.train_size=96",
+    "data.val_size=32",
+    "data.test_size=32",
+    "data.batch_size=8",
+    "model.dropout=0.3",
+    f"trainer.max_epochs={EPOCHS}",
+    "callbacks.progress_bar.refresh_rate=0",
+    "callbacks.periodic_checkpoint.every_n_epochs=1",
+    "trainer.log_every_n_steps=5",
     "logger=[tensorboard,csv]",
 ]
 EPOCH_TAGS = ("train/loss", "train/top1", "train/top5", "val/loss", "val/top1", "val/top5")
@@ -35,7 +45,10 @@ def epoch_rows(run: Path) -> dict[str, list[tuple[int, int, float]]]:
     """tag -> [(epoch, step, value)] of the rows of metrics.csv that hold it."""
     with (run / "csv" / "metrics.csv").open(newline="") as file:
         rows = list(csv.DictReader(file))
-    return {tag: [(int(float(row["epoch"])), int(row["step"]), float(row[tag])) for row in rows if row.get(tag)] for tag in EPOCH_TAGS}
+    return {
+        tag: [(int(float(row["epoch"])), int(row["step"]), float(row[tag])) for row in rows if row.get(tag)]
+        for tag in EPOCH_TAGS
+    }
 
 
 def the_run(logs: Path) -> Path:
@@ -51,12 +64,24 @@ def straight(tmp_path_factory) -> dict[str, list[tuple[int, int, float]]]:
 
 
 # after the last epoch (the resumed run only tests) and in the test phase: the slow suite
-@pytest.mark.parametrize("moment, epoch", [("epoch_end", 0), pytest.param("epoch_end", EPOCHS - 1, marks=pytest.mark.slow), pytest.param("test_start", 0, marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "moment, epoch",
+    [
+        ("epoch_end", 0),
+        pytest.param("epoch_end", EPOCHS - 1, marks=pytest.mark.slow),
+        pytest.param("test_start", 0, marks=pytest.mark.slow),
+    ],
+)
 def test_a_kill_after_last_ckpt_or_in_the_test_phase_loses_no_row(straight, tmp_path, moment, epoch):
     logs = tmp_path / "logs"
     overrides = [
-        *SMALL, f"paths.log_dir={logs}", "resume=true", "+callbacks.kill._target_=tests.failing_callback.KillAt",
-        f"+callbacks.kill.moment={moment}", f"+callbacks.kill.epoch={epoch}", f"+callbacks.kill.once={tmp_path / 'killed'}",
+        *SMALL,
+        f"paths.log_dir={logs}",
+        "resume=true",
+        "+callbacks.kill._target_=tests.failing_callback.KillAt",
+        f"+callbacks.kill.moment={moment}",
+        f"+callbacks.kill.epoch={epoch}",
+        f"+callbacks.kill.once={tmp_path / 'killed'}",
     ]
     killed = run_entry("train.py", *overrides, check=False)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
@@ -78,13 +103,22 @@ def test_a_kill_after_last_ckpt_or_in_the_test_phase_loses_no_row(straight, tmp_
 
 def start(overrides: list[str]) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0"}
-    return subprocess.Popen([sys.executable, "train.py", *overrides], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "train.py", *overrides],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_for(path: Path, process: subprocess.Popen, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while not path.exists():
-        assert process.poll() is None, f"train.py ended ({process.returncode}) before writing {path}: {process.stderr.read()[-3000:]}"
+        assert process.poll() is None, (
+            f"train.py ended ({process.returncode}) before writing {path}: {process.stderr.read()[-3000:]}"
+        )
         assert time.monotonic() < deadline, f"no {path} after {timeout} s"
         time.sleep(0.05)
 
@@ -97,7 +131,12 @@ def hydra_record(run: Path) -> dict[str, bytes]:
 def test_a_second_process_into_a_live_run_directory_is_refused_and_the_lock_dies_with_the_first(tmp_path):
     logs = tmp_path / "logs"
     # long enough to be alive when the second process starts: 100 epochs of 12 batches
-    overrides = [*(override for override in SMALL if not override.startswith("trainer.max_epochs=")), "trainer.max_epochs=100", "test=false", f"paths.log_dir={logs}"]
+    overrides = [
+        *(override for override in SMALL if not override.startswith("trainer.max_epochs=")),
+        "trainer.max_epochs=100",
+        "test=false",
+        f"paths.log_dir={logs}",
+    ]
     first = start(overrides)
     try:
         wait_for(logs / "train" / "runs", first)
@@ -108,7 +147,11 @@ def test_a_second_process_into_a_live_run_directory_is_refused_and_the_lock_dies
         second = run_entry("train.py", *overrides, "resume=true", check=False)
         assert second.returncode == 2, second.stderr[-3000:]
         (line,) = second.stderr.strip().splitlines()
-        assert line.startswith(f"error: Another process (pid {first.pid} on ") and f"is running in {run}:" in line and line.count(". ") == 0
+        assert (
+            line.startswith(f"error: Another process (pid {first.pid} on ")
+            and f"is running in {run}:" in line
+            and line.count(". ") == 0
+        )
         assert first.poll() is None, "the first run goes on"
         assert hydra_record(run) == before and the_run(logs) == run
         log_after = (run / "train.log").read_bytes()  # the first run's own lines go on, none of the second's

@@ -25,7 +25,9 @@ def curve(values: list[float]) -> tuple[list[int], list[float]]:
 
 FALLING_TRAIN = curve([2.0 * 0.8**epoch for epoch in range(12)])
 # lowest at epoch 5, then rising steadily: overfitting from epoch 6
-OVERFITTING_VAL = curve([1.5 * 0.8**epoch for epoch in range(6)] + [1.5 * 0.8**5 * (1 + 0.07 * step) for step in range(1, 7)])
+OVERFITTING_VAL = curve(
+    [1.5 * 0.8**epoch for epoch in range(6)] + [1.5 * 0.8**5 * (1 + 0.07 * step) for step in range(1, 7)]
+)
 HEALTHY_VAL = curve([1.5 * 0.85**epoch for epoch in range(12)])
 # noisy but still improving: a dip at epoch 4 is beaten later
 NOISY_HEALTHY_VAL = curve([1.5, 1.1, 0.9, 0.8, 0.6, 0.7, 0.66, 0.62, 0.58, 0.61, 0.55, 0.57])
@@ -36,10 +38,14 @@ PLATEAU_VAL = curve([1.5, 1.0, 0.8, 0.7, 0.65, 0.6] + [0.6 * (1 + 0.01 * (-1) **
 def test_overfitting_detector_fires_at_the_epoch_after_the_val_loss_minimum():
     found = detect_overfitting(FALLING_TRAIN, OVERFITTING_VAL)
     assert found is not None and found.onset == 6 and found.best_epoch == 5
-    assert found.sentence().startswith("val loss rises from epoch 6 while train loss keeps falling: overfitting from epoch 6")
+    assert found.sentence().startswith(
+        "val loss rises from epoch 6 while train loss keeps falling: overfitting from epoch 6"
+    )
 
 
-@pytest.mark.parametrize("val_loss", [HEALTHY_VAL, NOISY_HEALTHY_VAL, PLATEAU_VAL], ids=["healthy", "noisy-healthy", "plateau"])
+@pytest.mark.parametrize(
+    "val_loss", [HEALTHY_VAL, NOISY_HEALTHY_VAL, PLATEAU_VAL], ids=["healthy", "noisy-healthy", "plateau"]
+)
 def test_overfitting_detector_stays_silent_on_healthy_curves(val_loss):
     assert detect_overfitting(FALLING_TRAIN, val_loss) is None
 
@@ -80,7 +86,9 @@ def test_report_of_a_tiny_run_has_the_figures_and_the_numbers_of_its_event_files
     assert f"| metric | last epoch ({last_epoch}) |" in report
     timing = read_rows(run / "timing.csv")[-1]
     assert f"training time {float(timing['train_s']):.1f} s" in report
-    assert f"throughput {float(timing['samples_per_s']):.0f} training images/s over {timing['samples']} images" in report
+    assert (
+        f"throughput {float(timing['samples_per_s']):.0f} training images/s over {timing['samples']} images" in report
+    )
     first = next(epoch for epoch, (_, value) in enumerate(scalars["train/top5"]) if value >= 0.5)
     assert f"- Train top-5 reached 50% at epoch {first}." in report
     assert "model:\n  _target_: lightning_modules.nets.lenet.LeNet5" in report  # the composed config
@@ -91,11 +99,19 @@ def write_planted_run(run: Path, train_loss: list[float], val_loss: list[float],
     writer = SummaryWriter(str(run / "tensorboard"))
     for epoch, (train, val) in enumerate(zip(train_loss, val_loss)):
         step = 10 * (epoch + 1)
-        for tag, value in {"val/loss": val, "val/top1": math.exp(-val), "epoch": epoch, "train/loss": train, "train/top1": math.exp(-train)}.items():
+        for tag, value in {
+            "val/loss": val,
+            "val/top1": math.exp(-val),
+            "epoch": epoch,
+            "train/loss": train,
+            "train/top1": math.exp(-train),
+        }.items():
             writer.add_scalar(tag, value, step)
     writer.close()
     (run / ".hydra").mkdir(parents=True)
-    (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"data": {"num_folds": None if fold is None else 3, "fold": fold or 0}}))
+    (run / ".hydra" / "config.yaml").write_text(
+        yaml.safe_dump({"data": {"num_folds": None if fold is None else 3, "fold": fold or 0}})
+    )
     overrides = ["model=lenet"] + ([] if fold is None else ["data.num_folds=3", f"data.fold={fold}"])
     (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
 
@@ -127,4 +143,7 @@ def test_report_of_a_folder_without_runs_is_one_sentence(tmp_path, capsys):
     with pytest.raises(SystemExit) as stopped:
         report_main([str(tmp_path)])
     assert stopped.value.code == 2
-    assert capsys.readouterr().err.strip() == f"error: {tmp_path} holds no run with TensorBoard event files (<run>/tensorboard/events.out.tfevents.*): pass the directory of a run of train.py (logger=tensorboard) or of a sweep of them."
+    assert (
+        capsys.readouterr().err.strip()
+        == f"error: {tmp_path} holds no run with TensorBoard event files (<run>/tensorboard/events.out.tfevents.*): pass the directory of a run of train.py (logger=tensorboard) or of a sweep of them."
+    )

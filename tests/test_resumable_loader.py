@@ -36,9 +36,13 @@ class RecordingDataset(ArrayImageDataset):
 
 
 def loader_over(size: int, batch_size: int) -> tuple[ResumableDataLoader, RecordingDataset]:
-    dataset = RecordingDataset(torch.arange(size, dtype=torch.uint8).view(size, 1, 1, 1), torch.arange(size), torch.arange(size))
+    dataset = RecordingDataset(
+        torch.arange(size, dtype=torch.uint8).view(size, 1, 1, 1), torch.arange(size), torch.arange(size)
+    )
     dataset.received = []
-    return ResumableDataLoader(dataset, EpochShuffleSampler(size, seed=5, batch_size=batch_size), generator=torch.Generator()), dataset
+    return ResumableDataLoader(
+        dataset, EpochShuffleSampler(size, seed=5, batch_size=batch_size), generator=torch.Generator()
+    ), dataset
 
 
 def test_the_dataset_gets_each_batch_as_one_index_tensor():
@@ -74,7 +78,9 @@ def test_a_resumed_epoch_serves_the_batches_not_yet_served():
 def test_loader_processes_serve_the_same_batches():
     in_process, _ = loader_over(100, 16)
     dataset = in_process.dataset.dataset
-    with_workers = ResumableDataLoader(dataset, EpochShuffleSampler(100, seed=5, batch_size=16), generator=torch.Generator(), num_workers=2)
+    with_workers = ResumableDataLoader(
+        dataset, EpochShuffleSampler(100, seed=5, batch_size=16), generator=torch.Generator(), num_workers=2
+    )
     for loader in (in_process, with_workers):
         loader.sampler.set_epoch(1)
     for ours, theirs in zip(in_process, with_workers, strict=True):

@@ -20,9 +20,20 @@ EPOCHS = 3
 # Random images (fake data) in MNIST's shape, 60 small batches per epoch: long enough to be interrupted
 # mid-epoch; dropout makes the result depend on the random generators being restored.
 SLOW_ENOUGH = [
-    "trainer=cpu", "data=fake", "data.input_shape=[1,28,28]", "data.num_classes=10", "data.train_size=480", "data.val_size=64",
-    "data.test_size=32", "data.batch_size=8", "model.dropout=0.3", f"trainer.max_epochs={EPOCHS}", "test=false",
-    "callbacks.progress_bar.refresh_rate=0", "callbacks.periodic_checkpoint.every_n_epochs=1", "trainer.log_every_n_steps=10",
+    "trainer=cpu",
+    "data=fake",
+    "data.input_shape=[1,28,28]",
+    "data.num_classes=10",
+    "data.train_size=480",
+    "data.val_size=64",
+    "data.test_size=32",
+    "data.batch_size=8",
+    "model.dropout=0.3",
+    f"trainer.max_epochs={EPOCHS}",
+    "test=false",
+    "callbacks.progress_bar.refresh_rate=0",
+    "callbacks.periodic_checkpoint.every_n_epochs=1",
+    "trainer.log_every_n_steps=10",
     "logger=[tensorboard,csv]",
 ]
 
@@ -66,22 +77,36 @@ def straight_run(tmp_path_factory) -> Path:
 
 def start(overrides: list[str]) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0"}
-    return subprocess.Popen([sys.executable, "train.py", *overrides], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "train.py", *overrides],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_for(path: Path, process: subprocess.Popen, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while not path.exists():
-        assert process.poll() is None, f"train.py ended ({process.returncode}) before writing {path}: {process.stderr.read()[-3000:]}"
+        assert process.poll() is None, (
+            f"train.py ended ({process.returncode}) before writing {path}: {process.stderr.read()[-3000:]}"
+        )
         assert time.monotonic() < deadline, f"no {path} after {timeout} s"
         time.sleep(0.05)
 
 
 def test_resuming_from_a_mid_run_checkpoint_reproduces_the_straight_run(straight_run, tmp_path):
     """Stop after 1 of 3 epochs (the straight run's epoch000.ckpt), resume in a new directory: same final state and val metrics."""
-    run_entry("train.py", *SLOW_ENOUGH, f"hydra.run.dir={tmp_path}", f"ckpt_path={straight_run}/checkpoints/epoch000.ckpt")
+    run_entry(
+        "train.py", *SLOW_ENOUGH, f"hydra.run.dir={tmp_path}", f"ckpt_path={straight_run}/checkpoints/epoch000.ckpt"
+    )
     assert_same_training_state(straight_run / "checkpoints" / "last.ckpt", tmp_path / "checkpoints" / "last.ckpt")
-    expected, resumed = read_scalars_as_shown(straight_run / "tensorboard"), read_scalars_as_shown(tmp_path / "tensorboard")
+    expected, resumed = (
+        read_scalars_as_shown(straight_run / "tensorboard"),
+        read_scalars_as_shown(tmp_path / "tensorboard"),
+    )
     for tag in ("val/loss", "val/top1", "train/loss"):
         assert resumed[tag] == expected[tag][1:], tag  # epochs 2 and 3, same steps, same values
 
@@ -130,7 +155,9 @@ def test_sigkill_at_random_moments_then_resume_true_matches_the_straight_run(str
 
 def test_resume_true_picks_the_latest_run_of_the_same_experiment(tmp_path):
     logs = tmp_path / "logs"
-    one_epoch = [override for override in SLOW_ENOUGH if not override.startswith("trainer.max_epochs=")] + ["trainer.max_epochs=1"]
+    one_epoch = [override for override in SLOW_ENOUGH if not override.startswith("trainer.max_epochs=")] + [
+        "trainer.max_epochs=1"
+    ]
     common = [*one_epoch, f"paths.log_dir={logs}"]
     run_entry("train.py", *common)
     (first,) = (logs / "train" / "runs").iterdir()
@@ -140,7 +167,11 @@ def test_resume_true_picks_the_latest_run_of_the_same_experiment(tmp_path):
     config = other / ".hydra" / "config.yaml"
     config.write_text(config.read_text().replace("lr: 0.05", "lr: 0.01"))
     os.utime(other / "checkpoints" / "last.ckpt", (time.time() + 60, time.time() + 60))
-    run_entry("train.py", *reversed(common), "resume=true")  # the first run's settings, in another order (each key once)
-    assert sorted((logs / "train" / "runs").iterdir()) == [first, other], "resume=true must not start a new run directory"
+    run_entry(
+        "train.py", *reversed(common), "resume=true"
+    )  # the first run's settings, in another order (each key once)
+    assert sorted((logs / "train" / "runs").iterdir()) == [first, other], (
+        "resume=true must not start a new run directory"
+    )
     assert f"Resuming {first} from {first}/checkpoints/last.ckpt" in (first / "train.log").read_text()
     assert "Resuming" not in (other / "train.log").read_text()

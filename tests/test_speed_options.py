@@ -20,18 +20,24 @@ SGD = {"_target_": "torch.optim.SGD", "lr": 0.1}
 
 def classifier(channels: int = 3, **options) -> ImageClassifier:
     """3 channels: a single-channel tensor is channels-last and contiguous at once."""
-    return ImageClassifier(net=LENET, optimizer=SGD, scheduler=None, input_shape=(channels, 28, 28), num_classes=10, **options)
+    return ImageClassifier(
+        net=LENET, optimizer=SGD, scheduler=None, input_shape=(channels, 28, 28), num_classes=10, **options
+    )
 
 
 def on_cpu_trainer(module: ImageClassifier) -> ImageClassifier:
-    module.trainer = Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    module.trainer = Trainer(
+        accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False
+    )
     return module
 
 
 def input_formats(module: ImageClassifier, images: torch.Tensor) -> list[bool]:
     """Whether the network's input was channels-last, for one forward pass."""
     seen = []
-    handle = module.net.register_forward_pre_hook(lambda _, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last)))
+    handle = module.net.register_forward_pre_hook(
+        lambda _, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last))
+    )
     module(images)
     handle.remove()
     return seen
@@ -79,7 +85,9 @@ def test_gpu_preset_trains_in_bfloat16(tmp_path):
 def test_the_profiler_is_lightnings_as_configured(tmp_path):
     trainer = build_trainer(compose_config(["trainer=cpu"], tmp_path), callbacks=[], loggers=[])
     assert isinstance(trainer.profiler, PassThroughProfiler)  # trainer.profiler=null: none
-    profiled = build_trainer(compose_config(["trainer=cpu", "trainer.profiler=simple"], tmp_path), callbacks=[], loggers=[])
+    profiled = build_trainer(
+        compose_config(["trainer=cpu", "trainer.profiler=simple"], tmp_path), callbacks=[], loggers=[]
+    )
     assert isinstance(profiled.profiler, SimpleProfiler)
 
 
@@ -104,15 +112,29 @@ def fast_run(mnist_dir, tmp_path_factory):
     """The mnist_fast preset on the tiny generated MNIST, one epoch, with the speed options switched on on the CPU."""
     out = tmp_path_factory.mktemp("mnist_fast")
     run_entry(
-        "train.py", "experiment=mnist_fast", *TINY, "trainer.max_epochs=1", f"data.data_dir={mnist_dir}", f"hydra.run.dir={out}",
-        "trainer.precision=bf16-mixed", "module.channels_last=true", "module.compile={backend: eager}",
+        "train.py",
+        "experiment=mnist_fast",
+        *TINY,
+        "trainer.max_epochs=1",
+        f"data.data_dir={mnist_dir}",
+        f"hydra.run.dir={out}",
+        "trainer.precision=bf16-mixed",
+        "module.channels_last=true",
+        "module.compile={backend: eager}",
     )
     return out
 
 
 def test_mnist_fast_trains_validates_once_and_tests(fast_run):
     checkpoint = torch.load(fast_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    assert checkpoint["hyper_parameters"]["channels_last"] is True and checkpoint["hyper_parameters"]["compile"] == {"backend": "eager"}
-    assert checkpoint["run_config"]["trainer"]["check_val_every_n_epoch"] == 1  # = max_epochs: one validation, at the end
+    assert checkpoint["hyper_parameters"]["channels_last"] is True and checkpoint["hyper_parameters"]["compile"] == {
+        "backend": "eager"
+    }
+    assert (
+        checkpoint["run_config"]["trainer"]["check_val_every_n_epoch"] == 1
+    )  # = max_epochs: one validation, at the end
     assert list(checkpoint["state_dict"]) == list(classifier(channels=1).state_dict())
-    assert sorted(path.name for path in (fast_run / "predictions").glob("*.csv")) == ["test-epoch000.csv", "val-epoch000.csv"]
+    assert sorted(path.name for path in (fast_run / "predictions").glob("*.csv")) == [
+        "test-epoch000.csv",
+        "val-epoch000.csv",
+    ]

@@ -24,7 +24,14 @@ class CountingStrategy:
 
 def trainer(world_size: int) -> SimpleNamespace:
     saved = []
-    return SimpleNamespace(strategy=CountingStrategy(), world_size=world_size, global_step=0, current_epoch=1, saved=saved, save_checkpoint=saved.append)
+    return SimpleNamespace(
+        strategy=CountingStrategy(),
+        world_size=world_size,
+        global_step=0,
+        current_epoch=1,
+        saved=saved,
+        save_checkpoint=saved.append,
+    )
 
 
 def train(callback: StopOnSignal, trainer: SimpleNamespace, steps: range) -> None:
@@ -46,7 +53,9 @@ def test_a_signal_stops_at_the_next_agreement_with_a_checkpoint(world_size, stop
     callback, ddp = StopOnSignal("checkpoints", check_every_n_steps=25), trainer(world_size)
     train(callback, ddp, range(1, 31))
     callback.received = signal.SIGTERM  # what the handler records
-    with pytest.raises(TrainingStopped, match=rf"SIGTERM after batch {stopped_at} of epoch 1 \(global step {stopped_at}\).*resume=true"):
+    with pytest.raises(
+        TrainingStopped, match=rf"SIGTERM after batch {stopped_at} of epoch 1 \(global step {stopped_at}\).*resume=true"
+    ):
         train(callback, ddp, range(31, 101))
     assert ddp.saved == ["checkpoints/last.ckpt"]
 

@@ -10,13 +10,16 @@ import pytest
 from omegaconf import OmegaConf
 
 import sweep_summary
-
 from tests.compose import compose_config
 from tests.conftest import TINY, run_entry
 from tests.csv_rows import read_rows
 from tests.tensorboard_events import hparams, read_scalars
 
-ONE_EPOCH = [*(override for override in TINY if not override.startswith("trainer.max_epochs=")), "trainer.max_epochs=1", "test=false"]
+ONE_EPOCH = [
+    *(override for override in TINY if not override.startswith("trainer.max_epochs=")),
+    "trainer.max_epochs=1",
+    "test=false",
+]
 DIVERGING_LR = "1e9"  # the loss is NaN after a step or two: callbacks/finite_loss.py stops the job
 NAN_REASON = "The training loss became NaN or infinite at epoch 0"
 
@@ -26,8 +29,14 @@ def sweep(mnist_dir, tmp_path_factory):
     """optimizer=sgd,adam x optimizer.lr=0.05,1e9: two jobs train, two diverge."""
     log_dir = tmp_path_factory.mktemp("sweep_logs")
     result = run_entry(
-        "train.py", "-m", "optimizer=sgd,adam", f"optimizer.lr=0.05,{DIVERGING_LR}", *ONE_EPOCH,
-        f"data.data_dir={mnist_dir}", f"paths.log_dir={log_dir}", check=False,
+        "train.py",
+        "-m",
+        "optimizer=sgd,adam",
+        f"optimizer.lr=0.05,{DIVERGING_LR}",
+        *ONE_EPOCH,
+        f"data.data_dir={mnist_dir}",
+        f"paths.log_dir={log_dir}",
+        check=False,
     )
     (sweep_dir,) = (log_dir / "train" / "multiruns").iterdir()
     return result, sweep_dir
@@ -51,12 +60,22 @@ def test_status_files_say_how_each_job_ended(sweep):
     for job in "13":
         assert statuses[job]["reason"].startswith(NAN_REASON)
     for job in "02":  # train.py's return value: the best val top-1, as TensorBoard has it
-        assert statuses[job]["result"] == pytest.approx(max(value for _, value in read_scalars(sweep_dir / job / "tensorboard")["val/top1"]))
+        assert statuses[job]["result"] == pytest.approx(
+            max(value for _, value in read_scalars(sweep_dir / job / "tensorboard")["val/top1"])
+        )
 
 
 def test_a_failed_jobs_reason_is_the_sentence_of_that_job_run_alone(sweep, mnist_dir, tmp_path):
     _, sweep_dir = sweep
-    alone = run_entry("train.py", "optimizer=sgd", f"optimizer.lr={DIVERGING_LR}", *ONE_EPOCH, f"data.data_dir={mnist_dir}", f"paths.log_dir={tmp_path}", check=False)
+    alone = run_entry(
+        "train.py",
+        "optimizer=sgd",
+        f"optimizer.lr={DIVERGING_LR}",
+        *ONE_EPOCH,
+        f"data.data_dir={mnist_dir}",
+        f"paths.log_dir={tmp_path}",
+        check=False,
+    )
     assert alone.returncode == 2
     (sentence,) = [line.removeprefix("error: ") for line in alone.stderr.splitlines() if line.startswith("error: ")]
     assert json.loads((sweep_dir / "1" / "status.json").read_text())["reason"] == sentence
@@ -64,21 +83,39 @@ def test_a_failed_jobs_reason_is_the_sentence_of_that_job_run_alone(sweep, mnist
 
 def test_a_job_that_fails_with_an_unexpected_exception_is_counted_with_its_type_message_and_place(mnist_dir, tmp_path):
     result = run_entry(
-        "train.py", "-m", "optimizer.lr=0.05,0.01", *ONE_EPOCH, f"data.data_dir={mnist_dir}", f"paths.log_dir={tmp_path}",
-        "+callbacks.fail._target_=tests.failing_callback.RaiseAtEpoch", "+callbacks.fail.epoch=0", check=False,
+        "train.py",
+        "-m",
+        "optimizer.lr=0.05,0.01",
+        *ONE_EPOCH,
+        f"data.data_dir={mnist_dir}",
+        f"paths.log_dir={tmp_path}",
+        "+callbacks.fail._target_=tests.failing_callback.RaiseAtEpoch",
+        "+callbacks.fail.epoch=0",
+        check=False,
     )
     (sweep_dir,) = (tmp_path / "train" / "multiruns").iterdir()
-    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == f"2 of 2 jobs failed, reasons in {sweep_dir}/summary.md"
+    assert (
+        result.returncode == 2
+        and result.stderr.strip().splitlines()[-1] == f"2 of 2 jobs failed, reasons in {sweep_dir}/summary.md"
+    )
     reason = json.loads((sweep_dir / "0" / "status.json").read_text())["reason"]
-    assert reason.startswith("TypeError (without a message) raised in on_train_epoch_start (") and "failing_callback.py" in reason
-    assert "the job's train.log has the traceback" in reason and "Traceback" in (sweep_dir / "0" / "train.log").read_text()
+    assert (
+        reason.startswith("TypeError (without a message) raised in on_train_epoch_start (")
+        and "failing_callback.py" in reason
+    )
+    assert (
+        "the job's train.log has the traceback" in reason and "Traceback" in (sweep_dir / "0" / "train.log").read_text()
+    )
 
 
 def test_summary_has_one_row_per_job_with_its_overrides_metrics_and_failure_reason(sweep):
     _, sweep_dir = sweep
     rows = read_rows(sweep_dir / "summary.csv")
     assert [(row["job"], row["optimizer"], float(row["optimizer.lr"]), row["status"]) for row in rows] == [
-        ("0", "sgd", 0.05, "completed"), ("1", "sgd", 1e9, "failed"), ("2", "adam", 0.05, "completed"), ("3", "adam", 1e9, "failed"),
+        ("0", "sgd", 0.05, "completed"),
+        ("1", "sgd", 1e9, "failed"),
+        ("2", "adam", 0.05, "completed"),
+        ("3", "adam", 1e9, "failed"),
     ]
     for row in rows:
         scalars = read_scalars(sweep_dir / row["job"] / "tensorboard")
@@ -87,7 +124,12 @@ def test_summary_has_one_row_per_job_with_its_overrides_metrics_and_failure_reas
             assert float(row["best_val_top1"]) == pytest.approx(best)
             assert float(row["val_top5"]) == pytest.approx(dict(scalars["val/top5"])[best_step])
             assert float(row["final_val_loss"]) == pytest.approx(scalars["val/loss"][-1][1])
-            assert row["epochs"] == "1" and float(row["wall_s"]) > 0 and float(row["samples_per_s"]) > 0 and row["reason"] == ""
+            assert (
+                row["epochs"] == "1"
+                and float(row["wall_s"]) > 0
+                and float(row["samples_per_s"]) > 0
+                and row["reason"] == ""
+            )
         else:
             assert row["reason"].startswith(NAN_REASON) and row["best_val_top1"] == "" and "val/top1" not in scalars
     markdown = (sweep_dir / "summary.md").read_text()
@@ -125,23 +167,42 @@ def test_sweep_summary_command_reports_a_killed_job_as_unfinished(sweep, tmp_pat
 def test_sweep_summary_command_refuses_a_folder_without_jobs(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         sweep_summary.main([str(tmp_path)])
-    assert stop.value.code == 2 and capsys.readouterr().err.startswith(f"error: {tmp_path} holds no job directories of a multirun")
+    assert stop.value.code == 2 and capsys.readouterr().err.startswith(
+        f"error: {tmp_path} holds no job directories of a multirun"
+    )
 
 
-@pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None, reason="hydra-optuna-sweeper is not installed (pip install -e '.[optuna]')")
+@pytest.mark.skipif(
+    importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None,
+    reason="hydra-optuna-sweeper is not installed (pip install -e '.[optuna]')",
+)
 def test_optuna_search_maximises_the_best_val_top1(mnist_dir, tmp_path):
-    run_entry("train.py", "hparams_search=mnist_optuna", "hydra.sweeper.n_trials=2", *ONE_EPOCH, f"data.data_dir={mnist_dir}", f"paths.log_dir={tmp_path}")
+    run_entry(
+        "train.py",
+        "hparams_search=mnist_optuna",
+        "hydra.sweeper.n_trials=2",
+        *ONE_EPOCH,
+        f"data.data_dir={mnist_dir}",
+        f"paths.log_dir={tmp_path}",
+    )
     (sweep_dir,) = (tmp_path / "train" / "multiruns").iterdir()
     results = {job: json.loads((sweep_dir / job / "status.json").read_text())["result"] for job in ("0", "1")}
     best = OmegaConf.load(sweep_dir / "optimization_results.yaml")
     assert best.best_value == pytest.approx(max(results.values()))
     for row in read_rows(sweep_dir / "summary.csv"):
         assert row["optimizer"] in ("sgd", "adam", "adagrad") and 1e-4 <= float(row["optimizer.lr"]) <= 0.3
-        assert 0 <= float(row["optimizer.weight_decay"]) <= 1e-3 and float(row["best_val_top1"]) == pytest.approx(results[row["job"]])
+        assert 0 <= float(row["optimizer.weight_decay"]) <= 1e-3 and float(row["best_val_top1"]) == pytest.approx(
+            results[row["job"]]
+        )
 
 
-@pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None, reason="hydra-submitit-launcher is not installed (pip install -e '.[slurm]')")
+@pytest.mark.skipif(
+    importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None,
+    reason="hydra-submitit-launcher is not installed (pip install -e '.[slurm]')",
+)
 def test_slurm_launcher_asks_for_the_trainers_nodes_and_processes(tmp_path):
-    launcher = compose_config(["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2"], tmp_path).hydra.launcher
+    launcher = compose_config(
+        ["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2"], tmp_path
+    ).hydra.launcher
     assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
     assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (2, 4, 4)

@@ -17,8 +17,15 @@ def run_dir(mnist_dir, tmp_path_factory):
     """3 epochs, validating only after the second, on one batch of 40 images."""
     out = tmp_path_factory.mktemp("timing_run")
     run_entry(
-        "train.py", *TINY, f"data.data_dir={mnist_dir}", f"hydra.run.dir={out}", "trainer.max_epochs=3",
-        "trainer.check_val_every_n_epoch=2", "+trainer.limit_val_batches=1", "data.eval_batch_size=40", "test=false",
+        "train.py",
+        *TINY,
+        f"data.data_dir={mnist_dir}",
+        f"hydra.run.dir={out}",
+        "trainer.max_epochs=3",
+        "trainer.check_val_every_n_epoch=2",
+        "+trainer.limit_val_batches=1",
+        "data.eval_batch_size=40",
+        "test=false",
     )
     return out
 
@@ -69,7 +76,12 @@ def test_a_run_resumed_into_its_directory_keeps_every_epoch_once(run_dir, mnist_
     kept = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] + 1
     before = read_timing(resumed)[:kept]
     run_entry(
-        "train.py", *TINY, f"data.data_dir={mnist_dir}", f"hydra.run.dir={resumed}", "trainer.max_epochs=4", "test=false",
+        "train.py",
+        *TINY,
+        f"data.data_dir={mnist_dir}",
+        f"hydra.run.dir={resumed}",
+        "trainer.max_epochs=4",
+        "test=false",
         f"ckpt_path={resumed / 'checkpoints' / 'last.ckpt'}",
     )
     rows = read_timing(resumed)

@@ -17,6 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
+from benchmarks.tiny_imagenet_files import class_from_pixels, sort_val_into_class_folders, write_tiny_imagenet
 from core.build import build_datamodule, build_module
 from core.errors import UserError
 from datamodules.image_files import BadImageFile, decode_image
@@ -26,10 +27,14 @@ from tests.compose import compose_config
 from tests.conftest import run_entry
 from tests.tensorboard_events import read_scalars
 
-from benchmarks.tiny_imagenet_files import class_from_pixels, sort_val_into_class_folders, write_tiny_imagenet
-
 CLASSES, TRAIN_PER_CLASS, VAL_PER_CLASS, TEST_COUNT = 5, 12, 4, 10
-QUIET = ["trainer=cpu", "data=tiny_imagenet", "model=lenet", "data.download=false", "callbacks.progress_bar.refresh_rate=0"]
+QUIET = [
+    "trainer=cpu",
+    "data=tiny_imagenet",
+    "model=lenet",
+    "data.download=false",
+    "callbacks.progress_bar.refresh_rate=0",
+]
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +113,11 @@ def test_test_split_is_unlabelled_and_served_for_prediction(pristine):
 
 
 def test_single_channel_jpegs_reach_the_model_as_three_channels(pristine):
-    grayscale = [path for path in sorted((pristine / "tiny-imagenet-200" / "train").rglob("*.JPEG")) if Image.open(path).mode == "L"]
+    grayscale = [
+        path
+        for path in sorted((pristine / "tiny-imagenet-200" / "train").rglob("*.JPEG"))
+        if Image.open(path).mode == "L"
+    ]
     assert grayscale, "the generator writes single-channel JPEGs"
     module = ready(pristine)
     files = [Path(module.source("train", int(index))) for index in module.train_set.source_index]
@@ -131,7 +140,9 @@ def test_cached_and_uncached_pipelines_give_identical_pixels(pristine, tmp_path)
     normalized = [module.on_after_batch_transfer(batch, 0)["image"] for module, batch in ((cached, a), (uncached, b))]
     assert torch.equal(*normalized)
     cached.setup("predict"), uncached.setup("predict")
-    assert torch.equal(all_batches(cached.predict_dataloader())["image"], all_batches(uncached.predict_dataloader())["image"])
+    assert torch.equal(
+        all_batches(cached.predict_dataloader())["image"], all_batches(uncached.predict_dataloader())["image"]
+    )
 
 
 # --- the decoded cache ---------------------------------------------------------------------------------
@@ -145,7 +156,9 @@ def test_cache_is_built_once_reused_and_rebuilt_when_the_files_change(data_dir, 
     manifest = json.loads((cache / "train" / "manifest.json").read_text())
     assert manifest["images"] == CLASSES * TRAIN_PER_CLASS and manifest["bad_files"] == []
     built = images_file.stat().st_mtime_ns
-    assert sum("Decoded" in message for message in caplog.messages) == 3  # train, val, test (prepare_data without a trainer: all splits)
+    assert (
+        sum("Decoded" in message for message in caplog.messages) == 3
+    )  # train, val, test (prepare_data without a trainer: all splits)
 
     caplog.clear()
     reused = ready(data_dir, cache_dir=str(cache))
@@ -156,19 +169,27 @@ def test_cache_is_built_once_reused_and_rebuilt_when_the_files_change(data_dir, 
     Image.new("RGB", (64, 64)).save(changed, "JPEG")
     caplog.clear()
     rebuilt = ready(data_dir, cache_dir=str(cache))
-    assert [message.split(" into ")[0] for message in caplog.messages if "Decoded" in message] == ["Decoded 60 Tiny-ImageNet train images"]
+    assert [message.split(" into ")[0] for message in caplog.messages if "Decoded" in message] == [
+        "Decoded 60 Tiny-ImageNet train images"
+    ]
     position = [rebuilt.source("train", int(index)) for index in rebuilt.train_set.source_index].index(str(changed))
     assert rebuilt.train_set.images[position].max() < 5 and reused.train_set.images[position].max() > 200
 
     # a new image in val: rebuilt with one more row; a half-written cache (no manifest) is rebuilt too
-    shutil.copy(data_dir / "tiny-imagenet-200" / "val" / "images" / "val_0.JPEG", data_dir / "tiny-imagenet-200" / "val" / "images" / "val_20.JPEG")
+    shutil.copy(
+        data_dir / "tiny-imagenet-200" / "val" / "images" / "val_0.JPEG",
+        data_dir / "tiny-imagenet-200" / "val" / "images" / "val_20.JPEG",
+    )
     with open(data_dir / "tiny-imagenet-200" / "val" / "val_annotations.txt", "a") as annotations:
         annotations.write("val_20.JPEG\tn09000137\t0\t0\t63\t63\n")
     (cache / "test" / "manifest.json").unlink()
     caplog.clear()
     module = ready(data_dir, cache_dir=str(cache))
     assert len(module.val_set) == CLASSES * VAL_PER_CLASS + 1 and int(module.val_set.labels[-1]) == 1
-    assert sorted(message.split(" images into")[0] for message in caplog.messages if "Decoded" in message) == ["Decoded 10 Tiny-ImageNet test", "Decoded 21 Tiny-ImageNet val"]
+    assert sorted(message.split(" images into")[0] for message in caplog.messages if "Decoded" in message) == [
+        "Decoded 10 Tiny-ImageNet test",
+        "Decoded 21 Tiny-ImageNet val",
+    ]
 
 
 # --- bad input -------------------------------------------------------------------------------------------
@@ -231,11 +252,19 @@ BAD_INPUTS = {
 }
 
 
-@pytest.mark.parametrize("case", [pytest.param(case, marks=pytest.mark.slow) if case in ("folder_named_jpeg", "fifo_named_jpeg") else case for case in BAD_INPUTS])
+@pytest.mark.parametrize(
+    "case",
+    [
+        pytest.param(case, marks=pytest.mark.slow) if case in ("folder_named_jpeg", "fifo_named_jpeg") else case
+        for case in BAD_INPUTS
+    ],
+)
 def test_bad_input_stops_the_run_with_one_sentence_naming_the_file(case, data_dir, tmp_path):
     damage, _, _ = BAD_INPUTS[case]
     named = damage(data_dir / "tiny-imagenet-200")
-    result = run_entry("train.py", *QUIET, f"data.data_dir={data_dir}", f"hydra.run.dir={tmp_path / 'run'}", check=False)
+    result = run_entry(
+        "train.py", *QUIET, f"data.data_dir={data_dir}", f"hydra.run.dir={tmp_path / 'run'}", check=False
+    )
     assert result.returncode == 2, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
@@ -313,16 +342,24 @@ UNREACHABLE = "http://127.0.0.1:9/tiny-imagenet-200.zip"  # the discard port: no
 
 
 def test_download_verifies_and_extracts_the_zip(official_zip, server, tmp_path):
-    module = TinyImageNetDataModule(str(tmp_path), url=f"{server}/tiny-imagenet-200.zip", md5=md5_of(official_zip), batch_size=8)
+    module = TinyImageNetDataModule(
+        str(tmp_path), url=f"{server}/tiny-imagenet-200.zip", md5=md5_of(official_zip), batch_size=8
+    )
     module.prepare_data()
     module.setup("fit")
     assert len(module.train_set) == CLASSES * TRAIN_PER_CLASS and module.num_classes == CLASSES
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["tiny-imagenet-200", "tiny-imagenet-200-decoded", "tiny-imagenet-200.zip"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "tiny-imagenet-200",
+        "tiny-imagenet-200-decoded",
+        "tiny-imagenet-200.zip",
+    ]
 
 
 def test_download_with_the_wrong_checksum_is_refused_and_not_extracted(official_zip, server, tmp_path):
     module = TinyImageNetDataModule(str(tmp_path), url=f"{server}/tiny-imagenet-200.zip", md5="0" * 32, batch_size=8)
-    with pytest.raises(UserError, match=f"to {tmp_path / 'tiny-imagenet-200.zip'} does not have the md5 checksum 0{{32}}"):
+    with pytest.raises(
+        UserError, match=f"to {tmp_path / 'tiny-imagenet-200.zip'} does not have the md5 checksum 0{{32}}"
+    ):
         module.prepare_data()
     assert not (tmp_path / "tiny-imagenet-200").exists()
 
@@ -338,12 +375,20 @@ def test_a_verified_zip_already_in_data_dir_is_extracted_offline(official_zip, t
 def test_offline_and_absent_is_one_sentence_naming_the_folder_and_the_source(official_zip, tmp_path):
     (tmp_path / "tiny-imagenet-200.zip").write_bytes(official_zip.read_bytes()[:1000])  # a cut-off earlier download
     module = TinyImageNetDataModule(str(tmp_path), url=UNREACHABLE, batch_size=8)
-    with pytest.raises(UserError, match=f"Tiny-ImageNet is not in {tmp_path / 'tiny-imagenet-200'} .* could not be downloaded from {UNREACHABLE}"):
+    with pytest.raises(
+        UserError,
+        match=f"Tiny-ImageNet is not in {tmp_path / 'tiny-imagenet-200'} .* could not be downloaded from {UNREACHABLE}",
+    ):
         module.prepare_data()
-    result = run_entry("train.py", *QUIET, f"data.data_dir={tmp_path / 'nothing'}", f"hydra.run.dir={tmp_path / 'run'}", check=False)
+    result = run_entry(
+        "train.py", *QUIET, f"data.data_dir={tmp_path / 'nothing'}", f"hydra.run.dir={tmp_path / 'run'}", check=False
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert str(tmp_path / "nothing" / "tiny-imagenet-200") in line and "http://cs231n.stanford.edu/tiny-imagenet-200.zip" in line
+    assert (
+        str(tmp_path / "nothing" / "tiny-imagenet-200") in line
+        and "http://cs231n.stanford.edu/tiny-imagenet-200.zip" in line
+    )
 
 
 # --- through the entry points ------------------------------------------------------------------------------
@@ -351,29 +396,65 @@ def test_offline_and_absent_is_one_sentence_naming_the_folder_and_the_source(off
 
 def test_train_and_eval_run_end_to_end(pristine, tmp_path):
     run = tmp_path / "run"
-    overrides = [*QUIET, f"data.data_dir={pristine}", f"data.cache_dir={tmp_path / 'cache'}", "data.batch_size=16", "trainer.max_epochs=2", "trainer.log_every_n_steps=1"]
+    overrides = [
+        *QUIET,
+        f"data.data_dir={pristine}",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "data.batch_size=16",
+        "trainer.max_epochs=2",
+        "trainer.log_every_n_steps=1",
+    ]
     run_entry("train.py", *overrides, f"hydra.run.dir={run}")
     scalars = read_scalars(run / "tensorboard")
     assert len(scalars["val/top1"]) == 2 and scalars["val/top1"][-1][1] > 0.5  # 5 classes: chance is 0.2
     assert {"test/top1", "train/top5", "train_step/loss"} <= set(scalars)
     assert (run / "checkpoints" / "last.ckpt").is_file()
-    assert (tmp_path / "cache" / "train" / "manifest.json").is_file() and not (tmp_path / "cache" / "test").exists()  # predict only
+    assert (tmp_path / "cache" / "train" / "manifest.json").is_file() and not (
+        tmp_path / "cache" / "test"
+    ).exists()  # predict only
     checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["run_config"]["data"]["_target_"] == "datamodules.tiny_imagenet.TinyImageNetDataModule"
     evaluated = tmp_path / "eval"
-    run_entry("eval.py", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", "splits=[val]", f"hydra.run.dir={evaluated}", "callbacks.progress_bar.refresh_rate=0")
-    assert json.loads((evaluated / "metrics.json").read_text())["val/top1"] == pytest.approx(scalars["val/top1"][-1][1], abs=1e-6)
+    run_entry(
+        "eval.py",
+        f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
+        "splits=[val]",
+        f"hydra.run.dir={evaluated}",
+        "callbacks.progress_bar.refresh_rate=0",
+    )
+    assert json.loads((evaluated / "metrics.json").read_text())["val/top1"] == pytest.approx(
+        scalars["val/top1"][-1][1], abs=1e-6
+    )
 
 
 # --- the homework preset (needs model=resnet18, conf/model/resnet18.yaml) ----------------------------------
 
 
 def test_resnet18_preset_is_the_documented_recipe(pristine, tmp_path):
-    cfg = compose_config(["experiment=tiny_imagenet_resnet18", f"data.data_dir={pristine}", "data.download=false", f"data.cache_dir={tmp_path / 'cache'}"], tmp_path)
-    assert cfg.data._target_ == "datamodules.tiny_imagenet.TinyImageNetDataModule" and cfg.model.small_input_stem is True
-    assert (cfg.optimizer._target_, cfg.optimizer.nesterov, cfg.optimizer.momentum, cfg.optimizer.lr, cfg.optimizer.weight_decay) == ("torch.optim.SGD", True, 0.9, 0.1, 5e-4)
+    cfg = compose_config(
+        [
+            "experiment=tiny_imagenet_resnet18",
+            f"data.data_dir={pristine}",
+            "data.download=false",
+            f"data.cache_dir={tmp_path / 'cache'}",
+        ],
+        tmp_path,
+    )
+    assert (
+        cfg.data._target_ == "datamodules.tiny_imagenet.TinyImageNetDataModule" and cfg.model.small_input_stem is True
+    )
+    assert (
+        cfg.optimizer._target_,
+        cfg.optimizer.nesterov,
+        cfg.optimizer.momentum,
+        cfg.optimizer.lr,
+        cfg.optimizer.weight_decay,
+    ) == ("torch.optim.SGD", True, 0.9, 0.1, 5e-4)
     assert cfg.data.batch_size == 256  # the batch lr 0.1 is meant for (linear scaling rule)
-    assert cfg.scheduler.scheduler._target_ == "torch.optim.lr_scheduler.CosineAnnealingLR" and cfg.trainer.max_epochs == 100
+    assert (
+        cfg.scheduler.scheduler._target_ == "torch.optim.lr_scheduler.CosineAnnealingLR"
+        and cfg.trainer.max_epochs == 100
+    )
     assert (cfg.data.augment.crop, cfg.data.augment.padding, cfg.data.augment.flip) == ("random", 4, True)
     datamodule = build_datamodule(cfg)
     module = build_module(cfg, datamodule)
@@ -382,7 +463,10 @@ def test_resnet18_preset_is_the_documented_recipe(pristine, tmp_path):
 
 def test_an_unwritable_cache_folder_is_one_sentence(pristine, tmp_path):
     (tmp_path / "a_file").write_text("")
-    with pytest.raises(UserError, match=r"Could not write the decoded Tiny-ImageNet train images in .*a_file/train .*set data.cache_dir to a writable folder"):
+    with pytest.raises(
+        UserError,
+        match=r"Could not write the decoded Tiny-ImageNet train images in .*a_file/train .*set data.cache_dir to a writable folder",
+    ):
         ready(pristine, cache_dir=str(tmp_path / "a_file"))
 
 
@@ -408,8 +492,15 @@ def _error_line(result) -> str:
 def train_run(data_dir: Path, tmp_path: Path, *overrides: str):
     """train.py on data_dir, one short epoch, its decoded cache in tmp_path/cache; the completed process."""
     return run_entry(
-        "train.py", *QUIET, f"data.data_dir={data_dir}", f"data.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'run'}",
-        "trainer.max_epochs=1", "data.batch_size=16", *overrides, check=False,
+        "train.py",
+        *QUIET,
+        f"data.data_dir={data_dir}",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        "trainer.max_epochs=1",
+        "data.batch_size=16",
+        *overrides,
+        check=False,
     )
 
 
@@ -468,23 +559,32 @@ def test_files_as_they_come_train_with_bad_files_skipped_and_counted(data_dir, t
     named = [_broken_link(root), _fifo_named_jpeg(root), _folder_named_jpeg(root)]
 
     refused = _error_line(train_run(data_dir, tmp_path))
-    assert named[0] in refused and "1 more bad inputs in the train split" in refused and not (tmp_path / "cache").exists()
+    assert (
+        named[0] in refused and "1 more bad inputs in the train split" in refused and not (tmp_path / "cache").exists()
+    )
 
     result = train_run(data_dir, tmp_path, "data.skip_bad_files=true")
     assert result.returncode == 0, result.stderr[-3000:]
     output = result.stdout + result.stderr
     assert "val/ is the official layout" in output and "\ufeff" not in output
     assert all(sum(name in line for line in output.splitlines()) == 1 for name in named)  # each reported once
-    assert f"Bad inputs left out of the Tiny-ImageNet train split: 2; {CLASSES * TRAIN_PER_CLASS} images remain." in output
+    assert (
+        f"Bad inputs left out of the Tiny-ImageNet train split: 2; {CLASSES * TRAIN_PER_CLASS} images remain." in output
+    )
     assert f"Bad inputs left out of the Tiny-ImageNet val split: 1; {CLASSES * VAL_PER_CLASS} images remain." in output
 
     # the 16-bit image is scaled to 8 bits, not clipped at 255 (PIL's plain convert made 99% of it white)
-    images, kept = np.load(tmp_path / "cache" / "train" / "images.npy"), np.load(tmp_path / "cache" / "train" / "kept.npy")
+    images, kept = (
+        np.load(tmp_path / "cache" / "train" / "images.npy"),
+        np.load(tmp_path / "cache" / "train" / "kept.npy"),
+    )
     files = TinyImageNetFolder(root).list_split("train").files
     decoded = images[kept.tolist().index(files.index(sixteen_bit))]
     assert all(np.array_equal(channel, expected) for channel in decoded)
     assert (decoded == 255).mean() < 0.01 and class_from_pixels(decoded) == 2
-    assert TinyImageNetFolder(root).class_names == [f"synthetic class {k}" for k in range(CLASSES)]  # words.txt line 1 too
+    assert TinyImageNetFolder(root).class_names == [
+        f"synthetic class {k}" for k in range(CLASSES)
+    ]  # words.txt line 1 too
 
 
 def test_image_modes_are_brought_to_rgb_over_their_full_range(tmp_path):
@@ -524,7 +624,11 @@ def test_image_modes_are_brought_to_rgb_over_their_full_range(tmp_path):
     assert saved(palette, "palette.png")[:, [0, 63], 0].T.tolist() == [[30, 60, 90], [255, 255, 255]]
 
     for image, name, why in [
-        (Image.fromarray(np.full((64, 64), 70000, np.int32)), "gray32_wide.tif", "holds 32-bit integer pixels (70000..70000, mode I)"),
+        (
+            Image.fromarray(np.full((64, 64), 70000, np.int32)),
+            "gray32_wide.tif",
+            "holds 32-bit integer pixels (70000..70000, mode I)",
+        ),
         (Image.fromarray(np.full((64, 64), 0.5, np.float32)), "float.tif", "holds floating-point pixels (mode F)"),
     ]:
         image.save(tmp_path / name)
@@ -544,7 +648,10 @@ def test_val_sorted_into_class_folders_gives_the_same_labelled_images(images_lev
 
     def by_name(module) -> dict[str, tuple[int, bytes]]:
         val = all_batches(module.val_dataloader())
-        return {Path(module.source("val", index)).name: (label, image.numpy().tobytes()) for index, label, image in zip(val["index"].tolist(), val["label"].tolist(), val["image"])}
+        return {
+            Path(module.source("val", index)).name: (label, image.numpy().tobytes())
+            for index, label, image in zip(val["index"].tolist(), val["label"].tolist(), val["image"])
+        }
 
     assert by_name(module) == by_name(official) and len(by_name(module)) == CLASSES * VAL_PER_CLASS
 
@@ -553,7 +660,10 @@ def test_train_reads_val_sorted_into_class_folders_and_says_so(data_dir, tmp_pat
     sort_val_into_class_folders(data_dir / "tiny-imagenet-200")
     result = train_run(data_dir, tmp_path, "trainer.log_every_n_steps=1")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "val/ is sorted into class folders (val/<wnid>/[images/]*.JPEG, labelled by the folder; val_annotations.txt is not used)" in result.stdout + result.stderr
+    assert (
+        "val/ is sorted into class folders (val/<wnid>/[images/]*.JPEG, labelled by the folder; val_annotations.txt is not used)"
+        in result.stdout + result.stderr
+    )
     assert len(read_scalars(tmp_path / "run" / "tensorboard")["val/top1"]) == 1
     assert json.loads((tmp_path / "cache" / "val" / "manifest.json").read_text())["images"] == CLASSES * VAL_PER_CLASS
 
@@ -582,27 +692,45 @@ def _train_folder_not_in_wnids(root: Path) -> None:
 
 # (rearrangement, named in the error)
 UNKNOWN_LAYOUTS = {
-    "val_images_without_annotations": (lambda root: (root / "val" / "val_annotations.txt").unlink(), "it holds val/images/ but no val_annotations.txt to label its images"),
+    "val_images_without_annotations": (
+        lambda root: (root / "val" / "val_annotations.txt").unlink(),
+        "it holds val/images/ but no val_annotations.txt to label its images",
+    ),
     "val_images_directly_in_val": (_val_flat, f"it holds {CLASSES * VAL_PER_CLASS} images directly in val/"),
-    "val_half_sorted": (_val_half_sorted, "it holds both images in val/images/ and class folders (n09000000, n09000137, n09000274 and 2 more)"),
-    "val_folder_not_a_class": (_val_class_folder_renamed, "besides class folders it holds folders that are not classes of wnids.txt (goldfish)"),
+    "val_half_sorted": (
+        _val_half_sorted,
+        "it holds both images in val/images/ and class folders (n09000000, n09000137, n09000274 and 2 more)",
+    ),
+    "val_folder_not_a_class": (
+        _val_class_folder_renamed,
+        "besides class folders it holds folders that are not classes of wnids.txt (goldfish)",
+    ),
     "val_missing": (lambda root: shutil.rmtree(root / "val"), "val is missing"),
     "train_folder_not_in_wnids": (_train_folder_not_in_wnids, "train holds folders that are not classes of"),
     "test_missing": (lambda root: shutil.rmtree(root / "test"), "test is missing"),
 }
 
 
-THROUGH_TRAIN_PY = ("val_images_without_annotations", "val_half_sorted")  # the rest are slow there, quick in-process below
+THROUGH_TRAIN_PY = (
+    "val_images_without_annotations",
+    "val_half_sorted",
+)  # the rest are slow there, quick in-process below
 
 
-@pytest.mark.parametrize("case", [case if case in THROUGH_TRAIN_PY else pytest.param(case, marks=pytest.mark.slow) for case in UNKNOWN_LAYOUTS])
+@pytest.mark.parametrize(
+    "case",
+    [case if case in THROUGH_TRAIN_PY else pytest.param(case, marks=pytest.mark.slow) for case in UNKNOWN_LAYOUTS],
+)
 def test_a_layout_it_does_not_know_is_refused_before_decoding_anything(case, data_dir, tmp_path):
     rearrange, named = UNKNOWN_LAYOUTS[case]
     rearrange(data_dir / "tiny-imagenet-200")
     line = _error_line(train_run(data_dir, tmp_path))
     assert named in line, line
     if case.startswith("val"):
-        assert "val/images/*.JPEG labelled by val/val_annotations.txt (the official zip), or val/<wnid>/images/*.JPEG or val/<wnid>/*.JPEG" in line
+        assert (
+            "val/images/*.JPEG labelled by val/val_annotations.txt (the official zip), or val/<wnid>/images/*.JPEG or val/<wnid>/*.JPEG"
+            in line
+        )
     assert "skip_bad_files" not in line  # skipping files cannot mend a layout
     assert not (tmp_path / "cache").exists() and not (tmp_path / "run" / "checkpoints").exists()
 
@@ -612,5 +740,7 @@ def test_every_unknown_layout_is_refused_by_the_datamodule_before_decoding(case,
     rearrange, named = UNKNOWN_LAYOUTS[case]
     rearrange(data_dir / "tiny-imagenet-200")
     with pytest.raises(UserError, match=re.escape(named)) as refused:
-        datamodule(data_dir, cache_dir=str(tmp_path / "cache"), skip_bad_files=True).prepare_data()  # skipping does not help
+        datamodule(
+            data_dir, cache_dir=str(tmp_path / "cache"), skip_bad_files=True
+        ).prepare_data()  # skipping does not help
     assert "skip_bad_files" not in str(refused.value) and not (tmp_path / "cache").exists()

@@ -16,7 +16,13 @@ EPOCH_SCALARS = {f"{stage}/{name}" for stage in ("train", "val") for name in ("l
 @pytest.fixture(scope="module")
 def run_dir(mnist_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("train_run")
-    run_entry("train.py", *TINY, f"data.data_dir={mnist_dir}", f"hydra.run.dir={out}", "callbacks.periodic_checkpoint.every_n_epochs=1")
+    run_entry(
+        "train.py",
+        *TINY,
+        f"data.data_dir={mnist_dir}",
+        f"hydra.run.dir={out}",
+        "callbacks.periodic_checkpoint.every_n_epochs=1",
+    )
     return out
 
 
@@ -43,7 +49,11 @@ def test_tensorboard_has_curves_hparams_and_graph(run_dir):
     assert "hp/best_val_top1" in scalars and "hp/test_top1" in scalars
     assert has_graph(run_dir / "tensorboard")
     params, metric_names = hparams(run_dir / "tensorboard")
-    assert params["optimizer/lr"] == 0.05 and params["model/_target_"].endswith("LeNet5") and params["model/params_total"] > 0
+    assert (
+        params["optimizer/lr"] == 0.05
+        and params["model/_target_"].endswith("LeNet5")
+        and params["model/params_total"] > 0
+    )
     assert {"hp/best_val_top1", "hp/val_top1", "hp/test_top1", "hp/test_top5"} <= set(metric_names)
 
 
@@ -54,7 +64,12 @@ def test_training_learns_the_task(run_dir):
 
 
 def test_eval_reproduces_the_val_metrics_of_training(run_dir, tmp_path):
-    result = run_entry("eval.py", f"ckpt_path={run_dir}/checkpoints/last.ckpt", f"hydra.run.dir={tmp_path}", "callbacks.progress_bar.refresh_rate=0")
+    result = run_entry(
+        "eval.py",
+        f"ckpt_path={run_dir}/checkpoints/last.ckpt",
+        f"hydra.run.dir={tmp_path}",
+        "callbacks.progress_bar.refresh_rate=0",
+    )
     evaluated = json.loads((tmp_path / "metrics.json").read_text())
     trained = read_scalars(run_dir / "tensorboard")
     for name in ("val/top1", "val/top5", "val/loss"):
@@ -64,14 +79,23 @@ def test_eval_reproduces_the_val_metrics_of_training(run_dir, tmp_path):
 
 
 def test_eval_overrides_apply_on_top_of_the_stored_config(run_dir, tmp_path):
-    run_entry("eval.py", f"ckpt_path={run_dir}/checkpoints/last.ckpt", f"hydra.run.dir={tmp_path}", "splits=[val]", "data.eval_batch_size=7", "callbacks.progress_bar.refresh_rate=0")
+    run_entry(
+        "eval.py",
+        f"ckpt_path={run_dir}/checkpoints/last.ckpt",
+        f"hydra.run.dir={tmp_path}",
+        "splits=[val]",
+        "data.eval_batch_size=7",
+        "callbacks.progress_bar.refresh_rate=0",
+    )
     stored = yaml.safe_load((tmp_path / ".hydra" / "config.yaml").read_text())
     assert stored["task_name"] == "eval"
     assert set(json.loads((tmp_path / "metrics.json").read_text())) == {"ckpt_path", "val/top1", "val/top5", "val/loss"}
 
 
 def test_eval_refuses_a_checkpoint_of_another_network(run_dir, tmp_path):
-    result = run_entry("eval.py", f"ckpt_path={run_dir}/checkpoints/last.ckpt", f"hydra.run.dir={tmp_path}", "model=mlp", check=False)
+    result = run_entry(
+        "eval.py", f"ckpt_path={run_dir}/checkpoints/last.ckpt", f"hydra.run.dir={tmp_path}", "model=mlp", check=False
+    )
     assert result.returncode == 2
     assert "belong to another network" in result.stderr
     assert "Traceback" not in result.stderr
@@ -79,7 +103,11 @@ def test_eval_refuses_a_checkpoint_of_another_network(run_dir, tmp_path):
 
 @pytest.mark.parametrize(
     "content, message",
-    [(None, "No checkpoint file at"), (b"not a checkpoint at all", "truncated or not a PyTorch checkpoint"), ("truncated", "truncated or not a PyTorch checkpoint")],
+    [
+        (None, "No checkpoint file at"),
+        (b"not a checkpoint at all", "truncated or not a PyTorch checkpoint"),
+        ("truncated", "truncated or not a PyTorch checkpoint"),
+    ],
 )
 def test_eval_refuses_bad_checkpoint_files(run_dir, tmp_path, content, message):
     path = tmp_path / "bad.ckpt"
@@ -104,7 +132,15 @@ def test_eval_refuses_a_plain_state_dict(tmp_path):
 def test_same_seed_gives_the_same_metrics(mnist_dir, tmp_path):
     curves = []
     for name in ("a", "b"):
-        run_entry("train.py", *TINY, f"data.data_dir={mnist_dir}", f"hydra.run.dir={tmp_path / name}", "seed=7", "test=false", "logger=csv")
+        run_entry(
+            "train.py",
+            *TINY,
+            f"data.data_dir={mnist_dir}",
+            f"hydra.run.dir={tmp_path / name}",
+            "seed=7",
+            "test=false",
+            "logger=csv",
+        )
         curves.append((tmp_path / name / "csv" / "metrics.csv").read_text())
     assert curves[0] == curves[1]
     assert "val/top1" in curves[0]
@@ -112,7 +148,14 @@ def test_same_seed_gives_the_same_metrics(mnist_dir, tmp_path):
 
 def test_missing_data_offline_is_one_clear_sentence(tmp_path):
     empty = tmp_path / "nothing_here"
-    result = run_entry("train.py", f"data.data_dir={empty}", "data.download=false", "data.use_shipped_copy=false", f"hydra.run.dir={tmp_path / 'out'}", check=False)
+    result = run_entry(
+        "train.py",
+        f"data.data_dir={empty}",
+        "data.download=false",
+        "data.use_shipped_copy=false",
+        f"hydra.run.dir={tmp_path / 'out'}",
+        check=False,
+    )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
@@ -120,7 +163,14 @@ def test_missing_data_offline_is_one_clear_sentence(tmp_path):
 
 
 def test_logger_none_trains_without_a_learning_rate_monitor(mnist_dir, tmp_path):
-    run_entry("train.py", *TINY, "trainer.max_epochs=1", f"data.data_dir={mnist_dir}", f"hydra.run.dir={tmp_path}", "logger=none")
+    run_entry(
+        "train.py",
+        *TINY,
+        "trainer.max_epochs=1",
+        f"data.data_dir={mnist_dir}",
+        f"hydra.run.dir={tmp_path}",
+        "logger=none",
+    )
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
     assert not (tmp_path / "tensorboard").exists() and not (tmp_path / "csv").exists()
 
@@ -128,6 +178,13 @@ def test_logger_none_trains_without_a_learning_rate_monitor(mnist_dir, tmp_path)
 def test_callbacks_none_trains_and_tests_with_lightnings_own_checkpoint(mnist_dir, tmp_path):
     # Lightning then adds an unmonitored checkpoint: there is no best score, and train.py must not ask for one
     tiny = [override for override in TINY if not override.startswith("callbacks.")]  # no progress bar config to set
-    result = run_entry("train.py", *tiny, "trainer.max_epochs=1", f"data.data_dir={mnist_dir}", f"hydra.run.dir={tmp_path}", "callbacks=none")
+    result = run_entry(
+        "train.py",
+        *tiny,
+        "trainer.max_epochs=1",
+        f"data.data_dir={mnist_dir}",
+        f"hydra.run.dir={tmp_path}",
+        "callbacks=none",
+    )
     assert "test/top1" in result.stdout
     assert list(tmp_path.rglob("*.ckpt"))

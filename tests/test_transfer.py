@@ -57,14 +57,38 @@ def test_torchvision_weights_reach_a_grey_network_with_a_new_head(resnet18_file,
 def test_frozen_backbone_and_head_learning_rate_reach_the_optimizer(resnet18_file, tmp_path, mnist_dir):
     _, path = resnet18_file
     mnist = data_overrides("mnist", mnist_dir)
-    _, frozen = build(["model=resnet18", f"model.weights_path={path}", "model.freeze_backbone=true", "model.head_lr=0.5", *mnist], tmp_path)
-    assert [name for name, parameter in frozen.net.named_parameters() if parameter.requires_grad] == ["model.fc.weight", "model.fc.bias"]
+    _, frozen = build(
+        ["model=resnet18", f"model.weights_path={path}", "model.freeze_backbone=true", "model.head_lr=0.5", *mnist],
+        tmp_path,
+    )
+    assert [name for name, parameter in frozen.net.named_parameters() if parameter.requires_grad] == [
+        "model.fc.weight",
+        "model.fc.bias",
+    ]
     (group,) = frozen.net.parameter_groups()
     assert group["lr"] == 0.5 and [tuple(parameter.shape) for parameter in group["params"]] == [(10, 512), (10,)]
 
-    datamodule, module = build(["model=resnet18", f"model.weights_path={path}", "model.head_lr=0.5", "optimizer.lr=0.01", "scheduler=onecycle", *mnist], tmp_path)
+    datamodule, module = build(
+        [
+            "model=resnet18",
+            f"model.weights_path={path}",
+            "model.head_lr=0.5",
+            "optimizer.lr=0.01",
+            "scheduler=onecycle",
+            *mnist,
+        ],
+        tmp_path,
+    )
     backbone_before = module.net.model.layer1[0].conv1.weight.detach().clone()
-    trainer = Trainer(accelerator="cpu", max_steps=2, limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = Trainer(
+        accelerator="cpu",
+        max_steps=2,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(module, datamodule=datamodule)
     backbone, head = trainer.optimizers[0].param_groups
     assert len(head["params"]) == 2 and len(backbone["params"]) == 62 - 2
@@ -80,7 +104,9 @@ def test_pretrained_weights_come_from_the_torch_hub_cache(resnet18_file, tmp_pat
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     _, module = build(["model=resnet18", "model.pretrained=true", *data_overrides("tiny", None)], tmp_path)
     net = module.net.model
-    assert torch.equal(net.conv1.weight, source.conv1.weight) and torch.equal(net.layer4[1].bn2.weight, source.layer4[1].bn2.weight)
+    assert torch.equal(net.conv1.weight, source.conv1.weight) and torch.equal(
+        net.layer4[1].bn2.weight, source.layer4[1].bn2.weight
+    )
     assert net.fc.out_features == 200
 
 
@@ -91,7 +117,9 @@ def test_pretrained_googlenet_leaves_out_the_auxiliary_classifiers(channels, tmp
     save_state_dict(source, hub_cache_file(tmp_path, "googlenet"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     net = TorchvisionNet((channels, 64, 64), 5, "googlenet", pretrained=True)
-    assert net.model.aux1 is None and torch.equal(net.model.inception4a.branch1.conv.weight, source.inception4a.branch1.conv.weight)
+    assert net.model.aux1 is None and torch.equal(
+        net.model.inception4a.branch1.conv.weight, source.inception4a.branch1.conv.weight
+    )
     # the ported weights expect RGB rescaled to [-1, 1], which torchvision's input transform does; a grey image has no RGB
     assert net.model.transform_input == (channels == 3)
     net.train()
@@ -102,33 +130,74 @@ def test_pretrained_weights_offline_without_the_cache_are_one_clear_sentence(tmp
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
     for variable in ("https_proxy", "HTTPS_PROXY"):  # nothing listens there: offline, without waiting for a timeout
         monkeypatch.setenv(variable, "http://127.0.0.1:9")
-    result = run_entry("summarize.py", "model=resnet18", "model.pretrained=true", "data=fake", f"hydra.run.dir={tmp_path / 'out'}", check=False)
+    result = run_entry(
+        "summarize.py",
+        "model=resnet18",
+        "model.pretrained=true",
+        "data=fake",
+        f"hydra.run.dir={tmp_path / 'out'}",
+        check=False,
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert "ImageNet weights of resnet18 are not in the torch cache" in line and str(hub_cache_file(tmp_path / "empty", "resnet18")) in line
+    assert (
+        "ImageNet weights of resnet18 are not in the torch cache" in line
+        and str(hub_cache_file(tmp_path / "empty", "resnet18")) in line
+    )
     assert "model.weights_path=FILE" in line
 
 
 def test_a_train_py_checkpoint_fine_tunes_on_another_dataset(mnist_dir, tmp_path):
     first, second = tmp_path / "mnist", tmp_path / "rgb"
-    short = ["trainer=cpu", "trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1", "+trainer.num_sanity_val_steps=0", "test=false", "callbacks.progress_bar.refresh_rate=0", "logger=csv"]
-    mnist = [f"data.data_dir={mnist_dir}", "data.download=false", "data.val_size=100", "data.batch_size=8", "data.eval_batch_size=8"]
+    short = [
+        "trainer=cpu",
+        "trainer.max_epochs=1",
+        "+trainer.limit_train_batches=2",
+        "+trainer.limit_val_batches=1",
+        "+trainer.num_sanity_val_steps=0",
+        "test=false",
+        "callbacks.progress_bar.refresh_rate=0",
+        "logger=csv",
+    ]
+    mnist = [
+        f"data.data_dir={mnist_dir}",
+        "data.download=false",
+        "data.val_size=100",
+        "data.batch_size=8",
+        "data.eval_batch_size=8",
+    ]
     run_entry("train.py", "model=resnet18", *short, *mnist, f"hydra.run.dir={first}")
     checkpoint = first / "checkpoints" / "last.ckpt"
 
-    rgb = ["data=fake", "data.input_shape=[3,32,32]", "data.num_classes=5", "data.train_size=16", "data.val_size=8", "data.batch_size=8", "data.eval_batch_size=8"]
+    rgb = [
+        "data=fake",
+        "data.input_shape=[3,32,32]",
+        "data.num_classes=5",
+        "data.train_size=16",
+        "data.val_size=8",
+        "data.batch_size=8",
+        "data.eval_batch_size=8",
+    ]
     transfer = [f"model.weights_path={checkpoint}", "model.freeze_backbone=true", "model.small_input_stem=true"]
     run_entry("train.py", "model=resnet18", *short, *rgb, *transfer, f"hydra.run.dir={second}")
 
     trained = torch.load(checkpoint, weights_only=True)["state_dict"]
     tuned = torch.load(second / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-    assert torch.equal(tuned["net.model.conv1.weight"], trained["net.model.conv1.weight"].expand(-1, 3, -1, -1) / 3)  # grey stem spread over RGB
+    assert torch.equal(
+        tuned["net.model.conv1.weight"], trained["net.model.conv1.weight"].expand(-1, 3, -1, -1) / 3
+    )  # grey stem spread over RGB
     assert torch.equal(tuned["net.model.layer4.1.conv2.weight"], trained["net.model.layer4.1.conv2.weight"])  # frozen
     assert tuned["net.model.fc.weight"].shape == (5, 512)
     assert "parameters: 11,171,397 (2,565 trainable, 11,168,832 frozen)" in (second / "layers.txt").read_text()
     (said,) = [line for line in (second / "train.log").read_text().splitlines() if "Transfer learning:" in line]
-    assert f"weights from {checkpoint}" in said and "replaced (freshly initialised): fc; conv1 loaded with its 1 input channels fitted to 3" in said
-    assert "frozen: conv1, bn1, layer1, layer2, layer3, layer4" in said and "parameters: 2,565 trainable, 11,168,832 frozen" in said
+    assert (
+        f"weights from {checkpoint}" in said
+        and "replaced (freshly initialised): fc; conv1 loaded with its 1 input channels fitted to 3" in said
+    )
+    assert (
+        "frozen: conv1, bn1, layer1, layer2, layer3, layer4" in said
+        and "parameters: 2,565 trainable, 11,168,832 frozen" in said
+    )
 
 
 def test_weights_the_network_cannot_use_are_refused_in_one_sentence(resnet18_file, tmp_path, mnist_dir):

@@ -53,14 +53,24 @@ def stranger(tmp_path) -> dict[str, Path]:
     victim.write_bytes(VICTIM_BYTES)
     evil_pickle = tmp_path / "evil.pkl"
     evil_pickle.write_bytes(pickle.dumps(WritesAMarker(tmp_path / "pickle_ran.txt")))
-    return {"victim": victim, "pickle": evil_pickle, "marker": tmp_path / "pickle_ran.txt", "logs": tmp_path / "logs", "copy": tmp_path / "copied.txt"}
+    return {
+        "victim": victim,
+        "pickle": evil_pickle,
+        "marker": tmp_path / "pickle_ran.txt",
+        "logs": tmp_path / "logs",
+        "copy": tmp_path / "copied.txt",
+    }
 
 
 def payload(kind: str, stranger: dict[str, Path]) -> dict[str, Any]:
     return {
         "torch.load": {"_target_": "torch.load", "f": str(stranger["pickle"]), "weights_only": False},
         "builtins.open": {"_target_": "builtins.open", "file": str(stranger["victim"]), "mode": "w"},
-        "shutil.copyfile": {"_target_": "shutil.copyfile", "src": str(stranger["victim"]), "dst": str(stranger["copy"])},
+        "shutil.copyfile": {
+            "_target_": "shutil.copyfile",
+            "src": str(stranger["victim"]),
+            "dst": str(stranger["copy"]),
+        },
     }[kind]
 
 
@@ -102,7 +112,9 @@ def assert_refused(result, stranger: dict[str, Path], before: dict[str, str], ro
     assert stranger["victim"].read_bytes() == VICTIM_BYTES
     assert not stranger["marker"].exists() and not stranger["copy"].exists()
     after = tree_state(*roots)
-    assert after == before, f"created: {sorted(set(after) - set(before))}, changed: {sorted(p for p in before if after.get(p) != before[p])}"
+    assert after == before, (
+        f"created: {sorted(set(after) - set(before))}, changed: {sorted(p for p in before if after.get(p) != before[p])}"
+    )
 
 
 @pytest.mark.parametrize(
@@ -115,8 +127,12 @@ def assert_refused(result, stranger: dict[str, Path], before: dict[str, str], ro
         ("train.py", "module", "torch.load", [*TINY]),
     ],
 )
-def test_a_checkpoint_naming_code_is_refused_before_anything_is_written(script, key, kind, arguments, run, mnist_dir, stranger, tmp_path):
-    checkpoint = crafted_checkpoint(run / "checkpoints" / "last.ckpt", tmp_path / "shared.ckpt", key, payload(kind, stranger))
+def test_a_checkpoint_naming_code_is_refused_before_anything_is_written(
+    script, key, kind, arguments, run, mnist_dir, stranger, tmp_path
+):
+    checkpoint = crafted_checkpoint(
+        run / "checkpoints" / "last.ckpt", tmp_path / "shared.ckpt", key, payload(kind, stranger)
+    )
     image = tmp_path / "digit.png"
     Image.new("L", (28, 28)).save(image)
     roots = [tmp_path, mnist_dir, run]
@@ -140,8 +156,17 @@ def test_resume_true_into_a_run_whose_last_checkpoint_names_code_is_refused(run,
     crafted_checkpoint(last, last, "data", {**data, "_partial_": True})
     roots = [tmp_path, mnist_dir]
     before = tree_state(*roots)
-    result = run_entry("train.py", *TINY, f"data.data_dir={mnist_dir}", f"paths.log_dir={stranger['logs']}", "resume=true", check=False)
-    assert_refused(result, stranger, before, roots, str(last), f"{RUN_CONFIG_KEY}.data._partial_ is True, which no config of this installation (conf/) sets for datamodules.mnist.MNISTDataModule")
+    result = run_entry(
+        "train.py", *TINY, f"data.data_dir={mnist_dir}", f"paths.log_dir={stranger['logs']}", "resume=true", check=False
+    )
+    assert_refused(
+        result,
+        stranger,
+        before,
+        roots,
+        str(last),
+        f"{RUN_CONFIG_KEY}.data._partial_ is True, which no config of this installation (conf/) sets for datamodules.mnist.MNISTDataModule",
+    )
 
 
 def test_report_of_a_run_whose_checkpoint_names_code_is_refused(run, mnist_dir, stranger, tmp_path):
@@ -176,17 +201,30 @@ def test_predict_with_an_export_whose_contract_is_forged_is_refused(stranger, tm
     """The contract says which runtime opens the model: it must agree with the file's own suffix."""
     model = tmp_path / "model.pt2"
     model.write_bytes(b"not opened")
-    model.with_suffix(".json").write_text(json.dumps({"format": "torchscript", "input": {"shape": ["batch", 1, 28, 28]}, "class_names": list("0123456789")}))
+    model.with_suffix(".json").write_text(
+        json.dumps(
+            {"format": "torchscript", "input": {"shape": ["batch", 1, 28, 28]}, "class_names": list("0123456789")}
+        )
+    )
     image = tmp_path / "digit.png"
     Image.new("L", (28, 28)).save(image)
     before = tree_state(tmp_path)
     result = run_entry("predict.py", f"exported={model}", str(image), f"paths.log_dir={stranger['logs']}", check=False)
-    assert result.returncode == 2 and "says torchscript, whose files end in .ts, but the model is model.pt2" in result.stderr, result.stderr[-3000:]
+    assert (
+        result.returncode == 2
+        and "says torchscript, whose files end in .ts, but the model is model.pt2" in result.stderr
+    ), result.stderr[-3000:]
     assert "Traceback" not in result.stderr and tree_state(tmp_path) == before
 
 
 def test_a_genuine_checkpoint_still_evaluates(run, mnist_dir, tmp_path):
-    result = run_entry("eval.py", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", f"data.data_dir={mnist_dir}", f"paths.log_dir={tmp_path}", "splits=[val]")
+    result = run_entry(
+        "eval.py",
+        f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
+        f"data.data_dir={mnist_dir}",
+        f"paths.log_dir={tmp_path}",
+        "splits=[val]",
+    )
     assert " * val: top-1 " in result.stdout
     (metrics,) = tmp_path.glob("eval/runs/*/metrics.json")
     assert "val/top1" in json.loads(metrics.read_text())
@@ -205,9 +243,14 @@ def test_genuine_files_and_those_of_earlier_versions_pass(run, tmp_path):
     older[RUN_CONFIG_KEY]["logger"] = {"csv": {"_target_": "lightning.pytorch.loggers.CSVLogger", "save_dir": "x"}}
     torch.save(older, tmp_path / "older.ckpt")
     load_checkpoint(tmp_path / "older.ckpt")
-    older[RUN_CONFIG_KEY]["data"] = {"_target_": "lightning.pytorch.callbacks.ModelCheckpoint"}  # a retired name is no datamodule
+    older[RUN_CONFIG_KEY]["data"] = {
+        "_target_": "lightning.pytorch.callbacks.ModelCheckpoint"
+    }  # a retired name is no datamodule
     torch.save(older, tmp_path / "older.ckpt")
-    with pytest.raises(UserError, match="run_config.data._target_ names lightning.pytorch.callbacks.ModelCheckpoint, which this installation's conf/ never builds as data"):
+    with pytest.raises(
+        UserError,
+        match="run_config.data._target_ names lightning.pytorch.callbacks.ModelCheckpoint, which this installation's conf/ never builds as data",
+    ):
         load_checkpoint(tmp_path / "older.ckpt")
 
 
@@ -217,7 +260,11 @@ def test_the_allowlist_is_every_target_of_conf():
         targets |= {line.split("_target_:")[1].strip() for line in path.read_text().splitlines() if "_target_:" in line}
     assert set(allowed_targets().keys_of) == targets
     assert not RETIRED_TARGETS & targets
-    assert allowed_targets().at[("model",)] >= {"lightning_modules.nets.torchvision_net.TorchvisionNet", "lightning_modules.nets.rnn.RowRNN", "lightning_modules.nets.lenet.LeNet5"}
+    assert allowed_targets().at[("model",)] >= {
+        "lightning_modules.nets.torchvision_net.TorchvisionNet",
+        "lightning_modules.nets.rnn.RowRNN",
+        "lightning_modules.nets.lenet.LeNet5",
+    }
 
 
 MNIST = {"_target_": "datamodules.mnist.MNISTDataModule", "data_dir": "data"}
@@ -231,15 +278,27 @@ OPEN = {"_target_": "builtins.open", "file": "victim", "mode": "w"}
         ({"data": {**MNIST, "augment": OPEN}}, "its data.augment._target_ names builtins.open"),
         ({"data": {**MNIST, "transforms": [{"x": OPEN}]}}, "its data.transforms[0].x._target_ names builtins.open"),
         ({"data": {**MNIST, "_args_": [OPEN]}}, "its data._args_ is [{'_target_': 'builtins.open'"),
-        ({"data": {**MNIST, "_partial_": True}}, "its data._partial_ is True, which no config of this installation (conf/) sets for datamodules.mnist.MNISTDataModule"),
+        (
+            {"data": {**MNIST, "_partial_": True}},
+            "its data._partial_ is True, which no config of this installation (conf/) sets for datamodules.mnist.MNISTDataModule",
+        ),
         ({"data": {**MNIST, "_recursive_": False}}, "its data._recursive_ is False"),
         ({"data": {**MNIST, "_convert_": "object"}}, "its data._convert_ is 'object'"),
-        ({"data": {**MNIST, "x": {"_args_": ["victim", "w"]}}}, "its data.x._args_ is a Hydra instantiation key without a _target_"),
+        (
+            {"data": {**MNIST, "x": {"_args_": ["victim", "w"]}}},
+            "its data.x._args_ is a Hydra instantiation key without a _target_",
+        ),
         ({"data": {"_target_": ["builtins.open"]}}, "its data._target_ names ['builtins.open']"),
         ({"data": {"data_dir": "data"}}, "its data names no class to build the data with (no _target_)"),
         ({"data": ["builtins.open"]}, "its data names no class to build the data with"),
-        ({"data": {"_target_": "torch.optim.SGD"}}, "its data._target_ names torch.optim.SGD, which this installation's conf/ never builds as data"),
-        ({"data": {**MNIST, "data_dir": "${oc.create:{_target_: builtins.open, file: victim, mode: w}}"}}, "its data.data_dir holds the interpolation"),
+        (
+            {"data": {"_target_": "torch.optim.SGD"}},
+            "its data._target_ names torch.optim.SGD, which this installation's conf/ never builds as data",
+        ),
+        (
+            {"data": {**MNIST, "data_dir": "${oc.create:{_target_: builtins.open, file: victim, mode: w}}"}},
+            "its data.data_dir holds the interpolation",
+        ),
     ],
 )
 def test_every_way_of_naming_code_is_one_sentence(stored, said):

@@ -10,7 +10,11 @@ def test_many_classes_show_the_most_frequent_confusions_in_order():
     matrix = torch.diag(torch.full((200,), 50))
     matrix[3, 17], matrix[150, 2], matrix[17, 3], matrix[9, 8] = 19, 15, 12, 1
     (axes,) = most_confused_figure(matrix, names, num_pairs=3).axes
-    assert [label.get_text() for label in axes.get_yticklabels()] == ["class 3 → class 17", "class 150 → class 2", "class 17 → class 3"]
+    assert [label.get_text() for label in axes.get_yticklabels()] == [
+        "class 3 → class 17",
+        "class 150 → class 2",
+        "class 17 → class 3",
+    ]
     assert [bar.get_width() for bar in axes.patches] == [19, 15, 12]
 
 

@@ -48,5 +48,11 @@ def check_input_fits(net: nn.Module, input_shape: tuple[int, ...], small_input_s
         meta_forward(net, input_shape)
     except RuntimeError as error:
         reason = str(error).strip().splitlines()[0]
-        fix = "use larger images or another model" if small_input_stem else "set model.small_input_stem=true (a 3x3 stride-1 first convolution, for small images)"
-        raise UserError(f"{type(net).__name__} cannot process a {'x'.join(map(str, input_shape))} input ({reason}): {fix}.") from error
+        fix = (
+            "use larger images or another model"
+            if small_input_stem
+            else "set model.small_input_stem=true (a 3x3 stride-1 first convolution, for small images)"
+        )
+        raise UserError(
+            f"{type(net).__name__} cannot process a {'x'.join(map(str, input_shape))} input ({reason}): {fix}."
+        ) from error

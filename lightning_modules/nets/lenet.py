@@ -32,7 +32,9 @@ class LeNet5(nn.Module):
             norm = [nn.BatchNorm2d(out_channels)] if batch_norm else []
             return [conv, *norm, make_activation(activation), POOLING[pooling](kernel_size=2, stride=2)]
 
-        self.features = nn.Sequential(*conv_block(input_shape[0], 6, padding=2), *conv_block(6, 16, padding=0), nn.Flatten())
+        self.features = nn.Sequential(
+            *conv_block(input_shape[0], 6, padding=2), *conv_block(6, 16, padding=0), nn.Flatten()
+        )
 
         def dropout_layer() -> list[nn.Module]:
             return [nn.Dropout(dropout)] if dropout else []

@@ -26,7 +26,9 @@ def nin_block(in_channels: int, out_channels: int, kernel_size: int, stride: int
 
 
 class NiN(nn.Sequential):
-    def __init__(self, input_shape: tuple[int, int, int], num_classes: int, small_input_stem: bool = True, dropout: float = 0.5):
+    def __init__(
+        self, input_shape: tuple[int, int, int], num_classes: int, small_input_stem: bool = True, dropout: float = 0.5
+    ):
         stem = (3, 1, 1) if small_input_stem else (11, 4, 0)
         super().__init__(
             nin_block(input_shape[0], 96, *stem),

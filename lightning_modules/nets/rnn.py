@@ -45,7 +45,13 @@ class RowRNN(nn.Module):
         cell_options = {"nonlinearity": nonlinearity} if cell == "rnn" else {}
         self.to_sequence = RowsAsSequence()
         self.rnn = CELLS[cell](
-            width * channels, hidden_size, num_layers, batch_first=True, dropout=dropout, bidirectional=bidirectional, **cell_options
+            width * channels,
+            hidden_size,
+            num_layers,
+            batch_first=True,
+            dropout=dropout,
+            bidirectional=bidirectional,
+            **cell_options,
         )
         self.directions = 2 if bidirectional else 1
         self.readout = readout

@@ -26,7 +26,12 @@ from torchvision.models import VisionTransformer, get_model, get_model_weights, 
 
 from core.errors import UserError
 from lightning_modules.nets.layers import check_input_fits
-from lightning_modules.nets.transfer import copy_transferable_weights, imagenet_state_dict, read_weights_file, transfer_summary
+from lightning_modules.nets.transfer import (
+    copy_transferable_weights,
+    imagenet_state_dict,
+    read_weights_file,
+    transfer_summary,
+)
 
 log = logging.getLogger(__name__)
 
@@ -95,15 +100,21 @@ class TorchvisionNet(nn.Module):
         head_lr: float | None = None,
     ):
         super().__init__()
-        family = ARCHITECTURES.get(arch) or Family(small_stem_drops_pool=False, options=_size_options(arch, input_shape))
+        family = ARCHITECTURES.get(arch) or Family(
+            small_stem_drops_pool=False, options=_size_options(arch, input_shape)
+        )
         if batch_norm and not family.batch_norm_variant:
             with_variant = sorted(name for name, other in ARCHITECTURES.items() if other.batch_norm_variant)
-            raise UserError(f"model.batch_norm=true selects a BatchNorm variant, which torchvision has for {with_variant}, not for {arch}; leave it false.")
+            raise UserError(
+                f"model.batch_norm=true selects a BatchNorm variant, which torchvision has for {with_variant}, not for {arch}; leave it false."
+            )
         if pretrained and weights_path:
             raise UserError("model.pretrained=true and model.weights_path both give the weights: set only one of them.")
         loads_weights = bool(pretrained or weights_path)
         if freeze_backbone and not loads_weights:
-            raise UserError("model.freeze_backbone=true freezes loaded weights, but none are loaded: set model.pretrained=true or model.weights_path=FILE.")
+            raise UserError(
+                "model.freeze_backbone=true freezes loaded weights, but none are loaded: set model.pretrained=true or model.weights_path=FILE."
+            )
         small = not loads_weights if small_input_stem is None else small_input_stem
         name = family.batch_norm_variant if batch_norm else arch
         in_channels = input_shape[0]
@@ -126,13 +137,21 @@ class TorchvisionNet(nn.Module):
 
         if loads_weights:
             source = imagenet_state_dict(name) if pretrained else read_weights_file(weights_path)
-            origin = f"torchvision's ImageNet weights of {name} ({get_model_weights(name).DEFAULT})" if pretrained else str(weights_path)
-            fresh = copy_transferable_weights(self.model, source, origin, self.head_name, stem_name, new_stem_geometry, family.unused_pretrained)
+            origin = (
+                f"torchvision's ImageNet weights of {name} ({get_model_weights(name).DEFAULT})"
+                if pretrained
+                else str(weights_path)
+            )
+            fresh = copy_transferable_weights(
+                self.model, source, origin, self.head_name, stem_name, new_stem_geometry, family.unused_pretrained
+            )
             if freeze_backbone:
                 for parameter_name, parameter in self.model.named_parameters():
                     parameter.requires_grad = parameter_name.startswith(fresh)
             source_channels = source[f"{stem_name}.weight"].shape[1]
-            stem_fitted = None if f"{stem_name}." in fresh or source_channels == in_channels else (source_channels, in_channels)
+            stem_fitted = (
+                None if f"{stem_name}." in fresh or source_channels == in_channels else (source_channels, in_channels)
+            )
             log.info(transfer_summary(self.model, origin, fresh, stem_name, stem_fitted))
 
     def forward(self, images):
@@ -161,13 +180,19 @@ def _size_options(arch: str, input_shape: tuple[int, int, int]) -> dict[str, Any
     names = classification_architectures()
     if arch not in names:
         close = difflib.get_close_matches(arch, names, n=5, cutoff=0.5)
-        hint = f"did you mean {' or '.join(close)}?" if close else "see torchvision.models.list_models(module=torchvision.models)."
+        hint = (
+            f"did you mean {' or '.join(close)}?"
+            if close
+            else "see torchvision.models.list_models(module=torchvision.models)."
+        )
         raise UserError(f"model.arch={arch} is not a torchvision image classification model: {hint}")
     if arch.startswith("vit_"):
         _, height, width = input_shape
         patch = int(arch.rsplit("_", 1)[1])
         if height != width or height % patch:
-            raise UserError(f"model.arch={arch} cuts square images into {patch}x{patch} patches and cannot take {height}x{width} images; resize the data to a multiple of {patch} or choose a convolutional model.")
+            raise UserError(
+                f"model.arch={arch} cuts square images into {patch}x{patch} patches and cannot take {height}x{width} images; resize the data to a multiple of {patch} or choose a convolutional model."
+            )
         return {"image_size": height}  # the position embeddings are built for the dataset's image size
     if arch.startswith("inception"):
         return {"aux_logits": False, "init_weights": True}  # forward returns the logits alone, as for GoogLeNet
@@ -177,10 +202,18 @@ def _size_options(arch: str, input_shape: tuple[int, int, int]) -> dict[str, Any
 def _head_path(model: nn.Module, num_classes: int, arch: str) -> str:
     """The classifier: the last Linear or Conv2d (SqueezeNet's 1x1 convolution) that outputs num_classes values."""
     for name, module in reversed(list(model.named_modules())):
-        outputs = module.out_features if isinstance(module, nn.Linear) else module.out_channels if isinstance(module, nn.Conv2d) else None
+        outputs = (
+            module.out_features
+            if isinstance(module, nn.Linear)
+            else module.out_channels
+            if isinstance(module, nn.Conv2d)
+            else None
+        )
         if outputs == num_classes:
             return name
-    raise UserError(f"model.arch={arch} has no final Linear or Conv2d with {num_classes} outputs that this adapter could treat as its head; choose another architecture.")
+    raise UserError(
+        f"model.arch={arch} has no final Linear or Conv2d with {num_classes} outputs that this adapter could treat as its head; choose another architecture."
+    )
 
 
 def _first_path(named_modules, kind: type[nn.Module]) -> str:
@@ -193,7 +226,9 @@ def _geometry(conv: nn.Conv2d) -> dict[str, tuple[int, int]]:
 
 def _new_stem(in_channels: int, stem: nn.Conv2d, geometry: dict[str, tuple[int, int]]) -> nn.Conv2d:
     conv = nn.Conv2d(in_channels, stem.out_channels, bias=stem.bias is not None, **geometry)
-    nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")  # as torchvision initialises most of these stems
+    nn.init.kaiming_normal_(
+        conv.weight, mode="fan_out", nonlinearity="relu"
+    )  # as torchvision initialises most of these stems
     if conv.bias is not None:
         nn.init.zeros_(conv.bias)
     return conv

@@ -27,7 +27,9 @@ def imagenet_state_dict(arch: str) -> dict[str, Tensor]:
     except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as error:
         reason = f"{error.__class__.__name__}: {' '.join(str(error).split())}"
         if cached.is_file():
-            raise UserError(f"The cached ImageNet weights {cached} of {arch} cannot be read ({reason}); delete the file so that it is downloaded again, or pass model.weights_path=FILE.") from error
+            raise UserError(
+                f"The cached ImageNet weights {cached} of {arch} cannot be read ({reason}); delete the file so that it is downloaded again, or pass model.weights_path=FILE."
+            ) from error
         raise UserError(
             f"The ImageNet weights of {arch} are not in the torch cache ({cached}) and could not be downloaded ({reason}): "
             f"copy {weights.url} there (TORCH_HOME moves the cache) or pass model.weights_path=FILE."
@@ -39,12 +41,20 @@ def read_weights_file(path: str) -> dict[str, Tensor]:
     expected = "a state dict saved with torch.save(model.state_dict()) or a checkpoint of train.py"
     content = read_weights_only(path, "model.weights_path", expected)
     if isinstance(content, dict) and "state_dict" in content:
-        state = {key.removeprefix(CHECKPOINT_PREFIX): value for key, value in content["state_dict"].items() if key.startswith(CHECKPOINT_PREFIX)}
+        state = {
+            key.removeprefix(CHECKPOINT_PREFIX): value
+            for key, value in content["state_dict"].items()
+            if key.startswith(CHECKPOINT_PREFIX)
+        }
         if not state:
-            raise UserError(f"The checkpoint {path} holds no torchvision-backed network (no '{CHECKPOINT_PREFIX}*' weights): pass model.weights_path={expected} of the same architecture.")
+            raise UserError(
+                f"The checkpoint {path} holds no torchvision-backed network (no '{CHECKPOINT_PREFIX}*' weights): pass model.weights_path={expected} of the same architecture."
+            )
         return state
     if not isinstance(content, dict) or not content or not all(isinstance(value, Tensor) for value in content.values()):
-        raise UserError(f"{path} holds neither a state dict nor a checkpoint of train.py: pass model.weights_path={expected}.")
+        raise UserError(
+            f"{path} holds neither a state dict nor a checkpoint of train.py: pass model.weights_path={expected}."
+        )
     return content
 
 
@@ -62,7 +72,13 @@ def fit_input_channels(weight: Tensor, in_channels: int) -> Tensor | None:
 
 
 def copy_transferable_weights(
-    model: nn.Module, source: dict[str, Tensor], origin: str, head: str, stem: str, new_stem_geometry: bool, unused: tuple[str, ...] = ()
+    model: nn.Module,
+    source: dict[str, Tensor],
+    origin: str,
+    head: str,
+    stem: str,
+    new_stem_geometry: bool,
+    unused: tuple[str, ...] = (),
 ) -> tuple[str, ...]:
     """Copy `source` into `model`, all but the head, which keeps its fresh initialisation; returns the prefixes
     of the parts left fresh (the head, and the stem when the network's is a small stem, `new_stem_geometry`,
@@ -78,7 +94,12 @@ def copy_transferable_weights(
         if key.startswith(f"{head}."):
             continue
         weight = source.get(key)
-        if weight is not None and key == f"{stem}.weight" and weight.shape != value.shape and weight.shape[2:] == value.shape[2:]:
+        if (
+            weight is not None
+            and key == f"{stem}.weight"
+            and weight.shape != value.shape
+            and weight.shape[2:] == value.shape[2:]
+        ):
             weight = fit_input_channels(weight, value.shape[1])
         if weight is not None and weight.shape == value.shape:
             merged[key] = weight
@@ -88,7 +109,9 @@ def copy_transferable_weights(
             problems.append(f"{key} missing")
         else:
             problems.append(f"{key} has shape {tuple(source[key].shape)}, the network {tuple(value.shape)}")
-    problems += [f"{key} unexpected" for key in sorted(source) if key not in target and not key.startswith((f"{head}.", *unused))]
+    problems += [
+        f"{key} unexpected" for key in sorted(source) if key not in target and not key.startswith((f"{head}.", *unused))
+    ]
     if problems:
         raise UserError(
             f"The weights from {origin} do not fit this network ({len(problems)} problems, e.g. {'; '.join(problems[:2])}): "
@@ -98,16 +121,30 @@ def copy_transferable_weights(
     return (f"{head}.", f"{stem}.") if stem_left_fresh else (f"{head}.",)
 
 
-def transfer_summary(model: nn.Module, origin: str, fresh: tuple[str, ...], stem: str, stem_channels: tuple[int, int] | None) -> str:
+def transfer_summary(
+    model: nn.Module, origin: str, fresh: tuple[str, ...], stem: str, stem_channels: tuple[int, int] | None
+) -> str:
     """One line saying what fine-tuning starts from: the source, the parts left fresh, what is frozen, the parameter counts.
 
     stem_channels: (source's, network's) input channels when the stem's loaded weight was fitted to other channels."""
     parts = [(name, list(child.parameters())) for name, child in model.named_children()]
-    frozen = [name for name, parameters in parts if parameters and not any(parameter.requires_grad for parameter in parameters)]
-    partly = [name for name, parameters in parts if any(p.requires_grad for p in parameters) and not all(p.requires_grad for p in parameters)]
+    frozen = [
+        name
+        for name, parameters in parts
+        if parameters and not any(parameter.requires_grad for parameter in parameters)
+    ]
+    partly = [
+        name
+        for name, parameters in parts
+        if any(p.requires_grad for p in parameters) and not all(p.requires_grad for p in parameters)
+    ]
     trainable = sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad)
     total = sum(parameter.numel() for parameter in model.parameters())
-    fitted = f"; {stem} loaded with its {stem_channels[0]} input channels fitted to {stem_channels[1]}" if stem_channels else ""
+    fitted = (
+        f"; {stem} loaded with its {stem_channels[0]} input channels fitted to {stem_channels[1]}"
+        if stem_channels
+        else ""
+    )
     frozen_text = ", ".join(frozen + [f"{name} (partly)" for name in partly]) or "nothing"
     return (
         f"Transfer learning: weights from {origin}; replaced (freshly initialised): {', '.join(prefix.rstrip('.') for prefix in fresh)}{fitted}; "
