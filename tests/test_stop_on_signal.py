@@ -8,7 +8,9 @@ from types import SimpleNamespace
 import pytest
 
 from callbacks.stop_on_signal import StopOnSignal
+from core.config_check import check_config
 from core.errors import TrainingStopped, UserError
+from tests.compose import compose_config
 
 
 class CountingStrategy:
@@ -60,6 +62,9 @@ def test_a_signal_stops_at_the_next_agreement_with_a_checkpoint(world_size, stop
     assert ddp.saved == ["checkpoints/last.ckpt"]
 
 
-def test_a_period_below_one_step_is_refused():
-    with pytest.raises(UserError, match="check_every_n_steps must be at least 1, got 0"):
-        StopOnSignal("checkpoints", check_every_n_steps=0)
+def test_a_period_below_one_step_is_refused(tmp_path):
+    cfg = compose_config(["callbacks.stop_on_signal.check_every_n_steps=0"], tmp_path)
+    with pytest.raises(
+        UserError, match=r"callbacks\.stop_on_signal\.check_every_n_steps=0 is out of range: it must be >= 1\."
+    ):
+        check_config(cfg)
