@@ -36,14 +36,11 @@ INSTANTIATE_KEY = re.compile(r"^_[a-z]+_$")
 INTERPOLATION = "${"
 # Stock Lightning classes that conf/callbacks and conf/logger named in earlier versions of this project:
 # checkpoints of those versions record them in their run_config's callbacks and logger, which are never rebuilt.
-RETIRED_TARGETS = frozenset(
-    {
-        "lightning.pytorch.callbacks.ModelCheckpoint",
-        "lightning.pytorch.callbacks.TQDMProgressBar",
-        "lightning.pytorch.loggers.CSVLogger",
-    }
-)
+RETIRED_TARGETS = frozenset({"lightning.pytorch.loggers.CSVLogger"})
 REBUILT_GROUPS = ("data", "model", "module")
+# a checkpoint's records of how its run was driven: never instantiated from the file (a resume and eval build
+# these from their own command line), and where a user's own classes appear (+callbacks.mine._target_=...)
+RECORDED_ONLY = {("run_config", section) for section in ("callbacks", "logger", "trainer")}
 ADVICE = "a file supplies values, never code: use one written by this project's train.py, eval.py or export.py, or, if that class is your own code, add a config for it under conf/ first"
 
 
@@ -146,7 +143,7 @@ def check_stored_config(contents: Any, file: str | Path, rebuilt: Mapping[tuple[
             )
     for where, node in _dicts(contents, ()):
         keys = [key for key in node if isinstance(key, str) and INSTANTIATE_KEY.match(key)]
-        if not keys:
+        if not keys or where[:2] in RECORDED_ONLY:
             continue
         if TARGET not in node:
             raise UserError(
