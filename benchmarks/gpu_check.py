@@ -873,7 +873,7 @@ def section_ddp(report: Report) -> None:
             )
     measured = [setting for setting in (cpu, single) if setting.samples_per_s]
     if measured:
-        report.note("benchmarks/device_speed.py's table:\n\n" + device_speed.table(measured))
+        report.note("benchmarks/device_speed.py's table:\n\n" + device_speed.table(measured, overrides))
 
 
 SECTION_FUNCTIONS: dict[str, Callable[[Report], None]] = {
