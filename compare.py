@@ -19,8 +19,7 @@ import hydra
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
-from core.build import build_datamodule, build_loggers
-from core.comparison import (
+from analysis.comparison import (
     compare_predictions,
     contact_sheet,
     report,
@@ -28,12 +27,14 @@ from core.comparison import (
     sheet_selection,
     write_disagreements,
 )
-from core.config import quoted
-from core.errors import UserError, exit_on_user_error
-from core.notices import quiet_library_notices
-from core.prediction_files import PREDICTION_FILE_SUFFIXES, Predictions, read_predictions
-from core.run_dir import register_resolvers
-from eval import evaluate
+from analysis.prediction_files import PREDICTION_FILE_SUFFIXES, Predictions, read_predictions
+from runs.build import build_datamodule, build_loggers
+from runs.config import quoted
+from runs.evaluation import evaluate
+from runs.exits import exit_on_user_error
+from runs.notices import quiet_library_notices
+from runs.run_dir import register_resolvers
+from user_errors import UserError
 
 log = logging.getLogger(__name__)
 

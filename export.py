@@ -1,7 +1,7 @@
 """Export a checkpoint for deployment: python export.py ckpt_path=PATH format=onnx|torchscript|torch_export
 
 The network is rebuilt from the config stored in the checkpoint (as eval.py does), wrapped with the
-datamodule's normalisation (core/exporting.py) and written to model.<onnx|ts|pt2> in this command's run
+datamodule's normalisation (deployment/exporting.py) and written to model.<onnx|ts|pt2> in this command's run
 directory, with model.json beside it: the preprocessing contract (input shape and dtype, normalisation,
 class names, format, source checkpoint). The export is then run on a batch of real validation images and
 its logits compared with the eager network's; a difference above `tolerance` ends with exit code 2.
@@ -13,8 +13,8 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from core.errors import UserError, exit_on_user_error
-from core.exporting import (
+from datamodules.image_files import PIL_MODES
+from deployment.exporting import (
     INPUT_NAME,
     OUTPUT_NAME,
     SUFFIXES,
@@ -24,11 +24,12 @@ from core.exporting import (
     load_exported,
     write_contract,
 )
-from core.image_input import RESIZE_FILTER
-from core.notices import quiet_library_notices
-from core.run_dir import register_resolvers
-from datamodules.image_files import PIL_MODES
-from eval import rebuild_from_checkpoint
+from deployment.image_input import RESIZE_FILTER
+from runs.evaluation import rebuild_from_checkpoint
+from runs.exits import exit_on_user_error
+from runs.notices import quiet_library_notices
+from runs.run_dir import register_resolvers
+from user_errors import UserError
 
 
 def real_batch(datamodule, size: int) -> torch.Tensor:

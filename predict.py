@@ -3,7 +3,7 @@
 Also `exported=PATH` (a model.<onnx|ts|pt2> written by export.py) instead of ckpt_path, and `image=PATH`
 (repeatable) or `images=[a.png,b.png]` instead of bare paths; a folder stands for the image files in it.
 Any size or mode (grayscale, RGB, RGBA, palette; PNG, JPEG, ...) is brought to the network's input as
-core/image_input.py says. Prints the top-k classes with their probabilities per image and writes them to
+deployment/image_input.py says. Prints the top-k classes with their probabilities per image and writes them to
 predictions.csv in this command's run directory. An image that cannot be read is named in one sentence on
 stderr, the others are still predicted, and the command then exits with code 2.
 """
@@ -17,14 +17,15 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from core.config import quoted
-from core.errors import UserError, exit_on_user_error
-from core.exporting import load_exported, read_contract
-from core.image_input import image_files, load_as_input
-from core.notices import quiet_library_notices
-from core.run_dir import register_resolvers
 from datamodules.image_files import BadImageFile
-from eval import rebuild_from_checkpoint
+from deployment.exporting import load_exported, read_contract
+from deployment.image_input import image_files, load_as_input
+from runs.config import quoted
+from runs.evaluation import rebuild_from_checkpoint
+from runs.exits import exit_on_user_error
+from runs.notices import quiet_library_notices
+from runs.run_dir import register_resolvers
+from user_errors import UserError
 
 Classifier = Callable[[torch.Tensor], torch.Tensor]  # uint8 images (B, C, H, W) -> logits
 

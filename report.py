@@ -17,10 +17,11 @@ from pathlib import Path
 
 import yaml
 
-from core.errors import UserError, exit_on_user_error
-from core.observations import Overfitting, detect_overfitting, metric_label, still_improving, target_sentence
-from core.report_figures import curves_figure
-from core.run_records import RunRecord, find_runs, read_run
+from analysis.observations import Overfitting, detect_overfitting, metric_label, still_improving, target_sentence
+from analysis.report_figures import curves_figure
+from analysis.run_records import RunRecord, find_runs, read_run
+from runs.exits import exit_on_user_error
+from user_errors import UserError
 
 METRICS = ("loss", "top1", "top5")
 METRIC_NAMES = {"loss": "loss", "top1": "top-1", "top5": "top-5"}

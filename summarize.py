@@ -11,10 +11,10 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from core.build import build_datamodule, build_module
-from core.errors import exit_on_user_error
-from core.layer_report import classifier_layer_report
-from core.run_dir import register_resolvers
+from lightning_modules.layer_report import classifier_layer_report
+from runs.build import build_datamodule, build_module
+from runs.exits import exit_on_user_error
+from runs.run_dir import register_resolvers
 
 register_resolvers()  # conf/hydra/default.yaml uses ${run_dir:...}: registered before Hydra composes
 

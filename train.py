@@ -2,7 +2,7 @@
 
 Everything the run writes (config, checkpoints, TensorBoard events) goes into one run directory.
 `ckpt_path=PATH` continues from a checkpoint in a new run directory; `resume=true` continues the latest
-run of the same experiment in its own directory (core/run_dir.py).
+run of the same experiment in its own directory (runs/run_dir.py).
 """
 
 import logging
@@ -17,7 +17,8 @@ from omegaconf import DictConfig
 from callbacks.continue_logs import ContinueLogs
 from callbacks.exact_resume import ExactResume
 from callbacks.run_config import StoreRunConfig
-from core.build import (
+from checkpoints.loading import check_resumable, load_checkpoint
+from runs.build import (
     build_callbacks,
     build_datamodule,
     build_finder_trainer,
@@ -27,19 +28,19 @@ from core.build import (
     log_hyperparameters,
     log_hyperparameters_at_start,
 )
-from core.checkpoint import check_resumable, load_checkpoint
-from core.config import to_plain
-from core.config_check import check_config
-from core.errors import UserError, exit_on_user_error
-from core.lr_finding import check_lr_find, find_lr
-from core.notices import quiet_library_notices
-from core.run_dir import LAST_CHECKPOINT, discarded_if_nothing_was_trained, register_resolvers
+from runs.config import to_plain
+from runs.config_check import check_config
+from runs.exits import exit_on_user_error
+from runs.lr_finding import check_lr_find, find_lr
+from runs.notices import quiet_library_notices
+from runs.run_dir import LAST_CHECKPOINT, discarded_if_nothing_was_trained, register_resolvers
+from user_errors import UserError
 
 log = logging.getLogger(__name__)
 
 
 def checkpoint_to_resume(cfg: DictConfig) -> str | None:
-    """ckpt_path, or with resume=true this run directory's last.ckpt (core/run_dir.py chose the directory)."""
+    """ckpt_path, or with resume=true this run directory's last.ckpt (runs/run_dir.py chose the directory)."""
     if not cfg.resume:
         return cfg.ckpt_path
     if cfg.ckpt_path:
@@ -124,7 +125,7 @@ def main(cfg: DictConfig) -> float | None:
         return train(cfg).get("best_val_top1")
     return (
         math.nan
-    )  # only a multirun's failed job gets here (core/errors.py): a result that a sweeper (Optuna) counts as failed
+    )  # only a multirun's failed job gets here (runs/exits.py): a result that a sweeper (Optuna) counts as failed
 
 
 if __name__ == "__main__":

@@ -16,8 +16,8 @@ import statistics
 import tempfile
 from pathlib import Path
 
+from analysis.prediction_files import read_predictions
 from benchmarks.runs import load, timed_run
-from core.prediction_files import read_predictions
 
 TARGET = 0.99
 

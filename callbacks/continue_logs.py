@@ -24,7 +24,7 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from tensorboard.compat.proto.event_pb2 import Event, SessionLog
 
-from core.checkpoint_io import atomic_write_bytes
+from checkpoints.atomic_io import atomic_write_bytes
 
 # the epoch means the module logs at an epoch's end (lightning_modules/classifier.py), after last.ckpt is written;
 # the learning rate (LearningRateMonitor, also in callback_metrics) is logged at its own steps, before

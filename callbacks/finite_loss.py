@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from lightning import Callback, LightningModule, Trainer
 
-from core.errors import UserError
+from user_errors import UserError
 
 
 class StopOnNonFiniteLoss(Callback):

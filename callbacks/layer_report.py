@@ -1,4 +1,4 @@
-"""Writes the network's layer report (core/layer_report.py, as summarize.py prints it) into the run directory
+"""Writes the network's layer report (lightning_modules/layer_report.py, as summarize.py prints it) into the run directory
 when training starts."""
 
 import logging
@@ -6,7 +6,7 @@ from pathlib import Path
 
 from lightning import Callback, LightningModule, Trainer
 
-from core.layer_report import classifier_layer_report
+from lightning_modules.layer_report import classifier_layer_report
 
 log = logging.getLogger(__name__)
 

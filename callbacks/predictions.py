@@ -1,7 +1,7 @@
 """Writes a per-sample prediction file for each evaluated split: validation epochs, test, predict.
 
 Files go to `<dirpath>/<split>-epochNNN.csv` (predict: `predict-<split>-epochNNN.csv`) with a JSON
-sidecar; the format is described in core/prediction_files.py. Under DDP every process keeps its own
+sidecar; the format is described in analysis/prediction_files.py. Under DDP every process keeps its own
 samples on its device until the end of the epoch; then one gather collects them, duplicates that
 DistributedSampler adds to even out the processes are dropped by sample index, and process 0 writes
 exactly one row per sample. The file itself is written by the background writer while training goes on
@@ -18,8 +18,8 @@ from lightning import LightningModule, Trainer
 from lightning.pytorch.trainer.states import TrainerFn
 from torchmetrics.utilities.distributed import gather_all_tensors
 
+from analysis.prediction_files import write_predictions
 from callbacks.writes_in_background import WritesInBackground
-from core.prediction_files import write_predictions
 
 log = logging.getLogger(__name__)
 

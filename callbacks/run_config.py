@@ -4,7 +4,7 @@ from typing import Any
 
 from lightning import Callback, LightningModule, Trainer
 
-RUN_CONFIG_KEY = "run_config"
+from checkpoints.loading import RUN_CONFIG_KEY
 
 
 class StoreRunConfig(Callback):

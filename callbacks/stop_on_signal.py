@@ -20,11 +20,17 @@ from typing import Any
 
 from lightning import Callback, LightningModule, Trainer
 
-from core.errors import TrainingStopped
-
 log = logging.getLogger(__name__)
 
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class TrainingStopped(Exception):
+    """Training ended early on a signal, after saving a checkpoint to resume from; the message says how."""
+
+    def __init__(self, signum: int, message: str):
+        super().__init__(message)
+        self.signum = signum
 
 
 class StopOnSignal(Callback):

@@ -20,8 +20,8 @@ from lightning.pytorch.trainer.states import TrainerFn
 from tensorboard.compat.proto.summary_pb2 import Summary
 from torchmetrics.classification import MulticlassConfusionMatrix
 
+from analysis.figures import short_name, validation_figures
 from callbacks.writes_in_background import WritesInBackground
-from core.figures import short_name, validation_figures
 
 
 class ValidationFigures(WritesInBackground):

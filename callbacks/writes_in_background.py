@@ -1,4 +1,4 @@
-"""A base for callbacks that hand their epoch-end writing to the background writer (core/background.py).
+"""A base for callbacks that hand their epoch-end writing to the background writer (callbacks/background_worker.py).
 
 Results are collected without waiting at every epoch end, and waited for when fit, validate, test or predict ends
 (so every file exists when the trainer returns), and when training stops on an error or a signal (so the
@@ -10,8 +10,8 @@ import logging
 from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.trainer.states import TrainerFn
 
-from core.background import BackgroundWorker, shared_worker
-from core.errors import UserError
+from callbacks.background_worker import BackgroundWorker, shared_worker
+from user_errors import UserError
 
 log = logging.getLogger(__name__)
 

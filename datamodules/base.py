@@ -7,10 +7,10 @@ import torch
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
-from core.errors import UserError
 from datamodules.array_dataset import ArrayImageDataset, already_collated
 from datamodules.folds import check_fold_settings, split_into_folds
 from datamodules.resumable_loader import EpochShuffleSampler, ResumableDataLoader
+from user_errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from core.errors import UserError
 from datamodules.image_files import BadImageFile, decode_image
+from user_errors import UserError
 
 log = logging.getLogger(__name__)
 

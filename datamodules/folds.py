@@ -12,7 +12,7 @@ import logging
 import torch
 from torch.utils.data import Dataset, Subset
 
-from core.errors import UserError
+from user_errors import UserError
 
 log = logging.getLogger(__name__)
 

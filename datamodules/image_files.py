@@ -12,7 +12,7 @@ import torch
 from PIL import Image, ImageCms, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from core.errors import UserError
+from user_errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import torch
 from torchvision.datasets import MNIST
 
-from core.errors import UserError
 from datamodules.array_dataset import ArrayImageDataset
 from datamodules.base import ImageDataModule
+from user_errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -18,12 +18,12 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.datasets.utils import check_integrity, download_url, extract_archive
 
-from core.errors import UserError
 from datamodules.array_dataset import ArrayImageDataset
 from datamodules.base import ImageDataModule
 from datamodules.decoded_cache import load_or_build
 from datamodules.image_files import ImageFileDataset
 from datamodules.tiny_imagenet_folder import FOLDER_NAME, SPLITS, SplitFiles, TinyImageNetFolder
+from user_errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from core.errors import UserError
 from datamodules.image_files import not_a_readable_file
+from user_errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict, read_write
 
-from core.run_dir import register_resolvers
+from runs.run_dir import register_resolvers
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

@@ -9,7 +9,7 @@ from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import Checkpoint
 
 from callbacks.last_checkpoint import LAST, LastCheckpoint
-from core.errors import UserError
+from user_errors import UserError
 
 
 class FailAtEpoch(Callback):

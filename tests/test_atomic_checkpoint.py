@@ -9,8 +9,8 @@ from pathlib import Path
 
 import torch
 
-from core.build import build_trainer
-from core.checkpoint_io import AtomicCheckpointIO, atomic_torch_save, temporary_files_of
+from checkpoints.atomic_io import AtomicCheckpointIO, atomic_torch_save, temporary_files_of
+from runs.build import build_trainer
 from tests.compose import compose_config
 from tests.conftest import REPO
 
@@ -18,7 +18,7 @@ from tests.conftest import REPO
 # spent inside a write, so a kill at a random moment usually lands in one.
 WRITER = """
 import sys, torch
-from core.checkpoint_io import atomic_torch_save
+from checkpoints.atomic_io import atomic_torch_save
 for version in range(1, 10**9):
     atomic_torch_save({"version": version, "weights": torch.full((4_000_000,), float(version))}, sys.argv[1])
 """

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from core.background import BackgroundWorker
-from core.errors import UserError
+from callbacks.background_worker import BackgroundWorker
+from user_errors import UserError
 
 
 def heavy_modules_loaded() -> list[str]:

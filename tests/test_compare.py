@@ -7,14 +7,14 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
-from core.build import build_datamodule
-from core.comparison import check_comparable
-from core.errors import UserError
-from core.prediction_files import read_predictions, write_predictions
+from analysis.comparison import check_comparable
+from analysis.prediction_files import read_predictions, write_predictions
+from runs.build import build_datamodule
 from tests.compose import compose_config
 from tests.conftest import run_entry
 from tests.csv_rows import read_rows
 from tests.tensorboard_events import image_tags
+from user_errors import UserError
 
 # positions in the val split of the samples where B's top-1 differs from A's
 RIGHT_TO_WRONG = [4, 61]

@@ -4,7 +4,7 @@ import pytest
 import torch
 from lightning import Trainer
 
-from core.build import build_callbacks, build_datamodule, build_loggers, build_module, build_trainer
+from runs.build import build_callbacks, build_datamodule, build_loggers, build_module, build_trainer
 from tests.compose import compose_config, group_options
 from tests.conftest import run_entry
 

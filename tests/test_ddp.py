@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from core.build import build_datamodule
+from runs.build import build_datamodule
 from tests.compose import compose_config
 from tests.conftest import TINY, run_entry
 from tests.csv_rows import read_rows
@@ -62,7 +62,7 @@ def test_throughput_counts_the_samples_of_both_processes(ddp_run):
 # Parity: the same seed and global batch (32) with 1 process and with 2 DDP processes of 16 each. 500 training
 # and 100 validation images split evenly, so DistributedSampler adds no copies; the global batches hold the same
 # samples (the shuffled order is dealt out to the processes), and DDP's averaged gradient is the 32-sample mean.
-# The 2-process run is a one-job multirun, which runs DDP as ddp_spawn (core/build.py).
+# The 2-process run is a one-job multirun, which runs DDP as ddp_spawn (runs/build.py).
 PARITY = [
     *(override for override in TINY if not override.startswith(("trainer=", "data.batch_size="))),
     "model=mlp",

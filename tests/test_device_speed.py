@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from core.build import build_datamodule
+from runs.build import build_datamodule
 from tests.compose import compose_config
 from tests.conftest import REPO
 

@@ -7,16 +7,16 @@ import json
 import pytest
 import torch
 
-from core.build import build_datamodule, build_module
-from core.errors import UserError
-from core.exporting import ONNX_PACKAGES, NormalizedNet, check_format, export, load_exported
 from datamodules.mnist import MNISTDataModule
+from deployment.exporting import ONNX_PACKAGES, NormalizedNet, check_format, export, load_exported
 from export import export_checkpoint
 from lightning_modules.classifier import ImageClassifier
 from lightning_modules.nets.rnn import RowRNN
+from runs.build import build_datamodule, build_module
 from tests.compose import compose_config, group_options
 from tests.conftest import run_entry
 from tests.tiny_runs import tiny_run
+from user_errors import UserError
 
 ONNX_MISSING = [package for package in ONNX_PACKAGES if importlib.util.find_spec(package) is None]
 FORMATS = [

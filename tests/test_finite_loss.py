@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from callbacks.finite_loss import StopOnNonFiniteLoss
-from core.errors import UserError
+from user_errors import UserError
 
 
 def single_process_trainer() -> SimpleNamespace:

@@ -4,12 +4,12 @@ import pytest
 import torch
 
 from benchmarks.tiny_imagenet_files import write_tiny_imagenet
-from core.errors import UserError
 from datamodules.fake import FakeDataModule
 from datamodules.folds import check_fold_settings, fold_of_each_sample, fold_positions
 from datamodules.mnist import MNISTDataModule
 from datamodules.tiny_imagenet import TinyImageNetDataModule
 from tests.conftest import TINY, run_entry
+from user_errors import UserError
 
 # unbalanced on purpose: class 0 has 5x the samples of class 2
 LABELS = torch.tensor([0] * 250 + [1] * 103 + [2] * 50 + [3] * 7)

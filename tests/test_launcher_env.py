@@ -1,10 +1,10 @@
-"""Which run directory name a launcher's environment gives (core/launcher_env.py), and the refusal of a multi-process
+"""Which run directory name a launcher's environment gives (runs/launcher_env.py), and the refusal of a multi-process
 torchrun without --rdzv-id through train.py; fast: no training (tests/test_multinode.py trains on two "nodes")."""
 
 import pytest
 
-from core.errors import UserError
 from tests.conftest import run_entry
+from user_errors import UserError
 
 LAUNCHER_VARIABLES = (
     "TORCHELASTIC_RUN_ID",
@@ -41,7 +41,7 @@ def launcher_environment(monkeypatch):
     ],
 )
 def test_the_launchers_job_id_names_the_run(environment, name, launcher_environment):
-    from core.launcher_env import _launcher_run_name
+    from runs.launcher_env import _launcher_run_name
 
     for variable, value in environment.items():
         launcher_environment.setenv(variable, value)
@@ -49,7 +49,7 @@ def test_the_launchers_job_id_names_the_run(environment, name, launcher_environm
 
 
 def test_an_rdzv_id_that_is_no_folder_name_is_refused(launcher_environment):
-    from core.launcher_env import _launcher_run_name
+    from runs.launcher_env import _launcher_run_name
 
     launcher_environment.setenv("TORCHELASTIC_RUN_ID", "../elsewhere")
     with pytest.raises(UserError, match="cannot name a run directory"):

@@ -1,4 +1,4 @@
-"""lr_find=true: Lightning's learning-rate range test before fitting (core/lr_finding.py), through train.py."""
+"""lr_find=true: Lightning's learning-rate range test before fitting (runs/lr_finding.py), through train.py."""
 
 import json
 

@@ -8,14 +8,14 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torchvision.models import get_model_weights
 
-from core.build import build_datamodule, build_module
-from core.errors import UserError
-from core.layer_report import classifier_layer_report, layer_report
+from lightning_modules.layer_report import classifier_layer_report, layer_report
 from lightning_modules.nets.rnn import RowRNN, RowsAsSequence
 from lightning_modules.nets.torchvision_net import ARCHITECTURES
+from runs.build import build_datamodule, build_module
 from tests.compose import compose_config, group_options
 from tests.conftest import run_entry
 from tests.tensorboard_events import has_graph
+from user_errors import UserError
 
 MODELS = group_options("model")
 BATCH = 4

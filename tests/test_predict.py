@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from core.image_input import load_as_input
 from datamodules.image_files import decode_image
+from deployment.image_input import load_as_input
 from predict import gather_images
 from tests.conftest import run_entry
 from tests.csv_rows import read_rows

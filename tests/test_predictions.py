@@ -6,9 +6,9 @@ from lightning import Trainer
 from omegaconf import OmegaConf
 from torch.nn import functional as F
 
+from analysis.prediction_files import read_predictions
 from callbacks.predictions import PerSamplePredictions
-from core.build import build_datamodule, build_module
-from core.prediction_files import read_predictions
+from runs.build import build_datamodule, build_module
 from tests.compose import compose_config
 from tests.conftest import TINY, run_entry
 from tests.csv_rows import read_rows

@@ -9,7 +9,7 @@ import yaml
 from PIL import Image
 from torch.utils.tensorboard import SummaryWriter
 
-from core.observations import detect_overfitting, first_reaching, target_sentence
+from analysis.observations import detect_overfitting, first_reaching, target_sentence
 from report import main as report_main
 from tests.conftest import run_entry
 from tests.csv_rows import read_rows

@@ -1,11 +1,11 @@
-"""Report figures fit for a lab report (core/report_figures.py): tick labels, short runs, targets, the averaging note."""
+"""Report figures fit for a lab report (analysis/report_figures.py): tick labels, short runs, targets, the averaging note."""
 
 from pathlib import Path
 
 from PIL import Image
 
-from core.report_figures import AVERAGING_NOTE, curves_figure
-from core.run_records import RunRecord
+from analysis.report_figures import AVERAGING_NOTE, curves_figure
+from analysis.run_records import RunRecord
 from tests.conftest import run_entry
 from tests.test_report import write_planted_run
 

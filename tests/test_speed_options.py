@@ -7,10 +7,10 @@ from lightning import Trainer
 from lightning.pytorch.plugins.precision import MixedPrecision
 from lightning.pytorch.profilers import PassThroughProfiler, SimpleProfiler
 
-from core.build import build_trainer
 from datamodules.array_dataset import ArrayImageDataset
 from datamodules.fake import FakeDataModule
 from lightning_modules.classifier import ImageClassifier
+from runs.build import build_trainer
 from tests.compose import compose_config
 from tests.conftest import TINY, run_entry
 

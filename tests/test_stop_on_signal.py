@@ -7,10 +7,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from callbacks.stop_on_signal import StopOnSignal
-from core.config_check import check_config
-from core.errors import TrainingStopped, UserError
+from callbacks.stop_on_signal import StopOnSignal, TrainingStopped
+from runs.config_check import check_config
 from tests.compose import compose_config
+from user_errors import UserError
 
 
 class CountingStrategy:

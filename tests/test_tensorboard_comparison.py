@@ -1,11 +1,11 @@
-"""TensorBoard views that compare (core/build.py, conf/logger/tensorboard.yaml): train and val on one Custom
+"""TensorBoard views that compare (runs/build.py, conf/logger/tensorboard.yaml): train and val on one Custom
 Scalars chart, a short hparams row written when a run starts (so a failed run shows), multirun jobs named by their overrides."""
 
 import re
 
 import pytest
 
-from core.build import HPARAM_KEYS
+from runs.build import HPARAM_KEYS
 from tests.conftest import TINY, run_entry
 from tests.tensorboard_events import custom_scalar_charts, hparams, read_scalars
 

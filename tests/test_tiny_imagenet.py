@@ -18,14 +18,14 @@ import torch
 from PIL import Image
 
 from benchmarks.tiny_imagenet_files import class_from_pixels, sort_val_into_class_folders, write_tiny_imagenet
-from core.build import build_datamodule, build_module
-from core.errors import UserError
 from datamodules.image_files import BadImageFile, decode_image
 from datamodules.tiny_imagenet import TinyImageNetDataModule
 from datamodules.tiny_imagenet_folder import TinyImageNetFolder
+from runs.build import build_datamodule, build_module
 from tests.compose import compose_config
 from tests.conftest import run_entry
 from tests.tensorboard_events import read_scalars
+from user_errors import UserError
 
 CLASSES, TRAIN_PER_CLASS, VAL_PER_CLASS, TEST_COUNT = 5, 12, 4, 10
 QUIET = [

@@ -10,10 +10,10 @@ import torchvision
 from lightning import Trainer
 from torchvision.models import get_model_weights
 
-from core.errors import UserError
 from lightning_modules.nets.torchvision_net import TorchvisionNet
 from tests.conftest import run_entry
 from tests.test_models import build, data_overrides
+from user_errors import UserError
 
 
 def save_state_dict(model: torch.nn.Module, path: Path) -> Path:

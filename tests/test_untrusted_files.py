@@ -19,14 +19,13 @@ import pytest
 import torch
 from PIL import Image
 
-from callbacks.run_config import RUN_CONFIG_KEY
-from core.checkpoint import load_checkpoint
-from core.errors import UserError
-from core.exporting import read_contract
-from core.prediction_files import read_predictions
-from core.untrusted import RETIRED_TARGETS, allowed_targets, check_stored_config
+from analysis.prediction_files import read_predictions
+from checkpoints.loading import RUN_CONFIG_KEY, load_checkpoint
+from checkpoints.trusted_config import RETIRED_TARGETS, allowed_targets, check_stored_config
+from deployment.exporting import read_contract
 from tests.conftest import REPO, TINY, run_entry
 from tests.tiny_runs import tiny_run
+from user_errors import UserError
 
 VICTIM_BYTES = b"someone's results, not to be truncated\n"
 

@@ -2,7 +2,7 @@
 
 import torch
 
-from core.figures import confusion_matrix_figure, most_confused_figure
+from analysis.figures import confusion_matrix_figure, most_confused_figure
 
 
 def test_many_classes_show_the_most_frequent_confusions_in_order():

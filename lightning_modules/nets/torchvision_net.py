@@ -24,7 +24,6 @@ import torchvision.models
 from torch import nn
 from torchvision.models import VisionTransformer, get_model, get_model_weights, list_models
 
-from core.errors import UserError
 from lightning_modules.nets.layers import check_input_fits
 from lightning_modules.nets.transfer import (
     copy_transferable_weights,
@@ -32,6 +31,7 @@ from lightning_modules.nets.transfer import (
     read_weights_file,
     transfer_summary,
 )
+from user_errors import UserError
 
 log = logging.getLogger(__name__)
 

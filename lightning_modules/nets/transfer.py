@@ -10,8 +10,8 @@ import torch
 from torch import Tensor, nn
 from torchvision.models import get_model_weights
 
-from core.checkpoint import read_weights_only
-from core.errors import UserError
+from checkpoints.loading import read_weights_only
+from user_errors import UserError
 
 # A checkpoint of train.py stores the network as ImageClassifier.net; torchvision-backed networks keep
 # torchvision's model in their `model` attribute, so its weights are the keys below this prefix.

@@ -11,7 +11,7 @@ run directory (and sets LOCAL_RANK/RANK, or SLURM sets SLURM_PROCID), which `ran
 Multirun jobs each get a new directory and are not locked.
 
 Once the lock is held, the temporary files of checkpoint writes that an earlier, killed process left there
-are removed (core/checkpoint_io.py): no live write can own them.
+are removed (checkpoints/atomic_io.py): no live write can own them.
 """
 
 import fcntl
@@ -25,8 +25,9 @@ from hydra.experimental.callback import Callback
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
-from core.checkpoint_io import remove_interrupted_writes
-from core.errors import UserError, exit_on_user_error
+from checkpoints.atomic_io import remove_interrupted_writes
+from runs.exits import exit_on_user_error
+from user_errors import UserError
 
 LOCK_FILE = "run.lock"
 
@@ -69,7 +70,7 @@ class LockRunDirectory(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         if rank_zero_only.rank != 0:  # another process of a DDP run: rank 0 holds the lock for all of them
             return
-        run_dir = Path(config.hydra.run.dir)  # resolving it creates the folder (core/run_dir.py)
+        run_dir = Path(config.hydra.run.dir)  # resolving it creates the folder (runs/run_dir.py)
         run_dir.mkdir(parents=True, exist_ok=True)
         with exit_on_user_error():  # before Hydra starts the job, which would report it with a traceback
             self._descriptor = lock_run_directory(run_dir)

@@ -9,9 +9,11 @@ import torch
 from lightning import LightningModule
 from omegaconf import DictConfig
 
-from callbacks.run_config import RUN_CONFIG_KEY
-from core.errors import UserError
-from core.untrusted import REBUILT_GROUPS, check_stored_config
+from checkpoints.trusted_config import REBUILT_GROUPS, check_stored_config
+from user_errors import UserError
+
+# where callbacks/run_config.py stores the run's composed config in every checkpoint of train.py
+RUN_CONFIG_KEY = "run_config"
 
 
 def read_weights_only(path: str | Path, setting: str, expected: str, mmap: bool = False) -> Any:
@@ -40,7 +42,7 @@ def read_weights_only(path: str | Path, setting: str, expected: str, mmap: bool 
 
 def load_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
     """The contents of a checkpoint of train.py, read with weights_only=True; refused if anything stored in it
-    names code that this installation's conf/ does not (core/untrusted.py), since its run config gets rebuilt."""
+    names code that this installation's conf/ does not (checkpoints/trusted_config.py), since its run config gets rebuilt."""
     checkpoint = read_weights_only(path, "ckpt_path", "<run dir>/checkpoints/<name>.ckpt of a run of train.py", mmap)
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or RUN_CONFIG_KEY not in checkpoint:
         raise UserError(f"{path} is not a checkpoint written by train.py (it lacks the weights or the run's config).")

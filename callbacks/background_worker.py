@@ -16,7 +16,7 @@ fit, test and predict (waiting for everything): when trainer.fit returns, every 
 that could not write its file raises a UserError there, naming the file; any other failure raises a
 RuntimeError with the helper's traceback.
 
-    python -m core.background    # the helper itself: pickled (id, function, args, kwargs) on stdin, results on stdout
+    python -m callbacks.background_worker    # the helper itself: pickled (id, function, args, kwargs) on stdin, results on stdout
 """
 
 import atexit
@@ -32,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from core.errors import UserError
+from user_errors import UserError
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 # tasks in flight before submit waits for the oldest: bounds memory when epochs end faster than files are written
@@ -111,7 +111,7 @@ class BackgroundWorker:
             os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPOSITORY), os.environ.get("PYTHONPATH")]))
         )
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "core.background"],
+            [sys.executable, "-m", "callbacks.background_worker"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=environment,

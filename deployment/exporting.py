@@ -22,8 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from core.errors import UserError
-from core.untrusted import check_stored_config
+from checkpoints.trusted_config import check_stored_config
+from user_errors import UserError
 
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".ts", "torch_export": ".pt2"}
 ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")

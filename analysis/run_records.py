@@ -16,9 +16,8 @@ from typing import Any
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from callbacks.run_config import RUN_CONFIG_KEY
-from core.checkpoint import load_checkpoint
-from core.errors import UserError
+from checkpoints.loading import RUN_CONFIG_KEY, load_checkpoint
+from user_errors import UserError
 
 # TensorBoard's reader warns about the model graph being logged more than once; not our concern here
 logging.getLogger("tensorboard").setLevel(logging.ERROR)

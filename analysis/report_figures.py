@@ -8,8 +8,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import Formatter, MaxNLocator
 
-from core.observations import Overfitting
-from core.run_records import RunRecord
+from analysis.observations import Overfitting
+from analysis.run_records import RunRecord
 
 METRIC_TITLES = {"loss": "Loss (cross-entropy)", "top1": "Top-1 accuracy", "top5": "Top-5 accuracy"}
 SPLIT_STYLES = {"train": "--", "val": "-"}

@@ -21,7 +21,7 @@ from typing import Any, BinaryIO
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from core.errors import UserError
+from user_errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def temporary_files_of(path: Path) -> list[Path]:
 def remove_interrupted_writes(folder: Path) -> list[Path]:
     """Deletes the temporary files that writes killed before their rename left anywhere below `folder`; returns them.
 
-    Only while no other process writes there (core/run_lock.py): a live write's temporary file looks the same.
+    Only while no other process writes there (runs/run_lock.py): a live write's temporary file looks the same.
     """
     stale = [
         path

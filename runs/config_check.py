@@ -21,7 +21,7 @@ import torch
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
-from core.errors import UserError
+from user_errors import UserError
 
 # Parameters the program passes itself; a value in the config would be silently overridden.
 SET_BY_THE_PROGRAM = {

@@ -1,9 +1,9 @@
 """Hydra callback (conf/hydra/default.yaml): the files a command names are checked before its run directory exists.
 
-Hydra creates the run directory (and the resolver of hydra.run.dir, core/run_dir.py, creates it even
+Hydra creates the run directory (and the resolver of hydra.run.dir, runs/run_dir.py, creates it even
 earlier for resume=true) before the task function runs; `on_run_start` comes first. Each file the config
 names (ckpt_path, compare's a and b, predict's exported, resume=true's last.ckpt) is read here with the
-reader its entry point uses, whose check (core/untrusted.py) refuses a file that names code: one sentence
+reader its entry point uses, whose check (checkpoints/trusted_config.py) refuses a file that names code: one sentence
 and exit code 2, and no run directory, log or config written. In a multirun the jobs' own reads check.
 """
 
@@ -13,9 +13,9 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from core.errors import exit_on_user_error
-from core.prediction_files import PREDICTION_FILE_SUFFIXES
-from core.run_dir import LAST_CHECKPOINT
+from analysis.prediction_files import PREDICTION_FILE_SUFFIXES
+from runs.exits import exit_on_user_error
+from runs.run_dir import LAST_CHECKPOINT
 
 
 def files_named(config: DictConfig) -> list[tuple[str, Path]]:
@@ -38,9 +38,9 @@ def files_named(config: DictConfig) -> list[tuple[str, Path]]:
 
 def read_named_files(config: DictConfig) -> None:
     """Each named file read as its entry point will read it (torch and Lightning imported only when one is named)."""
-    from core.checkpoint import load_checkpoint
-    from core.exporting import read_contract
-    from core.prediction_files import read_predictions
+    from analysis.prediction_files import read_predictions
+    from checkpoints.loading import load_checkpoint
+    from deployment.exporting import read_contract
 
     readers = {
         "checkpoint": lambda path: load_checkpoint(path, mmap=True),

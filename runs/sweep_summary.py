@@ -1,7 +1,7 @@
 """The summary of a sweep directory: one row per job, as `summary.md` and `summary.csv` beside the jobs.
 
 A row holds the job's overrides (one column per overridden key), its status (completed, failed with
-the reason, or unfinished: killed or still running; core/job_status.py), and what the job left in its
+the reason, or unfinished: killed or still running; runs/job_status.py), and what the job left in its
 directory: best val top-1 and the val top-5 of that same epoch, the final val loss (TensorBoard
 events), epochs trained and training samples/s (timing.csv), and wall time (status.json). A job that
 failed still shows whatever it logged before failing.
@@ -9,7 +9,7 @@ failed still shows whatever it logged before failing.
 Written after every job of a multirun and at its end (`WriteSweepSummary`, a Hydra callback), and by
 `python sweep_summary.py SWEEP_DIR` on a finished or interrupted sweep. A multirun with failed jobs ends
 with the line `N of M jobs failed, reasons in <sweep dir>/summary.md` and exit code 2, printed and raised
-here in `on_multirun_end`: failed jobs return normally from the task function (core/errors.py), so that
+here in `on_multirun_end`: failed jobs return normally from the task function (runs/exits.py), so that
 Hydra's sweeper does not end the sweep with the first failure's traceback instead.
 """
 
@@ -29,8 +29,8 @@ from hydra.types import RunMode
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from core.errors import USER_ERROR_EXIT_CODE, UserError
-from core.job_status import COMPLETED, FAILED, read_status
+from runs.job_status import COMPLETED, FAILED, read_status
+from user_errors import USER_ERROR_EXIT_CODE, UserError
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 from torch.utils.tensorboard.summary import hparams as tensorboard_hparams
 
-from core.config import flatten, to_plain
-from core.errors import UserError
 from datamodules.base import ImageDataModule
+from runs.config import flatten, to_plain
+from user_errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from core.errors import UserError, exit_on_user_error
-from core.launcher_env import launcher_run_name, on_rank_zero, rank_suffix
+from runs.exits import exit_on_user_error
+from runs.launcher_env import launcher_run_name, on_rank_zero, rank_suffix
+from user_errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ def resolve_run_dir(resume: bool, runs_root: str, new_run_name: str, _root_: Dic
     """hydra.run.dir: a new `<runs_root>/<new_run_name>`, or with resume=true the latest run of this experiment.
 
     Started by torchrun or SLURM, the new run is named after the launcher's job id instead of the time
-    (core/launcher_env.py): every process of the job, on every node, then picks the same directory.
+    (runs/launcher_env.py): every process of the job, on every node, then picks the same directory.
     Remembered per arguments: Hydra resolves the key more than once, the answer must not change.
     """
     key = (bool(resume), runs_root, new_run_name)

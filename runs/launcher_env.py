@@ -7,7 +7,8 @@ torchrun sets TORCHELASTIC_RUN_ID (its --rdzv-id, the same on every node) and RA
 import os
 import re
 
-from core.errors import UserError, exit_on_user_error
+from runs.exits import exit_on_user_error
+from user_errors import UserError
 
 # the run id that torchrun uses when --rdzv-id is not given: every job would share it
 TORCHRUN_DEFAULT_RUN_ID = "none"

@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import UserError
-from core.untrusted import check_stored_config
+from checkpoints.trusted_config import check_stored_config
+from user_errors import UserError
 
 PREDICTION_FILE_SUFFIXES = (".csv", ".json")
 

@@ -12,7 +12,7 @@ from lightning.pytorch.tuner import Tuner
 from matplotlib.figure import Figure
 from omegaconf import DictConfig
 
-from core.errors import UserError
+from user_errors import UserError
 
 log = logging.getLogger(__name__)
 

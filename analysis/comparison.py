@@ -9,10 +9,10 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from core.errors import UserError
-from core.figures import CELL_HEIGHT, CELL_WIDTH, draw_captioned_grid, short_name
-from core.prediction_files import Predictions
+from analysis.figures import CELL_HEIGHT, CELL_WIDTH, draw_captioned_grid, short_name
+from analysis.prediction_files import Predictions
 from datamodules.base import ImageDataModule
+from user_errors import UserError
 
 
 @dataclass

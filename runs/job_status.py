@@ -1,14 +1,14 @@
 """`<job dir>/status.json`: how each job of a multirun ended, so that a sweep summary can say why a job failed.
 
-A job's failure is recorded from inside the task function (core/errors.py exit_on_user_error calls
+A job's failure is recorded from inside the task function (runs/exits.py exit_on_user_error calls
 `record_job_failure` with the exception, whose one sentence is the one a single run of that job would
 end with), and the task function returns normally: Hydra's sweepers re-raise a failed job's exception
 after the whole batch, which would end the multirun with a traceback and skip `on_multirun_end`, where
-the sweep's closing line is printed (core/sweep_summary.py). A job that fails outside the task function
+the sweep's closing line is printed (runs/sweep_summary.py). A job that fails outside the task function
 (Hydra's JobReturn status FAILED) is recorded from its exception, read through the public
 `JobReturn.return_value`, which raises it. `on_job_end` runs for every job: this callback writes the
 job's outcome there. A job killed outright (SIGKILL, out of memory) or
-stopped by a signal (which ends the whole sweep, see core/errors.py) never reaches `on_job_end` and
+stopped by a signal (which ends the whole sweep, see runs/exits.py) never reaches `on_job_end` and
 keeps the `running` status written at its start, which the summary reports as unfinished.
 
 Written in multiruns only (single runs have their exit code and train.log), and by process 0 only:
@@ -28,7 +28,7 @@ from hydra.types import RunMode
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
-from core.errors import UserError
+from user_errors import UserError
 
 STATUS_FILE = "status.json"
 RUNNING, COMPLETED, FAILED = "running", "completed", "failed"

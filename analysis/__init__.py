@@ -1,0 +1,1 @@
+"""Reading finished runs: prediction files, records and curves, figures, comparisons of two checkpoints."""

@@ -1,0 +1,1 @@
+"""Reading checkpoints of train.py safely (weights and plain data only, stored configs checked) and writing them atomically."""
