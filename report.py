@@ -20,6 +20,7 @@ import yaml
 from analysis.observations import Overfitting, detect_overfitting, metric_label, still_improving, target_sentence
 from analysis.report_figures import curves_figure
 from analysis.run_records import RunRecord, find_runs, read_run
+from analysis.sweep_table import markdown_table, summarize
 from runs.exits import exit_on_user_error
 from user_errors import UserError
 
@@ -185,24 +186,9 @@ def fold_statistics(runs: Sequence[RunRecord], labels: Sequence[str]) -> list[st
     return lines
 
 
-def sweep_table(runs: Sequence[RunRecord], labels: Sequence[str]) -> list[str]:
-    lines = [
-        "| run | overrides | epochs | best val top-1 (epoch) | last val top-1 | last val loss | test top-1 | images/s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for run, label in zip(runs, labels):
-        best = best_of(run, "val/top1")
-        epochs = len(run.series("train/loss")[0])
-        lines.append(
-            f"| {run.path.name} | `{label}` | {epochs} | {percent(best[1]) if best else '–'} ({best[0] if best else '–'}) | {percent(final_of(run, 'val/top1'))} | "
-            f"{number(final_of(run, 'val/loss'))} | {percent(run.final.get('test/top1', math.nan))} | {number(run.timing.get('samples_per_s', math.nan), 0)} |"
-        )
-    return lines
-
-
 def write_report(folder: Path, out: Path, targets: Sequence[tuple[str, float]], patience: int, min_rise: float) -> Path:
     runs = [read_run(path) for path in find_runs(folder)]
-    labels, shared = labels_of(runs)
+    labels, _ = labels_of(runs)
     overfitting = [
         detect_overfitting(run.series("train/loss"), run.series("val/loss"), patience, min_rise) for run in runs
     ]
@@ -222,14 +208,7 @@ def write_report(folder: Path, out: Path, targets: Sequence[tuple[str, float]], 
         *[f"![{METRIC_NAMES[metric]} per epoch]({metric}.png)\n" for metric in METRICS],
     ]
     if len(runs) > 1:
-        lines += [
-            "## Runs",
-            "",
-            f"Overrides shared by all runs: `{' '.join(shared) or '(none)'}`",
-            "",
-            *sweep_table(runs, labels),
-            "",
-        ]
+        lines += ["## Runs", "", *markdown_table(*summarize(folder)), ""]
         lines += fold_statistics(runs, labels)
     for run, label, onset in zip(runs, labels, overfitting):
         heading = f"## Run {run.path.name}" + (f": `{label}`" if len(runs) > 1 else "")

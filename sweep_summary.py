@@ -1,7 +1,7 @@
 """Summarise a sweep: python sweep_summary.py logs/train/multiruns/<date>_<time>
 
 Writes <sweep dir>/summary.md and summary.csv (one row per job: overrides, status and reason, best val
-top-1, its top-5, final val loss, epochs, wall time, samples/s; runs/sweep_summary.py) and prints the
+top-1, its top-5, final val loss, epochs, wall time, samples/s; analysis/sweep_table.py) and prints the
 Markdown table. A multirun of train.py writes them itself; this is for a sweep that was interrupted,
 or whose jobs were changed or added to since.
 """
@@ -10,8 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from analysis.sweep_table import write_summary
 from runs.exits import exit_on_user_error
-from runs.sweep_summary import write_summary
 from user_errors import UserError
 
 

@@ -14,21 +14,17 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
-from callbacks.continue_logs import ContinueLogs
-from callbacks.exact_resume import ExactResume
-from callbacks.run_config import StoreRunConfig
 from checkpoints.loading import check_resumable, load_checkpoint
 from runs.build import (
-    build_callbacks,
     build_datamodule,
     build_finder_trainer,
     build_loggers,
     build_module,
     build_trainer,
+    build_training_callbacks,
     log_hyperparameters,
     log_hyperparameters_at_start,
 )
-from runs.config import to_plain
 from runs.config_check import check_config
 from runs.exits import exit_on_user_error
 from runs.lr_finding import check_lr_find, find_lr
@@ -86,16 +82,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
         L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
     module = build_module(cfg, datamodule)
-    if ckpt_path:  # clear sentences for a wrong file, before Lightning reads it
-        check_resumable(cfg, module, load_checkpoint(ckpt_path), ckpt_path)
+    if ckpt_path:  # clear sentences for a wrong file before Lightning loads it (memory-mapped: no tensor read here)
+        check_resumable(cfg, module, load_checkpoint(ckpt_path, mmap=True), ckpt_path)
     if cfg.get("lr_find"):
         check_lr_find(cfg, ckpt_path)
         find_lr(cfg, module, datamodule, build_finder_trainer(cfg), Path(cfg.paths.output_dir))
         cfg.optimizer.lr = module.lr  # checkpoints' stored config and the hparams row say what was trained with
     loggers = build_loggers(cfg)
-    # always there, whatever the callbacks group says: what makes checkpoints complete and resumes exact
-    always = [StoreRunConfig(to_plain(cfg)), ExactResume(), ContinueLogs()]
-    trainer = build_trainer(cfg, build_callbacks(cfg) + always, loggers)
+    trainer = build_trainer(cfg, build_training_callbacks(cfg), loggers)
     log_global_batch(cfg, trainer)
     log_hyperparameters_at_start(loggers, cfg, module)
 

@@ -1,12 +1,15 @@
-"""Reading what finished runs left in their directories: per-epoch curves, timing, config, overrides.
+"""Reading what runs left in their directories: TensorBoard scalars and per-epoch curves, timing.csv,
+status.json, config, overrides. The one reader of each file, for report.py, the sweep table, resume and
+the benchmarks.
 
-Curves come from the TensorBoard event files, read with tensorboard's own EventAccumulator over the
+Scalars come from the TensorBoard event files, read with tensorboard's own EventAccumulator over the
 whole folder with `purge_orphaned_data=True`, which is how TensorBoard shows it: the event files in
 order, and for a resumed run the points that the interrupted session logged after the checkpoint it
 restarted from dropped (callbacks/continue_logs.py), so each epoch appears once.
 """
 
 import csv
+import json
 import logging
 import math
 from dataclasses import dataclass, field
@@ -14,15 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from checkpoints.loading import RUN_CONFIG_KEY, load_checkpoint
 from user_errors import UserError
 
-# TensorBoard's reader warns about the model graph being logged more than once; not our concern here
-logging.getLogger("tensorboard").setLevel(logging.ERROR)
-
 EPOCH_TAG = "epoch"  # Lightning logs the current epoch beside every metric
+TIMING_FILE = "timing.csv"  # callbacks/timing.py: a row per epoch ("0", "1", ...) and the run's ("all")
+STATUS_FILE = "status.json"  # runs/job_status.py: how a job of a multirun ended
+RUNNING, COMPLETED, FAILED = "running", "completed", "failed"
 
 
 @dataclass
@@ -72,21 +74,32 @@ def event_dir(tensorboard_dir: Path) -> Path:
     return holding[0] if holding else tensorboard_dir
 
 
+def read_scalars(event_folder: Path, tags: set[str] | None = None) -> dict[str, list[Any]]:
+    """tag -> its ScalarEvents (step, wall_time, value) in order, for every scalar tag or those of `tags`."""
+    # a slow import, so only where event files are read: not by every run of train.py
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logging.getLogger("tensorboard").setLevel(logging.ERROR)  # its warnings about the graph logged twice
+    accumulator = EventAccumulator(
+        str(event_folder),
+        purge_orphaned_data=True,
+        size_guidance={"scalars": 0, "images": 1, "tensors": 1, "histograms": 1},  # every scalar, little else
+    ).Reload()
+    available = accumulator.Tags()["scalars"]
+    return {tag: accumulator.Scalars(tag) for tag in available if tags is None or tag in tags}
+
+
 def read_curves(tensorboard_dir: Path) -> tuple[dict[str, dict[int, float]], dict[str, float], float]:
     """Per-epoch curves (tag -> {epoch: value}), the once-logged test/* values, and the wall time spanned."""
-    accumulator = EventAccumulator(
-        str(tensorboard_dir), purge_orphaned_data=True, size_guidance={"scalars": 0}
-    ).Reload()
-    tags = accumulator.Tags()["scalars"]
+    scalars = read_scalars(tensorboard_dir)
     epoch_at_step: dict[int, int] = {}
-    for event in accumulator.Scalars(EPOCH_TAG) if EPOCH_TAG in tags else []:
+    for event in scalars.get(EPOCH_TAG, []):
         # the end of epoch e and the first step of epoch e+1 can share a step: epoch metrics belong to e
         epoch_at_step[event.step] = min(int(event.value), epoch_at_step.get(event.step, int(event.value)))
     curves: dict[str, dict[int, float]] = {}
     final: dict[str, float] = {}
     times: list[float] = []
-    for tag in tags:
-        events = accumulator.Scalars(tag)
+    for tag, events in scalars.items():
         times += [event.wall_time for event in events]
         if tag.startswith("test/"):
             final[tag] = events[-1].value
@@ -98,15 +111,26 @@ def read_curves(tensorboard_dir: Path) -> tuple[dict[str, dict[int, float]], dic
     return curves, final, (max(times) - min(times)) if times else math.nan
 
 
-def read_timing(path: Path) -> dict[str, float]:
-    """timing.csv's summary row (epoch "all"): train_s, val_s, samples, samples_per_s, data_wait_frac, peak_memory_mb."""
+def read_timing(run: Path) -> dict[str, dict[str, float]]:
+    """timing.csv by epoch ("0", "1", ..., and "all" for the whole run once it ended): train_s, val_s, samples,
+    samples_per_s, data_wait_frac, peak_memory_mb; empty where the run has none."""
+    path = Path(run) / TIMING_FILE
     if not path.is_file():
         return {}
     with path.open(newline="") as file:
-        summary = [row for row in csv.DictReader(file) if row["epoch"] == "all"]
-    if not summary:
-        return {}
-    return {name: float(value) if value else math.nan for name, value in summary[-1].items() if name != "epoch"}
+        rows = list(csv.DictReader(file))
+    return {
+        row["epoch"]: {name: float(value) if value else math.nan for name, value in row.items() if name != "epoch"}
+        for row in rows
+    }
+
+
+def read_status(job_dir: Path) -> dict[str, Any] | None:
+    """A multirun job's status.json: {"status": running|completed|failed, "reason", "wall_s", ...}, or None."""
+    try:
+        return json.loads((Path(job_dir) / STATUS_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
 
 
 def read_config(run: Path) -> tuple[dict[str, Any], list[str]]:
@@ -129,4 +153,4 @@ def read_config(run: Path) -> tuple[dict[str, Any], list[str]]:
 def read_run(run: Path) -> RunRecord:
     curves, final, wall_s = read_curves(event_dir(run / "tensorboard"))
     config, overrides = read_config(run)
-    return RunRecord(run, curves, final, read_timing(run / "timing.csv"), config, overrides, wall_s)
+    return RunRecord(run, curves, final, read_timing(run).get("all", {}), config, overrides, wall_s)

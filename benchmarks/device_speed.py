@@ -1,6 +1,6 @@
 """The same short training on each device setting: CPU, CPU DDP, one GPU, all GPUs; a Markdown table.
 
-    python benchmarks/device_speed.py [--settings cpu,cpu_ddp,gpu,gpu_ddp] [--repeats 1] [--out DIR] [train.py overrides ...]
+    python -m benchmarks.device_speed [--settings cpu,cpu_ddp,gpu,gpu_ddp] [--repeats 1] [--out DIR] [train.py overrides ...]
 
 Each setting is a fresh train.py process (its own run directory under --out), timed from start to exit.
 Samples/s and seconds per epoch come from the run's timing.csv (callbacks/timing.py: training steps and
@@ -115,12 +115,10 @@ def run(setting: Setting, overrides: list[str], run_dir: Path) -> None:
     if result.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
     setting.wall_s.append(time.perf_counter() - start)
-    with (run_dir / "timing.csv").open(newline="") as file:
-        rows = list(csv.DictReader(file))
-    whole = next(row for row in rows if row["epoch"] == "all")
-    setting.samples_per_s.append(float(whole["samples_per_s"]))
-    setting.samples.append(float(whole["samples"]))
-    setting.epoch_s.append(statistics.median(float(row["train_s"]) for row in rows if row["epoch"] != "all"))
+    timing = read_timing(run_dir)
+    setting.samples_per_s.append(timing["all"]["samples_per_s"])
+    setting.samples.append(timing["all"]["samples"])
+    setting.epoch_s.append(statistics.median(row["train_s"] for epoch, row in timing.items() if epoch != "all"))
 
 
 def override_value(overrides: list[str], key: str, default: str) -> str:
@@ -219,7 +217,7 @@ def main() -> None:
         load_after = os.getloadavg()
         report = "\n".join(
             [
-                f"`{' '.join(['python benchmarks/device_speed.py', *sys.argv[1:]])}`",
+                f"`{' '.join(['python -m benchmarks.device_speed', *sys.argv[1:]])}`",
                 "",
                 f"{datetime.date.today().isoformat()}, {machine()}; load average (1, 5, 15 min) before "
                 f"{', '.join(f'{value:.2f}' for value in load_before)}, after {', '.join(f'{value:.2f}' for value in load_after)}; "

@@ -60,9 +60,7 @@ def variants(gpu: bool) -> dict[str, dict[str, str]]:
 
 
 def second_epoch_samples_per_s(run_dir: Path) -> float:
-    with (run_dir / "timing.csv").open(newline="") as file:
-        rows = {row["epoch"]: row for row in csv.DictReader(file)}
-    return float(rows["1"]["samples_per_s"])
+    return read_timing(run_dir)["1"]["samples_per_s"]
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """The model zoo on the real MNIST: parameters, test top-1 after a short run, training speed.
 
-    python benchmarks/model_zoo_mnist.py --data-dir data [--models mlp,lenet,...] [--out DIR]
+    python -m benchmarks.model_zoo_mnist --data-dir data [--models mlp,lenet,...] [--out DIR]
 
 Each model is trained by the real train.py (a subprocess, its own run directory under --out) with the
 recipe below, then tested on MNIST's test images (the heavy CNNs: a limited number of training steps and
@@ -21,7 +21,6 @@ import sys
 import time
 from pathlib import Path
 
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_IMAGES = 55_000  # MNIST's 60k minus the 5k validation images
@@ -73,10 +72,7 @@ def train(model: str, data_dir: str, run_dir: Path) -> float:
 def figures(model: str, run_dir: Path, wall: float) -> dict[str, str]:
     report = (run_dir / "layers.txt").read_text()
     params = re.search(r"^parameters: ([\d,]+)", report, re.MULTILINE).group(1)
-    events = [
-        EventAccumulator(str(path)).Reload() for path in sorted((run_dir / "tensorboard").glob("events.out.tfevents.*"))
-    ]
-    scalars = {tag: accumulator.Scalars(tag) for accumulator in events for tag in accumulator.Tags()["scalars"]}
+    scalars = read_scalars(run_dir / "tensorboard")
     images_per_second = training_speed(scalars["train_step/loss"], [event.step for event in scalars["train/loss"]])
     trained_steps = scalars["train/loss"][-1].step + 1
     return {
@@ -145,7 +141,7 @@ def main() -> None:
         print(markdown(rows[-1:]), flush=True)
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.system()}"
     summary = (
-        f"{markdown(rows)}\n\n`python benchmarks/model_zoo_mnist.py --models {args.models}` on {machine}, "
+        f"{markdown(rows)}\n\n`python -m benchmarks.model_zoo_mnist --models {args.models}` on {machine}, "
         f"{started:%Y-%m-%d %H:%M}; load average {load_before[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end; "
         f"batch {BATCH_SIZE}; s/epoch = {TRAIN_IMAGES:,} images / training speed.\n"
     )

@@ -24,6 +24,7 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from tensorboard.compat.proto.event_pb2 import Event, SessionLog
 
+from analysis.run_records import read_scalars
 from checkpoints.atomic_io import atomic_write_bytes
 
 # the epoch means the module logs at an epoch's end (lightning_modules/classifier.py), after last.ckpt is written;
@@ -84,13 +85,8 @@ def _csv_has_row(metrics_file: Path, step: int, metrics: dict[str, float]) -> bo
 
 def _tensorboard_steps(log_dir: Path, tags: list[str]) -> dict[str, set[int]]:
     """tag -> the steps TensorBoard shows for it in log_dir."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # slow import: only on resume
-
-    accumulator = EventAccumulator(
-        str(log_dir), size_guidance={"scalars": 0, "images": 1, "tensors": 1, "histograms": 1}, purge_orphaned_data=True
-    ).Reload()
-    scalar_tags = set(accumulator.Tags()["scalars"])
-    return {tag: {event.step for event in accumulator.Scalars(tag)} if tag in scalar_tags else set() for tag in tags}
+    scalars = read_scalars(log_dir, set(tags))
+    return {tag: {event.step for event in scalars.get(tag, [])} for tag in tags}
 
 
 def _inside(folder: str, run_dir: Path) -> bool:

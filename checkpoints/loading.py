@@ -72,11 +72,26 @@ def load_weights(
 
 
 def check_resumable(cfg: DictConfig, module: LightningModule, checkpoint: dict[str, Any], path: str | Path) -> None:
-    """Refuse to continue a checkpoint with another network or dataset than the one it was trained on."""
+    """Refuse to continue a checkpoint with another network or dataset than the one it was trained on.
+
+    Only names and shapes are compared: the weights themselves are loaded once, by Lightning's fit (read the
+    checkpoint with mmap=True and its tensors are not read from disk here at all)."""
     advice = "resume it with the model and data it was trained with (leave out model=/data= overrides), or start a new run without ckpt_path"
     stored = checkpoint[RUN_CONFIG_KEY]
     for group in ("model", "data"):
         trained_with, requested = stored.get(group, {}).get("_target_"), cfg[group]._target_
         if trained_with != requested:
             raise UserError(f"{path} was trained with {group} {trained_with}, this run builds {requested}: {advice}.")
-    load_weights(module, checkpoint, path, advice)
+    expected, saved = module.state_dict(), checkpoint["state_dict"]
+    missing, unexpected = sorted(expected.keys() - saved.keys()), sorted(saved.keys() - expected.keys())
+    if missing or unexpected:
+        raise UserError(
+            f"The weights in {path} belong to another network than the one built from this config "
+            f"({len(missing)} missing, e.g. {missing[:1]}; {len(unexpected)} unexpected, e.g. {unexpected[:1]}): {advice}."
+        )
+    for name, tensor in expected.items():
+        if saved[name].shape != tensor.shape:
+            raise UserError(
+                f"The weights in {path} have other shapes than the network built from this config (size mismatch for "
+                f"{name}: {tuple(saved[name].shape)} in the checkpoint, {tuple(tensor.shape)} here): {advice}."
+            )

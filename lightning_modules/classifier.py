@@ -1,6 +1,5 @@
 """The one LightningModule for image classification: any network, cross-entropy, top-1/top-5."""
 
-import inspect
 from typing import Any
 
 import torch
@@ -13,9 +12,8 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_modules.metrics import Mean
 
-# Scheduler arguments that measure the length of the run; left null in conf/scheduler/*.yaml,
-# they are filled in from the trainer once the number of steps per epoch is known.
-RUN_LENGTH_ARGUMENTS = ("T_max", "total_steps")
+# schedulers that cycle the momentum along with the learning rate, which an optimizer without momentum lacks
+CYCLING_MOMENTUM = (torch.optim.lr_scheduler.OneCycleLR, torch.optim.lr_scheduler.CyclicLR)
 
 
 class ImageClassifier(LightningModule):
@@ -163,22 +161,22 @@ class ImageClassifier(LightningModule):
             return {"optimizer": optimizer}
         scheduler_factory = instantiate(scheduler_cfg["scheduler"])
         interval = scheduler_cfg.get("interval", "epoch")
-        run_length = self.trainer.estimated_stepping_batches if interval == "step" else self.trainer.max_epochs
-        accepted = inspect.signature(scheduler_factory.func).parameters
-        filled = {
-            name: run_length
-            for name in RUN_LENGTH_ARGUMENTS
-            if name in accepted and scheduler_factory.keywords.get(name, 0) is None
-        }
-        if (
-            "max_lr" in accepted and len(optimizer.param_groups) > 1
-        ):  # one max_lr would erase the groups' own learning rates
+        filled = {}
+        # conf/scheduler/*.yaml names the argument that measures the run (T_max, total_steps); the run's length in
+        # optimizer steps is known only now, from the trainer
+        run_length = scheduler_cfg.get("run_length")
+        if run_length and scheduler_factory.keywords.get(run_length) is None:
+            filled[run_length] = (
+                self.trainer.estimated_stepping_batches if interval == "step" else self.trainer.max_epochs
+            )
+        if "max_lr" in scheduler_factory.keywords and len(optimizer.param_groups) > 1:
+            # one max_lr would erase the groups' own learning rates: each group's peak keeps its ratio to the base lr
             filled["max_lr"] = [
                 scheduler_factory.keywords["max_lr"] * group["lr"] / optimizer.defaults["lr"]
                 for group in optimizer.param_groups
             ]
-        if "cycle_momentum" in accepted and not _uses_momentum(optimizer):
-            filled["cycle_momentum"] = False  # OneCycleLR would otherwise add momentum (or fail, for Adagrad)
+        if scheduler_factory.func in CYCLING_MOMENTUM and not _uses_momentum(optimizer):
+            filled["cycle_momentum"] = False  # it would otherwise add momentum (or fail, for Adagrad)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {

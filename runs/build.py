@@ -16,6 +16,9 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 from torch.utils.tensorboard.summary import hparams as tensorboard_hparams
 
+from callbacks.continue_logs import ContinueLogs
+from callbacks.exact_resume import ExactResume
+from callbacks.run_config import StoreRunConfig
 from datamodules.base import ImageDataModule
 from runs.config import flatten, to_plain
 from user_errors import UserError
@@ -112,6 +115,13 @@ def _instantiate_each(group: DictConfig | None, what: str) -> list[Any]:
 
 def build_callbacks(cfg: DictConfig) -> list[Callback]:
     return _instantiate_each(cfg.get("callbacks"), "callbacks")
+
+
+def build_training_callbacks(cfg: DictConfig) -> list[Callback]:
+    """The callbacks group, and the three that train.py always needs, whatever that group says: they make every
+    checkpoint rebuild its run (StoreRunConfig), a resume continue bit for bit (ExactResume) and the logs go on
+    where they stopped (ContinueLogs)."""
+    return build_callbacks(cfg) + [StoreRunConfig(to_plain(cfg)), ExactResume(), ContinueLogs()]
 
 
 def build_loggers(cfg: DictConfig) -> list[Logger]:

@@ -28,10 +28,8 @@ from hydra.types import RunMode
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
+from analysis.run_records import COMPLETED, FAILED, RUNNING, STATUS_FILE
 from user_errors import UserError
-
-STATUS_FILE = "status.json"
-RUNNING, COMPLETED, FAILED = "running", "completed", "failed"
 
 
 def write_status(job_dir: Path, status: dict[str, Any]) -> None:
@@ -40,14 +38,6 @@ def write_status(job_dir: Path, status: dict[str, Any]) -> None:
     partial = path.with_name(f".{path.name}.partial")
     partial.write_text(json.dumps(status, indent=2))
     os.replace(partial, path)
-
-
-def read_status(job_dir: Path) -> dict[str, Any] | None:
-    path = Path(job_dir) / STATUS_FILE
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
 
 
 def failure_reason(error: BaseException) -> str:

@@ -28,7 +28,6 @@ SHORTENING = {
     "python train.py": "debug=limit",
     "python compare.py": "num_images=4",
     "hparams_search=mnist_optuna": "hydra.sweeper.n_trials=2",
-    "python benchmarks/recipe_step_time.py": "--steps 2",
 }
 # what a command that this machine cannot run must answer instead, in one sentence
 NEEDS_A_GPU = (
@@ -51,11 +50,10 @@ NOT_RUN_HERE = (
 )  # the suite, installs, clusters
 # minutes each on 2 CPU cores: run by `pytest -m slow` (a page whose every command is heavy is slow as a whole)
 SLOW_COMMANDS = (
-    "benchmarks/device_speed.py",
+    "benchmarks.device_speed",
     "model=resnet18 trainer.max_epochs=1",
     "model=resnet18 data=mnist model.weights_path=",
     "model=resnet18 model.weights_path=",
-    "recipe_step_time.py",
 )
 SLOW_PAGES = ("devices_and_sweeps.md",)
 IGNORED_FOLDERS = {".git", ".venv", "logs", "data", "outputs", "multirun", ".pytest_cache", "__pycache__"}
