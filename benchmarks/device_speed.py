@@ -22,7 +22,6 @@ artefact, with the likely reason.
 """
 
 import argparse
-import csv
 import datetime
 import os
 import platform
@@ -35,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+
+from analysis.run_records import read_timing
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULTS = [

@@ -14,7 +14,6 @@ tiny default step count: a check that every path runs, not a measurement to quot
 """
 
 import argparse
-import csv
 import os
 import statistics
 import tempfile
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from analysis.run_records import read_timing
 from benchmarks.runs import alternating, load, timed_run
 
 ALL_ON = {

@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+from analysis.run_records import read_scalars
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_IMAGES = 55_000  # MNIST's 60k minus the 5k validation images
