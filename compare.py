@@ -30,9 +30,8 @@ from analysis.comparison import (
 from analysis.prediction_files import PREDICTION_FILE_SUFFIXES, Predictions, read_predictions
 from runs.build import build_datamodule, build_loggers
 from runs.config import quoted
+from runs.entry_points import exit_on_user_error, quiet_library_notices
 from runs.evaluation import evaluate
-from runs.exits import exit_on_user_error
-from runs.notices import quiet_library_notices
 from runs.run_dir import register_resolvers
 from user_errors import UserError
 

@@ -8,9 +8,8 @@ Writes metrics.json and, for each split, a per-sample prediction file (predictio
 import hydra
 from omegaconf import DictConfig
 
+from runs.entry_points import exit_on_user_error, quiet_library_notices
 from runs.evaluation import evaluate
-from runs.exits import exit_on_user_error
-from runs.notices import quiet_library_notices
 from runs.run_dir import register_resolvers
 
 register_resolvers()  # conf/hydra/default.yaml uses ${run_dir:...}: registered before Hydra composes

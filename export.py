@@ -25,9 +25,8 @@ from deployment.exporting import (
     write_contract,
 )
 from deployment.image_input import RESIZE_FILTER
+from runs.entry_points import exit_on_user_error, quiet_library_notices
 from runs.evaluation import rebuild_from_checkpoint
-from runs.exits import exit_on_user_error
-from runs.notices import quiet_library_notices
 from runs.run_dir import register_resolvers
 from user_errors import UserError
 

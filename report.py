@@ -21,7 +21,7 @@ from analysis.observations import Overfitting, detect_overfitting, metric_label,
 from analysis.report_figures import curves_figure
 from analysis.run_records import RunRecord, find_runs, read_run
 from analysis.sweep_table import markdown_table, summarize
-from runs.exits import exit_on_user_error
+from runs.entry_points import exit_on_user_error
 from user_errors import UserError
 
 METRICS = ("loss", "top1", "top5")

@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 
 from lightning_modules.layer_report import classifier_layer_report
 from runs.build import build_datamodule, build_module
-from runs.exits import exit_on_user_error
+from runs.entry_points import exit_on_user_error
 from runs.run_dir import register_resolvers
 
 register_resolvers()  # conf/hydra/default.yaml uses ${run_dir:...}: registered before Hydra composes

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from analysis.sweep_table import write_summary
-from runs.exits import exit_on_user_error
+from runs.entry_points import exit_on_user_error
 from user_errors import UserError
 
 

@@ -26,9 +26,8 @@ from runs.build import (
     log_hyperparameters_at_start,
 )
 from runs.config_check import check_config
-from runs.exits import exit_on_user_error
+from runs.entry_points import exit_on_user_error, quiet_library_notices
 from runs.lr_finding import check_lr_find, find_lr
-from runs.notices import quiet_library_notices
 from runs.run_dir import LAST_CHECKPOINT, discarded_if_nothing_was_trained, register_resolvers
 from user_errors import UserError
 
@@ -117,9 +116,7 @@ def main(cfg: DictConfig) -> float | None:
     quiet_library_notices()
     with exit_on_user_error(), discarded_if_nothing_was_trained(cfg.paths.output_dir):
         return train(cfg).get("best_val_top1")
-    return (
-        math.nan
-    )  # only a multirun's failed job gets here (runs/exits.py): a result that a sweeper (Optuna) counts as failed
+    return math.nan  # only a multirun's failed job gets here (runs/entry_points.py): a result that a sweeper (Optuna) counts as failed
 
 
 if __name__ == "__main__":

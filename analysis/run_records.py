@@ -5,7 +5,7 @@ the benchmarks.
 Scalars come from the TensorBoard event files, read with tensorboard's own EventAccumulator over the
 whole folder with `purge_orphaned_data=True`, which is how TensorBoard shows it: the event files in
 order, and for a resumed run the points that the interrupted session logged after the checkpoint it
-restarted from dropped (callbacks/continue_logs.py), so each epoch appears once.
+restarted from dropped (callbacks/resume.py), so each epoch appears once.
 """
 
 import csv
@@ -23,7 +23,7 @@ from user_errors import UserError
 
 EPOCH_TAG = "epoch"  # Lightning logs the current epoch beside every metric
 TIMING_FILE = "timing.csv"  # callbacks/timing.py: a row per epoch ("0", "1", ...) and the run's ("all")
-STATUS_FILE = "status.json"  # runs/job_status.py: how a job of a multirun ended
+STATUS_FILE = "status.json"  # runs/hydra_callbacks.py: how a job of a multirun ended
 RUNNING, COMPLETED, FAILED = "running", "completed", "failed"
 
 

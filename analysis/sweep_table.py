@@ -1,7 +1,7 @@
 """The table of a sweep: one row per job, as `summary.md` and `summary.csv` beside the jobs, and in report.py's report.
 
 A row holds the job's overrides (one column per overridden key), its status (completed, failed with
-the reason, or unfinished: killed or still running; runs/job_status.py), and what the job left in its
+the reason, or unfinished: killed or still running; runs/hydra_callbacks.py), and what the job left in its
 directory (analysis/run_records.py reads each file): best val top-1, its epoch and the val top-5 of that
 epoch, the final val loss, the test top-1 (TensorBoard events), epochs trained and training samples/s
 (timing.csv), and wall time (status.json). A job that failed still shows whatever it logged before failing.

@@ -40,7 +40,7 @@ def temporary_files_of(path: Path) -> list[Path]:
 def remove_interrupted_writes(folder: Path) -> list[Path]:
     """Deletes the temporary files that writes killed before their rename left anywhere below `folder`; returns them.
 
-    Only while no other process writes there (runs/run_lock.py): a live write's temporary file looks the same.
+    Only while no other process writes there (runs/hydra_callbacks.py): a live write's temporary file looks the same.
     """
     stale = [
         path

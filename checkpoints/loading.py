@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 from checkpoints.trusted_config import REBUILT_GROUPS, check_stored_config
 from user_errors import UserError
 
-# where callbacks/run_config.py stores the run's composed config in every checkpoint of train.py
+# where callbacks/checkpointing.py stores the run's composed config in every checkpoint of train.py
 RUN_CONFIG_KEY = "run_config"
 
 

@@ -1,6 +1,6 @@
 """Files from other people supply values, never code: the one check of every config stored in a file.
 
-Checkpoints carry their run's composed config (callbacks/run_config.py), prediction files a data config
+Checkpoints carry their run's composed config (callbacks/checkpointing.py), prediction files a data config
 in their JSON sidecar (analysis/prediction_files.py); eval.py, compare.py, export.py and predict.py rebuild
 the data, model and module from those with hydra.utils.instantiate, which imports and calls whatever a
 `_target_` names. So before anything is built, every dict stored in such a file is held against this
@@ -15,7 +15,7 @@ installation's own conf/ (docs/trust.md):
   such as oc.create would build new nodes (with new targets) after this check.
 
 Anything else is refused with one sentence naming the file and the key, before a run directory exists
-(runs/refuse_untrusted_files.py, a Hydra callback) and again where each file is read (checkpoints/loading.py,
+(runs/hydra_callbacks.py, a Hydra callback) and again where each file is read (checkpoints/loading.py,
 analysis/prediction_files.py, deployment/exporting.py).
 """
 

@@ -2,7 +2,7 @@
 
 Each epoch's order is a function of (seed, epoch) alone, as DistributedSampler does under DDP, and the
 loader draws nothing from the global random generator (DataLoader otherwise draws its worker seed and the
-sampler's seed from it). callbacks/exact_resume.py stores `position()` in every checkpoint and calls
+sampler's seed from it). callbacks/resume.py stores `position()` in every checkpoint and calls
 `resume_from()` on resume: a run resumed in the middle of an epoch continues with the batches of that
 epoch's order it had not yet trained on.
 

@@ -1,16 +1,43 @@
-"""The one LightningModule for image classification: any network, cross-entropy, top-1/top-5."""
+"""The one LightningModule for image classification: any network, cross-entropy, top-1/top-5.
+
+The classifier's epoch loss: a weighted mean kept on the device.
+
+torchmetrics' MeanMetric drops NaN values (checking every update, which waits for the device) or, with
+nan_strategy="disable", drops the weights (torchmetrics 1.9); a diverged epoch must show as NaN instead.
+torchmetrics' Metric still resets it, moves it with the module and sums it across DDP processes when computed.
+
+The one LightningModule for image classification: any network, cross-entropy, top-1/top-5.
+"""
 
 from typing import Any
 
 import torch
 from hydra.utils import instantiate
 from lightning import LightningModule
-from torch import nn
+from torch import Tensor, nn
 from torch.nn import functional as F
-from torchmetrics import MetricCollection
+from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
-from lightning_modules.metrics import Mean
+
+class Mean(Metric):
+    """The weighted mean of every value passed to `update`."""
+
+    full_state_update = False
+
+    def __init__(self):
+        super().__init__()
+        self.add_state("sum", torch.zeros(()), dist_reduce_fx="sum")
+        self.add_state("weight", torch.zeros(()), dist_reduce_fx="sum")
+
+    def update(self, values: Tensor, weight: float = 1.0) -> None:
+        """values: one value or a batch of them, each counted `weight` times (a batch's mean loss: its batch size)."""
+        self.sum += values.sum() * weight
+        self.weight += values.numel() * weight
+
+    def compute(self) -> Tensor:
+        return self.sum / self.weight
+
 
 # schedulers that cycle the momentum along with the learning rate, which an optimizer without momentum lacks
 CYCLING_MOMENTUM = (torch.optim.lr_scheduler.OneCycleLR, torch.optim.lr_scheduler.CyclicLR)

@@ -16,9 +16,8 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 from torch.utils.tensorboard.summary import hparams as tensorboard_hparams
 
-from callbacks.continue_logs import ContinueLogs
-from callbacks.exact_resume import ExactResume
-from callbacks.run_config import StoreRunConfig
+from callbacks.checkpointing import StoreRunConfig
+from callbacks.resume import ContinueLogs, ExactResume
 from datamodules.base import ImageDataModule
 from runs.config import flatten, to_plain
 from user_errors import UserError

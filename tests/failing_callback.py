@@ -8,7 +8,7 @@ import torch
 from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import Checkpoint
 
-from callbacks.last_checkpoint import LAST, LastCheckpoint
+from callbacks.checkpointing import LAST, LastCheckpoint
 from user_errors import UserError
 
 

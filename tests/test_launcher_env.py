@@ -1,4 +1,4 @@
-"""Which run directory name a launcher's environment gives (runs/launcher_env.py), and the refusal of a multi-process
+"""Which run directory name a launcher's environment gives (runs/run_dir.py), and the refusal of a multi-process
 torchrun without --rdzv-id through train.py; fast: no training (tests/test_multinode.py trains on two "nodes")."""
 
 import pytest
@@ -41,7 +41,7 @@ def launcher_environment(monkeypatch):
     ],
 )
 def test_the_launchers_job_id_names_the_run(environment, name, launcher_environment):
-    from runs.launcher_env import _launcher_run_name
+    from runs.run_dir import _launcher_run_name
 
     for variable, value in environment.items():
         launcher_environment.setenv(variable, value)
@@ -49,7 +49,7 @@ def test_the_launchers_job_id_names_the_run(environment, name, launcher_environm
 
 
 def test_an_rdzv_id_that_is_no_folder_name_is_refused(launcher_environment):
-    from runs.launcher_env import _launcher_run_name
+    from runs.run_dir import _launcher_run_name
 
     launcher_environment.setenv("TORCHELASTIC_RUN_ID", "../elsewhere")
     with pytest.raises(UserError, match="cannot name a run directory"):

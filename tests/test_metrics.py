@@ -4,7 +4,7 @@ import pytest
 import torch
 from torchmetrics import MeanMetric
 
-from lightning_modules.metrics import Mean
+from lightning_modules.classifier import Mean
 
 
 def test_mean_weights_batch_means_by_their_batch_size_like_torchmetrics():

@@ -1,9 +1,9 @@
-"""callbacks/last_checkpoint.py: last.ckpt's ModelCheckpoint keeps a state key of its own beside the configured
+"""callbacks/checkpointing.py: last.ckpt's ModelCheckpoint keeps a state key of its own beside the configured
 ModelCheckpoints (Lightning refuses two stateful callbacks with one key), and theirs stay Lightning's."""
 
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from callbacks.last_checkpoint import LastCheckpoint
+from callbacks.checkpointing import LastCheckpoint
 
 
 def test_last_checkpoint_keeps_a_key_of_its_own(tmp_path):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from runs.run_lock import LOCK_FILE, lock_run_directory
+from runs.hydra_callbacks import LOCK_FILE, lock_run_directory
 from tests.conftest import REPO, run_entry
 from tests.tensorboard_events import read_scalars_as_shown
 

@@ -1,4 +1,4 @@
-"""The one exception every layer raises for a mistake the user can fix (runs/exits.py turns it into exit 2)."""
+"""The one exception every layer raises for a mistake the user can fix (runs/entry_points.py turns it into exit 2)."""
 
 USER_ERROR_EXIT_CODE = 2
 

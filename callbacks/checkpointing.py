@@ -1,4 +1,8 @@
-"""last.ckpt: the complete training state, rewritten at the end of every epoch; what resume=true and ckpt_path continue from.
+"""What every checkpoint holds and when last.ckpt is written.
+
+Stores the run's composed config in every checkpoint, so a checkpoint alone rebuilds its model and data.
+
+last.ckpt: the complete training state, rewritten at the end of every epoch; what resume=true and ckpt_path continue from.
 
 ModelCheckpoint(save_last=True) rewrites last.ckpt only in a step where that same callback saved one of
 its own checkpoints (Lightning 2.6), so beside a best-k checkpoint it lags behind whenever the metric
@@ -6,7 +10,21 @@ does not improve. This is a ModelCheckpoint of its own class, so that its state 
 the other ModelCheckpoints'.
 """
 
+from typing import Any
+
+from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
+
+from checkpoints.loading import RUN_CONFIG_KEY
+
+
+class StoreRunConfig(Callback):
+    def __init__(self, run_config: dict[str, Any]):
+        self.run_config = run_config
+
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        checkpoint[RUN_CONFIG_KEY] = self.run_config
+
 
 LAST = "last"
 

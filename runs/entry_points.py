@@ -1,0 +1,108 @@
+"""What every entry script does first and last.
+
+Library notices a user can do nothing about, kept out of the run's output; real warnings stay visible.
+
+How an entry script ends: a user's mistake as one sentence and exit 2, a stop on a signal as its message.
+"""
+
+import logging
+import signal
+import sys
+import traceback
+import warnings
+from contextlib import contextmanager
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from callbacks.stop_on_signal import TrainingStopped
+from user_errors import USER_ERROR_EXIT_CODE, UserError
+
+
+class DropAdverts(logging.Filter):
+    """Lightning's "💡 Tip: ... try installing [litlogger|litmodels]" lines: adverts, not about this run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
+
+
+def quiet_library_notices() -> None:
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(DropAdverts())
+    logging.getLogger("onnxscript").setLevel(logging.WARNING)  # the ONNX exporter's progress lines
+    # TensorBoard's graph writer has no other way than torch.jit.trace, which torch deprecates
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.trace(_method)?` is deprecated", category=FutureWarning)
+    # inside Lightning's own pytree helper, with this torch release
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+
+
+log = logging.getLogger(__name__)
+
+
+def _in_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+@contextmanager
+def exit_on_user_error():
+    """Turn a UserError into its message and exit code 2, and a stop on a signal into its message and 128 + the signal's number.
+
+    In a multirun the job's failure (a UserError, or any other exception) is recorded instead, as the one
+    sentence a single run would end with (runs/hydra_callbacks.py writes it to status.json), and not raised:
+    Hydra's sweepers re-raise a failed job's exception after the whole sweep, which would end it with a
+    traceback before its summary; the sweep ends with a line that counts the failed jobs instead
+    (runs/hydra_callbacks.py). The task function then returns whatever follows its `with` block. A signal
+    ends the whole sweep.
+    """
+    try:
+        yield
+    except TrainingStopped as stop:
+        print(f"stopped: {stop}", file=sys.stderr)
+        raise SystemExit(128 + stop.signum) from None
+    except SIGTERMException:  # Lightning's own stop on SIGTERM, outside the training loop (e.g. in the sanity check)
+        print(
+            "stopped: SIGTERM before training started; nothing was trained, so nothing needed saving.", file=sys.stderr
+        )
+        raise SystemExit(128 + signal.SIGTERM) from None
+    except UserError as error:
+        if not _in_multirun():
+            print(f"error: {error}", file=sys.stderr)
+            raise SystemExit(USER_ERROR_EXIT_CODE) from None
+        record_job_failure(error)
+        log.error(str(error))
+    except Exception as error:
+        if not _in_multirun():
+            raise
+        record_job_failure(error)
+        log.error(
+            f"This job failed: {error.__class__.__name__}: {error}", exc_info=error
+        )  # a bug: its traceback, as a single run shows it
+
+
+def failure_reason(error: BaseException) -> str:
+    """One line: the message of a UserError (already a sentence), else the last line of the traceback a single
+    run would show (the exception's type and message), with where it was raised when the message is empty."""
+    message = " ".join(str(error).split())
+    if isinstance(error, UserError) and message:
+        return message
+    if message:
+        return f"{error.__class__.__name__}: {message}"
+    frames = traceback.extract_tb(error.__traceback__)
+    where = f" in {frames[-1].name} ({frames[-1].filename}, line {frames[-1].lineno})" if frames else ""
+    return f"{error.__class__.__name__} (without a message) raised{where}; the job's train.log has the traceback."
+
+
+_job_failure: str | None = None
+
+
+def record_job_failure(error: BaseException) -> None:
+    """The failure of the job running in this process, for its status.json (RecordJobStatus writes it when the job ends)."""
+    global _job_failure
+    _job_failure = failure_reason(error)
+
+
+def take_job_failure() -> str | None:
+    """The recorded failure of the job that just ended (None if it did not fail), cleared for the next job."""
+    global _job_failure
+    failure, _job_failure = _job_failure, None
+    return failure
