@@ -28,8 +28,7 @@ from analysis.comparison import (
     write_disagreements,
 )
 from analysis.prediction_files import PREDICTION_FILE_SUFFIXES, Predictions, read_predictions
-from runs.build import build_datamodule, build_loggers
-from runs.config import quoted
+from runs.build import build_datamodule, build_loggers, quoted
 from runs.entry_points import exit_on_user_error, quiet_library_notices
 from runs.evaluation import evaluate
 from runs.run_dir import register_resolvers

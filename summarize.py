@@ -11,7 +11,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from lightning_modules.layer_report import classifier_layer_report
+from callbacks.layer_report import classifier_layer_report
 from runs.build import build_datamodule, build_module
 from runs.entry_points import exit_on_user_error
 from runs.run_dir import register_resolvers

@@ -1,4 +1,5 @@
-"""Building the DataModule, LightningModule, callbacks, loggers and Trainer from a composed config."""
+"""Building the DataModule, LightningModule, callbacks, loggers and Trainer from a composed config, and turning
+the config into plain data that checkpoints store and the hparams tab shows."""
 
 import logging
 from typing import Any
@@ -13,14 +14,38 @@ from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams as tensorboard_hparams
 
 from callbacks.checkpointing import StoreRunConfig
 from callbacks.resume import ContinueLogs, ExactResume
 from datamodules.base import ImageDataModule
-from runs.config import flatten, to_plain
 from user_errors import UserError
+
+
+def to_plain(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as plain dicts, lists and scalars (safe to pickle with weights_only)."""
+    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"optimizer": {"lr": 0.1}} -> {"optimizer/lr": 0.1}, for TensorBoard's hparams tab."""
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}/"))
+        elif isinstance(value, (list, tuple)):
+            flat[name] = str(value)
+        else:
+            flat[name] = value
+    return flat
+
+
+def quoted(value: str) -> str:
+    """`value` as a single-quoted Hydra override value: paths with spaces, commas or '=' stay one string."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torchvision.models import get_model_weights
 
-from lightning_modules.layer_report import classifier_layer_report, layer_report
+from callbacks.layer_report import classifier_layer_report, layer_report
 from lightning_modules.nets.rnn import RowRNN, RowsAsSequence
 from lightning_modules.nets.torchvision_net import ARCHITECTURES
 from runs.build import build_datamodule, build_module
