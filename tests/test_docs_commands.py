@@ -139,15 +139,19 @@ def filled_in(command: str, checkout: Path) -> str:
     return re.sub(r"(logs/[\w-]+/(?:runs|multiruns))/<(?:run|sweep)>", newest, command)
 
 
-def run(command: str, checkout: Path, timeout: int = 900) -> subprocess.CompletedProcess:
-    env = {
+def environment() -> dict[str, str]:
+    """This interpreter's environment, as activated: its scripts (python, tensorboard) first on PATH."""
+    return {
         **os.environ,
         "PYTHONUNBUFFERED": "1",
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
     }
+
+
+def run(command: str, checkout: Path, timeout: int = 900) -> subprocess.CompletedProcess:
     return subprocess.run(
-        ["bash", "-c", command], cwd=checkout, env=env, capture_output=True, text=True, timeout=timeout
+        ["bash", "-c", command], cwd=checkout, env=environment(), capture_output=True, text=True, timeout=timeout
     )
 
 
@@ -192,7 +196,12 @@ def check_sweep_wrote_every_job(command: str, checkout: Path) -> None:
 def check_tensorboard_starts(command: str, checkout: Path) -> None:
     """A server: it must come up and serve the logs folder; it is then stopped."""
     server = subprocess.Popen(
-        shlex.split(command), cwd=checkout, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        shlex.split(command),
+        cwd=checkout,
+        env=environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         for line in server.stdout:
