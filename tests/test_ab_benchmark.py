@@ -4,7 +4,7 @@
 import subprocess
 import sys
 
-from tests.conftest import REPO
+from tests.helpers.commands import REPO
 
 
 def test_both_variants_are_timed_and_compared(mnist_dir):

@@ -11,8 +11,8 @@ import torch
 
 from checkpoints.atomic_io import AtomicCheckpointIO, atomic_torch_save, temporary_files_of
 from runs.build import build_trainer
-from tests.compose import compose_config
-from tests.conftest import REPO
+from tests.helpers.commands import REPO
+from tests.helpers.compose import compose_config
 
 # Saves ever newer versions of a 16 MB checkpoint to the same path, as fast as it can: most of its time is
 # spent inside a write, so a kill at a random moment usually lands in one.

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import TINY, run_entry
+from tests.helpers.commands import TINY, run_entry
 
 HYDRA_EXIT, USER_ERROR_EXIT = 1, 2
 

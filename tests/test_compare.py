@@ -10,10 +10,10 @@ from PIL import Image
 from analysis.comparison import check_comparable
 from analysis.prediction_files import read_predictions, write_predictions
 from runs.build import build_datamodule
-from tests.compose import compose_config
-from tests.conftest import run_entry
-from tests.csv_rows import read_rows
-from tests.tensorboard_events import image_tags
+from tests.helpers.commands import run_entry
+from tests.helpers.compose import compose_config
+from tests.helpers.csv_rows import read_rows
+from tests.helpers.tensorboard_events import image_tags
 from user_errors import UserError
 
 # positions in the val split of the samples where B's top-1 differs from A's

@@ -5,8 +5,8 @@ import torch
 from lightning import Trainer
 
 from runs.build import build_callbacks, build_datamodule, build_loggers, build_module, build_trainer
-from tests.compose import compose_config, group_options
-from tests.conftest import run_entry
+from tests.helpers.commands import run_entry
+from tests.helpers.compose import compose_config, group_options
 
 # trainer presets that need hardware this machine may lack are composed but not built
 NEEDS_GPU = {"gpu", "ddp"}

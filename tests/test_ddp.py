@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from runs.build import build_datamodule
-from tests.compose import compose_config
-from tests.conftest import TINY, run_entry
-from tests.csv_rows import read_rows
-from tests.tensorboard_events import read_scalars
+from tests.helpers.commands import TINY, run_entry
+from tests.helpers.compose import compose_config
+from tests.helpers.csv_rows import read_rows
+from tests.helpers.tensorboard_events import read_scalars
 
 # 101 validation images do not split evenly over 2 processes: DistributedSampler repeats one
 VAL_SIZE = 101

@@ -8,8 +8,8 @@ import sys
 import pytest
 
 from runs.build import build_datamodule
-from tests.compose import compose_config
-from tests.conftest import REPO
+from tests.helpers.commands import REPO
+from tests.helpers.compose import compose_config
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 import device_speed  # noqa: E402  (a script, not a package module)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.helpers.commands import REPO
 
 # pages whose commands their own tests run verbatim (they need two processes at once, or a launcher's setup)
 TESTED_ELSEWHERE = {"scale.md": "tests/test_launchers.py, tests/test_optuna_storage.py, tests/test_multinode.py"}

@@ -13,9 +13,9 @@ from export import export_checkpoint
 from lightning_modules.classifier import ImageClassifier
 from lightning_modules.nets.rnn import RowRNN
 from runs.build import build_datamodule, build_module
-from tests.compose import compose_config, group_options
-from tests.conftest import run_entry
-from tests.tiny_runs import tiny_run
+from tests.helpers.commands import run_entry
+from tests.helpers.compose import compose_config, group_options
+from tests.helpers.tiny_runs import tiny_run
 from user_errors import UserError
 
 ONNX_MISSING = [package for package in ONNX_PACKAGES if importlib.util.find_spec(package) is None]

@@ -8,7 +8,7 @@ from datamodules.fake import FakeDataModule
 from datamodules.folds import check_fold_settings, fold_of_each_sample, fold_positions
 from datamodules.mnist import MNISTDataModule
 from datamodules.tiny_imagenet import TinyImageNetDataModule
-from tests.conftest import TINY, run_entry
+from tests.helpers.commands import TINY, run_entry
 from user_errors import UserError
 
 # unbalanced on purpose: class 0 has 5x the samples of class 2

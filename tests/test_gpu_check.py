@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from tests.conftest import REPO
+from tests.helpers.commands import REPO
 
 # for each section's CSV: the columns that must hold a positive number in every row that was measured
 MEASURED = {

@@ -3,7 +3,7 @@ torchrun without --rdzv-id through train.py; fast: no training (tests/test_multi
 
 import pytest
 
-from tests.conftest import run_entry
+from tests.helpers.commands import run_entry
 from user_errors import UserError
 
 LAUNCHER_VARIABLES = (

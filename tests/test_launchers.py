@@ -6,23 +6,12 @@ import json
 
 import pytest
 
-from tests.conftest import REPO, run_entry
-from tests.csv_rows import read_rows
+from tests.helpers.commands import REPO, SCALE_SHORTENING, run_entry
+from tests.helpers.csv_rows import read_rows
 
-# docs/scale.md, verbatim apart from SHORT and the data and log folders
+# docs/scale.md, verbatim apart from SCALE_SHORTENING and the data and log folders
 SUBMITIT_LOCAL = "python train.py -m hydra/launcher=submitit_local optimizer=sgd,adam"
 JOBLIB = "OMP_NUM_THREADS=1 python train.py -m hydra/launcher=joblib hydra.launcher.n_jobs=2 optimizer=sgd,adam"
-# the shortening overrides (listed in docs/scale.md)
-SHORT = [
-    "trainer=cpu",
-    "debug=limit",
-    "trainer.max_epochs=1",
-    "data.batch_size=32",
-    "data.val_size=100",
-    "test=false",
-    "data.download=false",
-    "callbacks.progress_bar.refresh_rate=0",
-]
 
 
 def needs(plugin: str, extra: str):
@@ -36,7 +25,9 @@ def sweep_of(command: str, mnist_dir, log_dir, monkeypatch) -> tuple:
     words = command.split()
     for word in words[: words.index("python")]:  # environment variables written before the command
         monkeypatch.setenv(*word.split("=", 1))
-    run_entry(*words[words.index("python") + 1 :], *SHORT, f"data.data_dir={mnist_dir}", f"paths.log_dir={log_dir}")
+    run_entry(
+        *words[words.index("python") + 1 :], *SCALE_SHORTENING, f"data.data_dir={mnist_dir}", f"paths.log_dir={log_dir}"
+    )
     (sweep_dir,) = (log_dir / "train" / "multiruns").iterdir()
     statuses = [json.loads((sweep_dir / job / "status.json").read_text()) for job in ("0", "1")]
     return sweep_dir, statuses
@@ -82,4 +73,4 @@ def test_joblib_runs_two_jobs_at_once(mnist_dir, tmp_path, monkeypatch):
 
 def test_docs_show_the_commands_these_tests_run():
     page = (REPO / "docs" / "scale.md").read_text()
-    assert SUBMITIT_LOCAL in page and JOBLIB in page and " ".join(SHORT) in page
+    assert SUBMITIT_LOCAL in page and JOBLIB in page and " ".join(SCALE_SHORTENING) in page

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.helpers.commands import REPO
 
 # lowest first, as in docs/design.md; packages on one line share a layer and do not import each other
 LAYERS = [

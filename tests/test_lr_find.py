@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from tests.conftest import TINY, run_entry
-from tests.tensorboard_events import read_scalars
+from tests.helpers.commands import TINY, run_entry
+from tests.helpers.tensorboard_events import read_scalars
 
 ONE_EPOCH = [
     *(override for override in TINY if not override.startswith("trainer.max_epochs=")),

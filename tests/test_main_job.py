@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.tensorboard_events import read_scalars
+from tests.helpers.tensorboard_events import read_scalars
 from tests.test_docs_commands import fresh_copy, run
 
 

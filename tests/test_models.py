@@ -12,9 +12,9 @@ from callbacks.layer_report import classifier_layer_report, layer_report
 from lightning_modules.nets.rnn import RowRNN, RowsAsSequence
 from lightning_modules.nets.torchvision_net import ARCHITECTURES
 from runs.build import build_datamodule, build_module
-from tests.compose import compose_config, group_options
-from tests.conftest import run_entry
-from tests.tensorboard_events import has_graph
+from tests.helpers.commands import run_entry
+from tests.helpers.compose import compose_config, group_options
+from tests.helpers.tensorboard_events import has_graph
 from user_errors import UserError
 
 MODELS = group_options("model")

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import REPO, run_entry
-from tests.csv_rows import read_rows
-from tests.tensorboard_events import read_scalars
+from tests.helpers.commands import REPO, run_entry
+from tests.helpers.csv_rows import read_rows
+from tests.helpers.tensorboard_events import read_scalars
 
 # docs/scale.md, verbatim apart from the port (a free one here) and SHORT
 TWO_NODES = (

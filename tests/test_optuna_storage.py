@@ -14,34 +14,23 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, run_entry
-from tests.csv_rows import read_rows
+from tests.helpers.commands import REPO, SCALE_SHORTENING, run_entry
+from tests.helpers.csv_rows import read_rows
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None,
     reason="hydra-optuna-sweeper is not installed (pip install -e '.[optuna]')",
 )
 
-# docs/scale.md, verbatim apart from SHORT, the data and log folders (`logs/` in CREATE_STUDY) and <first sweep dir>
+# docs/scale.md, verbatim apart from SCALE_SHORTENING, the data and log folders (`logs/` in CREATE_STUDY) and <first sweep dir>
 SEARCH = "python train.py hparams_search=mnist_optuna hydra.sweeper.n_trials=2"
 WORKER = "python train.py hparams_search=mnist_optuna hydra.sweeper.n_trials=2 'hydra.sweeper.storage=sqlite:///${paths.log_dir}/optuna.db' hydra.sweeper.study_name=mnist_shared hydra.sweeper.sampler.seed=null"
 CREATE_STUDY = "optuna create-study --storage sqlite:///logs/optuna.db --study-name mnist_shared --direction maximize --skip-if-exists"
 CONTINUE = "python train.py hparams_search=mnist_optuna hydra.sweeper.n_trials=2 hydra.sweeper.storage=sqlite:///<first sweep dir>/optuna.db hydra.sweeper.sampler.seed=null"
-# the shortening overrides (listed in docs/scale.md)
-SHORT = [
-    "trainer=cpu",
-    "debug=limit",
-    "trainer.max_epochs=1",
-    "data.batch_size=32",
-    "data.val_size=100",
-    "test=false",
-    "data.download=false",
-    "callbacks.progress_bar.refresh_rate=0",
-]
 
 
 def arguments(command: str, mnist_dir, log_dir) -> list[str]:
-    return [*shlex.split(command)[1:], *SHORT, f"data.data_dir={mnist_dir}", f"paths.log_dir={log_dir}"]
+    return [*shlex.split(command)[1:], *SCALE_SHORTENING, f"data.data_dir={mnist_dir}", f"paths.log_dir={log_dir}"]
 
 
 def trials(storage: str, study_name: str):
@@ -154,4 +143,7 @@ def sweep_dirs_or_none(log_dir):
 
 def test_docs_show_the_commands_these_tests_run():
     page = (REPO / "docs" / "scale.md").read_text()
-    assert all(command in page for command in (SEARCH, CREATE_STUDY, WORKER, CONTINUE)) and " ".join(SHORT) in page
+    assert (
+        all(command in page for command in (SEARCH, CREATE_STUDY, WORKER, CONTINUE))
+        and " ".join(SCALE_SHORTENING) in page
+    )

@@ -10,10 +10,10 @@ from PIL import Image
 from datamodules.image_files import decode_image
 from deployment.image_input import load_as_input
 from predict import gather_images
-from tests.conftest import run_entry
-from tests.csv_rows import read_rows
-from tests.idx_files import synthetic_digits
-from tests.tiny_runs import tiny_run
+from tests.helpers.commands import run_entry
+from tests.helpers.csv_rows import read_rows
+from tests.helpers.idx_files import synthetic_digits
+from tests.helpers.tiny_runs import tiny_run
 
 
 @pytest.fixture(scope="module")

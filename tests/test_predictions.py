@@ -9,10 +9,10 @@ from torch.nn import functional as F
 from analysis.prediction_files import read_predictions
 from callbacks.predictions import PerSamplePredictions
 from runs.build import build_datamodule, build_module
-from tests.compose import compose_config
-from tests.conftest import TINY, run_entry
-from tests.csv_rows import read_rows
-from tests.tensorboard_events import image_tags
+from tests.helpers.commands import TINY, run_entry
+from tests.helpers.compose import compose_config
+from tests.helpers.csv_rows import read_rows
+from tests.helpers.tensorboard_events import image_tags
 
 PREDICTION_COLUMNS = ["pred1", "pred1_name", "prob1"]
 
@@ -147,7 +147,7 @@ def test_a_run_that_fails_keeps_the_files_and_figures_of_the_epochs_before(mnist
         *TINY,
         f"data.data_dir={mnist_dir}",
         f"hydra.run.dir={tmp_path}",
-        "+callbacks.fail._target_=tests.failing_callback.FailAtEpoch",
+        "+callbacks.fail._target_=tests.helpers.failing_callback.FailAtEpoch",
         "+callbacks.fail.epoch=1",
         check=False,
     )

@@ -10,16 +10,13 @@
 import csv
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from runs.hydra_callbacks import LOCK_FILE, lock_run_directory
-from tests.conftest import REPO, run_entry
-from tests.tensorboard_events import read_scalars_as_shown
+from tests.helpers.commands import run_entry, start, wait_for
+from tests.helpers.tensorboard_events import read_scalars_as_shown
 
 EPOCHS = 3
 SMALL = [
@@ -78,7 +75,7 @@ def test_a_kill_after_last_ckpt_or_in_the_test_phase_loses_no_row(straight, tmp_
         *SMALL,
         f"paths.log_dir={logs}",
         "resume=true",
-        "+callbacks.kill._target_=tests.failing_callback.KillAt",
+        "+callbacks.kill._target_=tests.helpers.failing_callback.KillAt",
         f"+callbacks.kill.moment={moment}",
         f"+callbacks.kill.epoch={epoch}",
         f"+callbacks.kill.once={tmp_path / 'killed'}",
@@ -99,28 +96,6 @@ def test_a_kill_after_last_ckpt_or_in_the_test_phase_loses_no_row(straight, tmp_
         assert [step for step, _ in shown[tag]] == [step for _, step, _ in straight[tag]], tag
         assert [value for _, value in shown[tag]] == pytest.approx([value for _, _, value in straight[tag]]), tag
     assert list(logs.rglob("*.tmp")) == []
-
-
-def start(overrides: list[str]) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0"}
-    return subprocess.Popen(
-        [sys.executable, "train.py", *overrides],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def wait_for(path: Path, process: subprocess.Popen, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert process.poll() is None, (
-            f"train.py ended ({process.returncode}) before writing {path}: {process.stderr.read()[-3000:]}"
-        )
-        assert time.monotonic() < deadline, f"no {path} after {timeout} s"
-        time.sleep(0.05)
 
 
 def hydra_record(run: Path) -> dict[str, bytes]:

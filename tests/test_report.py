@@ -11,10 +11,10 @@ from torch.utils.tensorboard import SummaryWriter
 
 from analysis.observations import detect_overfitting, first_reaching, target_sentence
 from report import main as report_main
-from tests.conftest import run_entry
-from tests.csv_rows import read_rows
-from tests.tensorboard_events import read_scalars
-from tests.tiny_runs import tiny_run
+from tests.helpers.commands import run_entry
+from tests.helpers.csv_rows import read_rows
+from tests.helpers.tensorboard_events import read_scalars
+from tests.helpers.tiny_runs import tiny_run
 
 FIGURES = ("loss.png", "top1.png", "top5.png")
 

@@ -6,7 +6,7 @@ from PIL import Image
 
 from analysis.report_figures import AVERAGING_NOTE, curves_figure
 from analysis.run_records import RunRecord
-from tests.conftest import run_entry
+from tests.helpers.commands import run_entry
 from tests.test_report import write_planted_run
 
 

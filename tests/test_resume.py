@@ -5,16 +5,14 @@ import os
 import random
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.conftest import REPO, run_entry
-from tests.tensorboard_events import read_scalars_as_shown
+from tests.helpers.commands import run_entry, start, wait_for
+from tests.helpers.tensorboard_events import read_scalars_as_shown
 
 EPOCHS = 3
 # Random images (fake data) in MNIST's shape, 60 small batches per epoch: long enough to be interrupted
@@ -73,28 +71,6 @@ def straight_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("straight")
     run_entry("train.py", *SLOW_ENOUGH, f"hydra.run.dir={out}")
     return out
-
-
-def start(overrides: list[str]) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0"}
-    return subprocess.Popen(
-        [sys.executable, "train.py", *overrides],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def wait_for(path: Path, process: subprocess.Popen, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert process.poll() is None, (
-            f"train.py ended ({process.returncode}) before writing {path}: {process.stderr.read()[-3000:]}"
-        )
-        assert time.monotonic() < deadline, f"no {path} after {timeout} s"
-        time.sleep(0.05)
 
 
 def test_resuming_from_a_mid_run_checkpoint_reproduces_the_straight_run(straight_run, tmp_path):

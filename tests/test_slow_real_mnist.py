@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from tests.conftest import run_entry
-from tests.tensorboard_events import read_scalars
+from tests.helpers.commands import run_entry
+from tests.helpers.tensorboard_events import read_scalars
 
 pytestmark = pytest.mark.slow
 

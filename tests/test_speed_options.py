@@ -11,8 +11,8 @@ from datamodules.array_dataset import ArrayImageDataset
 from datamodules.fake import FakeDataModule
 from lightning_modules.classifier import ImageClassifier
 from runs.build import build_trainer
-from tests.compose import compose_config
-from tests.conftest import TINY, run_entry
+from tests.helpers.commands import TINY, run_entry
+from tests.helpers.compose import compose_config
 
 LENET = {"_target_": "lightning_modules.nets.lenet.LeNet5", "batch_norm": True}
 SGD = {"_target_": "torch.optim.SGD", "lr": 0.1}

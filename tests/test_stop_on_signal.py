@@ -9,7 +9,7 @@ import pytest
 
 from callbacks.stop_on_signal import StopOnSignal, TrainingStopped
 from runs.config_check import check_config
-from tests.compose import compose_config
+from tests.helpers.compose import compose_config
 from user_errors import UserError
 
 

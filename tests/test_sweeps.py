@@ -10,10 +10,10 @@ import pytest
 from omegaconf import OmegaConf
 
 import sweep_summary
-from tests.compose import compose_config
-from tests.conftest import TINY, run_entry
-from tests.csv_rows import read_rows
-from tests.tensorboard_events import hparams, read_scalars
+from tests.helpers.commands import TINY, run_entry
+from tests.helpers.compose import compose_config
+from tests.helpers.csv_rows import read_rows
+from tests.helpers.tensorboard_events import hparams, read_scalars
 
 ONE_EPOCH = [
     *(override for override in TINY if not override.startswith("trainer.max_epochs=")),
@@ -89,7 +89,7 @@ def test_a_job_that_fails_with_an_unexpected_exception_is_counted_with_its_type_
         *ONE_EPOCH,
         f"data.data_dir={mnist_dir}",
         f"paths.log_dir={tmp_path}",
-        "+callbacks.fail._target_=tests.failing_callback.RaiseAtEpoch",
+        "+callbacks.fail._target_=tests.helpers.failing_callback.RaiseAtEpoch",
         "+callbacks.fail.epoch=0",
         check=False,
     )

@@ -6,8 +6,8 @@ import re
 import pytest
 
 from runs.build import HPARAM_KEYS
-from tests.conftest import TINY, run_entry
-from tests.tensorboard_events import custom_scalar_charts, hparams, read_scalars
+from tests.helpers.commands import TINY, run_entry
+from tests.helpers.tensorboard_events import custom_scalar_charts, hparams, read_scalars
 
 ONE_EPOCH = [
     *(override for override in TINY if not override.startswith("trainer.max_epochs=")),

@@ -5,9 +5,9 @@ import shutil
 import pytest
 import torch
 
-from tests.conftest import TINY, run_entry
-from tests.csv_rows import read_rows
-from tests.tensorboard_events import image_tags, read_scalars
+from tests.helpers.commands import TINY, run_entry
+from tests.helpers.csv_rows import read_rows
+from tests.helpers.tensorboard_events import image_tags, read_scalars
 
 TRAIN_SAMPLES = 500  # 600 training images minus the 100 carved out for validation
 

@@ -22,9 +22,9 @@ from datamodules.image_files import BadImageFile, decode_image
 from datamodules.tiny_imagenet import TinyImageNetDataModule
 from datamodules.tiny_imagenet_folder import TinyImageNetFolder
 from runs.build import build_datamodule, build_module
-from tests.compose import compose_config
-from tests.conftest import run_entry
-from tests.tensorboard_events import read_scalars
+from tests.helpers.commands import run_entry
+from tests.helpers.compose import compose_config
+from tests.helpers.tensorboard_events import read_scalars
 from user_errors import UserError
 
 CLASSES, TRAIN_PER_CLASS, VAL_PER_CLASS, TEST_COUNT = 5, 12, 4, 10

@@ -7,8 +7,8 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import TINY, run_entry
-from tests.tensorboard_events import has_graph, hparams, read_scalars
+from tests.helpers.commands import TINY, run_entry
+from tests.helpers.tensorboard_events import has_graph, hparams, read_scalars
 
 EPOCH_SCALARS = {f"{stage}/{name}" for stage in ("train", "val") for name in ("loss", "top1", "top5")}
 

@@ -11,7 +11,7 @@ from lightning import Trainer
 from torchvision.models import get_model_weights
 
 from lightning_modules.nets.torchvision_net import TorchvisionNet
-from tests.conftest import run_entry
+from tests.helpers.commands import run_entry
 from tests.test_models import build, data_overrides
 from user_errors import UserError
 

@@ -23,8 +23,8 @@ from analysis.prediction_files import read_predictions
 from checkpoints.loading import RUN_CONFIG_KEY, load_checkpoint
 from checkpoints.trusted_config import RETIRED_TARGETS, allowed_targets, check_stored_config
 from deployment.exporting import read_contract
-from tests.conftest import REPO, TINY, run_entry
-from tests.tiny_runs import tiny_run
+from tests.helpers.commands import REPO, TINY, run_entry
+from tests.helpers.tiny_runs import tiny_run
 from user_errors import UserError
 
 VICTIM_BYTES = b"someone's results, not to be truncated\n"

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from tests.conftest import TINY, run_entry
+from tests.helpers.commands import TINY, run_entry
 
 _trained: dict[tuple[str, ...], Path] = {}
 

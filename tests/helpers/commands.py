@@ -1,0 +1,69 @@
+"""Running the repository's entry scripts as a user would: from the repository root, as subprocesses."""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+# Small and fast: a few batches, no progress bar, CPU.
+TINY = [
+    "trainer=cpu",
+    "trainer.max_epochs=2",
+    "data.batch_size=32",
+    "data.val_size=100",
+    "data.download=false",
+    "callbacks.progress_bar.refresh_rate=0",
+    "trainer.log_every_n_steps=5",
+]
+
+# the shortening overrides that docs/scale.md lists for its commands (tests/test_launchers.py, test_optuna_storage.py)
+SCALE_SHORTENING = [
+    "trainer=cpu",
+    "debug=limit",
+    "trainer.max_epochs=1",
+    "data.batch_size=32",
+    "data.val_size=100",
+    "test=false",
+    "data.download=false",
+    "callbacks.progress_bar.refresh_rate=0",
+]
+
+
+def run_entry(script: str, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Runs an entry script of the repo as a user would, from the repo root."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0"}
+    result = subprocess.run(
+        [sys.executable, script, *overrides], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"{script} {' '.join(overrides)} exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+        )
+    return result
+
+
+def start(overrides: list[str]) -> subprocess.Popen:
+    """train.py with these overrides, started in the background (stderr kept for the failure message)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0"}
+    return subprocess.Popen(
+        [sys.executable, "train.py", *overrides],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for(path: Path, process: subprocess.Popen, timeout: float = 300) -> None:
+    """Until `path` exists; fails if the process ends first or the time runs out."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, (
+            f"train.py ended ({process.returncode}) before writing {path}: {process.stderr.read()[-3000:]}"
+        )
+        assert time.monotonic() < deadline, f"no {path} after {timeout} s"
+        time.sleep(0.05)
