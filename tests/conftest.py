@@ -48,3 +48,12 @@ def run_entry(script: str, *overrides: str, check: bool = True) -> subprocess.Co
             f"{script} {' '.join(overrides)} exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
         )
     return result
+
+
+def files_left(*folders: Path) -> set[str]:
+    """Every folder and file below `folders`, and the repo's top level (where run_entry starts a command and Hydra
+    would put its outputs/): what a command created shows as the difference of two calls."""
+    found = {str(path) for path in REPO.iterdir()}
+    for folder in folders:
+        found |= {str(path) for path in [folder, *folder.rglob("*")]}
+    return found
