@@ -10,6 +10,9 @@ have a `checkpoints/last.ckpt`, the one that saved it last is continued.
 The run directory has to be chosen before Hydra creates one, so it is an OmegaConf resolver used by
 `hydra.run.dir` (conf/hydra/default.yaml); Hydra then writes the config and appends train.log there,
 TensorBoard adds an event file beside the earlier ones, and every callback finds its earlier files.
+
+report.py and sweep_summary.py write into a folder of what they read instead (`${output_dir:...}`): it is
+checked and remembered the same way, before Hydra creates it, so that a refused start leaves nothing behind.
 """
 
 import logging
@@ -104,20 +107,23 @@ def discarded_if_nothing_was_trained(run_dir: str) -> Iterator[None]:
 _new_output_dirs: dict[Path, Path | None] = {}
 
 
-def resolve_output_dir(source: str, out: str) -> str:
+def resolve_output_dir(source: str | None, out: str) -> str:
     """hydra.run.dir of report.py and sweep_summary.py: `out`, the folder they write into, from what they read in `source`.
 
     Hydra creates it, parents included, before the task runs, and by default it lies inside `source`: a `source`
     that is not a folder is refused here, before Hydra would create it, and the part of `out` that does not exist
     yet is remembered, for discarded_on_user_error. Remembered per `out`: Hydra resolves the key more than once.
     """
+    with exit_on_user_error():  # here, before Hydra creates the folder and reports a failure with a traceback
+        expected = (
+            "a directory that train.py wrote, a run (logs/train/runs/<run>) or a sweep (logs/train/multiruns/<sweep>)"
+        )
+        if not source:
+            raise UserError(f"No folder given: pass {expected}, as the first argument.")
+        if not Path(source).is_dir():
+            raise UserError(f"No folder at {source}: pass {expected}.")
     folder = Path(out).resolve()
     if folder not in _new_output_dirs:
-        with exit_on_user_error():  # here, before Hydra creates the folder and reports a failure with a traceback
-            if not Path(source).is_dir():
-                raise UserError(
-                    f"No folder at {source}: pass a directory that train.py wrote, a run (logs/train/runs/<run>) or a sweep (logs/train/multiruns/<sweep>)."
-                )
         new = None
         if not folder.exists():
             new = folder

@@ -164,12 +164,13 @@ def test_report_of_a_folder_without_runs_is_one_sentence_and_leaves_no_folder(tm
 
 def test_report_of_a_missing_folder_creates_neither_it_nor_its_report(tmp_path):
     missing = tmp_path / "missing"
-    result = run_entry("report.py", str(missing), check=False)
-    assert_refused(
-        result,
-        f"No folder at {missing}: pass a directory that train.py wrote, a run (logs/train/runs/<run>) or a sweep (logs/train/multiruns/<sweep>).",
+    before = files_left(tmp_path)
+    expected = (
+        "a directory that train.py wrote, a run (logs/train/runs/<run>) or a sweep (logs/train/multiruns/<sweep>)"
     )
-    assert not missing.exists()
+    assert_refused(run_entry("report.py", str(missing), check=False), f"No folder at {missing}: pass {expected}.")
+    assert_refused(run_entry("report.py", check=False), f"No folder given: pass {expected}, as the first argument.")
+    assert files_left(tmp_path) == before
 
 
 def test_report_shorthand_and_key_value_form_write_the_same_report_and_nothing_else(tmp_path):
