@@ -18,6 +18,7 @@ from pathlib import Path
 import hydra
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
+from runs.notices import quiet_library_notices
 
 from analysis.comparison import (
     compare_predictions,
@@ -28,8 +29,8 @@ from analysis.comparison import (
     write_disagreements,
 )
 from analysis.prediction_files import PREDICTION_FILE_SUFFIXES, Predictions, read_predictions
-from runs.build import build_datamodule, build_loggers, quoted
-from runs.entry_points import exit_on_user_error, quiet_library_notices
+from runs.build import build_datamodule, build_loggers
+from runs.entry_points import exit_on_user_error, positional_to_overrides
 from runs.evaluation import evaluate
 from runs.run_dir import register_resolvers
 from user_errors import UserError
@@ -76,17 +77,6 @@ def compare(cfg: DictConfig) -> None:
             logger.finalize("success")
 
 
-def positional_to_overrides(arguments: list[str]) -> list[str]:
-    """`A B ...` -> `a=A b=B ...`: up to two leading arguments that are neither key=value nor flags, quoted for Hydra."""
-    rewritten = list(arguments)
-    for position, side in enumerate(("a", "b")):
-        if position < len(rewritten) and "=" not in rewritten[position] and not rewritten[position].startswith("-"):
-            rewritten[position] = f"{side}={quoted(rewritten[position])}"
-        else:
-            break
-    return rewritten
-
-
 register_resolvers()  # conf/hydra/default.yaml uses ${run_dir:...}: registered before Hydra composes
 
 
@@ -98,5 +88,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    sys.argv[1:] = positional_to_overrides(sys.argv[1:])
+    sys.argv[1:] = positional_to_overrides(sys.argv[1:], ("a", "b"))
     main()

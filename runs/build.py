@@ -42,11 +42,6 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def quoted(value: str) -> str:
-    """`value` as a single-quoted Hydra override value: paths with spaces, commas or '=' stay one string."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 log = logging.getLogger(__name__)
 
 

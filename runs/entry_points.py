@@ -10,6 +10,7 @@ import signal
 import sys
 import traceback
 import warnings
+from collections.abc import Sequence
 from contextlib import contextmanager
 
 from hydra.core.hydra_config import HydraConfig
@@ -106,3 +107,20 @@ def take_job_failure() -> str | None:
     global _job_failure
     failure, _job_failure = _job_failure, None
     return failure
+
+
+def quoted(value: str) -> str:
+    """`value` as a single-quoted Hydra override value: paths with spaces, commas or '=' stay one string."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def positional_to_overrides(arguments: Sequence[str], keys: Sequence[str]) -> list[str]:
+    """`A B ...` -> `a=A b=B ...` for keys ("a", "b"): the leading arguments that are neither key=value nor flags,
+    one per key, quoted for Hydra (a path with spaces, commas or digits only stays one string)."""
+    rewritten = list(arguments)
+    for position, key in enumerate(keys):
+        if position < len(rewritten) and "=" not in rewritten[position] and not rewritten[position].startswith("-"):
+            rewritten[position] = f"{key}={quoted(rewritten[position])}"
+        else:
+            break
+    return rewritten

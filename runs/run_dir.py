@@ -17,6 +17,9 @@ have a `checkpoints/last.ckpt`, the one that saved it last is continued.
 The run directory has to be chosen before Hydra creates one, so it is an OmegaConf resolver used by
 `hydra.run.dir` (conf/hydra/default.yaml); Hydra then writes the config and appends train.log there,
 TensorBoard adds an event file beside the earlier ones, and every callback finds its earlier files.
+
+report.py and sweep_summary.py write into a folder of what they read instead (`${output_dir:...}`): it is
+checked and remembered the same way, before Hydra creates it, so that a refused start leaves nothing behind.
 """
 
 import logging
@@ -159,6 +162,48 @@ def discarded_if_nothing_was_trained(run_dir: str) -> Iterator[None]:
         raise
 
 
+# folders report.py and sweep_summary.py write into (their hydra.run.dir) -> the highest one of them that is new, or None
+_new_output_dirs: dict[Path, Path | None] = {}
+
+
+def resolve_output_dir(source: str | None, out: str) -> str:
+    """hydra.run.dir of report.py and sweep_summary.py: `out`, the folder they write into, from what they read in `source`.
+
+    Hydra creates it, parents included, before the task runs, and by default it lies inside `source`: a `source`
+    that is not a folder is refused here, before Hydra would create it, and the part of `out` that does not exist
+    yet is remembered, for discarded_on_user_error. Remembered per `out`: Hydra resolves the key more than once.
+    """
+    with exit_on_user_error():  # here, before Hydra creates the folder and reports a failure with a traceback
+        expected = (
+            "a directory that train.py wrote, a run (logs/train/runs/<run>) or a sweep (logs/train/multiruns/<sweep>)"
+        )
+        if not source:
+            raise UserError(f"No folder given: pass {expected}, as the first argument.")
+        if not Path(source).is_dir():
+            raise UserError(f"No folder at {source}: pass {expected}.")
+    folder = Path(out).resolve()
+    if folder not in _new_output_dirs:
+        new = None
+        if not folder.exists():
+            new = folder
+            while not new.parent.exists():
+                new = new.parent
+        _new_output_dirs[folder] = new
+    return out
+
+
+@contextmanager
+def discarded_on_user_error(out: str) -> Iterator[None]:
+    """On a UserError, remove the folders that Hydra created for `out` (resolve_output_dir): a refused report leaves none."""
+    try:
+        yield
+    except UserError:
+        new = _new_output_dirs.get(Path(out).resolve())
+        if new is not None:
+            shutil.rmtree(new, ignore_errors=True)
+        raise
+
+
 def tensorboard_run_name(mode: object, override_dirname: str) -> str:
     """The TensorBoard logger's version folder: in a multirun the job's overrides (TensorBoard names a run by its
     folder, and a job's number alone says nothing), else none (a run's events stay in <run>/tensorboard)."""
@@ -168,9 +213,11 @@ def tensorboard_run_name(mode: object, override_dirname: str) -> str:
 
 
 def register_resolvers() -> None:
-    """The resolvers the configs use: ${run_dir:...}, ${on_rank_zero:...}, ${rank_suffix:}, ${tensorboard_run_name:...}."""
+    """The resolvers the configs use: ${run_dir:...}, ${output_dir:...}, ${on_rank_zero:...}, ${rank_suffix:},
+    ${tensorboard_run_name:...}."""
     resolvers = {
         "run_dir": resolve_run_dir,
+        "output_dir": resolve_output_dir,
         "on_rank_zero": on_rank_zero,
         "rank_suffix": rank_suffix,
         "tensorboard_run_name": tensorboard_run_name,

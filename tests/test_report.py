@@ -1,5 +1,6 @@
-"""report.py on a real tiny run (as a command) and on runs with planted curves (its main, in this process);
-the overfitting detector on its own."""
+"""report.py on a real tiny run and on runs with planted curves, as a command (its positional shorthand and
+key=value settings, refusals, no folder of Hydra's own) and in this process (analysis/run_report.py); the
+overfitting detector on its own."""
 
 import math
 from pathlib import Path
@@ -10,11 +11,13 @@ from PIL import Image
 from torch.utils.tensorboard import SummaryWriter
 
 from analysis.observations import detect_overfitting, first_reaching, target_sentence
-from report import main as report_main
-from tests.helpers.commands import run_entry
+from analysis.run_report import targets_of, write_report
+from runs.entry_points import quoted
+from tests.helpers.commands import files_left, run_entry
 from tests.helpers.csv_rows import read_rows
 from tests.helpers.tensorboard_events import read_scalars
 from tests.helpers.tiny_runs import tiny_run
+from user_errors import UserError
 
 FIGURES = ("loss.png", "top1.png", "top5.png")
 
@@ -67,7 +70,7 @@ def test_targets_name_the_first_epoch_that_reached_them():
 
 def test_report_of_a_tiny_run_has_the_figures_and_the_numbers_of_its_event_files(mnist_dir, tmp_path_factory):
     run = tiny_run(tmp_path_factory, mnist_dir)
-    result = run_entry("report.py", str(run), "--target", "train/top5=0.5")
+    result = run_entry("report.py", str(run), "target.train_top5=0.5")
     out = run / "report"
     for name in FIGURES:
         with Image.open(out / name) as figure:
@@ -118,7 +121,7 @@ def write_planted_run(run: Path, train_loss: list[float], val_loss: list[float],
 
 def test_report_says_when_a_run_overfits(tmp_path):
     write_planted_run(tmp_path / "run", FALLING_TRAIN[1], OVERFITTING_VAL[1])
-    report_main([str(tmp_path / "run"), "--out", str(tmp_path / "out")])
+    write_report(tmp_path / "run", tmp_path / "out", [], patience=3, min_rise=0.05)
     report = (tmp_path / "out" / "report.md").read_text()
     assert "- Val loss rises from epoch 6 while train loss keeps falling: overfitting from epoch 6" in report
     assert "No timing summary in" in report
@@ -128,22 +131,101 @@ def test_report_of_a_k_fold_sweep_gives_mean_and_std_over_the_folds(tmp_path):
     scales = [1.0, 1.2, 0.8]
     for fold, scale in enumerate(scales):
         write_planted_run(tmp_path / str(fold), FALLING_TRAIN[1], [scale * value for value in HEALTHY_VAL[1]], fold)
-    report_main([str(tmp_path)])
+    write_report(tmp_path, tmp_path / "report", [], patience=3, min_rise=0.05)
     report = (tmp_path / "report" / "report.md").read_text()
     last = [scale * HEALTHY_VAL[1][-1] for scale in scales]
     mean = sum(last) / 3
     std = math.sqrt(sum((value - mean) ** 2 for value in last) / 2)
     assert "3 folds (0, 1, 2) of data.num_folds=3:" in report
     assert f"| last-epoch val loss | {mean:.4f} | {std:.4f} | {', '.join(f'{value:.4f}' for value in last)} |" in report
-    assert "Overrides shared by all runs: `model=lenet data.num_folds=3`" in report
-    assert "| 1 | `data.fold=1` | 12 |" in report
-
-
-def test_report_of_a_folder_without_runs_is_one_sentence(tmp_path, capsys):
-    with pytest.raises(SystemExit) as stopped:
-        report_main([str(tmp_path)])
-    assert stopped.value.code == 2
+    assert "Every job: `model=lenet` `data.num_folds=3`" in report  # the sweep table (analysis/sweep_table.py)
     assert (
-        capsys.readouterr().err.strip()
-        == f"error: {tmp_path} holds no run with TensorBoard event files (<run>/tensorboard/events.out.tfevents.*): pass the directory of a run of train.py (logger=tensorboard) or of a sweep of them."
+        "| job | status | data.fold | best_val_top1 |" in report
+        and f"| 1 | unfinished | 1 | {math.exp(-last[1]):.4f} |" in report
     )
+
+
+def assert_refused(result, said: str) -> None:
+    """Exit code 2 and one sentence on stderr, no traceback."""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and lines == [f"error: {said}"], result.stderr[-3000:]
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_report_of_a_folder_without_runs_is_one_sentence_and_leaves_no_folder(tmp_path):
+    before = files_left(tmp_path)
+    result = run_entry("report.py", str(tmp_path), check=False)
+    assert_refused(
+        result,
+        f"{tmp_path} holds no run with TensorBoard event files (<run>/tensorboard/events.out.tfevents.*): pass the directory of a run of train.py (logger=tensorboard) or of a sweep of them.",
+    )
+    assert files_left(tmp_path) == before  # no report/, no outputs/
+
+
+def test_report_of_a_missing_folder_creates_neither_it_nor_its_report(tmp_path):
+    missing = tmp_path / "missing"
+    before = files_left(tmp_path)
+    expected = (
+        "a directory that train.py wrote, a run (logs/train/runs/<run>) or a sweep (logs/train/multiruns/<sweep>)"
+    )
+    assert_refused(run_entry("report.py", str(missing), check=False), f"No folder at {missing}: pass {expected}.")
+    assert_refused(run_entry("report.py", check=False), f"No folder given: pass {expected}, as the first argument.")
+    assert files_left(tmp_path) == before
+
+
+def test_report_shorthand_and_key_value_form_write_the_same_report_and_nothing_else(tmp_path):
+    run = tmp_path / "run 1, copy"  # a space and a comma: one path, however Hydra would split it
+    write_planted_run(run, FALLING_TRAIN[1], OVERFITTING_VAL[1])
+    before = files_left(tmp_path)
+    shorthand = run_entry("report.py", str(run))
+    written = {path.name for path in (run / "report").iterdir()}
+    assert written == {"report.md", *FIGURES}
+    assert files_left(tmp_path) == before | {str(run / "report"), *(str(run / "report" / name) for name in written)}
+    key_value = run_entry("report.py", f"run={quoted(str(run))}", f"out={tmp_path / 'elsewhere'}")
+    assert (tmp_path / "elsewhere" / "report.md").read_text() == (run / "report" / "report.md").read_text()
+    assert str(run / "report" / "report.md") in shorthand.stdout
+    assert str(tmp_path / "elsewhere" / "report.md") in key_value.stdout
+
+
+def test_report_targets_are_overridden_one_by_one(tmp_path):
+    run = tmp_path / "run"
+    write_planted_run(run, FALLING_TRAIN[1], OVERFITTING_VAL[1])
+    run_entry("report.py", str(run), "target.val_top1=0.98", "target.train_top5=null", "target.train_top1=0.8")
+    report = (run / "report" / "report.md").read_text()
+    first = next(epoch for epoch, loss in enumerate(FALLING_TRAIN[1]) if math.exp(-loss) >= 0.8)
+    assert "- Val top-1 never reached 98% (best " in report and f"- Train top-1 reached 80% at epoch {first}." in report
+    # the default val_top1 replaced, train_top5 dropped
+    assert "reached 90%" not in report and "Train top-5" not in report
+
+
+@pytest.mark.parametrize(
+    ("setting", "said"),
+    [
+        (
+            "target.val_top1=98",
+            "target.val_top1=98 is not a fraction with 0 < FRACTION <= 1: give the accuracy to reach as a fraction, e.g. target.val_top1=0.98, or target.val_top1=null to drop it.",
+        ),
+        (
+            "+target.val_top2=0.5",
+            "target.val_top2 is not a target: name one of target.train_top1, target.train_top5, target.val_top1, target.val_top5, e.g. target.val_top1=0.98.",
+        ),
+        ("patience=0", "patience=0 is not a whole number of epochs of at least 1: e.g. patience=3."),
+    ],
+    ids=["fraction", "name", "patience"],
+)
+def test_report_refuses_a_bad_setting_in_one_sentence_and_leaves_no_folder(tmp_path, setting, said):
+    run = tmp_path / "run"
+    write_planted_run(run, FALLING_TRAIN[1], OVERFITTING_VAL[1])
+    before = files_left(tmp_path)
+    assert_refused(run_entry("report.py", str(run), setting, f"out={tmp_path / 'new' / 'report'}", check=False), said)
+    assert files_left(tmp_path) == before  # neither out nor the parent Hydra created for it
+
+
+def test_targets_keep_their_names_and_drop_nulls():
+    assert targets_of({"train_top5": 0.95, "val_top1": None, "val_top5": 1}) == [
+        ("train/top5", 0.95),
+        ("val/top5", 1.0),
+    ]
+    for bad in ({"val_top1": 0.0}, {"val_top1": True}, {"val_top1": "0.9"}, {"val_top1": math.nan}, {"test_top1": 0.9}):
+        with pytest.raises(UserError):
+            targets_of(bad)

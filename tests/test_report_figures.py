@@ -69,7 +69,7 @@ def test_a_one_epoch_sweep_shows_its_points_around_epoch_zero_and_the_target():
 def test_report_draws_one_epoch_runs_with_targets(tmp_path):
     for job in range(6):
         write_planted_run(tmp_path / str(job), [0.5 + 0.1 * job], [0.4 + 0.1 * job])
-    result = run_entry("report.py", str(tmp_path), "--target", "val/top1=0.6", "--out", str(tmp_path / "report"))
+    result = run_entry("report.py", str(tmp_path), "target.val_top1=0.6", f"out={tmp_path / 'report'}")
     assert "report.md" in result.stdout
     for name in ("loss.png", "top1.png"):
         with Image.open(tmp_path / "report" / name) as figure:

@@ -9,8 +9,8 @@ import shutil
 import pytest
 from omegaconf import OmegaConf
 
-import sweep_summary
-from tests.helpers.commands import TINY, run_entry
+from runs.entry_points import quoted
+from tests.helpers.commands import TINY, files_left, run_entry
 from tests.helpers.compose import compose_config
 from tests.helpers.csv_rows import read_rows
 from tests.helpers.tensorboard_events import hparams, read_scalars
@@ -157,19 +157,33 @@ def test_sweep_summary_command_reports_a_killed_job_as_unfinished(sweep, tmp_pat
     (copy / "2" / ".hydra").mkdir(parents=True)
     shutil.copy(sweep_dir / "2" / ".hydra" / "overrides.yaml", copy / "2" / ".hydra")
     (copy / "2" / "status.json").write_text(json.dumps({"status": "running", "started": status["started"]}))
+    before = files_left(tmp_path)
     result = run_entry("sweep_summary.py", str(copy))
     assert "| 2 | unfinished | adam |" in result.stdout
     rows = {row["job"]: row for row in read_rows(copy / "summary.csv")}
     assert rows["2"]["status"] == "unfinished" and "killed" in rows["2"]["reason"] and rows["2"]["best_val_top1"] == ""
     assert rows["0"] == read_rows(sweep_dir / "summary.csv")[0]
+    # the summary and nothing else: no .hydra/, log, run lock or status of its own, no outputs/ where it was started
+    assert files_left(tmp_path) == before | {str(copy / "summary.md"), str(copy / "summary.csv")}
+    run_entry("sweep_summary.py", f"sweep={quoted(str(copy))}")  # the key=value form of the same command
+    assert read_rows(copy / "summary.csv") == list(rows.values())
 
 
-def test_sweep_summary_command_refuses_a_folder_without_jobs(tmp_path, capsys):
-    with pytest.raises(SystemExit) as stop:
-        sweep_summary.main([str(tmp_path)])
-    assert stop.value.code == 2 and capsys.readouterr().err.startswith(
-        f"error: {tmp_path} holds no job directories of a multirun"
-    )
+@pytest.mark.parametrize(
+    ("folder", "said"),
+    [
+        ("", "{folder} holds no job directories of a multirun (<job>/.hydra/overrides.yaml)"),
+        ("missing", "No folder at {folder}: pass a directory that train.py wrote"),
+    ],
+    ids=["empty", "missing"],
+)
+def test_sweep_summary_command_refuses_a_folder_without_jobs_and_creates_none(tmp_path, folder, said):
+    before = files_left(tmp_path)
+    result = run_entry("sweep_summary.py", str(tmp_path / folder), check=False)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr[-3000:]
+    assert lines[0].startswith(f"error: {said.format(folder=tmp_path / folder)}"), lines[0]
+    assert files_left(tmp_path) == before
 
 
 @pytest.mark.skipif(

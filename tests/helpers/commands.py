@@ -67,3 +67,12 @@ def wait_for(path: Path, process: subprocess.Popen, timeout: float = 300) -> Non
         )
         assert time.monotonic() < deadline, f"no {path} after {timeout} s"
         time.sleep(0.05)
+
+
+def files_left(*folders: Path) -> set[str]:
+    """Every folder and file below `folders`, and the repo's top level (where run_entry starts a command and Hydra
+    would put its outputs/): what a command created shows as the difference of two calls."""
+    found = {str(path) for path in REPO.iterdir()}
+    for folder in folders:
+        found |= {str(path) for path in [folder, *folder.rglob("*")]}
+    return found
