@@ -15,6 +15,7 @@ from runs.build import build_datamodule
 from tests.compose import compose_config
 from tests.conftest import TINY, run_entry
 from tests.idx_files import write_idx_dataset
+from tests.tensorboard_events import hparams
 from user_errors import UserError
 
 # Recorded with the code before the template (each datamodule carving and folding in its own setup): the same
@@ -130,6 +131,8 @@ def test_train_runs_on_the_official_layout_with_the_datasets_class_names(data, t
     assert {row["label_name"] for row in rows} == set(torchvision_class.classes)
     assert all(row["source"].startswith(str(data_dir / torchvision_class.__name__ / "raw")) for row in rows[:3])
     assert not (data_dir / "MNIST").exists()  # the shipped MNIST copy is for MNIST only
+    values, _ = hparams(run / "tensorboard")
+    assert values["data/torchvision_dataset"] == torchvision_class.__name__  # the hparams tab tells the three apart
 
 
 def test_a_missing_fashion_mnist_is_one_sentence_naming_it(tmp_path):
