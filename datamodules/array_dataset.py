@@ -31,6 +31,11 @@ class ArrayImageDataset(Dataset):
         self.source_index = self.source_index.to(device)
         return self
 
+    def take(self, positions: torch.Tensor) -> "ArrayImageDataset":
+        """A new dataset of the samples at `positions` (a copy), in that order, keeping their source indices."""
+        batch = self.__getitems__(positions)
+        return ArrayImageDataset(batch["image"], batch.get("label"), batch["index"])
+
     def __len__(self) -> int:
         return len(self.source_index)
 

@@ -21,10 +21,9 @@ class ImageDataModule(LightningDataModule):
     Conversion to float and normalisation happen on whole batches after they reach the device
     (`on_after_batch_transfer`), so the GPU does that work when there is one and the host ships
     4x fewer bytes; so does the random augmentation of training batches, when `augment` is given.
-    Subclasses set `input_shape`, `num_classes`, `mean`, `std`, `class_names` and fill `train_set`,
-    `val_set`, `test_set` in `setup`; `trainer.predict` runs over `predict_split`.
-    With `num_folds` set, `setup` validates on fold `fold` of the training set instead
-    (`cross_validation_split`); `split_seed` fixes the validation split either way.
+    A dataset subclass sets `input_shape`, `num_classes`, `mean`, `std`, `class_names` and says how to
+    read its labelled splits (`read_splits`); `setup`, here, chooses what validates. `trainer.predict`
+    runs over `predict_split`.
     """
 
     input_shape: tuple[int, int, int]
@@ -41,6 +40,7 @@ class ImageDataModule(LightningDataModule):
         num_workers: int = 0,
         pin_memory: bool | None = None,
         augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        val_size: int = 5000,
         num_folds: int | None = None,
         fold: int = 0,
         split_seed: int = 0,
@@ -48,13 +48,16 @@ class ImageDataModule(LightningDataModule):
     ):
         """pin_memory: batches in page-locked memory, so that their copies to the GPU (which Lightning issues
         non-blocking) overlap computation; None: when training on a GPU. on_device: on a GPU, copy each split
-        to it once, whole, and index batches there (no copies per batch, no workers); ignored on the CPU."""
+        to it once, whole, and index batches there (no copies per batch, no workers); ignored on the CPU.
+        val_size: the images drawn from the training split (with `split_seed`) to validate on, for a dataset
+        without a validation split of its own."""
         super().__init__()
         check_fold_settings(num_folds, fold)
         # K-fold cross-validation (datamodules/folds.py): null keeps the dataset's own validation split
         self.num_folds = num_folds
         self.fold = fold
         self.split_seed = split_seed
+        self.val_size = val_size
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
@@ -85,9 +88,47 @@ class ImageDataModule(LightningDataModule):
             raise UserError(f"There is no split {split!r}: the splits are {sorted(datasets)}.")
         return datasets[split]
 
+    def read_splits(self, stage: str | None) -> tuple[Dataset | None, Dataset | None, Dataset | None]:
+        """The dataset's labelled (train, val, test) splits, the one thing a dataset subclass must say.
+
+        val None: the dataset has no validation split of its own, so `val_size` images of train (an
+        ArrayImageDataset then) validate. A dataset that reads its splits by stage may leave out those
+        `stage` does not serve (None); called again for a later stage, it returns those it read before.
+        """
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        """The splits `read_splits` gives, with the validation split chosen here, the same for every dataset:
+        fold `fold` of train with num_folds set, else the dataset's own, else `val_size` images carved from train.
+        A stage whose splits an earlier stage set up reads nothing."""
+        if all(self.dataset(split) is not None for split in self._splits_of(stage)):
+            return
+        train, val, test = self.read_splits(stage)
+        if self.num_folds and train is not None:  # validation is a fold of train; val_size does not apply
+            train, val = self.cross_validation_split(train)
+        elif val is None and train is not None:
+            train, val = self.carve_val_set(train)
+        self.train_set, self.val_set, self.test_set = train, val, test
+
+    def _splits_of(self, stage: str | None) -> tuple[str, ...]:
+        """The splits a stage serves; None (Lightning's "all stages"): every one."""
+        return {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": (self.predict_split,)}.get(
+            stage, ("train", "val", "test", self.predict_split)
+        )
+
     def cross_validation_split(self, train_set: Dataset) -> tuple[Dataset, Dataset]:
         """(train, val) with num_folds set: fold `fold` of `train_set` validates, the other folds train."""
         return split_into_folds(train_set, self.num_folds, self.fold, self.split_seed)
+
+    def carve_val_set(self, train_set: ArrayImageDataset) -> tuple[ArrayImageDataset, ArrayImageDataset]:
+        """(train, val): `val_size` images drawn with `split_seed` validate (in their order in the split), the rest train."""
+        if not 0 < self.val_size < len(train_set):
+            raise UserError(
+                f"data.val_size must be between 1 and {len(train_set) - 1} (images carved from the training set for validation), got {self.val_size}."
+            )
+        order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(self.split_seed))
+        val_positions, train_positions = order[: self.val_size].sort().values, order[self.val_size :]
+        return train_set.take(train_positions), train_set.take(val_positions)
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled by epoch and resumable mid-epoch (datamodules/resumable_loader.py)."""

@@ -19,27 +19,23 @@ class FakeDataModule(ImageDataModule):
         seed: int = 0,
         **loader_options,
     ):
-        super().__init__(**loader_options)
+        super().__init__(val_size=val_size, **loader_options)
         self.input_shape = tuple(input_shape)
         self.num_classes = num_classes
         self.mean = (0.5,) * self.input_shape[0]
         self.std = (0.25,) * self.input_shape[0]
-        self.sizes = {"train": train_size, "val": val_size, "test": test_size}
+        self.sizes = {"train": train_size, "val": self.val_size, "test": test_size}
         self.seed = seed
 
     @property
     def class_names(self) -> list[str]:
         return [f"class_{index}" for index in range(self.num_classes)]
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
-            return
+    def read_splits(self, stage: str | None) -> tuple[ArrayImageDataset, ArrayImageDataset, ArrayImageDataset]:
         generator = torch.Generator().manual_seed(self.seed)
-        splits = {}
-        for split, size in self.sizes.items():
+        splits = []
+        for size in self.sizes.values():
             images = torch.randint(0, 256, (size, *self.input_shape), dtype=torch.uint8, generator=generator)
             labels = torch.randint(0, self.num_classes, (size,), generator=generator)
-            splits[split] = ArrayImageDataset(images, labels, torch.arange(size))
-        self.train_set, self.val_set, self.test_set = splits["train"], splits["val"], splits["test"]
-        if self.num_folds:
-            self.train_set, self.val_set = self.cross_validation_split(self.train_set)
+            splits.append(ArrayImageDataset(images, labels, torch.arange(size)))
+        return tuple(splits)

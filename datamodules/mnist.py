@@ -1,4 +1,5 @@
-"""MNIST: the official 60k training images (split into train and a seeded validation set) and the 10k test images."""
+"""MNIST, Fashion-MNIST and KMNIST: the official 60k training images (split into train and a seeded validation
+set) and the 10k test images, read with torchvision's class of that name."""
 
 import gzip
 import hashlib
@@ -7,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import torch
-from torchvision.datasets import MNIST
+from torchvision.datasets import KMNIST, MNIST, FashionMNIST
 
 from datamodules.array_dataset import ArrayImageDataset
 from datamodules.base import ImageDataModule
@@ -15,7 +16,6 @@ from user_errors import UserError
 
 log = logging.getLogger(__name__)
 
-OFFICIAL_TRAIN_SIZE = 60_000
 # The official IDX files, gzipped, ship with the package so that a fresh clone trains offline; a re-gzipped
 # copy does not match the official archives' md5s, so the unpacked files are checked against their own sha256.
 SHIPPED_COPY = Path(__file__).parent / "mnist_idx"
@@ -24,6 +24,13 @@ SHA256 = {
     "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
     "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
     "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+}
+
+# The classes data.torchvision_dataset may name, with the mean and std of their 60k training images' pixels (in [0, 1]).
+DATASETS = {
+    "MNIST": (MNIST, (0.1307,), (0.3081,)),
+    "FashionMNIST": (FashionMNIST, (0.2860,), (0.3530,)),
+    "KMNIST": (KMNIST, (0.1918,), (0.3483,)),
 }
 
 
@@ -51,22 +58,27 @@ def unpack_shipped_copy(raw_folder: Path) -> bool:
 
 
 class MNISTDataModule(ImageDataModule):
+    """One of torchvision's 28x28 grey ten-class datasets in the MNIST file format, read from its official IDX files."""
+
     input_shape = (1, 28, 28)
     num_classes = 10
-    mean = (0.1307,)
-    std = (0.3081,)
 
     def __init__(
         self,
         data_dir: str,
-        val_size: int = 5000,
+        torchvision_dataset: str = "MNIST",
         download: bool = True,
         use_shipped_copy: bool = True,
         **loader_options,
     ):
         super().__init__(**loader_options)
+        if torchvision_dataset not in DATASETS:  # a stored config is untrusted: never import what it names
+            raise UserError(
+                f"data.torchvision_dataset must be one of {', '.join(DATASETS)}, got {torchvision_dataset!r}."
+            )
+        self.torchvision_dataset = torchvision_dataset
+        self.dataset_class, self.mean, self.std = DATASETS[torchvision_dataset]
         self.data_dir = Path(data_dir)
-        self.val_size = val_size
         self.download = download
         self.use_shipped_copy = use_shipped_copy
         # each sample's source is its IDX file and position: the paths are made once, not per sample
@@ -77,52 +89,38 @@ class MNISTDataModule(ImageDataModule):
 
     @property
     def raw_folder(self) -> Path:
-        return self.data_dir / "MNIST" / "raw"
+        """Where torchvision's class reads the IDX files: <data_dir>/<class name>/raw."""
+        return self.data_dir / self.torchvision_dataset / "raw"
 
     @property
     def class_names(self) -> list[str]:
-        return list(MNIST.classes)
+        return list(self.dataset_class.classes)
 
     def source(self, split: str, index: int) -> str:
         """The IDX file and the image's position in it (validation images come from the training file)."""
         return f"{self._image_files['test' if split == 'test' else 'train']}[{index}]"
 
     def prepare_data(self) -> None:
-        """Unpack the shipped copy, or download the files, once per node when they are absent."""
+        """Unpack the shipped copy (MNIST only), or download the files, once per node when they are absent."""
+        shipped = self.use_shipped_copy and self.torchvision_dataset == "MNIST"
         if not all(path.is_file() for path in self._raw_files()) and not (
-            self.use_shipped_copy and unpack_shipped_copy(self.raw_folder)
+            shipped and unpack_shipped_copy(self.raw_folder)
         ):
             for train in (True, False):
                 self._read(train, download=self.download)
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
-            return
-        images, labels = self._read(train=True, download=False)
-        if self.num_folds:  # validation is a fold of the 60k; val_size does not apply
-            self.train_set, self.val_set = self.cross_validation_split(
-                ArrayImageDataset(images, labels, torch.arange(len(images)))
-            )
-        else:
-            self._carve_val_set(images, labels)
-        test_images, test_labels = self._read(train=False, download=False)
-        self.test_set = ArrayImageDataset(test_images, test_labels, torch.arange(len(test_images)))
-
-    def _carve_val_set(self, images: torch.Tensor, labels: torch.Tensor) -> None:
-        """val_size images drawn with split_seed validate, the rest train."""
-        if not 0 < self.val_size < len(images):
-            raise UserError(
-                f"data.val_size must be between 1 and {len(images) - 1} (images carved from the training set for validation), got {self.val_size}."
-            )
-        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.split_seed))
-        val_index, train_index = order[: self.val_size].sort().values, order[self.val_size :]
-        self.train_set = ArrayImageDataset(images[train_index], labels[train_index], train_index)
-        self.val_set = ArrayImageDataset(images[val_index], labels[val_index], val_index)
+    def read_splits(self, stage: str | None) -> tuple[ArrayImageDataset, None, ArrayImageDataset]:
+        """The official training and test files; validation is carved from the training images (val_size)."""
+        splits = []
+        for train in (True, False):
+            images, labels = self._read(train, download=False)
+            splits.append(ArrayImageDataset(images, labels, torch.arange(len(images))))
+        return splits[0], None, splits[1]
 
     def _read(self, train: bool, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        split = "training" if train else "test"
+        name, split = self.torchvision_dataset, "training" if train else "test"
         try:
-            dataset = MNIST(str(self.data_dir), train=train, download=download)
+            dataset = self.dataset_class(str(self.data_dir), train=train, download=download)
         except (RuntimeError, AssertionError, ValueError, TypeError, OSError) as error:
             reason = (
                 f"{error.__class__.__name__}: {_first_line(error)}" if _first_line(error) else error.__class__.__name__
@@ -130,17 +128,17 @@ class MNISTDataModule(ImageDataModule):
             if not all(path.is_file() for path in self._raw_files()):
                 how = "could not be downloaded" if download else "are missing (data.download=false)"
                 raise UserError(
-                    f"The MNIST {split} files are not in {self.raw_folder} and {how}: put the official uncompressed "
-                    f"IDX files there, or point data.data_dir at the folder that holds MNIST/raw/ ({reason})."
+                    f"The {name} {split} files are not in {self.raw_folder} and {how}: put the official uncompressed "
+                    f"IDX files there, or point data.data_dir at the folder that holds {name}/raw/ ({reason})."
                 ) from error
             raise UserError(  # present but unreadable: a wrong header, a cut-off file
-                f"The MNIST {split} files in {self.raw_folder} are corrupt or not IDX files ({reason}): "
+                f"The {name} {split} files in {self.raw_folder} are corrupt or not IDX files ({reason}): "
                 "replace them with the official files, or delete them so that they are downloaded again."
             ) from error
         return dataset.data.unsqueeze(1), dataset.targets
 
     def _raw_files(self) -> list[Path]:
-        return [self.raw_folder / Path(url).stem for url, _ in MNIST.resources]
+        return [self.raw_folder / Path(url).stem for url, _ in self.dataset_class.resources]
 
 
 def _first_line(error: Exception) -> str:

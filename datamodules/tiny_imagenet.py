@@ -108,7 +108,8 @@ class TinyImageNetDataModule(ImageDataModule):
                 _, problems = self._load(folder, listings[folder])
                 self._refuse(folder, problems)
 
-    def setup(self, stage: str | None = None) -> None:
+    def read_splits(self, stage: str | None) -> tuple[Dataset | None, Dataset | None, Dataset | None]:
+        """The official folders `stage` reads, each loaded once: train/, and val/ as both val and test."""
         if not self.folder.exists():
             raise UserError(self._absent("prepare_data() has not downloaded it"))
         self.folder.check_structure()  # on every process: prepare_data runs on one per node
@@ -119,12 +120,11 @@ class TinyImageNetDataModule(ImageDataModule):
         for folder in self._folders_of(stage):
             if folder not in self._datasets:
                 self._datasets[folder] = self._checked(folder)
-        self.train_set = self._datasets.get("train")
-        self.val_set = self.test_set = self._datasets.get("val")
-        if (
-            self.num_folds and self.train_set is not None
-        ):  # validation is a fold of train/; test stays the official val/
-            self.train_set, self.val_set = self.cross_validation_split(self.train_set)
+        return self._datasets.get("train"), self._datasets.get("val"), self._datasets.get("val")
+
+    def setup(self, stage: str | None = None) -> None:
+        """As ImageDataModule's, plus the unlabelled test/ images that predict reads (the template's splits are labelled)."""
+        super().setup(stage)
         self.predict_set = self._datasets.get("test")
 
     def _folders_of(self, stage: str | None) -> tuple[str, ...]:

@@ -202,6 +202,7 @@ def _strategy(trainer_cfg: DictConfig) -> Any:
 HPARAM_KEYS = (
     "model/_target_",
     "data/_target_",
+    "data/torchvision_dataset",  # MNIST, FashionMNIST or KMNIST: one _target_ serves the three
     "optimizer/_target_",
     "optimizer/lr",
     "optimizer/weight_decay",

@@ -1,4 +1,4 @@
-"""Writes MNIST-format IDX files (the official uncompressed layout) with a learnable synthetic task."""
+"""Writes IDX files in the official uncompressed layout of MNIST, FashionMNIST or KMNIST, with a learnable synthetic task."""
 
 import struct
 from pathlib import Path
@@ -31,12 +31,19 @@ def synthetic_digits(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return images.astype(np.uint8), labels.astype(np.uint8)
 
 
-def write_mnist(root: Path, train_count: int = 600, test_count: int = 200) -> Path:
-    """root/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte, as torchvision's MNIST(root) reads them."""
-    raw = root / "MNIST" / "raw"
+def write_idx_dataset(
+    root: Path, torchvision_dataset: str = "MNIST", train_count: int = 600, test_count: int = 200
+) -> Path:
+    """root/<class>/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte, as torchvision's MNIST, FashionMNIST and
+    KMNIST(root) read them."""
+    raw = root / torchvision_dataset / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     for split, count, seed in (("train", train_count, 0), ("test", test_count, 1)):
         images, labels = synthetic_digits(count, seed)
         write_idx_images(raw / IMAGE_FILES[split], images)
         write_idx_labels(raw / LABEL_FILES[split], labels)
     return root
+
+
+def write_mnist(root: Path, train_count: int = 600, test_count: int = 200) -> Path:
+    return write_idx_dataset(root, "MNIST", train_count, test_count)
