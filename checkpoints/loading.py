@@ -82,6 +82,11 @@ def check_resumable(cfg: DictConfig, module: LightningModule, checkpoint: dict[s
         trained_with, requested = stored.get(group, {}).get("_target_"), cfg[group]._target_
         if trained_with != requested:
             raise UserError(f"{path} was trained with {group} {trained_with}, this run builds {requested}: {advice}.")
+    # datamodules/mnist.py serves three datasets: the option that picks one (MNIST when a config leaves it out)
+    trained_on = stored.get("data", {}).get("torchvision_dataset") or "MNIST"
+    requested = cfg.data.get("torchvision_dataset") or "MNIST"
+    if trained_on != requested:
+        raise UserError(f"{path} was trained on {trained_on}, this run reads {requested}: {advice}.")
     expected, saved = module.state_dict(), checkpoint["state_dict"]
     missing, unexpected = sorted(expected.keys() - saved.keys()), sorted(saved.keys() - expected.keys())
     if missing or unexpected:

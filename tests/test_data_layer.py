@@ -12,10 +12,10 @@ from datamodules.base import ImageDataModule
 from datamodules.fake import FakeDataModule
 from datamodules.mnist import MNISTDataModule
 from runs.build import build_datamodule
-from tests.compose import compose_config
-from tests.conftest import TINY, run_entry
-from tests.idx_files import write_idx_dataset
-from tests.tensorboard_events import hparams
+from tests.helpers.commands import TINY, run_entry
+from tests.helpers.compose import compose_config
+from tests.helpers.idx_files import write_idx_dataset
+from tests.helpers.tensorboard_events import hparams
 from user_errors import UserError
 
 # Recorded with the code before the template (each datamodule carving and folding in its own setup): the same
@@ -150,3 +150,22 @@ def test_a_missing_fashion_mnist_is_one_sentence_naming_it(tmp_path):
         f"error: The FashionMNIST training files are not in {tmp_path / 'empty' / 'FashionMNIST' / 'raw'} and are missing (data.download=false)"
     )
     assert "holds FashionMNIST/raw/" in line and line.endswith(".") and "Traceback" not in result.stderr
+
+
+def test_an_mnist_checkpoint_is_not_continued_on_fashion_mnist(mnist_dir, tmp_path):
+    """Same datamodule class and shapes, another dataset: continuing would train MNIST's weights on clothes."""
+    run = tmp_path / "mnist"
+    run_entry("train.py", *TINY, f"paths.data_dir={mnist_dir}", f"hydra.run.dir={run}", "trainer.max_epochs=1")
+    fashion = write_idx_dataset(tmp_path / "data", "FashionMNIST")
+    result = run_entry(
+        "train.py",
+        *TINY,
+        "data=fashion_mnist",
+        f"paths.data_dir={fashion}",
+        f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
+        f"hydra.run.dir={tmp_path / 'continued'}",
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "was trained on MNIST, this run reads FashionMNIST" in result.stderr
+    assert not (tmp_path / "continued" / "checkpoints").exists()  # refused before anything was trained
