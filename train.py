@@ -27,8 +27,8 @@ from runs.build import (
 )
 from runs.config_check import check_config
 from runs.entry_points import exit_on_user_error, quiet_library_notices
-from runs.lr_finding import check_lr_find, find_lr
 from runs.run_dir import LAST_CHECKPOINT, discarded_if_nothing_was_trained, register_resolvers
+from runs.tuning import check_finder, find_batch_size, find_lr
 from user_errors import UserError
 
 log = logging.getLogger(__name__)
@@ -83,9 +83,17 @@ def train(cfg: DictConfig) -> dict[str, float]:
     module = build_module(cfg, datamodule)
     if ckpt_path:  # clear sentences for a wrong file before Lightning loads it (memory-mapped: no tensor read here)
         check_resumable(cfg, module, load_checkpoint(ckpt_path, mmap=True), ckpt_path)
+    if cfg.get("batch_size_find"):  # first: the learning rate that suits a batch depends on its size
+        check_finder("batch_size_find", cfg, ckpt_path)
+        steps = cfg.batch_size_finder.steps_per_trial
+        if find_batch_size(cfg, module, datamodule, build_finder_trainer(cfg, steps), Path(cfg.paths.output_dir)):
+            cfg.data.batch_size = (
+                datamodule.batch_size
+            )  # checkpoints' stored config and the hparams row say what was trained with
     if cfg.get("lr_find"):
-        check_lr_find(cfg, ckpt_path)
-        find_lr(cfg, module, datamodule, build_finder_trainer(cfg), Path(cfg.paths.output_dir))
+        check_finder("lr_find", cfg, ckpt_path)
+        steps = cfg.lr_finder.num_training
+        find_lr(cfg, module, datamodule, build_finder_trainer(cfg, steps), Path(cfg.paths.output_dir))
         cfg.optimizer.lr = module.lr  # checkpoints' stored config and the hparams row say what was trained with
     loggers = build_loggers(cfg)
     trainer = build_trainer(cfg, build_training_callbacks(cfg), loggers)

@@ -154,12 +154,11 @@ def build_trainer(cfg: DictConfig, callbacks: list[Callback], loggers: list[Logg
     return _instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False, strategy=strategy)
 
 
-def build_finder_trainer(cfg: DictConfig) -> Trainer:
+def build_finder_trainer(cfg: DictConfig, steps: int) -> Trainer:
     """The run's trainer settings (device, precision, gradient accumulation) without its callbacks, loggers or
-    checkpoints: the learning-rate finder's steps leave nothing in the run's records."""
+    checkpoints: a finder's `steps` (runs/tuning.py) leave nothing in the run's records."""
     # a finite run length that the finder's step count ends first, however few batches an epoch has (schedulers
     # whose length is filled in from the run, T_max/total_steps null, need a finite one; the finder swaps them out)
-    steps = cfg.lr_finder.num_training
     options = {"max_epochs": steps, "max_steps": steps, "min_epochs": None, "num_sanity_val_steps": 0}
     options |= {"enable_checkpointing": False, "enable_progress_bar": False, "enable_model_summary": False}
     return _instantiate(cfg.trainer, "trainer", callbacks=[], logger=False, strategy=_strategy(cfg.trainer), **options)

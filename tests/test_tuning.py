@@ -1,4 +1,4 @@
-"""lr_find=true: Lightning's learning-rate range test before fitting (runs/lr_finding.py), through train.py."""
+"""lr_find=true and batch_size_find=true: Lightning's Tuner before fitting (runs/tuning.py), through train.py."""
 
 import json
 
@@ -94,3 +94,34 @@ def test_every_job_of_a_multirun_finds_its_own_lr(mnist_dir, tmp_path):
         record = json.loads((sweep_dir / job / "lr_find.json").read_text())
         assert stored_lrs(sweep_dir / job)[0] == record["suggested_lr"] == record["used_lr"]
         assert (sweep_dir / job / "lr_find.png").is_file()
+
+
+def test_the_batch_size_finder_doubles_the_batch_and_the_run_and_the_lr_finder_use_what_it_found(mnist_dir, tmp_path):
+    run_entry(
+        "train.py",
+        *ONE_EPOCH,
+        *FINDER,
+        "data.batch_size=16",
+        "batch_size_find=true",
+        "batch_size_finder.max_trials=2",  # on the CPU nothing runs out of memory: the trials alone end the search
+        f"data.data_dir={mnist_dir}",
+        f"hydra.run.dir={tmp_path}",
+    )
+    record = json.loads((tmp_path / "batch_size_find.json").read_text())
+    assert record["batch_size"] == 32 and record["started_from"] == 16 and record["device"] == "cpu"
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["run_config"]["data"]["batch_size"] == 32  # what the run trained with, as its config says
+    assert json.loads((tmp_path / "lr_find.json").read_text())["batch_size"] == 32  # the LR suits the batch found
+    log = (tmp_path / "train.log").read_text()
+    assert "Batch: 32 per process" in log and "nothing runs out of memory there" in log
+    steps = read_scalars(tmp_path / "tensorboard")["train_step/loss"]
+    # 500 training images / 32 = 16 steps, every 5th logged: the finders' steps are not among them
+    assert [step for step, _ in steps] == [4, 9, 14]
+
+
+@pytest.mark.parametrize("setting", ["batch_size_find", "lr_find"])
+def test_a_finder_on_several_processes_is_refused_in_one_sentence(setting, mnist_dir, tmp_path):
+    result = run_entry(
+        "train.py", *ONE_EPOCH, f"{setting}=true", "trainer.devices=2", f"data.data_dir={mnist_dir}", check=False
+    )
+    assert result.returncode == 2 and f"{setting}=true runs in one process" in result.stderr

@@ -1,4 +1,5 @@
-"""lr_find=true: Lightning's learning-rate range test (Tuner.lr_find) before fitting, its curve and suggestion saved in the run directory."""
+"""Lightning's Tuner before fitting: batch_size_find=true (Tuner.scale_batch_size) and lr_find=true (Tuner.lr_find),
+each recorded in the run directory (batch_size_find.json; lr_find.json and lr_find.png)."""
 
 import json
 import logging
@@ -17,6 +18,7 @@ from user_errors import UserError
 log = logging.getLogger(__name__)
 
 LR_FIND_FIGURE, LR_FIND_RECORD = "lr_find.png", "lr_find.json"
+BATCH_SIZE_RECORD = "batch_size_find.json"
 
 
 def lr_given_on_command_line() -> bool:
@@ -28,16 +30,68 @@ def lr_given_on_command_line() -> bool:
     )
 
 
-def check_lr_find(cfg: DictConfig, ckpt_path: str | None) -> None:
+# setting -> (what it chooses, the override that then trains on several devices)
+FINDERS = {
+    "lr_find": ("the starting learning rate", "optimizer.lr=<the suggestion>"),
+    "batch_size_find": ("the batch size", "data.batch_size=<the one found>"),
+}
+
+
+def check_finder(setting: str, cfg: DictConfig, ckpt_path: str | None) -> None:
+    """A finder chooses a setting of a new run, in one process."""
+    chooses, then = FINDERS[setting]
     if ckpt_path:
         raise UserError(
-            "lr_find=true chooses the starting learning rate of a new run: drop it when continuing a run (resume=true or ckpt_path=...)."
+            f"{setting}=true chooses {chooses} of a new run: drop it when continuing a run (resume=true or ckpt_path=...)."
         )
     devices, num_nodes = cfg.trainer.get("devices"), cfg.trainer.get("num_nodes") or 1
     if (isinstance(devices, int) and devices > 1) or num_nodes > 1 or devices == -1:
         raise UserError(
-            "lr_find=true runs in one process: find the learning rate with trainer.devices=1, then train on several devices with optimizer.lr=<the suggestion>."
+            f"{setting}=true runs in one process: run it with trainer.devices=1, then train on several devices with {then}."
         )
+
+
+def find_batch_size(
+    cfg: DictConfig, module: LightningModule, datamodule: LightningDataModule, finder_trainer, out_dir: Path
+) -> int | None:
+    """Doubles data.batch_size while `steps_per_trial` training steps of it fit in the device's memory (mode power;
+    binsearch then searches between the last size that fit and the first that did not) and returns the largest
+    that fit; the datamodule keeps it. Run on `finder_trainer`, so none of the run's records sees these steps."""
+    options = cfg.batch_size_finder
+    initial = datamodule.batch_size
+    found = Tuner(finder_trainer).scale_batch_size(
+        module,
+        datamodule=datamodule,
+        mode=options.mode,
+        steps_per_trial=options.steps_per_trial,
+        init_val=initial,
+        max_trials=options.max_trials,
+        batch_arg_name="batch_size",
+    )
+    module.reset_metrics()
+    if found is None:  # fast_dev_run: Lightning skips the search
+        datamodule.batch_size = initial
+        return None
+    device = finder_trainer.strategy.root_device.type
+    record = {
+        "batch_size": found,
+        "started_from": initial,
+        "mode": options.mode,
+        "steps_per_trial": options.steps_per_trial,
+        "max_trials": options.max_trials,
+        "device": device,
+        "training_images": len(datamodule.train_set),
+    }
+    (out_dir / BATCH_SIZE_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+    log.info(
+        f"Batch-size finder: training with data.batch_size={found} (started from {initial}); {out_dir / BATCH_SIZE_RECORD}"
+    )
+    if device == "cpu":
+        log.warning(
+            "Batch-size finder on the CPU: nothing runs out of memory there, so the search only stopped at "
+            f"batch_size_finder.max_trials={options.max_trials} doublings or at the training set's size; it is meant for a GPU."
+        )
+    return found
 
 
 def find_lr(
