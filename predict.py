@@ -20,8 +20,7 @@ from omegaconf import DictConfig
 from datamodules.image_files import BadImageFile
 from deployment.exporting import load_exported, read_contract
 from deployment.image_input import image_files, load_as_input
-from runs.build import quoted
-from runs.entry_points import exit_on_user_error, quiet_library_notices
+from runs.entry_points import exit_on_user_error, quiet_library_notices, quoted
 from runs.evaluation import rebuild_from_checkpoint
 from runs.run_dir import register_resolvers
 from user_errors import UserError

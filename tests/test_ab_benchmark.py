@@ -4,7 +4,12 @@
 import subprocess
 import sys
 
+import pytest
+
 from tests.helpers.commands import REPO
+
+# minutes of CPU: run by `pytest -m slow`
+pytestmark = pytest.mark.slow
 
 
 def test_both_variants_are_timed_and_compared(mnist_dir):

@@ -96,6 +96,7 @@ def parity_runs(mnist_dir, tmp_path_factory):
     return single, sweep, ddp_logs
 
 
+@pytest.mark.slow
 def test_ddp_in_a_multirun_writes_one_job_directory(parity_runs):
     _, sweep, ddp_logs = parity_runs
     assert [path.name for path in (ddp_logs / "train").iterdir()] == [
@@ -111,6 +112,7 @@ def test_ddp_in_a_multirun_writes_one_job_directory(parity_runs):
     assert [row["status"] for row in read_rows(sweep / "summary.csv")] == ["completed"]
 
 
+@pytest.mark.slow
 def test_one_and_two_processes_train_the_same_weights_and_validation_metrics(parity_runs):
     single, sweep, _ = parity_runs
     one, two = read_scalars(single / "tensorboard"), read_scalars(sweep / "0" / "tensorboard")
@@ -124,6 +126,7 @@ def test_one_and_two_processes_train_the_same_weights_and_validation_metrics(par
     torch.testing.assert_close(weights[1], weights[0], rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_one_and_two_processes_predict_every_validation_sample_once_alike(parity_runs, mnist_dir, tmp_path):
     single, sweep, _ = parity_runs
     datamodule = build_datamodule(compose_config([f"data.data_dir={mnist_dir}", "data.val_size=100"], tmp_path))

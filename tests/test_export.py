@@ -27,7 +27,10 @@ FORMATS = [
 SUFFIX = {"onnx": "onnx", "torchscript": "ts", "torch_export": "pt2"}
 
 
-@pytest.mark.parametrize("file_format", FORMATS)
+@pytest.mark.parametrize(
+    "file_format",
+    [FORMATS[0], *(pytest.param(fmt, marks=pytest.mark.slow) for fmt in ("torchscript", "torch_export"))],
+)  # ONNX, the format safe to share, in the default suite
 def test_export_of_a_trained_lenet_matches_the_eager_network_and_writes_its_contract(
     file_format, mnist_dir, tmp_path_factory, tmp_path
 ):

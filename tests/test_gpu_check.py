@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.helpers.commands import REPO
 
 # for each section's CSV: the columns that must hold a positive number in every row that was measured
@@ -40,6 +42,7 @@ ROWS = {
 }
 
 
+@pytest.mark.slow
 def test_smoke_run_writes_every_section_table(tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}

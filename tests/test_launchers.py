@@ -9,6 +9,9 @@ import pytest
 from tests.helpers.commands import REPO, SCALE_SHORTENING, run_entry
 from tests.helpers.csv_rows import read_rows
 
+# minutes of CPU: run by `pytest -m slow`
+pytestmark = pytest.mark.slow
+
 # docs/scale.md, verbatim apart from SCALE_SHORTENING and the data and log folders
 SUBMITIT_LOCAL = "python train.py -m hydra/launcher=submitit_local optimizer=sgd,adam"
 JOBLIB = "OMP_NUM_THREADS=1 python train.py -m hydra/launcher=joblib hydra.launcher.n_jobs=2 optimizer=sgd,adam"

@@ -262,7 +262,16 @@ def test_summarize_turns_a_collapsing_stem_into_one_sentence(tmp_path):
     assert "AlexNet cannot process a 1x28x28 input" in line and "model.small_input_stem=true" in line
 
 
-@pytest.mark.parametrize("arch", ["squeezenet1_0", "convnext_tiny", "regnet_y_400mf", "shufflenet_v2_x1_0"])
+@pytest.mark.parametrize(
+    "arch",
+    [
+        "squeezenet1_0",
+        *(
+            pytest.param(arch, marks=pytest.mark.slow)
+            for arch in ("convnext_tiny", "regnet_y_400mf", "shufflenet_v2_x1_0")
+        ),
+    ],
+)
 def test_any_torchvision_classifier_by_name_prints_its_layer_report(arch, tmp_path):
     result = run_entry(
         "summarize.py",

@@ -4,8 +4,13 @@ below it (the figures themselves are not checked: timings are not tests)."""
 import subprocess
 import sys
 
+import pytest
+
 from tests.helpers.commands import REPO
 from tests.helpers.idx_files import write_mnist
+
+# minutes of CPU: run by `pytest -m slow`
+pytestmark = pytest.mark.slow
 
 
 def test_the_benchmark_reports_train_py_and_the_bare_trainer_against_the_plain_loop(tmp_path):

@@ -103,6 +103,7 @@ def hydra_record(run: Path) -> dict[str, bytes]:
     return {name: (run / ".hydra" / name).read_bytes() for name in ("config.yaml", "overrides.yaml", "hydra.yaml")}
 
 
+@pytest.mark.slow
 def test_a_second_process_into_a_live_run_directory_is_refused_and_the_lock_dies_with_the_first(tmp_path):
     logs = tmp_path / "logs"
     # long enough to be alive when the second process starts: 100 epochs of 12 batches

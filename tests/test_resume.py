@@ -108,6 +108,7 @@ def test_a_signal_saves_a_checkpoint_and_resume_true_continues_exactly(straight_
     assert_one_point_per_epoch(run)
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_then_resume_true_matches_the_straight_run(straight_run, tmp_path):
     """5 SIGKILLs at random moments (before, during and between checkpoint writes), each followed by resume=true;
     every checkpoint on disk stays loadable and the finished run equals the uninterrupted one."""

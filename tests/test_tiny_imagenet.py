@@ -255,7 +255,7 @@ BAD_INPUTS = {
 @pytest.mark.parametrize(
     "case",
     [
-        pytest.param(case, marks=pytest.mark.slow) if case in ("folder_named_jpeg", "fifo_named_jpeg") else case
+        case if case in ("corrupt_jpeg", "empty_class_folder") else pytest.param(case, marks=pytest.mark.slow)
         for case in BAD_INPUTS
     ],
 )
@@ -372,6 +372,7 @@ def test_a_verified_zip_already_in_data_dir_is_extracted_offline(official_zip, t
     assert len(module.val_set) == CLASSES * VAL_PER_CLASS
 
 
+@pytest.mark.slow
 def test_offline_and_absent_is_one_sentence_naming_the_folder_and_the_source(official_zip, tmp_path):
     (tmp_path / "tiny-imagenet-200.zip").write_bytes(official_zip.read_bytes()[:1000])  # a cut-off earlier download
     module = TinyImageNetDataModule(str(tmp_path), url=UNREACHABLE, batch_size=8)
@@ -512,7 +513,9 @@ NOT_UTF8 = {
 }
 
 
-@pytest.mark.parametrize("name", NOT_UTF8)
+@pytest.mark.parametrize(
+    "name", [name if name == "wnids.txt" else pytest.param(name, marks=pytest.mark.slow) for name in NOT_UTF8]
+)
 def test_a_text_file_that_is_not_utf8_is_one_sentence_with_file_and_line(name, data_dir, tmp_path):
     path = data_dir / "tiny-imagenet-200" / NOT_UTF8[name]
     lines = path.read_bytes().split(b"\n")
@@ -527,6 +530,7 @@ def _add_bom(path: Path) -> None:
     path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
 
 
+@pytest.mark.slow
 def test_a_byte_order_mark_never_shows_in_a_path_or_message(data_dir, tmp_path):
     root = data_dir / "tiny-imagenet-200"
     _add_bom(root / "wnids.txt")
@@ -550,6 +554,7 @@ def _sixteen_bit_png_as_jpeg(root: Path) -> tuple[Path, np.ndarray]:
     return path, np.round(sixteen_bit / 257).astype(np.uint8)
 
 
+@pytest.mark.slow
 def test_files_as_they_come_train_with_bad_files_skipped_and_counted(data_dir, tmp_path):
     """Byte order marks in all three text files, a 16-bit PNG named .JPEG, a broken link, a FIFO and a folder named .JPEG."""
     root = data_dir / "tiny-imagenet-200"
