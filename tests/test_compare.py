@@ -116,6 +116,7 @@ def test_compare_finds_exactly_the_planted_disagreements(planted, val_split, tmp
     assert image_tags(tmp_path / "tensorboard") == {"compare/contact_sheet": 1}
 
 
+@pytest.mark.slow
 def test_compare_refuses_predictions_of_another_split(planted, val_split, tmp_path):
     a, _ = planted
     other = write_hand_made(tmp_path / "test_split.csv", val_split, {}, split="test")
@@ -151,6 +152,7 @@ def test_mismatched_pairs_are_refused(planted, val_split, tmp_path, mismatch):
         check_comparable(a, b)
 
 
+@pytest.mark.slow
 def test_a_missing_prediction_file_is_one_sentence(tmp_path):
     result = run_entry(
         "compare.py",

@@ -29,7 +29,24 @@ def test_groups_exist():
         assert group_options(group), f"conf/{group}/ has no options"
 
 
-@pytest.mark.parametrize("model", group_options("model"))
+# seconds each to build and run at 28x28 on a CPU: in the slow suite
+LARGE = {
+    "alexnet",
+    "vgg11",
+    "vgg16",
+    "googlenet",
+    "resnet34",
+    "resnet50",
+    "densenet121",
+    "efficientnet_b0",
+    "mobilenet_v2",
+}
+
+
+@pytest.mark.parametrize(
+    "model",
+    [pytest.param(model, marks=pytest.mark.slow) if model in LARGE else model for model in group_options("model")],
+)
 def test_every_model_builds_from_the_datamodule_shape(model, tmp_path, mnist_dir):
     cfg = compose_config([f"model={model}", f"data.data_dir={mnist_dir}"], tmp_path)
     datamodule = build_datamodule(cfg)
@@ -97,6 +114,7 @@ def test_overrides_reach_the_config(tmp_path):
     assert (cfg.optimizer.lr, cfg.trainer.max_epochs, cfg.data.batch_size) == (1e-3, 5, 256)
 
 
+@pytest.mark.slow  # README's `--cfg job` and test_bad_input run the same path
 def test_cfg_job_prints_the_composed_config():
     result = run_entry("train.py", "model=mlp", "optimizer.lr=0.123", "--cfg", "job")
     assert "lightning_modules.nets.mlp.MLP" in result.stdout
@@ -110,6 +128,7 @@ def test_unknown_group_option_lists_the_choices():
     assert "Available options" in result.stderr and "lenet" in result.stderr
 
 
+@pytest.mark.slow  # README's `--cfg job` and test_bad_input run the same path
 def test_misspelt_key_is_refused():
     result = run_entry("train.py", "optimizer.learning_rate=0.1", check=False)
     assert result.returncode != 0

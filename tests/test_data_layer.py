@@ -112,7 +112,10 @@ def test_a_class_outside_the_three_is_refused_in_one_sentence(tmp_path):
         build_datamodule(cfg)
 
 
-@pytest.mark.parametrize(("data", "torchvision_class"), [("fashion_mnist", FashionMNIST), ("kmnist", KMNIST)])
+@pytest.mark.parametrize(
+    ("data", "torchvision_class"),
+    [("fashion_mnist", FashionMNIST), pytest.param("kmnist", KMNIST, marks=pytest.mark.slow)],
+)
 def test_train_runs_on_the_official_layout_with_the_datasets_class_names(data, torchvision_class, tmp_path):
     data_dir = write_idx_dataset(tmp_path / "data", torchvision_class.__name__)
     run = tmp_path / "run"

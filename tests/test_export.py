@@ -64,6 +64,7 @@ def test_export_of_a_trained_lenet_matches_the_eager_network_and_writes_its_cont
     assert torch.allclose(load_exported(exported, file_format)(images), expected, atol=1e-4, rtol=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("file_format", FORMATS)
 def test_a_recurrent_network_exports_with_a_dynamic_batch(file_format, mnist_dir, tmp_path):
     """A 2-layer bidirectional LSTM (a tuple state, both directions read out), the datamodule's normalisation folded in."""

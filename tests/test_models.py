@@ -61,7 +61,14 @@ def loss_on(module, batch) -> torch.Tensor:
 # the heaviest at 64x64 on a CPU (seconds each, as much as the rest together): in the slow suite
 HEAVY_AT_64 = {"vgg11", "vgg16", "googlenet", "resnet34", "resnet50", "densenet121", "alexnet", "nin"}
 CASES = [
-    pytest.param(model, dataset, marks=[pytest.mark.slow] if dataset == "tiny" and model in HEAVY_AT_64 else [])
+    pytest.param(
+        model,
+        dataset,
+        marks=[]
+        if model in ("lenet", "mlp", "resnet18", "rnn", "lstm", "torchvision")
+        and not (dataset == "tiny" and model in HEAVY_AT_64)
+        else [pytest.mark.slow],
+    )
     for model in MODELS
     for dataset in ("mnist", "tiny")
 ]

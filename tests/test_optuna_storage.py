@@ -17,10 +17,13 @@ import pytest
 from tests.helpers.commands import REPO, SCALE_SHORTENING, run_entry
 from tests.helpers.csv_rows import read_rows
 
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None,
-    reason="hydra-optuna-sweeper is not installed (pip install -e '.[optuna]')",
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None,
+        reason="hydra-optuna-sweeper is not installed (pip install -e '.[optuna]')",
+    ),
+]
 
 # docs/scale.md, verbatim apart from SCALE_SHORTENING, the data and log folders (`logs/` in CREATE_STUDY) and <first sweep dir>
 SEARCH = "python train.py hparams_search=mnist_optuna hydra.sweeper.n_trials=2"

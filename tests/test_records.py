@@ -64,7 +64,7 @@ def straight(tmp_path_factory) -> dict[str, list[tuple[int, int, float]]]:
 @pytest.mark.parametrize(
     "moment, epoch",
     [
-        ("epoch_end", 0),
+        pytest.param("epoch_end", 0, marks=pytest.mark.slow),
         pytest.param("epoch_end", EPOCHS - 1, marks=pytest.mark.slow),
         pytest.param("test_start", 0, marks=pytest.mark.slow),
     ],

@@ -162,6 +162,7 @@ def test_report_of_a_folder_without_runs_is_one_sentence_and_leaves_no_folder(tm
     assert files_left(tmp_path) == before  # no report/, no outputs/
 
 
+@pytest.mark.slow
 def test_report_of_a_missing_folder_creates_neither_it_nor_its_report(tmp_path):
     missing = tmp_path / "missing"
     before = files_left(tmp_path)
@@ -213,6 +214,7 @@ def test_report_targets_are_overridden_one_by_one(tmp_path):
     ],
     ids=["fraction", "name", "patience"],
 )
+@pytest.mark.slow
 def test_report_refuses_a_bad_setting_in_one_sentence_and_leaves_no_folder(tmp_path, setting, said):
     run = tmp_path / "run"
     write_planted_run(run, FALLING_TRAIN[1], OVERFITTING_VAL[1])

@@ -81,6 +81,7 @@ def test_a_failed_jobs_reason_is_the_sentence_of_that_job_run_alone(sweep, mnist
     assert json.loads((sweep_dir / "1" / "status.json").read_text())["reason"] == sentence
 
 
+@pytest.mark.slow
 def test_a_job_that_fails_with_an_unexpected_exception_is_counted_with_its_type_message_and_place(mnist_dir, tmp_path):
     result = run_entry(
         "train.py",

@@ -254,10 +254,7 @@ BAD_INPUTS = {
 
 @pytest.mark.parametrize(
     "case",
-    [
-        case if case in ("corrupt_jpeg", "empty_class_folder") else pytest.param(case, marks=pytest.mark.slow)
-        for case in BAD_INPUTS
-    ],
+    [case if case == "corrupt_jpeg" else pytest.param(case, marks=pytest.mark.slow) for case in BAD_INPUTS],
 )
 def test_bad_input_stops_the_run_with_one_sentence_naming_the_file(case, data_dir, tmp_path):
     damage, _, _ = BAD_INPUTS[case]
@@ -716,10 +713,7 @@ UNKNOWN_LAYOUTS = {
 }
 
 
-THROUGH_TRAIN_PY = (
-    "val_images_without_annotations",
-    "val_half_sorted",
-)  # the rest are slow there, quick in-process below
+THROUGH_TRAIN_PY = ("val_half_sorted",)  # the rest are slow there, quick in-process below
 
 
 @pytest.mark.parametrize(

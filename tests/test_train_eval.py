@@ -121,6 +121,7 @@ def test_eval_refuses_bad_checkpoint_files(run_dir, tmp_path, content, message):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_eval_refuses_a_plain_state_dict(tmp_path):
     path = tmp_path / "weights.pt"
     torch.save({"weight": torch.zeros(3)}, path)
@@ -146,6 +147,7 @@ def test_same_seed_gives_the_same_metrics(mnist_dir, tmp_path):
     assert "val/top1" in curves[0]
 
 
+@pytest.mark.slow  # test_bad_input's missing data folder runs the same refusal
 def test_missing_data_offline_is_one_clear_sentence(tmp_path):
     empty = tmp_path / "nothing_here"
     result = run_entry(

@@ -50,6 +50,7 @@ def test_the_run_trains_with_the_suggestion_and_its_schedule_spans_the_real_run(
     assert steps[0][0] == 4 and len(steps) == 3  # the finder's steps are not in the run's logs (16 steps, every 5th)
 
 
+@pytest.mark.slow
 def test_an_lr_given_on_the_command_line_is_kept(mnist_dir, tmp_path):
     run_entry(
         "train.py",

@@ -120,9 +120,15 @@ def assert_refused(result, stranger: dict[str, Path], before: dict[str, str], ro
     ("script", "key", "kind", "arguments"),
     [
         ("eval.py", "data", "torch.load", []),
-        ("export.py", "data", "builtins.open", ["format=torch_export"]),
-        ("predict.py", "model", "shutil.copyfile", ["{image}"]),
-        ("compare.py", "data.augment", "builtins.open", ["{checkpoint}", "{genuine_predictions}"]),
+        pytest.param("export.py", "data", "builtins.open", ["format=torch_export"], marks=pytest.mark.slow),
+        pytest.param("predict.py", "model", "shutil.copyfile", ["{image}"], marks=pytest.mark.slow),
+        pytest.param(
+            "compare.py",
+            "data.augment",
+            "builtins.open",
+            ["{checkpoint}", "{genuine_predictions}"],
+            marks=pytest.mark.slow,
+        ),
         ("train.py", "module", "torch.load", [*TINY]),
     ],
 )
@@ -144,6 +150,7 @@ def test_a_checkpoint_naming_code_is_refused_before_anything_is_written(
     assert_refused(result, stranger, before, roots, str(checkpoint), f"{RUN_CONFIG_KEY}.{key}._target_ names {kind}")
 
 
+@pytest.mark.slow
 def test_resume_true_into_a_run_whose_last_checkpoint_names_code_is_refused(run, mnist_dir, stranger, tmp_path):
     """resume=true picks a run directory of this experiment and reads its last.ckpt: a `_partial_` planted there stops it."""
     copied = stranger["logs"] / "train" / "runs" / "earlier"
@@ -180,6 +187,7 @@ def test_report_of_a_run_whose_checkpoint_names_code_is_refused(run, mnist_dir, 
     assert_refused(result, stranger, before, roots, str(newest), f"{RUN_CONFIG_KEY}.model._target_ names builtins.open")
 
 
+@pytest.mark.slow
 def test_compare_of_two_prediction_files_whose_sidecars_name_code_is_refused(run, mnist_dir, stranger, tmp_path):
     """Two plain text files suffice: a CSV of a real run and a JSON sidecar whose data config loads a pickle."""
     pair = []
