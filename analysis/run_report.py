@@ -83,15 +83,15 @@ def final_of(run: RunRecord, tag: str) -> float:
     return values[-1] if values else math.nan
 
 
-def labels_of(runs: Sequence[RunRecord]) -> tuple[list[str], list[str]]:
-    """Each run's overrides that the other runs do not share (its legend label), and the shared ones."""
+def labels_of(runs: Sequence[RunRecord]) -> list[str]:
+    """Each run's overrides that the other runs do not share: its legend label (the shared ones are in the sweep table)."""
     if len(runs) == 1:
-        return [runs[0].path.name], list(runs[0].overrides)
+        return [runs[0].path.name]
     shared = [override for override in runs[0].overrides if all(override in run.overrides for run in runs[1:])]
     labels = [
         " ".join(override for override in run.overrides if override not in shared) or run.path.name for run in runs
     ]
-    return labels, shared
+    return labels
 
 
 def metrics_table(run: RunRecord) -> list[str]:
@@ -197,7 +197,7 @@ def fold_statistics(runs: Sequence[RunRecord], labels: Sequence[str]) -> list[st
 
 def write_report(folder: Path, out: Path, targets: Sequence[tuple[str, float]], patience: int, min_rise: float) -> Path:
     runs = [read_run(path) for path in find_runs(folder)]
-    labels, _ = labels_of(runs)
+    labels = labels_of(runs)
     overfitting = [
         detect_overfitting(run.series("train/loss"), run.series("val/loss"), patience, min_rise) for run in runs
     ]
