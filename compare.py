@@ -18,7 +18,6 @@ from pathlib import Path
 import hydra
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
-from runs.notices import quiet_library_notices
 
 from analysis.comparison import (
     compare_predictions,
@@ -30,7 +29,7 @@ from analysis.comparison import (
 )
 from analysis.prediction_files import PREDICTION_FILE_SUFFIXES, Predictions, read_predictions
 from runs.build import build_datamodule, build_loggers
-from runs.entry_points import exit_on_user_error, positional_to_overrides
+from runs.entry_points import exit_on_user_error, positional_to_overrides, quiet_library_notices
 from runs.evaluation import evaluate
 from runs.run_dir import register_resolvers
 from user_errors import UserError

@@ -4,6 +4,7 @@ Lightning, Hydra or torch."""
 
 import ast
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -79,4 +80,25 @@ def test_production_code_imports_no_private_name_of_its_dependencies():
         for module in imports_of(path)
         if module.split(".")[0] in DEPENDENCIES and PRIVATE.search(module)
     ]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_every_import_of_our_own_modules_names_a_file_that_git_tracks():
+    """A module left untracked in a working copy makes the suite pass there and fail on a fresh clone."""
+    tracked = set(
+        subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    )
+    ours = set(LAYER_OF) | {"tests", "benchmarks"}
+    wrong = []
+    for name in sorted(tracked):
+        if not name.endswith(".py"):
+            continue
+        for node in ast.walk(ast.parse((REPO / name).read_text())):
+            modules = [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                modules = [node.module]
+            for module in modules:
+                stem = module.replace(".", "/")
+                if module.split(".")[0] in ours and not {f"{stem}.py", f"{stem}/__init__.py"} & tracked:
+                    wrong.append(f"{name} imports {module}, which is not a tracked file")
     assert not wrong, "\n".join(wrong)
