@@ -3,8 +3,8 @@
 Cost: per batch, a confusion-matrix update and a merge that keeps a fixed number of samples,
 misclassified ones first, all on the device with fixed shapes (no host synchronisation); per epoch,
 one confusion-matrix sync across DDP processes, after which process 0 hands the numbers to the
-background writer (callbacks/writes_in_background.py), which draws the figures (0.8 s of matplotlib
-for MNIST's) while training goes on; they are added to TensorBoard at the step of their epoch when
+background writer (callbacks/writes_in_background.py), which draws the figures with matplotlib
+while training goes on; they are added to TensorBoard at the step of their epoch when
 they are ready. The misclassified samples shown are the first ones of process 0's share of the
 validation set.
 """

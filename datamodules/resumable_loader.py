@@ -8,7 +8,7 @@ epoch's order it had not yet trained on.
 
 Batches are cut from the epoch's order as index tensors (DataLoader's "automatic batching" off, the
 dataset's `__getitems__` called with them): a BatchSampler would build a list of Python ints per batch, which
-the dataset turns back into a tensor (50 us a batch on a CPU core) and, with the images on a GPU, copies
+the dataset turns back into a tensor and, with the images on a GPU, copies
 there from pageable memory, which waits for the GPU's queued work at every step.
 """
 
