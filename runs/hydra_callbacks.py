@@ -91,18 +91,20 @@ def files_named(config: DictConfig) -> list[tuple[str, Path]]:
 
 
 def read_named_files(config: DictConfig) -> None:
-    """Each named file read as its entry point will read it (torch and Lightning imported only when one is named)."""
-    from analysis.prediction_files import read_predictions
-    from checkpoints.loading import load_checkpoint
-    from deployment.exporting import read_contract
-
-    readers = {
-        "checkpoint": lambda path: load_checkpoint(path, mmap=True),
-        "predictions": read_predictions,
-        "exported": read_contract,
-    }
+    """Each named file read as its entry point will read it (each reader, and torch, imported only when needed)."""
     for kind, path in files_named(config):
-        readers[kind](path)
+        if kind == "checkpoint":
+            from checkpoints.loading import load_checkpoint
+
+            load_checkpoint(path, mmap=True)
+        elif kind == "predictions":
+            from analysis.prediction_files import read_predictions
+
+            read_predictions(path)
+        else:
+            from deployment.exporting import read_contract
+
+            read_contract(path)
 
 
 class RefuseUntrustedFiles(Callback):
