@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.commands import REPO
+from tests.helpers.commands import REPO, fresh_copy
 
 # pages whose commands their own tests run verbatim (they need two processes at once, or a launcher's setup)
 TESTED_ELSEWHERE = {"scale.md": "tests/test_launchers.py, tests/test_optuna_storage.py, tests/test_multinode.py"}
@@ -56,7 +56,6 @@ SLOW_COMMANDS = (
     "model=resnet18 model.weights_path=",
 )
 SLOW_PAGES = ("devices_and_sweeps.md",)
-IGNORED_FOLDERS = {".git", ".venv", "logs", "data", "outputs", "multirun", ".pytest_cache", "__pycache__"}
 
 
 def commands_in(document: Path) -> list[str]:
@@ -103,15 +102,6 @@ def cases() -> list:
 def checkouts() -> dict[str, Path]:
     """One fresh copy of the repository per document (its commands run in order, sharing their runs)."""
     return {}
-
-
-def fresh_copy(root: Path) -> Path:
-    """The repository's files as a clone has them (links to them), without runs, data or environments."""
-    root.mkdir()
-    for entry in REPO.iterdir():
-        if entry.name not in IGNORED_FOLDERS:
-            (root / entry.name).symlink_to(entry)
-    return root
 
 
 def shortened(command: str) -> str:

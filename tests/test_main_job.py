@@ -2,8 +2,9 @@
 
 import pytest
 
+from tests.helpers.commands import fresh_copy
 from tests.helpers.tensorboard_events import read_scalars
-from tests.test_docs_commands import fresh_copy, run
+from tests.test_docs_commands import run
 
 
 @pytest.mark.slow

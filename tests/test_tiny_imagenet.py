@@ -8,6 +8,8 @@ import logging
 import os
 import re
 import shutil
+import subprocess
+import sys
 import threading
 import zipfile
 from pathlib import Path
@@ -15,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 from PIL import Image
 
 from benchmarks.tiny_imagenet_files import class_from_pixels, sort_val_into_class_folders, write_tiny_imagenet
@@ -22,7 +25,7 @@ from datamodules.image_files import BadImageFile, decode_image
 from datamodules.tiny_imagenet import TinyImageNetDataModule
 from datamodules.tiny_imagenet_folder import TinyImageNetFolder
 from runs.build import build_datamodule, build_module
-from tests.helpers.commands import run_entry
+from tests.helpers.commands import fresh_copy, run_entry
 from tests.helpers.compose import compose_config
 from tests.helpers.tensorboard_events import read_scalars
 from user_errors import UserError
@@ -743,3 +746,25 @@ def test_every_unknown_layout_is_refused_by_the_datamodule_before_decoding(case,
             data_dir, cache_dir=str(tmp_path / "cache"), skip_bad_files=True
         ).prepare_data()  # skipping does not help
     assert "skip_bad_files" not in str(refused.value) and not (tmp_path / "cache").exists()
+
+
+def test_the_cpu_recipe_as_typed_trains_resnet18_with_the_imagenet_stem(pristine, tmp_path):
+    """`python train.py experiment=tiny_imagenet_resnet18_cpu` in a fresh clone whose data/ holds the dataset."""
+    checkout = fresh_copy(tmp_path / "classic-dl")
+    shutil.copytree(pristine / "tiny-imagenet-200", checkout / "data" / "tiny-imagenet-200")
+    result = subprocess.run(
+        [sys.executable, "train.py", "experiment=tiny_imagenet_resnet18_cpu", "debug=limit"],
+        cwd=checkout,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = (checkout / "logs" / "train" / "runs").iterdir()
+    config = OmegaConf.load(run / ".hydra" / "config.yaml")
+    assert config.model.small_input_stem is False and config.model.arch == "resnet18"
+    assert (config.data.batch_size, config.optimizer.lr, config.trainer.accelerator) == (128, 0.05, "cpu")
+    maxpool = next(line for line in (run / "layers.txt").read_text().splitlines() if "model.maxpool " in line)
+    assert "[1, 64, 16, 16]" in maxpool  # the ImageNet stem: 64x64 images are 16x16 after it
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert len(read_scalars(run / "tensorboard")["val/top1"]) == 2

@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+# what a fresh clone does not have: runs, data, environments, caches
+IGNORED_FOLDERS = {".git", ".venv", "logs", "data", "outputs", "multirun", ".pytest_cache", "__pycache__"}
 
 # Small and fast: a few batches, no progress bar, CPU.
 TINY = [
@@ -30,6 +32,15 @@ SCALE_SHORTENING = [
     "data.download=false",
     "callbacks.progress_bar.refresh_rate=0",
 ]
+
+
+def fresh_copy(root: Path) -> Path:
+    """The repository's files as a clone has them (links to them), without runs, data or environments."""
+    root.mkdir()
+    for entry in REPO.iterdir():
+        if entry.name not in IGNORED_FOLDERS:
+            (root / entry.name).symlink_to(entry)
+    return root
 
 
 def run_entry(script: str, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
