@@ -6,16 +6,14 @@ trials). A command that needs a GPU or the network is run up to the one sentence
 Only ```bash blocks hold commands; a script to save as a file (a SLURM job script, say) goes in a ```sh block.
 """
 
-import os
 import re
 import shlex
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers.commands import REPO, fresh_copy
+from tests.helpers.commands import REPO, activated_environment, fresh_copy, run_in_shell
 
 # pages whose commands their own tests run verbatim (they need two processes at once, or a launcher's setup)
 TESTED_ELSEWHERE = {"scale.md": "tests/test_launchers.py, tests/test_optuna_storage.py, tests/test_multinode.py"}
@@ -129,22 +127,6 @@ def filled_in(command: str, checkout: Path) -> str:
     return re.sub(r"(logs/[\w-]+/(?:runs|multiruns))/<(?:run|sweep)>", newest, command)
 
 
-def environment() -> dict[str, str]:
-    """This interpreter's environment, as activated: its scripts (python, tensorboard) first on PATH."""
-    return {
-        **os.environ,
-        "PYTHONUNBUFFERED": "1",
-        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-    }
-
-
-def run(command: str, checkout: Path, timeout: int = 900) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        ["bash", "-c", command], cwd=checkout, env=environment(), capture_output=True, text=True, timeout=timeout
-    )
-
-
 @pytest.mark.parametrize("document, number, command", cases())
 def test_documented_command_works_as_written(document, number, command, checkouts, tmp_path_factory):
     command = re.sub(r"^pip install [^&]*&&\s*", "", command)  # installed already: this suite runs in that environment
@@ -157,7 +139,7 @@ def test_documented_command_works_as_written(document, number, command, checkout
     checkout = checkouts[document]
     if command.startswith("tensorboard "):
         return check_tensorboard_starts(command, checkout)
-    result = run(filled_in(shortened(command), checkout), checkout)
+    result = run_in_shell(filled_in(shortened(command), checkout), checkout)
     output = result.stdout + result.stderr
     if any(marker in command for marker in NEEDS_A_GPU) and not _has_gpu():
         assert result.returncode == 2 and any(answer in output for answer in GPU_ANSWERS), output[-3000:]
@@ -188,7 +170,7 @@ def check_tensorboard_starts(command: str, checkout: Path) -> None:
     server = subprocess.Popen(
         shlex.split(command),
         cwd=checkout,
-        env=environment(),
+        env=activated_environment(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -2,15 +2,14 @@
 
 import pytest
 
-from tests.helpers.commands import fresh_copy
+from tests.helpers.commands import fresh_copy, run_in_shell
 from tests.helpers.tensorboard_events import read_scalars
-from tests.test_docs_commands import run
 
 
 @pytest.mark.slow
 def test_the_main_job_reaches_98_9_percent_test_top1(tmp_path):
     checkout = fresh_copy(tmp_path / "classic-dl")
-    result = run("python train.py", checkout, timeout=3600)
+    result = run_in_shell("python train.py", checkout, timeout=3600)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     (run_dir,) = (checkout / "logs" / "train" / "runs").iterdir()
     assert result.stdout.strip().splitlines()[-1].endswith(f"Output dir: {run_dir}")

@@ -8,8 +8,6 @@ import logging
 import os
 import re
 import shutil
-import subprocess
-import sys
 import threading
 import zipfile
 from pathlib import Path
@@ -25,7 +23,7 @@ from datamodules.image_files import BadImageFile, decode_image
 from datamodules.tiny_imagenet import TinyImageNetDataModule
 from datamodules.tiny_imagenet_folder import TinyImageNetFolder
 from runs.build import build_datamodule, build_module
-from tests.helpers.commands import fresh_copy, run_entry
+from tests.helpers.commands import fresh_copy, run_entry, run_in_shell
 from tests.helpers.compose import compose_config
 from tests.helpers.tensorboard_events import read_scalars
 from user_errors import UserError
@@ -752,13 +750,7 @@ def test_the_cpu_recipe_as_typed_trains_resnet18_with_the_imagenet_stem(pristine
     """`python train.py experiment=tiny_imagenet_resnet18_cpu` in a fresh clone whose data/ holds the dataset."""
     checkout = fresh_copy(tmp_path / "classic-dl")
     shutil.copytree(pristine / "tiny-imagenet-200", checkout / "data" / "tiny-imagenet-200")
-    result = subprocess.run(
-        [sys.executable, "train.py", "experiment=tiny_imagenet_resnet18_cpu", "debug=limit"],
-        cwd=checkout,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = run_in_shell("python train.py experiment=tiny_imagenet_resnet18_cpu debug=limit", checkout, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     (run,) = (checkout / "logs" / "train" / "runs").iterdir()
     config = OmegaConf.load(run / ".hydra" / "config.yaml")

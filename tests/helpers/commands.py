@@ -43,6 +43,28 @@ def fresh_copy(root: Path) -> Path:
     return root
 
 
+def activated_environment() -> dict[str, str]:
+    """This interpreter's environment, as activated: its scripts (python, tensorboard) first on PATH."""
+    return {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
+
+
+def run_in_shell(command: str, checkout: Path, timeout: int = 900) -> subprocess.CompletedProcess:
+    """A command line as a user types it, in `checkout`, with this environment activated."""
+    return subprocess.run(
+        ["bash", "-c", command],
+        cwd=checkout,
+        env=activated_environment(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def run_entry(script: str, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
     """Runs an entry script of the repo as a user would, from the repo root."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0"}
