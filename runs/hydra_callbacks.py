@@ -91,20 +91,18 @@ def files_named(config: DictConfig) -> list[tuple[str, Path]]:
 
 
 def read_named_files(config: DictConfig) -> None:
-    """Each named file read as its entry point will read it (each reader, and torch, imported only when needed)."""
+    """Each named file read as its entry point will read it (torch and Lightning imported only when one is named)."""
+    from analysis.prediction_files import read_predictions
+    from checkpoints.loading import load_checkpoint
+    from deployment.exporting import read_contract
+
+    readers = {
+        "checkpoint": lambda path: load_checkpoint(path, mmap=True),
+        "predictions": read_predictions,
+        "exported": read_contract,
+    }
     for kind, path in files_named(config):
-        if kind == "checkpoint":
-            from checkpoints.loading import load_checkpoint
-
-            load_checkpoint(path, mmap=True)
-        elif kind == "predictions":
-            from analysis.prediction_files import read_predictions
-
-            read_predictions(path)
-        else:
-            from deployment.exporting import read_contract
-
-            read_contract(path)
+        readers[kind](path)
 
 
 class RefuseUntrustedFiles(Callback):

@@ -44,11 +44,11 @@ def fresh_copy(root: Path) -> Path:
 
 
 def activated_environment() -> dict[str, str]:
-    """This interpreter's environment, as activated: its scripts (python, tensorboard) first on PATH."""
+    """This interpreter's environment, as activated: its scripts (python, tensorboard) first on PATH (one thread per
+    process comes from tests/__init__.py)."""
     return {
         **os.environ,
         "PYTHONUNBUFFERED": "1",
-        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
     }
 
