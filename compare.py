@@ -6,8 +6,8 @@ and <this run>/b. Prints both accuracies, the agreement rate, the right->wrong a
 and the samples judged differently; writes disagreements.csv and contact_sheet.png (the first
 right->wrong and wrong->right flips, up to `num_images` in all, half each, the most confident mistakes
 first, captioned with the true class and both predictions with their confidence), which is also
-logged to TensorBoard. The images come from the dataset rebuilt from the data config that the
-prediction file's JSON sidecar records. `python compare.py A B` is short for `python compare.py a=A b=B`.
+logged to TensorBoard. The images come from the dataset rebuilt from this installation's conf/ with the
+experiment that the prediction file's JSON sidecar records (runs/evaluation.py), read from the user's own data folder. `python compare.py A B` is short for `python compare.py a=A b=B`.
 """
 
 import copy
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import hydra
 from lightning.pytorch.loggers import TensorBoardLogger
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from analysis.comparison import (
     compare_predictions,
@@ -27,10 +27,11 @@ from analysis.comparison import (
     sheet_selection,
     write_disagreements,
 )
-from analysis.prediction_files import PREDICTION_FILE_SUFFIXES, Predictions, read_predictions
+from analysis.prediction_files import PREDICTION_FILE_SUFFIXES, Predictions, read_predictions, sidecar_path
 from runs.build import build_datamodule, build_loggers
+from runs.config_check import check_config
 from runs.entry_points import exit_on_user_error, positional_to_overrides, quiet_library_notices
-from runs.evaluation import evaluate
+from runs.evaluation import evaluate, rebuild_config
 from runs.run_dir import register_resolvers
 from user_errors import UserError
 
@@ -62,7 +63,9 @@ def compare(cfg: DictConfig) -> None:
     shown = [item.index for items in selection.values() for item in items]
     if not shown:
         return
-    datamodule = build_datamodule(OmegaConf.create({"data": comparison.a.meta["data"]}))
+    data_cfg = rebuild_config(cfg, comparison.a.meta["experiment"], sidecar_path(comparison.a.path))
+    check_config(data_cfg, groups=("data",))
+    datamodule = build_datamodule(data_cfg)
     datamodule.setup("validate" if comparison.a.split == "val" else "test")
     images = dict(zip(shown, sample_images(datamodule, comparison.a.split, shown)))
     figure = contact_sheet(comparison, selection, images)

@@ -3,126 +3,32 @@
 Everything the run writes (config, checkpoints, TensorBoard events) goes into one run directory.
 `ckpt_path=PATH` continues from a checkpoint in a new run directory; `resume=true` continues the latest
 run of the same experiment in its own directory (runs/run_dir.py).
+
+Only Hydra is imported before it has composed: help, `--cfg`, completion and a mistyped value answer without
+torch or Lightning (docs/performance.md, start-up).
 """
 
-import logging
 import math
-from pathlib import Path
 
 import hydra
-import lightning as L
-from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
-from checkpoints.loading import check_resumable, load_checkpoint
-from runs.build import (
-    build_datamodule,
-    build_finder_trainer,
-    build_loggers,
-    build_module,
-    build_trainer,
-    build_training_callbacks,
-    log_hyperparameters,
-    log_hyperparameters_at_start,
-)
-from runs.config_check import check_config
-from runs.entry_points import exit_on_user_error, quiet_library_notices
-from runs.run_dir import LAST_CHECKPOINT, discarded_if_nothing_was_trained, register_resolvers
-from runs.tuning import check_finder, find_batch_size, find_lr
-from user_errors import UserError
-
-log = logging.getLogger(__name__)
-
-
-def checkpoint_to_resume(cfg: DictConfig) -> str | None:
-    """ckpt_path, or with resume=true this run directory's last.ckpt (runs/run_dir.py chose the directory)."""
-    if not cfg.resume:
-        return cfg.ckpt_path
-    if cfg.ckpt_path:
-        raise UserError(
-            "Give either resume=true (continue the latest run of this experiment) or ckpt_path=PATH, not both."
-        )
-    last = Path(cfg.paths.output_dir) / LAST_CHECKPOINT
-    if last.is_file():
-        log.info(f"Resuming {cfg.paths.output_dir} from {last}")
-        return str(last)
-    log.info("resume=true: no earlier run of this experiment has a last.ckpt; starting a new run.")
-    return None
-
-
-def best_score(checkpoint_callback: ModelCheckpoint) -> float:
-    """The best checkpoint's score. After ddp_spawn (DDP in a multirun) only its path came back from the
-    training processes: the score is then read from the checkpoint callback's state stored in that file."""
-    if checkpoint_callback.best_model_score is None:
-        stored = load_checkpoint(checkpoint_callback.best_model_path)["callbacks"][checkpoint_callback.state_key]
-        return float(stored["best_model_score"])
-    return checkpoint_callback.best_model_score.item()
-
-
-def log_global_batch(cfg: DictConfig, trainer: L.Trainer) -> None:
-    """The samples behind one optimizer step, and the learning rate, which is used as given: not scaled with the process count."""
-    per_node = f" ({trainer.num_devices} per node x {trainer.num_nodes} nodes)" if trainer.num_nodes > 1 else ""
-    processes = trainer.world_size
-    log.info(
-        f"Batch: {cfg.data.batch_size} per process x {processes} processes{per_node} = {cfg.data.batch_size * processes} samples per optimizer step"
-    )
-    if processes > 1:
-        log.info(
-            f"Learning rate: optimizer.lr={cfg.optimizer.lr} as given, not scaled with the {processes} processes (for the same training as "
-            f"1 process keep the global batch; with data.batch_size per process kept, the linear rule gives optimizer.lr={cfg.optimizer.lr * processes:g})"
-        )
-
-
-def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit, then test the best checkpoint; returns the final metrics."""
-    check_config(cfg)
-    ckpt_path = checkpoint_to_resume(cfg)
-    if cfg.seed is not None:
-        L.seed_everything(cfg.seed, workers=True)
-    datamodule = build_datamodule(cfg)
-    module = build_module(cfg, datamodule)
-    if ckpt_path:  # clear sentences for a wrong file before Lightning loads it (memory-mapped: no tensor read here)
-        check_resumable(cfg, module, load_checkpoint(ckpt_path, mmap=True), ckpt_path)
-    if cfg.get("batch_size_find"):  # first: the learning rate that suits a batch depends on its size
-        check_finder("batch_size_find", cfg, ckpt_path)
-        steps = cfg.batch_size_finder.steps_per_trial
-        if find_batch_size(cfg, module, datamodule, build_finder_trainer(cfg, steps), Path(cfg.paths.output_dir)):
-            cfg.data.batch_size = (
-                datamodule.batch_size
-            )  # checkpoints' stored config and the hparams row say what was trained with
-    if cfg.get("lr_find"):
-        check_finder("lr_find", cfg, ckpt_path)
-        steps = cfg.lr_finder.num_training
-        find_lr(cfg, module, datamodule, build_finder_trainer(cfg, steps), Path(cfg.paths.output_dir))
-        cfg.optimizer.lr = module.lr  # checkpoints' stored config and the hparams row say what was trained with
-    loggers = build_loggers(cfg)
-    trainer = build_trainer(cfg, build_training_callbacks(cfg), loggers)
-    log_global_batch(cfg, trainer)
-    log_hyperparameters_at_start(loggers, cfg, module)
-
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-    metrics = {name: value.item() for name, value in trainer.callback_metrics.items()}
-    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    if (
-        best and trainer.checkpoint_callback.monitor
-    ):  # callbacks=none: Lightning's own checkpoint keeps the latest epoch, unscored
-        metrics["best_val_top1"] = best_score(trainer.checkpoint_callback)
-        log.info(f"Best checkpoint: {best} (val top-1 {metrics['best_val_top1']:.4f})")
-    if cfg.test:
-        (test_metrics,) = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
-        metrics.update(test_metrics)
-    log_hyperparameters(loggers, cfg, module, final_metrics=metrics)
-    log.info(f"Output dir: {cfg.paths.output_dir}")
-    return metrics
-
+from runs.entry_points import exit_on_user_error
+from runs.run_dir import discarded_if_nothing_was_trained, register_resolvers
 
 register_resolvers()  # conf/hydra/default.yaml uses ${run_dir:...}: registered before Hydra composes
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    quiet_library_notices()
     with exit_on_user_error(), discarded_if_nothing_was_trained(cfg.paths.output_dir):
+        from runs.config_check import check_config
+
+        check_config(cfg)  # before Lightning is imported: a mistyped value is refused at once
+        from runs.entry_points import quiet_library_notices
+        from runs.training import train
+
+        quiet_library_notices()
         return train(cfg).get("best_val_top1")
     return math.nan  # only a multirun's failed job gets here (runs/entry_points.py): a result that a sweeper (Optuna) counts as failed
 

@@ -10,8 +10,8 @@ prediction, `prob*` softmax probabilities. `label`, `label_name` and `correct` a
 unlabeled samples, `loss` for them and for `trainer.predict`. `epoch` (counted from 0, like
 checkpoint names) and `checkpoint` say which weights made the predictions (`checkpoint` is empty
 during training). The JSON sidecar holds the split, the stage, the epoch and checkpoint again, the
-number of samples, and the data config of the run, so that the dataset can be rebuilt to show the
-images (compare.py).
+number of samples, and the run's experiment (its choices from conf/ and its overrides), from which
+compare.py rebuilds the dataset with this installation's conf/ to show the images.
 """
 
 import csv
@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from checkpoints.trusted_config import check_stored_config
+from checkpoints.loading import is_experiment_record
 from user_errors import UserError
 
 PREDICTION_FILE_SUFFIXES = (".csv", ".json")
@@ -43,7 +43,7 @@ class Predictions:
 
     @property
     def dataset(self) -> str:
-        return self.meta["data"]["_target_"]
+        return str(self.meta["experiment"]["choices"].get("data"))
 
     @property
     def top_k(self) -> int:
@@ -68,7 +68,7 @@ def write_predictions(
     sources: Sequence[str],
     epoch: int | None,
     checkpoint: str,
-    data_config: dict[str, Any],
+    experiment: dict[str, Any],
 ) -> None:
     """Writes the CSV (rows in the given order, `sources[i]` where sample i comes from) and its JSON sidecar."""
     k = top_ids.shape[1]
@@ -122,7 +122,7 @@ def write_predictions(
         "epoch": epoch,
         "checkpoint": checkpoint,
         "num_samples": len(index),
-        "data": data_config,
+        "experiment": experiment,
     }
     sidecar_path(path).write_text(json.dumps(meta, indent=2))
 
@@ -145,14 +145,18 @@ def read_predictions(path: str | Path) -> Predictions:
         meta = json.loads(sidecar.read_text())
         with path.open(newline="") as file:
             rows = list(csv.DictReader(file))
-    except (json.JSONDecodeError, UnicodeDecodeError, csv.Error) as error:
+    except (json.JSONDecodeError, UnicodeDecodeError, csv.Error, RecursionError) as error:
         raise UserError(
             f"{path} or its sidecar {sidecar.name} is not a prediction file ({error}): pass one written by train.py or eval.py."
         ) from error
     required = {"split", "index", "label", "label_name", "correct", "pred1", "pred1_name", "prob1"}
-    if not isinstance(meta, dict) or not {"split", "data"} <= set(meta) or (rows and not required <= set(rows[0])):
+    if (
+        not isinstance(meta, dict)
+        or meta.get("split") not in ("val", "test", "predict")
+        or not is_experiment_record(meta.get("experiment"))
+        or (rows and not required <= set(rows[0]))
+    ):
         raise UserError(
-            f"{path} is not a prediction file of train.py or eval.py (its columns or sidecar lack {sorted(required | {'data'})})."
+            f"{path} is not a prediction file of train.py or eval.py (its columns lack some of {sorted(required)}, or its sidecar a split and experiment): pass one written by this version."
         )
-    check_stored_config(meta, sidecar, {("data",): "data"})  # compare.py rebuilds the dataset from meta["data"]
     return Predictions(path, meta, rows)

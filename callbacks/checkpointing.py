@@ -1,6 +1,8 @@
 """What every checkpoint holds and when last.ckpt is written.
 
-Stores the run's composed config in every checkpoint, so a checkpoint alone rebuilds its model and data.
+Stores in every checkpoint the run's experiment (its choices from conf/ and its overrides), from which
+eval.py and the others rebuild its model and data with this installation's conf/, and the composed config,
+as a record for people and reports (never built from).
 
 last.ckpt: the complete training state, rewritten at the end of every epoch; what resume=true and ckpt_path continue from.
 
@@ -15,15 +17,16 @@ from typing import Any
 from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from checkpoints.loading import RUN_CONFIG_KEY
+from checkpoints.loading import EXPERIMENT_KEY, RUN_CONFIG_KEY
 
 
 class StoreRunConfig(Callback):
-    def __init__(self, run_config: dict[str, Any]):
-        self.run_config = run_config
+    def __init__(self, run_config: dict[str, Any], experiment: dict[str, Any]):
+        self.run_config, self.experiment = run_config, experiment
 
     def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
         checkpoint[RUN_CONFIG_KEY] = self.run_config
+        checkpoint[EXPERIMENT_KEY] = self.experiment
 
 
 LAST = "last"

@@ -29,15 +29,15 @@ class PerSamplePredictions(WritesInBackground):
 
     Args:
         dirpath: folder of the files (the run directory's predictions/).
-        data: the run's data config, stored in each file's sidecar so that the dataset can be rebuilt.
         every_n_epochs: during training, write the validation predictions of every n-th epoch
             (epochs n-1, 2n-1, ..., as the periodic checkpoints); 0 for none. Test and predict are always written.
         top_k: predictions kept per sample (at most the number of classes).
     """
 
-    def __init__(self, dirpath: str, data: dict[str, Any], every_n_epochs: int = 1, top_k: int = 5):
+    def __init__(self, dirpath: str, every_n_epochs: int = 1, top_k: int = 5):
         self.dirpath = Path(dirpath)
-        self.data_config = data
+        # the experiment whose data the rows index, set by runs/build.py (the sidecar records it for compare.py)
+        self.experiment: dict[str, Any] = {"choices": {}, "overrides": []}
         self.every_n_epochs = every_n_epochs
         self.top_k = top_k
         self._collected: list[dict[str, torch.Tensor]] | None = None
@@ -111,7 +111,7 @@ class PerSamplePredictions(WritesInBackground):
             sources=[datamodule.source(split, index) for index in columns["index"].tolist()],
             epoch=epoch,
             checkpoint=checkpoint,
-            data_config=self.data_config,
+            experiment=self.experiment,
         )
 
     # -- Lightning hooks

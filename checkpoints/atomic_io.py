@@ -11,7 +11,6 @@ power cut) sees the previous complete file or the new complete file, never a par
 import errno
 import logging
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -26,8 +25,6 @@ from user_errors import UserError
 log = logging.getLogger(__name__)
 
 TEMPORARY_SUFFIX = ".tmp"
-# tempfile.mkstemp's names: the prefix, 8 random characters of its alphabet, the suffix
-_TEMPORARY_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}" + re.escape(TEMPORARY_SUFFIX) + "$")
 
 PathLike = str | os.PathLike
 
@@ -35,25 +32,6 @@ PathLike = str | os.PathLike
 def temporary_files_of(path: Path) -> list[Path]:
     """Temporary files left beside `path` by writes that were killed before their rename."""
     return sorted(path.parent.glob(f".{path.name}.*{TEMPORARY_SUFFIX}"))
-
-
-def remove_interrupted_writes(folder: Path) -> list[Path]:
-    """Deletes the temporary files that writes killed before their rename left anywhere below `folder`; returns them.
-
-    Only while no other process writes there (runs/hydra_callbacks.py): a live write's temporary file looks the same.
-    """
-    stale = [
-        path
-        for path in Path(folder).rglob(f".*{TEMPORARY_SUFFIX}")
-        if path.is_file() and _TEMPORARY_NAME.match(path.name)
-    ]
-    for path in stale:
-        path.unlink(missing_ok=True)
-    if stale:
-        log.info(
-            f"Removed {len(stale)} temporary file(s) of writes that were interrupted: {', '.join(str(path) for path in stale)}"
-        )
-    return stale
 
 
 def _is_url(path: PathLike) -> bool:

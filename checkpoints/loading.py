@@ -1,4 +1,8 @@
-"""Loading checkpoints written by train.py without executing anything stored in them."""
+"""Loading checkpoints written by train.py without executing anything stored in them.
+
+A checkpoint is data: weights and states, read with weights_only=True, and a record of its experiment (the
+options chosen from conf/ and the overrides) that runs/evaluation.py composes with this installation's conf/.
+Nothing in it names a class to build or a place to read, write or download (docs/trust.md)."""
 
 import pickle
 import zipfile
@@ -6,14 +10,27 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning import LightningModule
-from omegaconf import DictConfig
+from torch.nn import Module
 
-from checkpoints.trusted_config import REBUILT_GROUPS, check_stored_config
 from user_errors import UserError
 
-# where callbacks/checkpointing.py stores the run's composed config in every checkpoint of train.py
+# where callbacks/checkpointing.py stores, in every checkpoint of train.py, the composed config (a record, never
+# built from) and the experiment (choices and overrides, composed again with this installation's conf/)
 RUN_CONFIG_KEY = "run_config"
+EXPERIMENT_KEY = "experiment"
+
+
+def is_experiment_record(record: Any) -> bool:
+    """{"choices": {group: option or None}, "overrides": [override, ...]}: what a file may say about its experiment."""
+    return (
+        isinstance(record, dict)
+        and isinstance(record.get("choices"), dict)
+        and all(
+            isinstance(key, str) and isinstance(value, (str, type(None))) for key, value in record["choices"].items()
+        )
+        and isinstance(record.get("overrides"), list)
+        and all(isinstance(override, str) for override in record["overrides"])
+    )
 
 
 def read_weights_only(path: str | Path, setting: str, expected: str, mmap: bool = False) -> Any:
@@ -26,6 +43,13 @@ def read_weights_only(path: str | Path, setting: str, expected: str, mmap: bool 
     not_a_checkpoint = f"{path} is truncated or not a PyTorch checkpoint; pass {setting}={expected}."
     if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; a cut-off one lacks its directory
         raise UserError(not_a_checkpoint)
+    try:
+        with zipfile.ZipFile(path) as archive:  # every member's CRC: torch.load would read flipped bytes as weights
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:
+        raise UserError(not_a_checkpoint) from error
+    if damaged is not None:
+        raise UserError(f"{path} is damaged ({damaged} fails its checksum): pass {setting}={expected}.")
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as error:
@@ -41,21 +65,31 @@ def read_weights_only(path: str | Path, setting: str, expected: str, mmap: bool 
 
 
 def load_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
-    """The contents of a checkpoint of train.py, read with weights_only=True; refused if anything stored in it
-    names code that this installation's conf/ does not (checkpoints/trusted_config.py), since its run config gets rebuilt."""
+    """The contents of a checkpoint of train.py, read with weights_only=True, its shape checked: weights (names to
+    tensors), an epoch, the record of its experiment and its config (plain data)."""
     checkpoint = read_weights_only(path, "ckpt_path", "<run dir>/checkpoints/<name>.ckpt of a run of train.py", mmap)
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or RUN_CONFIG_KEY not in checkpoint:
-        raise UserError(f"{path} is not a checkpoint written by train.py (it lacks the weights or the run's config).")
-    check_stored_config(checkpoint, path, {(RUN_CONFIG_KEY, group): group for group in REBUILT_GROUPS})
+    well_formed = (
+        isinstance(checkpoint, dict)
+        and isinstance(checkpoint.get("state_dict"), dict)
+        and all(
+            isinstance(name, str) and isinstance(value, torch.Tensor)
+            for name, value in checkpoint["state_dict"].items()
+        )
+        and isinstance(checkpoint.get("epoch"), int)
+        and isinstance(checkpoint.get(RUN_CONFIG_KEY), dict)
+        and is_experiment_record(checkpoint.get(EXPERIMENT_KEY))
+    )
+    if not well_formed:
+        raise UserError(
+            f"{path} is not a checkpoint written by this version of train.py (it lacks its weights, epoch, config or the record of its experiment): pass one that is."
+        )
     return checkpoint
 
 
 EVALUATE_ADVICE = "evaluate it with the model and data it was trained with (leave out model=/data= overrides)"
 
 
-def load_weights(
-    module: LightningModule, checkpoint: dict[str, Any], path: str | Path, advice: str = EVALUATE_ADVICE
-) -> None:
+def load_weights(module: Module, checkpoint: dict[str, Any], path: str | Path, advice: str = EVALUATE_ADVICE) -> None:
     """Copy the checkpoint's weights into `module`, refusing weights of another network or dataset."""
     try:
         missing, unexpected = module.load_state_dict(checkpoint["state_dict"], strict=False)
@@ -71,22 +105,19 @@ def load_weights(
         )
 
 
-def check_resumable(cfg: DictConfig, module: LightningModule, checkpoint: dict[str, Any], path: str | Path) -> None:
-    """Refuse to continue a checkpoint with another network or dataset than the one it was trained on.
+def check_resumable(choices: dict[str, Any], module: Module, checkpoint: dict[str, Any], path: str | Path) -> None:
+    """Refuse to continue a checkpoint with another network or dataset than the one it was trained on (`choices`:
+    this run's options of conf/, as runs/build.experiment_record gives them).
 
     Only names and shapes are compared: the weights themselves are loaded once, by Lightning's fit (read the
     checkpoint with mmap=True and its tensors are not read from disk here at all)."""
     advice = "resume it with the model and data it was trained with (leave out model=/data= overrides), or start a new run without ckpt_path"
-    stored = checkpoint[RUN_CONFIG_KEY]
+    stored = checkpoint[EXPERIMENT_KEY]["choices"]
     for group in ("model", "data"):
-        trained_with, requested = stored.get(group, {}).get("_target_"), cfg[group]._target_
-        if trained_with != requested:
-            raise UserError(f"{path} was trained with {group} {trained_with}, this run builds {requested}: {advice}.")
-    # datamodules/mnist.py serves three datasets: the option that picks one (MNIST when a config leaves it out)
-    trained_on = stored.get("data", {}).get("torchvision_dataset") or "MNIST"
-    requested = cfg.data.get("torchvision_dataset") or "MNIST"
-    if trained_on != requested:
-        raise UserError(f"{path} was trained on {trained_on}, this run reads {requested}: {advice}.")
+        if group in stored and group in choices and stored[group] != choices[group]:
+            raise UserError(
+                f"{path} was trained with {group}={stored[group]}, this run has {group}={choices[group]}: {advice}."
+            )
     expected, saved = module.state_dict(), checkpoint["state_dict"]
     missing, unexpected = sorted(expected.keys() - saved.keys()), sorted(saved.keys() - expected.keys())
     if missing or unexpected:

@@ -22,7 +22,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from checkpoints.trusted_config import check_stored_config
 from user_errors import UserError
 
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".ts", "torch_export": ".pt2"}
@@ -125,5 +124,4 @@ def read_contract(model_path: Path) -> dict[str, Any]:
         raise UserError(
             f"{contract_path} says {contract['format']}, whose files end in {SUFFIXES[contract['format']]}, but the model is {model_path.name}: export the model again with export.py."
         )
-    check_stored_config(contract, contract_path, {})
     return contract

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams as tensorboard_hparams
 
 from callbacks.checkpointing import StoreRunConfig
+from callbacks.predictions import PerSamplePredictions
 from callbacks.resume import ContinueLogs, ExactResume
 from datamodules.base import ImageDataModule
 from user_errors import UserError
@@ -26,6 +27,17 @@ from user_errors import UserError
 def to_plain(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config as plain dicts, lists and scalars (safe to pickle with weights_only)."""
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+
+
+def experiment_record() -> dict[str, Any]:
+    """What a checkpoint or prediction file says about its experiment, as data: the options chosen from conf/
+    (`data: mnist`, `model: lenet`, ...) and the command line's overrides; never a class or a place to rebuild from
+    (runs/evaluation.py composes this installation's conf/ with them)."""
+    if not HydraConfig.initialized():
+        return {"choices": {}, "overrides": []}
+    hydra = HydraConfig.get()
+    choices = {group: option for group, option in hydra.runtime.choices.items() if not group.startswith("hydra")}
+    return {"choices": choices, "overrides": list(hydra.overrides.task)}
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -140,7 +152,17 @@ def build_training_callbacks(cfg: DictConfig) -> list[Callback]:
     """The callbacks group, and the three that train.py always needs, whatever that group says: they make every
     checkpoint rebuild its run (StoreRunConfig), a resume continue bit for bit (ExactResume) and the logs go on
     where they stopped (ContinueLogs)."""
-    return build_callbacks(cfg) + [StoreRunConfig(to_plain(cfg)), ExactResume(), ContinueLogs()]
+    experiment = experiment_record()
+    callbacks = build_callbacks(cfg)
+    record_experiment(callbacks, experiment)
+    return callbacks + [StoreRunConfig(to_plain(cfg), experiment), ExactResume(), ContinueLogs()]
+
+
+def record_experiment(callbacks: list[Callback], experiment: dict[str, Any]) -> None:
+    """The prediction files' sidecars say which experiment's data their rows index (compare.py rebuilds it)."""
+    for callback in callbacks:
+        if isinstance(callback, PerSamplePredictions):
+            callback.experiment = experiment
 
 
 def build_loggers(cfg: DictConfig) -> list[Logger]:

@@ -124,9 +124,12 @@ class RunSettings:
 
 def check_config(
     cfg: DictConfig,
-    groups: tuple[str, ...] = ("data", "model", "optimizer", "scheduler", "module", "trainer", "callbacks", "logger"),
+    groups: tuple[str, ...] = ("optimizer", "scheduler", "model", "data", "module", "trainer", "callbacks", "logger"),
 ) -> None:
-    """Raise a UserError naming the first value that is of the wrong type, out of range, unknown or ignored."""
+    """Raise a UserError naming the first value that is of the wrong type, out of range, unknown or ignored.
+
+    Each group's check imports only its target's module, and the groups whose targets need only torch come first:
+    a mistake there is refused before Lightning is imported."""
     # Hydra's own node (composed in tests, `--cfg hydra`) is not ours to check, and holds values only its run fills
     values = {key: _resolved(cfg, key) for key in cfg if key != "hydra" and not OmegaConf.is_missing(cfg, key)}
     _check_top_level(values)

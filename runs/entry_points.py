@@ -15,9 +15,7 @@ from contextlib import contextmanager
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from callbacks.stop_on_signal import TrainingStopped
 from user_errors import USER_ERROR_EXIT_CODE, UserError
 
 
@@ -57,14 +55,6 @@ def exit_on_user_error():
     """
     try:
         yield
-    except TrainingStopped as stop:
-        print(f"stopped: {stop}", file=sys.stderr)
-        raise SystemExit(128 + stop.signum) from None
-    except SIGTERMException:  # Lightning's own stop on SIGTERM, outside the training loop (e.g. in the sanity check)
-        print(
-            "stopped: SIGTERM before training started; nothing was trained, so nothing needed saving.", file=sys.stderr
-        )
-        raise SystemExit(128 + signal.SIGTERM) from None
     except UserError as error:
         if not _in_multirun():
             print(f"error: {error}", file=sys.stderr)
@@ -72,12 +62,33 @@ def exit_on_user_error():
         record_job_failure(error)
         log.error(str(error))
     except Exception as error:
+        stop = _stopped_by_signal(error)
+        if stop is not None:
+            print(f"stopped: {stop[1]}", file=sys.stderr)
+            raise SystemExit(128 + stop[0]) from None
         if not _in_multirun():
             raise
         record_job_failure(error)
         log.error(
             f"This job failed: {error.__class__.__name__}: {error}", exc_info=error
         )  # a bug: its traceback, as a single run shows it
+
+
+def _stopped_by_signal(error: Exception) -> tuple[int, str] | None:
+    """(signal number, message) when `error` is a stop on a signal; those exceptions exist only once training has imported Lightning."""
+    if "lightning" not in sys.modules:
+        return None
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from callbacks.stop_on_signal import TrainingStopped
+
+    if isinstance(error, TrainingStopped):
+        return error.signum, str(error)
+    if isinstance(
+        error, SIGTERMException
+    ):  # Lightning's own stop on SIGTERM, outside the training loop (e.g. in the sanity check)
+        return signal.SIGTERM, "SIGTERM before training started; nothing was trained, so nothing needed saving."
+    return None
 
 
 def failure_reason(error: BaseException) -> str:

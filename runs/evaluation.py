@@ -1,17 +1,30 @@
-"""Rebuilding a run from its checkpoint (data, model and module from the stored config, the user's overrides on top)
-and evaluating it: eval.py, and compare.py, export.py and predict.py, which start from a checkpoint too."""
+"""Rebuilding a run from what a file records of it (eval.py; compare.py, export.py and predict.py start from a checkpoint
+or a prediction file too), and evaluating it.
+
+A file from elsewhere records its experiment as data: the options it chose from conf/ (`data=tiny_imagenet
+model=resnet18`) and its command line's overrides. The rebuild composes this installation's own conf/ with those
+choices, the overrides of the network's and the module's hyperparameters and of what defines the data's images
+and classes (DATA_IDENTITY), and then the user's own command line, exactly as a command line is composed and
+checked. So the classes built come only from conf/, and every place (the data folder, what is downloaded from
+where, caches, outputs) only from the user's config: a file cannot name either (docs/trust.md).
+"""
 
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
+from hydra import compose
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from lightning import LightningModule
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
 from callbacks.predictions import PerSamplePredictions
-from checkpoints.loading import RUN_CONFIG_KEY, load_checkpoint, load_weights
+from checkpoints.loading import EXPERIMENT_KEY, load_checkpoint, load_weights
 from datamodules.base import ImageDataModule
 from runs.build import build_callbacks, build_datamodule, build_loggers, build_module, build_trainer
 from runs.config_check import check_config
@@ -19,26 +32,84 @@ from user_errors import UserError
 
 log = logging.getLogger(__name__)
 
-# The parts of a run's config that define what the checkpoint's weights mean.
-RESTORED_FROM_CHECKPOINT = ("data", "model", "module")
+# the config groups whose recorded option is chosen again (experiment: a recipe of conf/ choosing the others)
+REBUILT_CHOICES = ("experiment", "data", "model")
+# the parts of the config the weights depend on, taken from the rebuilt config
+RESTORED_FROM_THE_FILE = ("data", "model", "module")
+# what a file may set of its data: which images and classes the weights were made for, never where they are or come from
+DATA_IDENTITY = frozenset(
+    {"input_shape", "num_classes", "train_size", "val_size", "test_size", "seed", "num_folds", "fold", "split_seed"}
+)
+# the network's own sources of initial weights: a rebuilt network takes its weights from the file, never from these
+INITIAL_WEIGHTS = frozenset({"pretrained", "weights_path"})
+LONGEST_OVERRIDE = 1000
 
 
-def restore_run_config(cfg: DictConfig, stored: dict, overrides: list[str]) -> DictConfig:
-    """`cfg` with its data, model and module taken from the checkpoint, then the user's overrides of them re-applied."""
-    restored = cfg.copy()
-    for key in RESTORED_FROM_CHECKPOINT:
-        restored[key] = stored[key]
-    for override in OverridesParser.create().parse_overrides(overrides):
+def replayed(key: str) -> bool:
+    """Whether a recorded override of `key` is composed again: the network's and module's hyperparameters and the data's identity."""
+    group, _, name = key.partition(".")
+    if group == "data":
+        return name in DATA_IDENTITY
+    return group in ("model", "module") and bool(name) and name.split(".")[0] not in INITIAL_WEIGHTS
+
+
+def recorded_overrides(experiment: dict[str, Any], file: str | Path, user_keys: set[str]) -> list[str]:
+    """The overrides that rebuild what `file` records, as a command line; the user's own keys (`user_keys`) win."""
+    advice = "use a file written by this version of train.py or eval.py, or give that setting on the command line"
+    loader = GlobalHydra.instance().config_loader()
+    overrides = []
+    for group in REBUILT_CHOICES:
+        option = experiment["choices"].get(group)
+        if option is None or group in user_keys:
+            continue
+        if option not in loader.get_group_options(group):
+            raise UserError(
+                f"{file} was made with {group}={option}, which this installation's conf/{group}/ does not have: give {group}=<one it has> on the command line."
+            )
+        overrides.append(f"{group}={option}")
+    for line in experiment["overrides"]:
+        if len(line) > LONGEST_OVERRIDE or "\0" in line or "${" in line:
+            raise UserError(
+                f"{file} records an override that no command line of train.py writes ({line[:60]!r}...): {advice}."
+            )
+        try:
+            (override,) = OverridesParser.create().parse_overrides([line])
+        except (HydraException, ValueError) as error:
+            raise UserError(
+                f"{file} records the override {line[:80]!r}, which is not a valid override ({str(error).splitlines()[0]}): {advice}."
+            ) from None
         key = override.key_or_group
-        if key.split(".")[0] in RESTORED_FROM_CHECKPOINT:
-            OmegaConf.update(restored, key, OmegaConf.select(cfg, key), merge=False)
+        if override.is_add() or override.is_delete() or override.is_force_add() or override.package or key in user_keys:
+            continue
+        if replayed(key):
+            overrides.append(line)
+    return overrides
+
+
+def rebuild_config(cfg: DictConfig, experiment: dict[str, Any], file: str | Path) -> DictConfig:
+    """`cfg` with its data, model and module composed from this installation's conf/, the experiment `file` records
+    and the user's command line (runs/evaluation.py's docstring)."""
+    hydra = HydraConfig.get()
+    user = list(hydra.overrides.task)
+    user_keys = {override.key_or_group for override in OverridesParser.create().parse_overrides(user)}
+    recorded = recorded_overrides(experiment, file, user_keys)
+    try:
+        rebuilt = compose(config_name=hydra.job.config_name, overrides=[*recorded, *user])
+    except (HydraException, OmegaConfBaseException) as error:
+        reason = " ".join(str(error).split())
+        raise UserError(
+            f"{file} records choices or overrides that this installation's conf/ cannot compose ({reason}): give the model and data on the command line."
+        ) from None
+    restored = cfg.copy()
+    for key in RESTORED_FROM_THE_FILE:
+        restored[key] = rebuilt[key]
     return restored
 
 
 def rebuild_from_checkpoint(cfg: DictConfig) -> tuple[DictConfig, dict, ImageDataModule, LightningModule]:
-    """The checkpoint at cfg.ckpt_path, the config restored from it, and its datamodule and module with its weights."""
+    """The checkpoint at cfg.ckpt_path, the config rebuilt from it, and its datamodule and module with its weights."""
     checkpoint = load_checkpoint(cfg.ckpt_path)
-    cfg = restore_run_config(cfg, checkpoint[RUN_CONFIG_KEY], list(HydraConfig.get().overrides.task))
+    cfg = rebuild_config(cfg, checkpoint[EXPERIMENT_KEY], cfg.ckpt_path)
     check_config(cfg)
     datamodule = build_datamodule(cfg)
     module = build_module(cfg, datamodule)
@@ -55,6 +126,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     for callback in trainer.callbacks:
         if isinstance(callback, PerSamplePredictions):
             callback.weights_from(cfg.ckpt_path, checkpoint["epoch"])
+            callback.experiment = checkpoint[EXPERIMENT_KEY]
 
     metrics: dict[str, float] = {}
     for split in cfg.splits:

@@ -5,7 +5,7 @@ Hydra callback (conf/hydra/default.yaml): the files a command names are checked 
 Hydra creates the run directory (and the resolver of hydra.run.dir, runs/run_dir.py, creates it even
 earlier for resume=true) before the task function runs; `on_run_start` comes first. Each file the config
 names (ckpt_path, compare's a and b, predict's exported, resume=true's last.ckpt) is read here with the
-reader its entry point uses, whose check (checkpoints/trusted_config.py) refuses a file that names code: one sentence
+reader its entry point uses, which refuses a file that is not one of ours (checkpoints/loading.py): one sentence
 and exit code 2, and no run directory, log or config written. In a multirun the jobs' own reads check.
 
 One writer per run directory: `<run dir>/run.lock`, an OS file lock (fcntl.flock) held while a process runs there.
@@ -17,7 +17,7 @@ Hydra writes the config and the log into the directory: `resume=true` (or `hydra
 directory that a live process trains in stops with one sentence and exit code 2, and changes nothing there.
 
 Only global rank 0 takes it: under DDP Lightning starts the other processes of the same run with the same
-run directory (and sets LOCAL_RANK/RANK, or SLURM sets SLURM_PROCID), which `rank_zero_only.rank` reads.
+run directory (and sets LOCAL_RANK/RANK, or SLURM sets SLURM_PROCID), which `global_rank()` reads.
 Multirun jobs each get a new directory and are not locked.
 
 Once the lock is held, the temporary files of checkpoint writes that an earlier, killed process left there
@@ -51,6 +51,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import socket
 import sys
 import time
@@ -60,16 +61,14 @@ from typing import Any
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
-from analysis.prediction_files import PREDICTION_FILE_SUFFIXES
-from analysis.run_records import COMPLETED, FAILED, RUNNING, STATUS_FILE
-from analysis.sweep_table import job_dirs, summarize, write_summary
-from checkpoints.atomic_io import remove_interrupted_writes
 from runs.entry_points import exit_on_user_error, failure_reason, take_job_failure
-from runs.run_dir import LAST_CHECKPOINT
+from runs.run_dir import LAST_CHECKPOINT, global_rank
 from user_errors import USER_ERROR_EXIT_CODE, UserError
+
+# Only Hydra is imported here: these callbacks run before the task function, which checks the config before
+# it imports torch and Lightning; the readers of files and records are imported where they are used.
 
 
 def files_named(config: DictConfig) -> list[tuple[str, Path]]:
@@ -78,6 +77,8 @@ def files_named(config: DictConfig) -> list[tuple[str, Path]]:
     for key in ("ckpt_path", "a", "b"):
         value = config.get(key)
         if isinstance(value, str) and value and Path(value).is_file():
+            from analysis.prediction_files import PREDICTION_FILE_SUFFIXES
+
             prediction_file = key != "ckpt_path" and Path(value).suffix in PREDICTION_FILE_SUFFIXES
             named.append(("predictions" if prediction_file else "checkpoint", Path(value)))
     if config.get("resume") and not config.get("ckpt_path"):
@@ -91,7 +92,10 @@ def files_named(config: DictConfig) -> list[tuple[str, Path]]:
 
 
 def read_named_files(config: DictConfig) -> None:
-    """Each named file read as its entry point will read it (torch and Lightning imported only when one is named)."""
+    """Each named file read as its entry point will read it (torch imported only when one is named)."""
+    named = files_named(config)
+    if not named:
+        return
     from analysis.prediction_files import read_predictions
     from checkpoints.loading import load_checkpoint
     from deployment.exporting import read_contract
@@ -101,7 +105,7 @@ def read_named_files(config: DictConfig) -> None:
         "predictions": read_predictions,
         "exported": read_contract,
     }
-    for kind, path in files_named(config):
+    for kind, path in named:
         readers[kind](path)
 
 
@@ -143,6 +147,22 @@ def lock_run_directory(run_dir: Path) -> int:
     return descriptor
 
 
+# the temporary file of a checkpoint write (checkpoints/atomic_io.py): `.<name>.ckpt.` + mkstemp's 8 characters + `.tmp`
+INTERRUPTED_CHECKPOINT_WRITE = re.compile(r"^\..+\.ckpt\.[a-z0-9_]{8}\.tmp$")
+
+
+def remove_interrupted_checkpoint_writes(folder: Path) -> None:
+    """Deletes the temporary files that checkpoint writes killed before their rename left in `folder` (the run's
+    checkpoints/, which only this project writes; not below it). Only while this process holds the run's lock."""
+    stale = [path for path in folder.glob(".*.tmp") if path.is_file() and INTERRUPTED_CHECKPOINT_WRITE.match(path.name)]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    if stale:
+        log.info(
+            f"Removed {len(stale)} temporary file(s) of interrupted checkpoint writes: {', '.join(map(str, stale))}"
+        )
+
+
 class LockRunDirectory(Callback):
     """Hydra callback (conf/hydra/default.yaml, hydra.callbacks): the run directory's lock for the whole run."""
 
@@ -150,13 +170,13 @@ class LockRunDirectory(Callback):
         self._descriptor: int | None = None
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if rank_zero_only.rank != 0:  # another process of a DDP run: rank 0 holds the lock for all of them
+        if global_rank() != 0:  # another process of a DDP run: rank 0 holds the lock for all of them
             return
         run_dir = Path(config.hydra.run.dir)  # resolving it creates the folder (runs/run_dir.py)
         run_dir.mkdir(parents=True, exist_ok=True)
         with exit_on_user_error():  # before Hydra starts the job, which would report it with a traceback
             self._descriptor = lock_run_directory(run_dir)
-        remove_interrupted_writes(run_dir)
+        remove_interrupted_checkpoint_writes(run_dir / "checkpoints")
 
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self._descriptor is not None:
@@ -178,12 +198,17 @@ class WriteSweepSummary(Callback):
         self._ended: dict[Path, dict[str, Any]] = {}
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
-        if config.hydra.mode == RunMode.MULTIRUN and rank_zero_only.rank == 0:
+        from analysis.sweep_table import write_summary
+
+        if config.hydra.mode == RunMode.MULTIRUN and global_rank() == 0:
             write_summary(Path(config.hydra.sweep.dir), self._ended)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from analysis.run_records import FAILED
+        from analysis.sweep_table import job_dirs, summarize, write_summary
+
         sweep_dir = Path(config.hydra.sweep.dir)
-        if rank_zero_only.rank != 0 or not job_dirs(sweep_dir):
+        if global_rank() != 0 or not job_dirs(sweep_dir):
             return
         markdown_path, csv_path, markdown = write_summary(sweep_dir, self._ended)
         log.info(f"Sweep summary: {markdown_path} and {csv_path}\n{markdown}")
@@ -196,6 +221,8 @@ class WriteSweepSummary(Callback):
 
 def write_status(job_dir: Path, status: dict[str, Any]) -> None:
     """Through a temporary file and a rename: a kill never leaves half a status."""
+    from analysis.run_records import STATUS_FILE
+
     path = Path(job_dir) / STATUS_FILE
     partial = path.with_name(f".{path.name}.partial")
     partial.write_text(json.dumps(status, indent=2))
@@ -207,12 +234,16 @@ class RecordJobStatus(Callback):
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         if _records(config):
+            from analysis.run_records import RUNNING
+
             self._started = time.time()
             write_status(Path(config.hydra.runtime.output_dir), {"status": RUNNING, "started": self._started})
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if not _records(config):
             return
+        from analysis.run_records import COMPLETED, FAILED
+
         failure = take_job_failure()
         status: dict[str, Any] = {"started": self._started, "wall_s": time.time() - self._started}
         if failure is not None:
@@ -229,7 +260,7 @@ class RecordJobStatus(Callback):
 
 
 def _records(config: DictConfig) -> bool:
-    return config.hydra.mode == RunMode.MULTIRUN and rank_zero_only.rank == 0
+    return config.hydra.mode == RunMode.MULTIRUN and global_rank() == 0
 
 
 def _plain(value: Any) -> Any:

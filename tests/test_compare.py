@@ -4,7 +4,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from omegaconf import OmegaConf
 from PIL import Image
 
 from analysis.comparison import check_comparable
@@ -25,14 +24,14 @@ WRONG_IN_BOTH_ALIKE = [7]  # A and B wrong with the same prediction: not a disag
 
 @pytest.fixture(scope="module")
 def val_split(mnist_dir, tmp_path_factory):
-    """The tiny MNIST's val split: data config, source indices and labels."""
+    """The tiny MNIST's val split: its data folder, source indices and labels."""
     cfg = compose_config(
         [f"data.data_dir={mnist_dir}", "data.val_size=100", "data.download=false"], tmp_path_factory.mktemp("compose")
     )
     datamodule = build_datamodule(cfg)
     datamodule.setup("validate")
     return (
-        OmegaConf.to_container(cfg.data, resolve=True),
+        mnist_dir,
         datamodule.val_set.source_index.numpy(),
         datamodule.val_set.labels.numpy(),
         datamodule.class_names,
@@ -48,11 +47,11 @@ def write_hand_made(
     val_split,
     offsets: dict[int, int],
     split: str = "val",
-    target: str | None = None,
+    data_choice: str = "mnist",
     confidence: dict[int, float] | None = None,
 ) -> Path:
     """Predictions that are right except at the positions in `offsets`, where they predict (label + offset) % 10."""
-    data, index, label, class_names = val_split
+    _, index, label, class_names = val_split
     predicted = label.copy()
     for position, offset in offsets.items():
         predicted[position] = (label[position] + offset) % 10
@@ -73,7 +72,7 @@ def write_hand_made(
         sources=[f"{split}[{sample}]" for sample in index],
         epoch=0,
         checkpoint=str(path.with_suffix(".ckpt")),
-        data_config={**data, "_target_": target or data["_target_"]},
+        experiment={"choices": {"data": data_choice}, "overrides": ["data.val_size=100"]},
     )
     return path
 
@@ -97,7 +96,7 @@ def planted(val_split, tmp_path_factory):
 
 def test_compare_finds_exactly_the_planted_disagreements(planted, val_split, tmp_path):
     a, b = planted
-    result = run_entry("compare.py", str(a), str(b), f"hydra.run.dir={tmp_path}")
+    result = run_entry("compare.py", str(a), str(b), f"data.data_dir={val_split[0]}", f"hydra.run.dir={tmp_path}")
     differing = indices(val_split, RIGHT_TO_WRONG + WRONG_TO_RIGHT + BOTH_WRONG)
     rows = read_rows(tmp_path / "disagreements.csv")
     assert [int(row["index"]) for row in rows] == differing
@@ -134,9 +133,7 @@ def test_compare_refuses_predictions_of_another_split(planted, val_split, tmp_pa
 def test_mismatched_pairs_are_refused(planted, val_split, tmp_path, mismatch):
     a = read_predictions(planted[0])
     if mismatch == "dataset":
-        b = read_predictions(
-            write_hand_made(tmp_path / "b.csv", val_split, {}, target="datamodules.fake.FakeDataModule")
-        )
+        b = read_predictions(write_hand_made(tmp_path / "b.csv", val_split, {}, data_choice="fake"))
     else:
         b = read_predictions(planted[1])
         if mismatch == "samples":
@@ -145,9 +142,11 @@ def test_mismatched_pairs_are_refused(planted, val_split, tmp_path, mismatch):
             b.rows[0] = {**b.rows[0], "label": str((int(b.rows[0]["label"]) + 1) % 10)}
     with pytest.raises(
         UserError,
-        match={"dataset": "FakeDataModule", "samples": "different val samples", "labels": "different true labels"}[
-            mismatch
-        ],
+        match={
+            "dataset": "val predictions of fake",
+            "samples": "different val samples",
+            "labels": "different true labels",
+        }[mismatch],
     ):
         check_comparable(a, b)
 
@@ -170,7 +169,14 @@ def test_contact_sheet_shows_the_most_confident_flips_of_both_directions(val_spl
     confidence = {position: 0.3 + 0.02 * position for position in flips_b + flips_a}
     a = write_hand_made(tmp_path / "a.csv", val_split, {position: 1 for position in flips_a}, confidence=confidence)
     b = write_hand_made(tmp_path / "b.csv", val_split, {position: 1 for position in flips_b}, confidence=confidence)
-    result = run_entry("compare.py", str(a), str(b), "num_images=20", f"hydra.run.dir={tmp_path / 'out'}")
+    result = run_entry(
+        "compare.py",
+        str(a),
+        str(b),
+        "num_images=20",
+        f"data.data_dir={val_split[0]}",
+        f"hydra.run.dir={tmp_path / 'out'}",
+    )
     source = val_split[1]
     for change, positions in (("right->wrong", flips_b), ("wrong->right", flips_a)):
         (line,) = [line for line in result.stdout.splitlines() if line.strip().startswith(f"{change}, most confident")]

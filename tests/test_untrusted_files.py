@@ -1,31 +1,26 @@
-"""Checkpoints, prediction files and export contracts from strangers run no code and touch no file (docs/trust.md).
+"""Checkpoints, prediction files and export contracts from strangers choose no code and no place (docs/trust.md).
 
-Each crafted file is a real file of a tiny train.py run, read with weights_only=True, given one stored
-config that names code (torch.load of a pickle that writes a file, builtins.open(victim, "w"),
-shutil.copyfile) and saved again: it still passes torch.load(weights_only=True). Every entry point that
-reads such a file must then exit with code 2 and one sentence naming the file and the key, having
-created no file (no run directory, no log) and changed none (the victim keeps its bytes).
+Each crafted file is a real file of a tiny train.py run, changed the way a stranger could change it and saved so
+that torch.load(weights_only=True) still reads it: its record of the experiment and its stored config choose the
+victim's folder as the data folder, a URL to download, a download, a cache folder and initial weights, and name
+code. Every entry point must then build only what this installation's conf/ names, read and write only where the
+user's own config says, and leave the victim's folder and the earlier run byte-identical.
 """
 
-import copy
 import hashlib
 import json
 import pickle
 import shutil
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from PIL import Image
 
-from analysis.prediction_files import read_predictions
-from checkpoints.loading import RUN_CONFIG_KEY, load_checkpoint
-from checkpoints.trusted_config import RETIRED_TARGETS, allowed_targets, check_stored_config
-from deployment.exporting import read_contract
+from checkpoints.loading import EXPERIMENT_KEY, RUN_CONFIG_KEY
 from tests.helpers.commands import REPO, TINY, run_entry
 from tests.helpers.tiny_runs import tiny_run
-from user_errors import UserError
 
 VICTIM_BYTES = b"someone's results, not to be truncated\n"
 
@@ -46,54 +41,54 @@ def run(tmp_path_factory, mnist_dir) -> Path:
 
 
 @pytest.fixture
-def stranger(tmp_path) -> dict[str, Path]:
-    """A victim file, a pickle that writes a marker file when loaded, and where the commands log."""
-    victim = tmp_path / "victim.txt"
-    victim.write_bytes(VICTIM_BYTES)
-    evil_pickle = tmp_path / "evil.pkl"
-    evil_pickle.write_bytes(pickle.dumps(WritesAMarker(tmp_path / "pickle_ran.txt")))
+def victim(tmp_path) -> Path:
+    """A user's folder with files a stranger would like to overwrite (a shell profile, a cache's files)."""
+    folder = tmp_path / "home"
+    folder.mkdir()
+    for name in (".bashrc", "notes.txt", "manifest.json", "images.npy"):
+        (folder / name).write_bytes(VICTIM_BYTES)
+    return folder
+
+
+def harmful_values(victim: Path) -> dict[str, Any]:
+    """What a stranger's file would like to choose: places, sources and downloads, as values of our own settings."""
     return {
-        "victim": victim,
-        "pickle": evil_pickle,
-        "marker": tmp_path / "pickle_ran.txt",
-        "logs": tmp_path / "logs",
-        "copy": tmp_path / "copied.txt",
+        "data.data_dir": str(victim),
+        "data.download": True,
+        "data.use_shipped_copy": False,
+        "data.url": f"file://{victim}/notes.txt",
+        "data.md5": "0" * 32,
+        "data.cache_dir": str(victim),
+        "model.weights_path": str(victim / ".bashrc"),
+        "model.pretrained": True,
+        "paths.data_dir": str(victim),
+        "paths.log_dir": str(victim),
+        "hydra.run.dir": str(victim),
     }
 
 
-def payload(kind: str, stranger: dict[str, Path]) -> dict[str, Any]:
-    return {
-        "torch.load": {"_target_": "torch.load", "f": str(stranger["pickle"]), "weights_only": False},
-        "builtins.open": {"_target_": "builtins.open", "file": str(stranger["victim"]), "mode": "w"},
-        "shutil.copyfile": {
-            "_target_": "shutil.copyfile",
-            "src": str(stranger["victim"]),
-            "dst": str(stranger["copy"]),
-        },
-    }[kind]
-
-
-def set_key(tree: dict, key: str, value: Any) -> None:
-    *parents, last = key.split(".")
-    for part in parents:
-        tree = tree[part]
-    tree[last] = value
-
-
-def crafted_checkpoint(genuine: Path, out: Path, key: str, value: Any) -> Path:
-    """`genuine` with its run_config's `key` set to `value`, saved so that torch.load(weights_only=True) still reads it."""
+def crafted(genuine: Path, out: Path, victim: Path, choices: dict[str, str] | None = None, **changes: Any) -> Path:
+    """`genuine` with every harmful value in its record of the experiment and its stored config, and code named
+    in that config; `changes` replace top-level entries."""
     checkpoint = torch.load(genuine, map_location="cpu", weights_only=True)
-    set_key(checkpoint[RUN_CONFIG_KEY], key, value)
+    values = harmful_values(victim)
+    checkpoint[EXPERIMENT_KEY]["overrides"] += [f"{key}={value}" for key, value in values.items()]
+    checkpoint[EXPERIMENT_KEY]["overrides"].append(f"+data.root={victim}")
+    checkpoint[EXPERIMENT_KEY]["choices"].update(choices or {})
+    stored = checkpoint[RUN_CONFIG_KEY]
+    stored["data"].update({key.split(".", 1)[1]: value for key, value in values.items() if key.startswith("data.")})
+    stored["model"]["_target_"] = "builtins.open"
+    stored["data"]["augment"] = {"_target_": "shutil.copyfile", "src": str(victim / "notes.txt"), "dst": "x"}
+    checkpoint.update(changes)
     torch.save(checkpoint, out)
     torch.load(out, weights_only=True)  # the crafted file passes PyTorch's own safe loading
     return out
 
 
 def tree_state(*roots: Path) -> dict[str, str]:
-    """Every folder and file below `roots` (and the repo's logs/, where commands log by default): folders as "dir",
-    files as the sha256 of their bytes, a missing root as "absent"."""
+    """Every folder and file below `roots` (and the repo's data/): folders as "dir", files as the sha256 of their bytes."""
     state = {}
-    for root in [*roots, REPO / "logs"]:
+    for root in [*roots, REPO / "data"]:
         if not root.exists():
             state[str(root)] = "absent"
         for path in [root, *root.rglob("*")] if root.exists() else []:
@@ -101,111 +96,153 @@ def tree_state(*roots: Path) -> dict[str, str]:
     return state
 
 
-def assert_refused(result, stranger: dict[str, Path], before: dict[str, str], roots: list[Path], *said: str) -> None:
-    """Exit code 2, one sentence on stderr saying `said`, no traceback, no file created or changed."""
+def assert_unchanged(before: dict[str, str], after: dict[str, str]) -> None:
+    created = sorted(set(after) - set(before))
+    changed = sorted(path for path in before if after.get(path) != before[path])
+    assert not created and not changed, f"created: {created}, changed: {changed}"
+
+
+def one_sentence(result, *said: str) -> str:
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.returncode == 2, result.stderr[-3000:]
-    assert len(lines) == 1 and lines[0].startswith("error: Refusing "), result.stderr[-3000:]
+    assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-3000:]
     assert all(part in lines[0] for part in said), lines[0]
-    assert "Traceback" not in result.stderr + result.stdout
-    assert stranger["victim"].read_bytes() == VICTIM_BYTES
-    assert not stranger["marker"].exists() and not stranger["copy"].exists()
-    after = tree_state(*roots)
-    assert after == before, (
-        f"created: {sorted(set(after) - set(before))}, changed: {sorted(p for p in before if after.get(p) != before[p])}"
+    return lines[0]
+
+
+def test_eval_of_a_checkpoint_choosing_places_reads_and_writes_only_where_the_user_says(
+    run, mnist_dir, victim, tmp_path
+):
+    """The checkpoint's values choose the victim's folder as data folder, cache and weights, a file:// URL over its
+    notes and a download: eval.py reads the user's MNIST, writes only into its own run directory, and the victim's
+    folder, the data folder and the earlier run keep every byte."""
+    checkpoint = crafted(run / "checkpoints" / "last.ckpt", tmp_path / "shared.ckpt", victim)
+    logs = tmp_path / "logs"
+    before = tree_state(victim, mnist_dir, run)
+    result = run_entry(
+        "eval.py", f"ckpt_path={checkpoint}", f"data.data_dir={mnist_dir}", f"paths.log_dir={logs}", "splits=[val]"
     )
+    assert " * val: top-1 " in result.stdout
+    assert_unchanged(before, tree_state(victim, mnist_dir, run))
+    (metrics,) = logs.glob("eval/runs/*/metrics.json")
+    assert "val/top1" in json.loads(metrics.read_text())
+
+
+def test_continuing_from_a_checkpoint_choosing_places_trains_on_the_users_own_config(run, mnist_dir, victim, tmp_path):
+    checkpoint = crafted(run / "checkpoints" / "last.ckpt", tmp_path / "shared.ckpt", victim)
+    out = tmp_path / "continued"
+    before = tree_state(victim, mnist_dir, run)
+    run_entry(
+        "train.py",
+        *TINY,
+        "trainer.max_epochs=3",
+        f"data.data_dir={mnist_dir}",
+        f"ckpt_path={checkpoint}",
+        f"hydra.run.dir={out}",
+    )
+    assert (out / "checkpoints" / "last.ckpt").is_file()
+    assert_unchanged(before, tree_state(victim, mnist_dir, run))
+
+
+def test_compare_of_prediction_files_choosing_places_shows_images_from_the_users_data(run, mnist_dir, victim, tmp_path):
+    """Two plain text files suffice: CSVs of a real run and JSON sidecars whose record chooses places."""
+    pair = []
+    for side, predictions in (("a", "val-epoch000"), ("b", "val-epoch001")):
+        csv_file = tmp_path / f"{side}.csv"
+        shutil.copyfile(run / "predictions" / f"{predictions}.csv", csv_file)
+        sidecar = json.loads((run / "predictions" / f"{predictions}.json").read_text())
+        sidecar[EXPERIMENT_KEY]["overrides"] += [f"{key}={value}" for key, value in harmful_values(victim).items()]
+        sidecar["data"] = {"_target_": "builtins.open", "file": str(victim / "notes.txt"), "mode": "w"}
+        csv_file.with_suffix(".json").write_text(json.dumps(sidecar))
+        pair.append(csv_file)
+    logs = tmp_path / "logs"
+    before = tree_state(victim, mnist_dir, run)
+    result = run_entry(
+        "compare.py", *map(str, pair), "num_images=4", f"data.data_dir={mnist_dir}", f"paths.log_dir={logs}"
+    )
+    assert "agree" in result.stdout
+    assert_unchanged(before, tree_state(victim, mnist_dir, run))
 
 
 @pytest.mark.parametrize(
-    ("script", "key", "kind", "arguments"),
+    ("change", "said"),
     [
-        ("eval.py", "data", "torch.load", []),
-        pytest.param("export.py", "data", "builtins.open", ["format=torch_export"], marks=pytest.mark.slow),
-        pytest.param("predict.py", "model", "shutil.copyfile", ["{image}"], marks=pytest.mark.slow),
-        pytest.param(
-            "compare.py",
-            "data.augment",
-            "builtins.open",
-            ["{checkpoint}", "{genuine_predictions}"],
-            marks=pytest.mark.slow,
+        (
+            {"choices": {"data": "../../evil"}},
+            "was made with data=../../evil, which this installation's conf/data/ does not have",
         ),
-        ("train.py", "module", "torch.load", [*TINY]),
+        ({"overrides": ["model.hidden=${oc.env:HOME}"]}, "records an override that no command line of train.py writes"),
+        (
+            {"overrides": ["model.batch_norm=[unclosed"]},
+            "records the override 'model.batch_norm=[unclosed', which is not a valid override",
+        ),
+        (
+            {"overrides": ["model.no_such_setting=3"]},
+            "records choices or overrides that this installation's conf/ cannot compose",
+        ),
+        ({"top": {"state_dict": "weights"}}, "is not a checkpoint written by this version of train.py"),
+        ({"top": {"epoch": "one"}}, "is not a checkpoint written by this version of train.py"),
+        ({"top": {RUN_CONFIG_KEY: "config"}}, "is not a checkpoint written by this version of train.py"),
+        ({"top": {EXPERIMENT_KEY: "experiment"}}, "is not a checkpoint written by this version of train.py"),
     ],
 )
-def test_a_checkpoint_naming_code_is_refused_before_anything_is_written(
-    script, key, kind, arguments, run, mnist_dir, stranger, tmp_path
-):
-    checkpoint = crafted_checkpoint(
-        run / "checkpoints" / "last.ckpt", tmp_path / "shared.ckpt", key, payload(kind, stranger)
-    )
-    image = tmp_path / "digit.png"
-    Image.new("L", (28, 28)).save(image)
-    roots = [tmp_path, mnist_dir, run]
-    before = tree_state(*roots)
-    values = {"image": image, "checkpoint": checkpoint, "genuine_predictions": run / "predictions" / "val-epoch001.csv"}
-    given = [argument.format(**values) for argument in arguments]
-    if script != "compare.py":
-        given.append(f"ckpt_path={checkpoint}")
-    result = run_entry(script, *given, f"data.data_dir={mnist_dir}", f"paths.log_dir={stranger['logs']}", check=False)
-    assert_refused(result, stranger, before, roots, str(checkpoint), f"{RUN_CONFIG_KEY}.{key}._target_ names {kind}")
-
-
-@pytest.mark.slow
-def test_resume_true_into_a_run_whose_last_checkpoint_names_code_is_refused(run, mnist_dir, stranger, tmp_path):
-    """resume=true picks a run directory of this experiment and reads its last.ckpt: a `_partial_` planted there stops it."""
-    copied = stranger["logs"] / "train" / "runs" / "earlier"
-    shutil.copytree(run, copied)
-    config = copied / ".hydra" / "config.yaml"  # the same experiment, logging under this test's folder
-    config.write_text(config.read_text().replace("log_dir: logs", f"log_dir: {stranger['logs']}"))
-    last = copied / "checkpoints" / "last.ckpt"
-    data = copy.deepcopy(torch.load(last, weights_only=True)[RUN_CONFIG_KEY]["data"])
-    crafted_checkpoint(last, last, "data", {**data, "_partial_": True})
-    roots = [tmp_path, mnist_dir]
-    before = tree_state(*roots)
+def test_a_record_that_does_not_compose_is_one_sentence(change, said, run, mnist_dir, victim, tmp_path):
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    checkpoint[EXPERIMENT_KEY]["choices"].update(change.get("choices", {}))
+    checkpoint[EXPERIMENT_KEY]["overrides"] += change.get("overrides", [])
+    checkpoint.update(change.get("top", {}))
+    shared = tmp_path / "shared.ckpt"
+    torch.save(checkpoint, shared)
+    before = tree_state(victim, mnist_dir, run)
     result = run_entry(
-        "train.py", *TINY, f"data.data_dir={mnist_dir}", f"paths.log_dir={stranger['logs']}", "resume=true", check=False
+        "eval.py",
+        f"ckpt_path={shared}",
+        f"data.data_dir={mnist_dir}",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        check=False,
     )
-    assert_refused(
-        result,
-        stranger,
-        before,
-        roots,
-        str(last),
-        f"{RUN_CONFIG_KEY}.data._partial_ is True, which no config of this installation (conf/) sets for datamodules.mnist.MNISTDataModule",
+    one_sentence(result, str(shared), said)
+    assert "Traceback" not in result.stderr
+    assert_unchanged(before, tree_state(victim, mnist_dir, run))
+
+
+def test_a_pickle_that_runs_code_is_refused_before_anything_is_written(run, mnist_dir, tmp_path):
+    """torch.load(weights_only=True) refuses it; the Hydra callback reads it before the run directory exists."""
+    shared = tmp_path / "shared.ckpt"
+    torch.save({"state_dict": {}, "payload": WritesAMarker(tmp_path / "pickle_ran.txt")}, shared)
+    logs = tmp_path / "logs"
+    result = run_entry(
+        "eval.py", f"ckpt_path={shared}", f"data.data_dir={mnist_dir}", f"paths.log_dir={logs}", check=False
     )
+    one_sentence(result, f"Refusing to load {shared}: loading it would run code it names")
+    assert not (tmp_path / "pickle_ran.txt").exists() and not logs.exists()
 
 
-def test_report_of_a_run_whose_checkpoint_names_code_is_refused(run, mnist_dir, stranger, tmp_path):
-    """report.py reads the config stored in a run's newest checkpoint when the run has no .hydra/ (runs copied without it)."""
-    copied = tmp_path / "shared_run"
-    shutil.copytree(run, copied, ignore=shutil.ignore_patterns(".hydra"))
-    newest = copied / "checkpoints" / "last.ckpt"
-    crafted_checkpoint(newest, newest, "model", payload("builtins.open", stranger))
-    roots = [tmp_path]
-    before = tree_state(*roots)
-    result = run_entry("report.py", str(copied), check=False)
-    assert_refused(result, stranger, before, roots, str(newest), f"{RUN_CONFIG_KEY}.model._target_ names builtins.open")
+def test_a_checkpoint_with_flipped_bytes_is_refused(run, mnist_dir, tmp_path):
+    """400 bytes of the weights flipped: the zip members' checksums no longer match, so the file is refused
+    instead of evaluated with garbage weights."""
+    damaged = tmp_path / "damaged.ckpt"
+    shutil.copyfile(run / "checkpoints" / "last.ckpt", damaged)
+    with zipfile.ZipFile(damaged) as archive:
+        member = max(archive.infolist(), key=lambda info: info.file_size)
+    data = bytearray(damaged.read_bytes())
+    name_length, extra_length = (
+        int.from_bytes(data[member.header_offset + at : member.header_offset + at + 2], "little") for at in (26, 28)
+    )
+    start = member.header_offset + 30 + name_length + extra_length  # the member's first byte (stored, not compressed)
+    data[start : start + 400] = bytes(255 - byte for byte in data[start : start + 400])
+    damaged.write_bytes(bytes(data))
+    logs = tmp_path / "logs"
+    result = run_entry(
+        "eval.py", f"ckpt_path={damaged}", f"data.data_dir={mnist_dir}", f"paths.log_dir={logs}", check=False
+    )
+    one_sentence(result, f"{damaged} is damaged", "fails its checksum")
+    assert not logs.exists()
 
 
-@pytest.mark.slow
-def test_compare_of_two_prediction_files_whose_sidecars_name_code_is_refused(run, mnist_dir, stranger, tmp_path):
-    """Two plain text files suffice: a CSV of a real run and a JSON sidecar whose data config loads a pickle."""
-    pair = []
-    for side in ("a", "b"):
-        csv_file = tmp_path / f"{side}.csv"
-        shutil.copyfile(run / "predictions" / "val-epoch001.csv", csv_file)
-        sidecar = json.loads((run / "predictions" / "val-epoch001.json").read_text())
-        sidecar["data"] = payload("torch.load", stranger)
-        csv_file.with_suffix(".json").write_text(json.dumps(sidecar))
-        pair.append(csv_file)
-    roots = [tmp_path, mnist_dir]
-    before = tree_state(*roots)
-    result = run_entry("compare.py", *map(str, pair), "num_images=4", f"paths.log_dir={stranger['logs']}", check=False)
-    assert_refused(result, stranger, before, roots, str(pair[0].with_suffix(".json")), "data._target_ names torch.load")
-
-
-def test_predict_with_an_export_whose_contract_is_forged_is_refused(stranger, tmp_path):
+def test_predict_with_an_export_whose_contract_is_forged_is_refused(tmp_path):
     """The contract says which runtime opens the model: it must agree with the file's own suffix."""
+    from PIL import Image
+
     model = tmp_path / "model.pt2"
     model.write_bytes(b"not opened")
     model.with_suffix(".json").write_text(
@@ -216,109 +253,15 @@ def test_predict_with_an_export_whose_contract_is_forged_is_refused(stranger, tm
     image = tmp_path / "digit.png"
     Image.new("L", (28, 28)).save(image)
     before = tree_state(tmp_path)
-    result = run_entry("predict.py", f"exported={model}", str(image), f"paths.log_dir={stranger['logs']}", check=False)
-    assert (
-        result.returncode == 2
-        and "says torchscript, whose files end in .ts, but the model is model.pt2" in result.stderr
-    ), result.stderr[-3000:]
-    assert "Traceback" not in result.stderr and tree_state(tmp_path) == before
+    result = run_entry("predict.py", f"exported={model}", str(image), f"paths.log_dir={tmp_path / 'logs'}", check=False)
+    one_sentence(result, "says torchscript, whose files end in .ts, but the model is model.pt2")
+    assert tree_state(tmp_path) == before
 
 
-def test_a_genuine_checkpoint_still_evaluates(run, mnist_dir, tmp_path):
-    result = run_entry(
-        "eval.py",
-        f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
-        f"data.data_dir={mnist_dir}",
-        f"paths.log_dir={tmp_path}",
-        "splits=[val]",
-    )
-    assert " * val: top-1 " in result.stdout
-    (metrics,) = tmp_path.glob("eval/runs/*/metrics.json")
-    assert "val/top1" in json.loads(metrics.read_text())
-
-
-def test_genuine_files_and_those_of_earlier_versions_pass(run, tmp_path):
-    """Every file of a real run passes; so does a checkpoint whose callbacks and logger name the stock Lightning
-    classes that earlier versions of conf/ used (recorded there, never rebuilt)."""
-    for checkpoint in (run / "checkpoints").glob("*.ckpt"):
-        load_checkpoint(checkpoint)
-    for predictions in (run / "predictions").glob("*.csv"):
-        read_predictions(predictions)
-    older = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
-    older[RUN_CONFIG_KEY]["callbacks"]["best_checkpoint"]["_target_"] = "lightning.pytorch.callbacks.ModelCheckpoint"
-    older[RUN_CONFIG_KEY]["callbacks"]["progress_bar"]["_target_"] = "lightning.pytorch.callbacks.TQDMProgressBar"
-    older[RUN_CONFIG_KEY]["logger"] = {"csv": {"_target_": "lightning.pytorch.loggers.CSVLogger", "save_dir": "x"}}
-    torch.save(older, tmp_path / "older.ckpt")
-    load_checkpoint(tmp_path / "older.ckpt")
-    older[RUN_CONFIG_KEY]["data"] = {
-        "_target_": "lightning.pytorch.callbacks.ModelCheckpoint"
-    }  # a retired name is no datamodule
-    torch.save(older, tmp_path / "older.ckpt")
-    with pytest.raises(
-        UserError,
-        match="run_config.data._target_ names lightning.pytorch.callbacks.ModelCheckpoint, which this installation's conf/ never builds as data",
-    ):
-        load_checkpoint(tmp_path / "older.ckpt")
-
-
-def test_the_allowlist_is_every_target_of_conf():
-    targets = set()
-    for path in (REPO / "conf").rglob("*.yaml"):
-        targets |= {line.split("_target_:")[1].strip() for line in path.read_text().splitlines() if "_target_:" in line}
-    assert set(allowed_targets().keys_of) == targets
-    assert not RETIRED_TARGETS & targets
-    assert allowed_targets().at[("model",)] >= {
-        "lightning_modules.nets.torchvision_net.TorchvisionNet",
-        "lightning_modules.nets.rnn.RowRNN",
-        "lightning_modules.nets.lenet.LeNet5",
-    }
-
-
-MNIST = {"_target_": "datamodules.mnist.MNISTDataModule", "data_dir": "data"}
-OPEN = {"_target_": "builtins.open", "file": "victim", "mode": "w"}
-
-
-@pytest.mark.parametrize(
-    ("stored", "said"),
-    [
-        ({"data": OPEN}, "its data._target_ names builtins.open, which is not one of this installation's configs"),
-        ({"data": {**MNIST, "augment": OPEN}}, "its data.augment._target_ names builtins.open"),
-        ({"data": {**MNIST, "transforms": [{"x": OPEN}]}}, "its data.transforms[0].x._target_ names builtins.open"),
-        ({"data": {**MNIST, "_args_": [OPEN]}}, "its data._args_ is [{'_target_': 'builtins.open'"),
-        (
-            {"data": {**MNIST, "_partial_": True}},
-            "its data._partial_ is True, which no config of this installation (conf/) sets for datamodules.mnist.MNISTDataModule",
-        ),
-        ({"data": {**MNIST, "_recursive_": False}}, "its data._recursive_ is False"),
-        ({"data": {**MNIST, "_convert_": "object"}}, "its data._convert_ is 'object'"),
-        (
-            {"data": {**MNIST, "x": {"_args_": ["victim", "w"]}}},
-            "its data.x._args_ is a Hydra instantiation key without a _target_",
-        ),
-        ({"data": {"_target_": ["builtins.open"]}}, "its data._target_ names ['builtins.open']"),
-        ({"data": {"data_dir": "data"}}, "its data names no class to build the data with (no _target_)"),
-        ({"data": ["builtins.open"]}, "its data names no class to build the data with"),
-        (
-            {"data": {"_target_": "torch.optim.SGD"}},
-            "its data._target_ names torch.optim.SGD, which this installation's conf/ never builds as data",
-        ),
-        (
-            {"data": {**MNIST, "data_dir": "${oc.create:{_target_: builtins.open, file: victim, mode: w}}"}},
-            "its data.data_dir holds the interpolation",
-        ),
-    ],
-)
-def test_every_way_of_naming_code_is_one_sentence(stored, said):
-    with pytest.raises(UserError) as refused:
-        check_stored_config(stored, "shared.ckpt", {("data",): "data"})
-    message = str(refused.value)
-    assert message.startswith("Refusing shared.ckpt: ") and said in message, message
-    assert message.count(". ") == 0 and message.endswith("."), message
-
-
-def test_a_contract_naming_code_is_refused(tmp_path):
-    model = tmp_path / "model.pt2"
-    model.write_bytes(b"")
-    model.with_suffix(".json").write_text(json.dumps({"format": "torch_export", "loader": OPEN}))
-    with pytest.raises(UserError, match=r"model.json: its loader._target_ names builtins.open"):
-        read_contract(model)
+def test_a_pickle_in_a_sidecar_is_only_text(run, tmp_path):
+    """JSON holds no code: a sidecar naming a pickle is a sidecar whose record lacks what compare.py needs."""
+    csv_file = tmp_path / "a.csv"
+    shutil.copyfile(run / "predictions" / "val-epoch001.csv", csv_file)
+    csv_file.with_suffix(".json").write_text(json.dumps({"split": "val", "experiment": pickle.dumps(1).hex()}))
+    result = run_entry("compare.py", str(csv_file), str(csv_file), f"paths.log_dir={tmp_path / 'logs'}", check=False)
+    one_sentence(result, f"{csv_file} is not a prediction file of train.py or eval.py")
