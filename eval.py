@@ -8,8 +8,7 @@ Writes metrics.json and, for each split, a per-sample prediction file (predictio
 import hydra
 from omegaconf import DictConfig
 
-from runs.entry_points import exit_on_user_error, quiet_library_notices
-from runs.evaluation import evaluate
+from runs.entry_points import exit_on_user_error
 from runs.run_dir import register_resolvers
 
 register_resolvers()  # conf/hydra/default.yaml uses ${run_dir:...}: registered before Hydra composes
@@ -17,8 +16,11 @@ register_resolvers()  # conf/hydra/default.yaml uses ${run_dir:...}: registered 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
-    quiet_library_notices()
     with exit_on_user_error():
+        from runs.entry_points import quiet_library_notices
+        from runs.evaluation import evaluate  # torch and Lightning only once Hydra has composed
+
+        quiet_library_notices()
         evaluate(cfg)
 
 

@@ -7,123 +7,22 @@ class names, format, source checkpoint). The export is then run on a batch of re
 its logits compared with the eager network's; a difference above `tolerance` ends with exit code 2.
 """
 
-from pathlib import Path
-
 import hydra
-import torch
 from omegaconf import DictConfig
 
-from datamodules.image_files import PIL_MODES
-from deployment.exporting import (
-    INPUT_NAME,
-    OUTPUT_NAME,
-    SUFFIXES,
-    NormalizedNet,
-    check_format,
-    export,
-    load_exported,
-    write_contract,
-)
-from deployment.image_input import RESIZE_FILTER
-from runs.entry_points import exit_on_user_error, quiet_library_notices
-from runs.evaluation import rebuild_from_checkpoint
+from runs.entry_points import exit_on_user_error
 from runs.run_dir import register_resolvers
-from user_errors import UserError
-
-
-def real_batch(datamodule, size: int) -> torch.Tensor:
-    """The first `size` validation images, uint8 (B, C, H, W), as the loaders serve them."""
-    datamodule.setup("validate")
-    dataset = datamodule.dataset("val")
-    return dataset.__getitems__(list(range(min(size, len(dataset)))))["image"]
-
-
-def export_checkpoint(cfg: DictConfig) -> dict:
-    check_format(cfg.format)
-    if cfg.verify_images < 3:
-        raise UserError(
-            f"verify_images must be at least 3 (the export is traced on 2 images and checked on a larger batch), got {cfg.verify_images}."
-        )
-    cfg, checkpoint, datamodule, module = rebuild_from_checkpoint(cfg)
-    module.eval()
-    model = NormalizedNet(module.net, datamodule.mean, datamodule.std).eval()
-
-    images = real_batch(datamodule, cfg.verify_images)
-    path = Path(cfg.paths.output_dir) / f"model{SUFFIXES[cfg.format]}"
-    # traced on 2 images (torch.export specialises a batch of 1), verified on more: a batch size baked in would show
-    try:
-        export(model, images[:2], cfg.format, path)
-    except (
-        Exception
-    ) as error:  # torch's exporters raise many types; the first line names the construct they cannot handle
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else error.__class__.__name__
-        raise UserError(
-            f"torch could not export {cfg.model._target_} as {cfg.format} ({reason}): try another format."
-        ) from error
-    with torch.no_grad():
-        eager = module(datamodule.normalize(images))  # the path of training and eval.py: the datamodule normalises
-    exported = load_exported(path, cfg.format)(images)
-    difference = (exported - eager).abs().max().item()
-    matches = difference <= cfg.tolerance
-
-    channels, height, width = datamodule.input_shape
-    contract = {
-        "format": cfg.format,
-        "file": path.name,
-        "source_checkpoint": str(Path(cfg.ckpt_path).resolve()),
-        "epoch": checkpoint.get("epoch"),
-        "model": cfg.model._target_,
-        "data": cfg.data._target_,
-        "input": {
-            "name": INPUT_NAME,
-            "shape": ["batch", channels, height, width],
-            "dtype": "uint8",
-            "layout": "NCHW",
-            "range": [0, 255],
-        },
-        "preprocessing": {
-            "image_mode": PIL_MODES[channels],
-            "resize": f"to {height}x{width} (height x width), PIL {RESIZE_FILTER.name.lower()}, the whole image",
-            "normalization": "inside the model: (x / 255 - mean) / std per channel",
-            "mean": list(datamodule.mean),
-            "std": list(datamodule.std),
-        },
-        "output": {
-            "name": OUTPUT_NAME,
-            "shape": ["batch", datamodule.num_classes],
-            "dtype": "float32",
-            "meaning": "logits; softmax gives class probabilities",
-        },
-        "class_names": list(datamodule.class_names),
-        "verified": {
-            "images": len(images),
-            "split": "val",
-            "max_abs_difference": difference,
-            "tolerance": cfg.tolerance,
-            "matches": matches,
-        },
-        "torch_version": torch.__version__,
-    }
-    write_contract(path.with_suffix(".json"), contract)
-    print(f"exported {cfg.ckpt_path} as {cfg.format} to {path} (preprocessing contract {path.with_suffix('.json')})")
-    if not matches:
-        raise UserError(
-            f"The {cfg.format} export's logits differ from the eager network's by up to {difference:.3g} on {len(images)} val images, "
-            f"more than tolerance={cfg.tolerance}: this format does not reproduce the network; try another format (torch_export), or raise tolerance if the difference is acceptable."
-        )
-    print(
-        f"verified on {len(images)} val images: max abs difference of the logits {difference:.3g} <= tolerance {cfg.tolerance}: the export matches the eager model."
-    )
-    return contract
-
 
 register_resolvers()  # conf/hydra/default.yaml uses ${run_dir:...}: registered before Hydra composes
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="export")
 def main(cfg: DictConfig) -> None:
-    quiet_library_notices()
     with exit_on_user_error():
+        from runs.entry_points import quiet_library_notices
+        from runs.exporting import export_checkpoint  # torch and Lightning only once Hydra has composed
+
+        quiet_library_notices()
         export_checkpoint(cfg)
 
 

@@ -14,7 +14,6 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from analysis.run_report import METRICS, check_overfitting_rule, targets_of, write_report
 from runs.entry_points import exit_on_user_error, positional_to_overrides
 from runs.run_dir import discarded_on_user_error, register_resolvers
 
@@ -24,6 +23,8 @@ register_resolvers()  # conf/report.yaml uses ${output_dir:...}: registered befo
 @hydra.main(version_base="1.3", config_path="conf", config_name="report")
 def main(cfg: DictConfig) -> None:
     with exit_on_user_error(), discarded_on_user_error(cfg.out):
+        from analysis.run_report import METRICS, check_overfitting_rule, targets_of, write_report
+
         targets = targets_of(cfg.target)
         check_overfitting_rule(cfg.patience, cfg.min_rise)
         report = write_report(Path(cfg.run), Path(cfg.out), targets, cfg.patience, cfg.min_rise)

@@ -11,8 +11,6 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from callbacks.layer_report import classifier_layer_report
-from runs.build import build_datamodule, build_module
 from runs.entry_points import exit_on_user_error
 from runs.run_dir import register_resolvers
 
@@ -22,6 +20,9 @@ register_resolvers()  # conf/hydra/default.yaml uses ${run_dir:...}: registered 
 @hydra.main(version_base="1.3", config_path="conf", config_name="summarize")
 def main(cfg: DictConfig) -> None:
     with exit_on_user_error():
+        from callbacks.layer_report import classifier_layer_report  # torch and Lightning only once Hydra has composed
+        from runs.build import build_datamodule, build_module
+
         report = classifier_layer_report(build_module(cfg, build_datamodule(cfg)))
         Path(cfg.paths.output_dir, "layers.txt").write_text(report)
         print(report, end="")

@@ -13,7 +13,6 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from analysis.sweep_table import write_summary
 from runs.entry_points import exit_on_user_error, positional_to_overrides
 from runs.run_dir import register_resolvers
 
@@ -23,6 +22,8 @@ register_resolvers()  # conf/sweep_summary.yaml uses ${output_dir:...}: register
 @hydra.main(version_base="1.3", config_path="conf", config_name="sweep_summary")
 def main(cfg: DictConfig) -> None:
     with exit_on_user_error():
+        from analysis.sweep_table import write_summary
+
         markdown_path, csv_path, markdown = write_summary(Path(cfg.sweep))
         print(markdown)
         print(f"Wrote {markdown_path} and {csv_path}", file=sys.stderr)

@@ -9,10 +9,10 @@ import torch
 
 from datamodules.mnist import MNISTDataModule
 from deployment.exporting import ONNX_PACKAGES, NormalizedNet, check_format, export, load_exported
-from export import export_checkpoint
 from lightning_modules.classifier import ImageClassifier
 from lightning_modules.nets.rnn import RowRNN
 from runs.build import build_datamodule, build_module
+from runs.exporting import export_checkpoint
 from tests.helpers.commands import run_entry
 from tests.helpers.compose import compose_config, group_options
 from tests.helpers.tiny_runs import tiny_run
@@ -37,7 +37,12 @@ def test_export_of_a_trained_lenet_matches_the_eager_network_and_writes_its_cont
     run = tiny_run(tmp_path_factory, mnist_dir)
     checkpoint = run / "checkpoints" / "last.ckpt"
     result = run_entry(
-        "export.py", f"ckpt_path={checkpoint}", f"format={file_format}", f"hydra.run.dir={tmp_path}", "verify_images=16"
+        "export.py",
+        f"ckpt_path={checkpoint}",
+        f"format={file_format}",
+        f"data.data_dir={mnist_dir}",
+        f"hydra.run.dir={tmp_path}",
+        "verify_images=16",
     )
     assert "the export matches the eager model" in result.stdout
     exported = tmp_path / f"model.{SUFFIX[file_format]}"
@@ -105,7 +110,12 @@ def test_every_model_of_the_zoo_exports_with_matching_logits(model, file_format,
 def test_an_export_that_does_not_match_stops_with_exit_code_2_and_says_so(mnist_dir, tmp_path_factory, tmp_path):
     run = tiny_run(tmp_path_factory, mnist_dir)
     cfg = compose_config(
-        [f"ckpt_path={run}/checkpoints/last.ckpt", "format=torchscript", "tolerance=-1.0"],
+        [
+            f"ckpt_path={run}/checkpoints/last.ckpt",
+            "format=torchscript",
+            "tolerance=-1.0",
+            f"data.data_dir={mnist_dir}",
+        ],
         tmp_path,
         config_name="export",
     )

@@ -55,6 +55,7 @@ def from_checkpoint(image_folder, mnist_dir, tmp_path_factory):
         "predict.py",
         f"ckpt_path={run}/checkpoints/last.ckpt",
         str(image_folder[0]),
+        f"data.data_dir={mnist_dir}",
         f"hydra.run.dir={out}",
         check=False,
     ), out
@@ -90,6 +91,7 @@ def test_predict_with_an_exported_model_gives_the_checkpoints_probabilities(
         "export.py",
         f"ckpt_path={run}/checkpoints/last.ckpt",
         "format=torch_export",
+        f"data.data_dir={mnist_dir}",
         f"hydra.run.dir={tmp_path / 'export'}",
     )
     images = [f"image={folder / name}" for name in ("grayscale.png", "rgba_large.png")]  # image=PATH, repeated

@@ -3,7 +3,6 @@
 import pytest
 import torch
 from lightning import Trainer
-from omegaconf import OmegaConf
 from torch.nn import functional as F
 
 from analysis.prediction_files import read_predictions
@@ -26,7 +25,7 @@ def evaluated(tmp_path_factory, mnist_dir):
     )
     datamodule = build_datamodule(cfg)
     module = build_module(cfg, datamodule)
-    writer = PerSamplePredictions(dirpath=str(out / "predictions"), data=OmegaConf.to_container(cfg.data, resolve=True))
+    writer = PerSamplePredictions(dirpath=str(out / "predictions"))
     trainer = Trainer(
         accelerator="cpu",
         logger=False,
@@ -82,6 +81,12 @@ def run_dir(mnist_dir, tmp_path_factory):
     return out
 
 
+@pytest.fixture
+def data_dir(mnist_dir) -> str:
+    """Where the user keeps the data: given again to eval and compare, since a checkpoint never says where data lives."""
+    return f"data.data_dir={mnist_dir}"
+
+
 def test_training_writes_each_validation_epoch_and_the_test_of_the_best_checkpoint(run_dir):
     names = sorted(path.name for path in (run_dir / "predictions").glob("*.csv"))
     best = next((run_dir / "checkpoints").glob("best-epoch*.ckpt"))
@@ -102,10 +107,14 @@ def test_validation_figures_reach_tensorboard_each_epoch(run_dir):
     assert images.get("val/misclassified", 0) >= 1  # an epoch without errors has no grid
 
 
-def test_eval_writes_the_predictions_of_its_checkpoint(run_dir, tmp_path):
+def test_eval_writes_the_predictions_of_its_checkpoint(run_dir, data_dir, tmp_path):
     checkpoint = run_dir / "checkpoints" / "epoch000.ckpt"
     run_entry(
-        "eval.py", f"ckpt_path={checkpoint}", f"hydra.run.dir={tmp_path}", "callbacks.progress_bar.refresh_rate=0"
+        "eval.py",
+        f"ckpt_path={checkpoint}",
+        data_dir,
+        f"hydra.run.dir={tmp_path}",
+        "callbacks.progress_bar.refresh_rate=0",
     )
     evaluated = read_rows(tmp_path / "predictions" / "val-epoch000.csv")
     assert {row["checkpoint"] for row in evaluated} == {str(checkpoint)} and {row["epoch"] for row in evaluated} == {
@@ -119,11 +128,12 @@ def test_eval_writes_the_predictions_of_its_checkpoint(run_dir, tmp_path):
     assert len(read_rows(tmp_path / "predictions" / "test-epoch000.csv")) == 200
 
 
-def test_compare_evaluates_two_checkpoints_and_finds_their_disagreements(run_dir, tmp_path):
+def test_compare_evaluates_two_checkpoints_and_finds_their_disagreements(run_dir, data_dir, tmp_path):
     result = run_entry(
         "compare.py",
         str(run_dir / "checkpoints" / "epoch000.ckpt"),
         str(run_dir / "checkpoints" / "epoch001.ckpt"),
+        data_dir,
         f"hydra.run.dir={tmp_path}",
         "callbacks.progress_bar.refresh_rate=0",
     )

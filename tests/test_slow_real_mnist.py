@@ -26,6 +26,7 @@ def test_lenet_reaches_98_5_percent_test_top1(tmp_path, real_mnist_dir):
     run_entry(
         "eval.py",
         f"ckpt_path={tmp_path}/checkpoints/last.ckpt",
+        f"data.data_dir={real_mnist_dir}",
         f"hydra.run.dir={evaluated}",
         "splits=[test]",
         "callbacks.progress_bar.refresh_rate=0",

@@ -412,11 +412,13 @@ def test_train_and_eval_run_end_to_end(pristine, tmp_path):
         tmp_path / "cache" / "test"
     ).exists()  # predict only
     checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
-    assert checkpoint["run_config"]["data"]["_target_"] == "datamodules.tiny_imagenet.TinyImageNetDataModule"
+    assert checkpoint["experiment"]["choices"]["data"] == "tiny_imagenet"
     evaluated = tmp_path / "eval"
     run_entry(
         "eval.py",
         f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
+        f"data.data_dir={pristine}",
+        f"data.cache_dir={tmp_path / 'cache'}",
         "splits=[val]",
         f"hydra.run.dir={evaluated}",
         "callbacks.progress_bar.refresh_rate=0",

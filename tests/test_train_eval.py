@@ -63,10 +63,11 @@ def test_training_learns_the_task(run_dir):
     assert scalars["val/top5"][-1][1] >= scalars["val/top1"][-1][1]
 
 
-def test_eval_reproduces_the_val_metrics_of_training(run_dir, tmp_path):
+def test_eval_reproduces_the_val_metrics_of_training(run_dir, mnist_dir, tmp_path):
     result = run_entry(
         "eval.py",
         f"ckpt_path={run_dir}/checkpoints/last.ckpt",
+        f"data.data_dir={mnist_dir}",
         f"hydra.run.dir={tmp_path}",
         "callbacks.progress_bar.refresh_rate=0",
     )
@@ -78,10 +79,11 @@ def test_eval_reproduces_the_val_metrics_of_training(run_dir, tmp_path):
     assert " * val: top-1" in result.stdout and " * test: top-1" in result.stdout
 
 
-def test_eval_overrides_apply_on_top_of_the_stored_config(run_dir, tmp_path):
+def test_eval_overrides_apply_on_top_of_the_stored_config(run_dir, mnist_dir, tmp_path):
     run_entry(
         "eval.py",
         f"ckpt_path={run_dir}/checkpoints/last.ckpt",
+        f"data.data_dir={mnist_dir}",
         f"hydra.run.dir={tmp_path}",
         "splits=[val]",
         "data.eval_batch_size=7",
@@ -127,7 +129,7 @@ def test_eval_refuses_a_plain_state_dict(tmp_path):
     torch.save({"weight": torch.zeros(3)}, path)
     result = run_entry("eval.py", f"ckpt_path={path}", f"hydra.run.dir={tmp_path / 'out'}", check=False)
     assert result.returncode == 2
-    assert "is not a checkpoint written by train.py" in result.stderr
+    assert "is not a checkpoint written by this version of train.py" in result.stderr
 
 
 def test_same_seed_gives_the_same_metrics(mnist_dir, tmp_path):
