@@ -14,7 +14,7 @@ import hydra
 from omegaconf import DictConfig
 
 from runs.entry_points import exit_on_user_error, quoted
-from runs.run_dir import register_resolvers
+from runs.run_dir import discarded_if_nothing_was_trained, register_resolvers
 
 
 def gather_images(arguments: list[str]) -> list[str]:
@@ -38,7 +38,7 @@ register_resolvers()  # conf/hydra/default.yaml uses ${run_dir:...}: registered 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
-    with exit_on_user_error():
+    with exit_on_user_error(), discarded_if_nothing_was_trained(cfg.paths.output_dir):
         from runs.entry_points import quiet_library_notices
         from runs.predicting import predict  # torch and Lightning only once Hydra has composed
 

@@ -10,7 +10,7 @@ import torch
 from matplotlib.figure import Figure
 
 from analysis.figures import CELL_HEIGHT, CELL_WIDTH, draw_captioned_grid, short_name
-from analysis.prediction_files import Predictions
+from analysis.prediction_files import Predictions, as_spreadsheet_text
 from datamodules.base import ImageDataModule
 from user_errors import UserError
 
@@ -146,16 +146,18 @@ def write_disagreements(comparison: Comparison, path: Path) -> None:
         )
         for item in comparison.disagreements:
             writer.writerow(
-                [item.index, item.source, item.a["label"], item.label_name]
-                + [
-                    item.a["pred1"],
-                    item.a["pred1_name"],
-                    item.a["prob1"],
-                    item.b["pred1"],
-                    item.b["pred1_name"],
-                    item.b["prob1"],
-                    item.change,
-                ]
+                as_spreadsheet_text(
+                    [item.index, item.source, item.a["label"], item.label_name]
+                    + [
+                        item.a["pred1"],
+                        item.a["pred1_name"],
+                        item.a["prob1"],
+                        item.b["pred1"],
+                        item.b["pred1_name"],
+                        item.b["prob1"],
+                        item.change,
+                    ]
+                )
             )
 
 

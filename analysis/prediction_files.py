@@ -27,6 +27,14 @@ from checkpoints.loading import is_experiment_record
 from user_errors import UserError
 
 PREDICTION_FILE_SUFFIXES = (".csv", ".json")
+# a spreadsheet runs a cell that starts with one of these as a formula (=HYPERLINK(...), =cmd|..., @SUM(...))
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def as_spreadsheet_text(row: Sequence[Any]) -> list[Any]:
+    """The row with each text cell that a spreadsheet would run as a formula kept as text: a leading `'`. Class
+    names, labels and file names come from files of elsewhere."""
+    return [f"'{cell}" if isinstance(cell, str) and cell.startswith(FORMULA_STARTS) else cell for cell in row]
 
 
 @dataclass
@@ -105,16 +113,18 @@ def write_predictions(
                 for value in (int(top_ids[row, rank]), class_names[top_ids[row, rank]], f"{top_probs[row, rank]:.6g}")
             ]
             writer.writerow(
-                [
-                    split,
-                    sample,
-                    sources[row],
-                    *truth,
-                    sample_loss,
-                    *predicted,
-                    "" if epoch is None else epoch,
-                    checkpoint,
-                ]
+                as_spreadsheet_text(
+                    [
+                        split,
+                        sample,
+                        sources[row],
+                        *truth,
+                        sample_loss,
+                        *predicted,
+                        "" if epoch is None else epoch,
+                        checkpoint,
+                    ]
+                )
             )
     meta = {
         "split": split,

@@ -37,6 +37,8 @@ def read_weights_only(path: str | Path, setting: str, expected: str, mmap: bool 
     """torch.load(path, weights_only=True): tensors and plain data, no code; each way it can fail is one
     sentence telling the user to pass `setting`=`expected` instead. mmap=True leaves the tensors on disk
     until they are used."""
+    if not path:
+        raise UserError(f"No file given: pass {setting}={expected}.")
     path = Path(path)
     if not path.is_file():
         raise UserError(f"No checkpoint file at {path}: pass {setting}={expected}.")

@@ -45,8 +45,12 @@ def unpack_shipped_copy(raw_folder: Path) -> bool:
         if target.is_file():
             continue
         partial = target.with_name(f".{name}.unpacking")
-        with gzip.open(SHIPPED_COPY / f"{name}.gz", "rb") as source, open(partial, "wb") as sink:
-            shutil.copyfileobj(source, sink, length=1 << 20)
+        try:
+            with gzip.open(SHIPPED_COPY / f"{name}.gz", "rb") as source, open(partial, "wb") as sink:
+                shutil.copyfileobj(source, sink, length=1 << 20)
+        except BaseException:  # a full disk, a kill: no half-unpacked file stays behind
+            partial.unlink(missing_ok=True)
+            raise
         if hashlib.sha256(partial.read_bytes()).hexdigest() != expected:
             partial.unlink()
             raise UserError(
@@ -103,17 +107,27 @@ class MNISTDataModule(ImageDataModule):
     def prepare_data(self) -> None:
         """Unpack the shipped copy (MNIST only), or download the files, once per node when they are absent."""
         shipped = self.use_shipped_copy and self.torchvision_dataset == "MNIST"
-        if not all(path.is_file() for path in self._raw_files()) and not (
-            shipped and unpack_shipped_copy(self.raw_folder)
-        ):
-            for train in (True, False):
-                self._read(train, download=self.download)
+        try:
+            if not all(path.is_file() for path in self._raw_files()) and not (
+                shipped and unpack_shipped_copy(self.raw_folder)
+            ):
+                for train in (True, False):
+                    self._read(train, download=self.download)
+        except OSError as error:  # data_dir is a file, a read-only mount, a full disk
+            raise UserError(
+                f"Cannot write the {self.torchvision_dataset} files into {self.raw_folder} ({error.strerror or error}): point data.data_dir at a folder you can write to, with room for them."
+            ) from error
 
     def read_splits(self, stage: str | None) -> tuple[ArrayImageDataset, None, ArrayImageDataset]:
         """The official training and test files; validation is carved from the training images (val_size)."""
         splits = []
         for train in (True, False):
             images, labels = self._read(train, download=False)
+            if len(images) != len(labels) or (len(labels) and int(labels.max()) >= self.num_classes):
+                raise UserError(
+                    f"The {self.torchvision_dataset} {'training' if train else 'test'} files in {self.raw_folder} disagree ({len(images)} images, "
+                    f"{len(labels)} labels up to {int(labels.max()) if len(labels) else 0} for {self.num_classes} classes): replace them with the official files."
+                )
             splits.append(ArrayImageDataset(images, labels, torch.arange(len(images))))
         return splits[0], None, splits[1]
 

@@ -19,6 +19,8 @@ from torch.nn import functional as F
 from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from user_errors import UserError
+
 
 class Mean(Metric):
     """The weighted mean of every value passed to `update`."""
@@ -66,6 +68,10 @@ class ImageClassifier(LightningModule):
         a GPU only. compile: torch.compile the network (true, or a dict of torch.compile's keyword arguments):
         the first steps compile it, later ones run the fused code."""
         super().__init__()
+        if not isinstance(compile, (bool, dict)):  # the config check cannot type a bool-or-dict setting
+            raise UserError(
+                f"module.compile={compile!r} is neither true, false nor a dict of torch.compile's arguments (e.g. {{mode: max-autotune}}): give one of those."
+            )
         self.save_hyperparameters(logger=False)
         self._channels_last = bool(channels_last)  # None is decided in setup, once the device is known
         self.net = instantiate(net, input_shape=tuple(input_shape), num_classes=num_classes)

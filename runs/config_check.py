@@ -99,7 +99,9 @@ RANGES = {
     "log_every_n_steps": AT_LEAST_ONE,
     "accumulate_grad_batches": AT_LEAST_ONE,
     "gradient_clip_val": NON_NEGATIVE,
-    "limit_train_batches": NON_NEGATIVE,
+    "limit_train_batches": POSITIVE,  # 0 would train nothing and save no checkpoint
+    "val_check_interval": POSITIVE,
+    "num_classes": Range(2),
     "limit_val_batches": NON_NEGATIVE,
     "limit_test_batches": NON_NEGATIVE,
     "num_sanity_val_steps": Range(-1),

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue
 
 from user_errors import USER_ERROR_EXIT_CODE, UserError
 
@@ -55,23 +56,29 @@ def exit_on_user_error():
     """
     try:
         yield
-    except UserError as error:
-        if not _in_multirun():
-            print(f"error: {error}", file=sys.stderr)
-            raise SystemExit(USER_ERROR_EXIT_CODE) from None
-        record_job_failure(error)
-        log.error(str(error))
     except Exception as error:
+        error = as_user_error(error)
         stop = _stopped_by_signal(error)
         if stop is not None:
             print(f"stopped: {stop[1]}", file=sys.stderr)
             raise SystemExit(128 + stop[0]) from None
         if not _in_multirun():
+            if isinstance(error, UserError):
+                print(f"error: {error}", file=sys.stderr)
+                raise SystemExit(USER_ERROR_EXIT_CODE) from None
             raise
         record_job_failure(error)
-        log.error(
-            f"This job failed: {error.__class__.__name__}: {error}", exc_info=error
-        )  # a bug: its traceback, as a single run shows it
+        if isinstance(error, UserError):
+            log.error(str(error))
+        else:  # a bug: its traceback, as a single run shows it
+            log.error(f"This job failed: {error.__class__.__name__}: {error}", exc_info=error)
+
+
+def as_user_error(error: Exception) -> Exception:
+    """A config value the user left unset (`???`) or removed (`~key`), found only where it is read, as a UserError."""
+    if isinstance(error, (MissingMandatoryValue, ConfigKeyError, ConfigAttributeError)) and error.full_key:
+        return UserError(f"{error.full_key} has no value: give {error.full_key}=VALUE on the command line.")
+    return error
 
 
 def _stopped_by_signal(error: Exception) -> tuple[int, str] | None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
+from analysis.prediction_files import as_spreadsheet_text
 from datamodules.image_files import BadImageFile
 from deployment.exporting import load_exported, read_contract
 from deployment.image_input import image_files, load_as_input
@@ -85,4 +86,4 @@ def write_rows(path: Path, rows: list[list], top_k: int) -> None:
         writer.writerow(
             ["file"] + [f"{column}{rank}" for rank in range(1, top_k + 1) for column in ("pred", "pred_name", "prob")]
         )
-        writer.writerows(rows)
+        writer.writerows(as_spreadsheet_text(row) for row in rows)

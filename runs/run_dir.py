@@ -33,7 +33,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from runs.entry_points import exit_on_user_error
+from runs.entry_points import as_user_error, exit_on_user_error
 from user_errors import UserError
 
 # the run id that torchrun uses when --rdzv-id is not given: every job would share it
@@ -116,8 +116,9 @@ def latest_run_of(cfg: DictConfig, runs_root: Path) -> Path | None:
 
 
 _chosen_run_dirs: dict[tuple[bool, str, str], str] = {}
-# run directories this process created (not continued with resume=true): the ones a failed start may remove
-_created_run_dirs: set[Path] = set()
+# run directories this process created (not continued with resume=true) -> the highest of their folders it created:
+# what a failed start removes
+_created_run_dirs: dict[Path, Path] = {}
 
 
 def resolve_run_dir(resume: bool, runs_root: str, new_run_name: str, _root_: DictConfig) -> str:
@@ -133,10 +134,18 @@ def resolve_run_dir(resume: bool, runs_root: str, new_run_name: str, _root_: Dic
         chosen = str(run) if run is not None else f"{runs_root}/{launcher_run_name() or new_run_name}"
         with exit_on_user_error():  # here, before Hydra creates it and reports a failure with a traceback
             if not Path(chosen).exists():
-                _created_run_dirs.add(Path(chosen).resolve())
+                _created_run_dirs[Path(chosen).resolve()] = _highest_new_folder(Path(chosen).resolve())
             _create_writable(Path(chosen))
         _chosen_run_dirs[key] = chosen
     return _chosen_run_dirs[key]
+
+
+def _highest_new_folder(folder: Path) -> Path:
+    """The highest folder of `folder`'s path that does not exist yet (`folder` itself when its parent exists)."""
+    new = folder
+    while not new.parent.exists():
+        new = new.parent
+    return new
 
 
 def _create_writable(folder: Path) -> None:
@@ -154,13 +163,15 @@ def _create_writable(folder: Path) -> None:
 @contextmanager
 def discarded_if_nothing_was_trained(run_dir: str) -> Iterator[None]:
     """On a UserError, remove the run directory this process created if it holds no checkpoint: a start that
-    failed on a wrong setting or missing data leaves no empty run behind. Continued runs are never removed."""
+    failed on a wrong setting, a wrong file or missing data leaves no empty run behind. Continued runs are never removed."""
     try:
         yield
-    except UserError:
+    except Exception as error:
+        if not isinstance(as_user_error(error), UserError):
+            raise
         folder = Path(run_dir).resolve()
         if folder in _created_run_dirs and not any(folder.rglob("*.ckpt")):
-            shutil.rmtree(folder, ignore_errors=True)
+            shutil.rmtree(_created_run_dirs[folder], ignore_errors=True)
         raise
 
 
@@ -185,12 +196,7 @@ def resolve_output_dir(source: str | None, out: str) -> str:
             raise UserError(f"No folder at {source}: pass {expected}.")
     folder = Path(out).resolve()
     if folder not in _new_output_dirs:
-        new = None
-        if not folder.exists():
-            new = folder
-            while not new.parent.exists():
-                new = new.parent
-        _new_output_dirs[folder] = new
+        _new_output_dirs[folder] = None if folder.exists() else _highest_new_folder(folder)
     return out
 
 

@@ -52,6 +52,9 @@ def files(earlier_run, tmp_path_factory, mnist_dir) -> dict[str, Path]:
         shutil.copytree(mnist_dir, copy)
         images = copy / "MNIST" / "raw" / "train-images-idx3-ubyte"
         images.write_bytes(corrupt(images.read_bytes()))
+    shutil.copytree(mnist_dir, folder / "label_255")
+    labels = folder / "label_255" / "MNIST" / "raw" / "train-labels-idx1-ubyte"
+    labels.write_bytes(labels.read_bytes()[:8] + b"\xff" + labels.read_bytes()[9:])
     (folder / "a_file").write_text("a file, not a folder\n")
     return {
         "last": last,
@@ -64,6 +67,7 @@ def files(earlier_run, tmp_path_factory, mnist_dir) -> dict[str, Path]:
         "bad_magic": folder / "bad_magic",
         "cut_off": folder / "cut_off",
         "a_file": folder / "a_file",
+        "label_255": folder / "label_255",
     }
 
 
@@ -227,19 +231,19 @@ CASES = [
         "a plain state dict",
         ["ckpt_path={state_dict}"],
         USER_ERROR_EXIT,
-        "{state_dict} is not a checkpoint written by train.py",
+        "{state_dict} is not a checkpoint written by this version of train.py",
     ),
     (
         "checkpoint of another model",
         ["ckpt_path={last}", "model=mlp"],
         USER_ERROR_EXIT,
-        "{last} was trained with model lightning_modules.nets.lenet.LeNet5, this run builds lightning_modules.nets.mlp.MLP",
+        "{last} was trained with model=lenet, this run has model=mlp",
     ),
     (
         "checkpoint of another dataset",
         ["ckpt_path={last}", "data=fake", "data.input_shape=[1,28,28]", "data.num_classes=10"],
         USER_ERROR_EXIT,
-        "{last} was trained with data datamodules.mnist.MNISTDataModule, this run builds datamodules.fake.FakeDataModule",
+        "{last} was trained with data=mnist, this run has data=fake",
     ),
     (
         "checkpoint of another variant of the model",
@@ -253,6 +257,48 @@ CASES = [
         ["data=fake", "data.input_shape=[1,8,8]", "data.num_classes=10"],
         USER_ERROR_EXIT,
         "The model lightning_modules.nets.lenet.LeNet5 cannot take the 1x8x8 images of data datamodules.fake.FakeDataModule",
+    ),
+    (
+        "no training batches",
+        ["trainer.limit_train_batches=0"],
+        USER_ERROR_EXIT,
+        "trainer.limit_train_batches=0 is out of range: it must be > 0.",
+    ),
+    (
+        "validation every 0 batches",
+        ["trainer.val_check_interval=0"],
+        USER_ERROR_EXIT,
+        "trainer.val_check_interval=0 is out of range: it must be > 0.",
+    ),
+    (
+        "one class",
+        ["data=fake", "data.num_classes=1"],
+        USER_ERROR_EXIT,
+        "data.num_classes=1 is out of range: it must be >= 2.",
+    ),
+    (
+        "a setting removed",
+        ["~data.batch_size"],
+        USER_ERROR_EXIT,
+        "data.batch_size has no value: give data.batch_size=VALUE",
+    ),
+    (
+        "compile options a string",
+        ["module.compile=max-autotune"],
+        USER_ERROR_EXIT,
+        "module.compile='max-autotune' is neither true, false nor a dict of torch.compile's arguments",
+    ),
+    (
+        "data folder is a file",
+        ["data.data_dir={a_file}"],
+        USER_ERROR_EXIT,
+        "Cannot write the MNIST files into {a_file}/MNIST/raw (Not a directory)",
+    ),
+    (
+        "labels beyond the classes",
+        ["data.data_dir={label_255}"],
+        USER_ERROR_EXIT,
+        "The MNIST training files in {label_255}/MNIST/raw disagree",
     ),
     (
         "unwritable output folder",
@@ -276,6 +322,7 @@ DEFAULT_CASES = {
     "data folder missing",
     "checkpoint truncated",
     "unwritable output folder",
+    "a setting removed",
 }
 
 
