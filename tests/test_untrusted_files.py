@@ -265,3 +265,62 @@ def test_a_pickle_in_a_sidecar_is_only_text(run, tmp_path):
     csv_file.with_suffix(".json").write_text(json.dumps({"split": "val", "experiment": pickle.dumps(1).hex()}))
     result = run_entry("compare.py", str(csv_file), str(csv_file), f"paths.log_dir={tmp_path / 'logs'}", check=False)
     one_sentence(result, f"{csv_file} is not a prediction file of train.py or eval.py")
+
+
+def test_a_run_deletes_only_the_temporary_files_of_its_own_checkpoint_writes(mnist_dir, tmp_path):
+    """A run started in a folder of the user's (hydra.run.dir=.) removes what a killed checkpoint write left in its
+    checkpoints/, and nothing of the user's that merely looks like a temporary file."""
+    folder = tmp_path / "work"
+    (folder / "notes").mkdir(parents=True)
+    (folder / "checkpoints").mkdir()
+    draft = folder / "notes" / ".draft.txt.ab12cd34.tmp"
+    draft.write_bytes(VICTIM_BYTES)
+    look_alike = folder / "checkpoints" / ".plan.txt.ab12cd34.tmp"
+    look_alike.write_bytes(VICTIM_BYTES)
+    killed_write = folder / "checkpoints" / ".epoch000.ckpt.k1ll3d_x.tmp"
+    killed_write.write_bytes(b"half a checkpoint")
+    run_entry("train.py", *TINY, "trainer.max_epochs=1", f"data.data_dir={mnist_dir}", f"hydra.run.dir={folder}")
+    assert draft.read_bytes() == VICTIM_BYTES and look_alike.read_bytes() == VICTIM_BYTES
+    assert not killed_write.exists()
+
+
+def test_text_from_files_that_a_spreadsheet_would_run_is_written_as_text(tmp_path):
+    """Class names and sources come from datasets and contracts of elsewhere: a cell starting with =, +, -, @ is a
+    formula to a spreadsheet, so it is written with a leading quote (and read back as that text)."""
+    import csv
+
+    import numpy as np
+
+    from analysis.prediction_files import read_predictions, write_predictions
+
+    names = ['=HYPERLINK("http://x","y")', "=cmd|' /C calc'!A0", "@SUM(1+1)", "+1", "-1", "plain"]
+    path = tmp_path / "val.csv"
+    write_predictions(
+        path,
+        split="val",
+        stage="val",
+        index=np.arange(6),
+        label=np.arange(6),
+        loss=np.ones(6),
+        top_ids=np.stack([np.arange(6)] * 5, axis=1) % 6,
+        top_probs=np.full((6, 5), 0.2),
+        class_names=names,
+        sources=[f"={name}" for name in names],
+        epoch=0,
+        checkpoint="",
+        experiment={"choices": {"data": "mnist"}, "overrides": []},
+    )
+    with path.open(newline="") as file:
+        cells = [cell for row in csv.reader(file) for cell in row]
+    assert not [cell for cell in cells if cell.startswith(("=", "+", "-", "@"))], cells
+    rows = read_predictions(path).rows
+    assert [row["label_name"] for row in rows] == [f"'{name}" for name in names[:5]] + ["plain"]
+
+
+def test_a_sidecar_nested_too_deep_is_one_sentence(run, tmp_path):
+    csv_file = tmp_path / "a.csv"
+    shutil.copyfile(run / "predictions" / "val-epoch001.csv", csv_file)
+    csv_file.with_suffix(".json").write_text("[" * 100_000 + "]" * 100_000)
+    result = run_entry("compare.py", str(csv_file), str(csv_file), f"paths.log_dir={tmp_path / 'logs'}", check=False)
+    one_sentence(result, f"{csv_file} or its sidecar a.json is not a prediction file")
+    assert not (tmp_path / "logs").exists()
