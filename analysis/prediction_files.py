@@ -169,4 +169,28 @@ def read_predictions(path: str | Path) -> Predictions:
         raise UserError(
             f"{path} is not a prediction file of train.py or eval.py (its columns lack some of {sorted(required)}, or its sidecar a split and experiment): pass one written by this version."
         )
+    for number, row in enumerate(rows, start=2):  # line 1 is the header
+        for column, value in row.items():
+            if not _well_formed(column, value):
+                raise UserError(
+                    f"{path} line {number}: {column}={str(value)[:40]!r} is not what train.py or eval.py writes there: pass an unchanged prediction file."
+                )
     return Predictions(path, meta, rows)
+
+
+def _well_formed(column: str | None, value: str | None) -> bool:
+    """The numeric columns hold numbers of their kind (labels may be empty for unlabelled samples, losses for predict)."""
+    if column is None or value is None:  # a row longer or shorter than the header
+        return False
+    try:
+        if column == "index" or (column.startswith("pred") and column[4:].isdigit()):
+            return int(value) >= 0
+        if column in ("label", "correct"):
+            return value == "" or int(value) >= 0
+        if column.startswith("prob"):
+            return 0.0 <= float(value) <= 1.0
+        if column == "loss":
+            return value == "" or float(value) >= 0.0
+    except ValueError:
+        return False
+    return True

@@ -151,6 +151,19 @@ def read_config(run: Path) -> tuple[dict[str, Any], list[str]]:
 
 
 def read_run(run: Path) -> RunRecord:
+    """Every record of a run; records that train.py did not write (a YAML tag that builds objects, a binary timing.csv)
+    are one sentence: they are only ever read as data."""
     curves, final, wall_s = read_curves(event_dir(run / "tensorboard"))
-    config, overrides = read_config(run)
-    return RunRecord(run, curves, final, read_timing(run).get("all", {}), config, overrides, wall_s)
+    try:
+        config, overrides = read_config(run)
+        timing = read_timing(run).get("all", {})
+    except (yaml.YAMLError, UnicodeDecodeError, csv.Error, ValueError, KeyError, AttributeError) as error:
+        reason = " ".join(str(error).split())[:120] or error.__class__.__name__
+        raise UserError(
+            f"The records of {run} (.hydra/config.yaml, .hydra/overrides.yaml, timing.csv) are not those train.py writes ({reason}): report a run of train.py."
+        ) from error
+    if not isinstance(config, dict) or not all(isinstance(override, str) for override in overrides):
+        raise UserError(
+            f"The config of {run} (.hydra/config.yaml) is not a composed config of train.py: report a run of train.py."
+        )
+    return RunRecord(run, curves, final, timing, config, overrides, wall_s)

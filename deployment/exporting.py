@@ -27,6 +27,7 @@ from user_errors import UserError
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".ts", "torch_export": ".pt2"}
 ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
+MAX_IMAGE_SIDE = 4096
 
 
 class NormalizedNet(nn.Module):
@@ -112,9 +113,9 @@ def read_contract(model_path: Path) -> dict[str, Any]:
         )
     try:
         contract = json.loads(contract_path.read_text())
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
         raise UserError(
-            f"{contract_path} is not valid JSON ({error}): export the model again with export.py."
+            f"{contract_path} is not valid JSON ({error.__class__.__name__}): export the model again with export.py."
         ) from error
     if not isinstance(contract, dict) or contract.get("format") not in SUFFIXES:
         raise UserError(
@@ -123,5 +124,20 @@ def read_contract(model_path: Path) -> dict[str, Any]:
     if SUFFIXES[contract["format"]] != model_path.suffix:  # the contract does not choose which loader opens the file
         raise UserError(
             f"{contract_path} says {contract['format']}, whose files end in {SUFFIXES[contract['format']]}, but the model is {model_path.name}: export the model again with export.py."
+        )
+    shape = contract.get("input", {}).get("shape") if isinstance(contract.get("input"), dict) else None
+    names = contract.get("class_names")
+    if not (
+        isinstance(shape, list)
+        and len(shape) == 4
+        and shape[1] in (1, 3)
+        and all(isinstance(side, int) and 0 < side <= MAX_IMAGE_SIDE for side in shape[2:])
+    ):
+        raise UserError(
+            f"{contract_path} gives no input shape [batch, 1 or 3, height, width] (input.shape: {str(shape)[:60]}): export the model again with export.py."
+        )
+    if not (isinstance(names, list) and len(names) >= 2 and all(isinstance(name, str) for name in names)):
+        raise UserError(
+            f"{contract_path} gives no list of class names (class_names: {str(names)[:60]}): export the model again with export.py."
         )
     return contract

@@ -33,7 +33,28 @@ def from_checkpoint(cfg: DictConfig) -> tuple[Classifier, tuple[int, int, int], 
 def from_export(path: Path) -> tuple[Classifier, tuple[int, int, int], list[str]]:
     """An exported model run by its own runtime; shape and class names from its contract (normalisation is inside)."""
     contract = read_contract(path)
-    return load_exported(path, contract["format"]), tuple(contract["input"]["shape"][1:]), contract["class_names"]
+    names = contract["class_names"]
+    try:
+        run = load_exported(path, contract["format"])
+    except Exception as error:  # each runtime has its own errors for a file that is not its format
+        raise UserError(
+            f"{path} cannot be opened as a {contract['format']} model ({error.__class__.__name__}): export the model again with export.py."
+        ) from error
+
+    def classify(images: torch.Tensor) -> torch.Tensor:
+        try:
+            logits = run(images)
+        except Exception as error:  # a model for another input than its contract says
+            raise UserError(
+                f"{path} cannot run on the input its contract {path.with_suffix('.json').name} describes ({error.__class__.__name__}): export the model again with export.py."
+            ) from error
+        if logits.ndim != 2 or logits.shape[1] != len(names):
+            raise UserError(
+                f"{path} gives {tuple(logits.shape)} outputs but its contract names {len(names)} classes: export the model again with export.py."
+            )
+        return logits
+
+    return classify, tuple(contract["input"]["shape"][1:]), names
 
 
 def predict(cfg: DictConfig) -> None:

@@ -195,6 +195,11 @@ def resolve_output_dir(source: str | None, out: str) -> str:
         if not Path(source).is_dir():
             raise UserError(f"No folder at {source}: pass {expected}.")
     folder = Path(out).resolve()
+    with exit_on_user_error():
+        if folder.exists() and not folder.is_dir():
+            raise UserError(
+                f"out={out} is a file: give a folder to write the report into (a new one, or one of yours)."
+            )
     if folder not in _new_output_dirs:
         _new_output_dirs[folder] = None if folder.exists() else _highest_new_folder(folder)
     return out

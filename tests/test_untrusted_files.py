@@ -324,3 +324,84 @@ def test_a_sidecar_nested_too_deep_is_one_sentence(run, tmp_path):
     result = run_entry("compare.py", str(csv_file), str(csv_file), f"paths.log_dir={tmp_path / 'logs'}", check=False)
     one_sentence(result, f"{csv_file} or its sidecar a.json is not a prediction file")
     assert not (tmp_path / "logs").exists()
+
+
+CONTRACT = {"format": "onnx", "input": {"shape": ["batch", 1, 28, 28]}, "class_names": list("0123456789")}
+
+
+@pytest.mark.parametrize(
+    ("contract", "model_bytes", "said"),
+    [
+        (
+            {k: v for k, v in CONTRACT.items() if k != "input"},
+            b"",
+            "gives no input shape [batch, 1 or 3, height, width]",
+        ),
+        ({**CONTRACT, "input": {"shape": "wrong"}}, b"", "gives no input shape"),
+        ({**CONTRACT, "input": {"shape": ["batch", 1, 28, 10**9]}}, b"", "gives no input shape"),
+        ({**CONTRACT, "class_names": ["a"]}, b"", "gives no list of class names"),
+        ("a string", b"", "names no known format"),
+        (CONTRACT, b"garbage", "cannot be opened as a onnx model"),
+    ],
+)
+def test_a_broken_export_or_contract_is_one_sentence(contract, model_bytes, said, tmp_path):
+    from PIL import Image
+
+    model = tmp_path / "model.onnx"
+    model.write_bytes(model_bytes)
+    model.with_suffix(".json").write_text(json.dumps(contract))
+    image = tmp_path / "digit.png"
+    Image.new("L", (28, 28)).save(image)
+    logs = tmp_path / "logs"
+    result = run_entry("predict.py", f"exported={model}", str(image), f"paths.log_dir={logs}", check=False)
+    one_sentence(result, said)
+    assert not logs.exists()
+
+
+@pytest.mark.parametrize(("column", "value"), [("index", "abc"), ("prob1", "not-a-number"), ("pred1", "-3")])
+def test_a_prediction_file_with_a_changed_cell_is_one_sentence(column, value, run, tmp_path):
+    import csv
+
+    rows = list(csv.DictReader((run / "predictions" / "val-epoch001.csv").open(newline="")))
+    rows[3][column] = value
+    changed = tmp_path / "a.csv"
+    with changed.open("w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    shutil.copyfile(run / "predictions" / "val-epoch001.json", changed.with_suffix(".json"))
+    result = run_entry(
+        "compare.py",
+        str(changed),
+        str(run / "predictions" / "val-epoch001.csv"),
+        f"paths.log_dir={tmp_path / 'logs'}",
+        check=False,
+    )
+    one_sentence(result, f"{changed} line 5: {column}={value!r} is not what train.py or eval.py writes there")
+
+
+@pytest.mark.parametrize(
+    ("record", "content"),
+    [
+        (".hydra/config.yaml", b"seed: !!python/object/apply:os.system ['touch pwned']\n"),
+        ("timing.csv", bytes(range(256)) * 4),
+    ],
+)
+def test_report_of_records_train_py_did_not_write_is_one_sentence_and_leaves_no_folder(record, content, run, tmp_path):
+    copied = tmp_path / "shared_run"
+    shutil.copytree(run, copied)
+    (copied / record).parent.mkdir(exist_ok=True)
+    (copied / record).write_bytes(content)
+    before = tree_state(copied)
+    result = run_entry("report.py", str(copied), check=False)
+    one_sentence(result, f"The records of {copied}", "are not those train.py writes")
+    assert_unchanged(before, tree_state(copied))
+    assert not (tmp_path / "pwned").exists() and not (REPO / "pwned").exists()
+
+
+def test_report_into_an_existing_file_is_one_sentence(run, tmp_path):
+    existing = tmp_path / "notes.txt"
+    existing.write_bytes(VICTIM_BYTES)
+    result = run_entry("report.py", str(run), f"out={existing}", check=False)
+    one_sentence(result, f"out={existing} is a file")
+    assert existing.read_bytes() == VICTIM_BYTES
