@@ -28,7 +28,7 @@ def imported(arguments: list[str], **environment: str) -> tuple[subprocess.Compl
 @pytest.mark.parametrize("script", ENTRY_SCRIPTS)
 def test_help_imports_no_torch(script):
     result, modules = imported([script, "--help"])
-    assert result.returncode == 0 and "python " in result.stdout, result.stderr[-2000:]
+    assert result.returncode == 0 and result.stdout.strip(), result.stderr[-2000:]
     assert "torch" not in modules and "lightning" not in modules
 
 
