@@ -1,5 +1,6 @@
 """Training one run from its composed config: fit, then test the best checkpoint (train.py, and each trial of a search)."""
 
+import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +27,9 @@ from runs.tuning import check_finder, find_batch_size, find_lr
 from user_errors import UserError
 
 log = logging.getLogger(__name__)
+
+# the final metrics of a finished run, in its run directory (test metrics included when it tested)
+FINAL_METRICS_FILE = "metrics.json"
 
 
 def checkpoint_to_resume(cfg: DictConfig) -> str | None:
@@ -70,6 +74,12 @@ def log_global_batch(cfg: DictConfig, trainer: L.Trainer) -> None:
 def train(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> dict[str, float]:
     """Fit, then test the best checkpoint; returns the final metrics. `extra_callbacks` join the configured ones
     (a search's pruning callback). The config is checked already (runs/config_check.py)."""
+    final = Path(cfg.paths.output_dir) / FINAL_METRICS_FILE
+    if cfg.resume and final.is_file():  # training and testing again would log every final row twice
+        log.info(
+            f"resume=true: the latest run of this experiment, {cfg.paths.output_dir}, has finished ({final} holds its final metrics); nothing to resume."
+        )
+        return json.loads(final.read_text())
     ckpt_path = checkpoint_to_resume(cfg)
     if cfg.seed is not None:
         L.seed_everything(cfg.seed, workers=True)
@@ -106,5 +116,7 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> dict[str
         (test_metrics,) = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
         metrics.update(test_metrics)
     log_hyperparameters(loggers, cfg, module, final_metrics=metrics)
+    if trainer.is_global_zero:  # the run has finished: resume=true of it says so (above)
+        final.write_text(json.dumps(metrics, indent=2))
     log.info(f"Output dir: {cfg.paths.output_dir}")
     return metrics

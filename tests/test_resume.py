@@ -152,3 +152,27 @@ def test_resume_true_picks_the_latest_run_of_the_same_experiment(tmp_path):
     )
     assert f"Resuming {first} from {first}/checkpoints/last.ckpt" in (first / "train.log").read_text()
     assert "Resuming" not in (other / "train.log").read_text()
+
+
+def test_resuming_a_finished_run_says_so_and_logs_nothing_twice(tmp_path, mnist_dir):
+    """resume=true of an experiment whose latest run finished (metrics.json) changes none of its records."""
+    from tests.helpers.commands import TINY
+
+    overrides = [
+        *TINY,
+        "trainer.max_epochs=1",
+        f"data.data_dir={mnist_dir}",
+        f"paths.log_dir={tmp_path}",
+        "logger=[tensorboard,csv]",
+    ]
+    run_entry("train.py", *overrides)
+    (run,) = (tmp_path / "train" / "runs").iterdir()
+    records = {path: path.read_bytes() for path in [*run.rglob("events.out.tfevents.*"), *run.rglob("metrics.csv")]}
+    final = (run / "metrics.json").read_text()
+    again = run_entry("train.py", *overrides, "resume=true")
+    assert "has finished" in again.stderr + (run / "train.log").read_text()
+    assert [path for path in run.rglob("events.out.tfevents.*")] == [
+        path for path in records if "tfevents" in path.name
+    ]
+    assert all(path.read_bytes() == content for path, content in records.items())
+    assert (run / "metrics.json").read_text() == final and "test/top1" in final
