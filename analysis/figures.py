@@ -1,7 +1,6 @@
 """Matplotlib figures: captioned image grids, confusion matrices, most-confused pairs; PNG bytes for TensorBoard.
 
-Only numpy and matplotlib here: the training process's background worker (callbacks/background_worker.py) draws the
-validation figures with these functions without importing torch or Lightning.
+Only numpy and matplotlib here: the figures are drawn from plain arrays (callbacks/validation_figures.py, report.py).
 """
 
 import io

@@ -4,8 +4,7 @@ Files go to `<dirpath>/<split>-epochNNN.csv` (predict: `predict-<split>-epochNNN
 sidecar; the format is described in analysis/prediction_files.py. Under DDP every process keeps its own
 samples on its device until the end of the epoch; then one gather collects them, duplicates that
 DistributedSampler adds to even out the processes are dropped by sample index, and process 0 writes
-exactly one row per sample. The file itself is written by the background writer while training goes on
-(callbacks/writes_in_background.py).
+exactly one row per sample.
 """
 
 import logging
@@ -14,17 +13,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from lightning import LightningModule, Trainer
+from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.trainer.states import TrainerFn
 from torchmetrics.utilities.distributed import gather_all_tensors
 
 from analysis.prediction_files import write_predictions
-from callbacks.writes_in_background import WritesInBackground
+from user_errors import writing
 
 log = logging.getLogger(__name__)
 
 
-class PerSamplePredictions(WritesInBackground):
+class PerSamplePredictions(Callback):
     """Needs the LightningModule's evaluation steps to return {"logits": (B, K), "loss": (B,)}; predict_step {"logits": (B, K)}.
 
     Args:
@@ -95,24 +94,23 @@ class PerSamplePredictions(WritesInBackground):
         name = split if stage == split else f"{stage}-{split}"
         path = self.dirpath / (f"{name}.csv" if epoch is None else f"{name}-epoch{epoch:03d}.csv")
         datamodule = trainer.datamodule
-        self.background.submit(
-            write_predictions,
-            path,
-            what=f"the prediction file {path}",
-            on_done=lambda _: log.info(f"Wrote the predictions for {len(first)} {split} samples to {path}"),
-            split=split,
-            stage=stage,
-            index=columns["index"],
-            label=columns.get("label"),
-            loss=columns.get("loss"),
-            top_ids=columns["top_ids"],
-            top_probs=columns["top_probs"],
-            class_names=datamodule.class_names,
-            sources=[datamodule.source(split, index) for index in columns["index"].tolist()],
-            epoch=epoch,
-            checkpoint=checkpoint,
-            experiment=self.experiment,
-        )
+        with writing(f"the prediction file {path}"):
+            write_predictions(
+                path,
+                split=split,
+                stage=stage,
+                index=columns["index"],
+                label=columns.get("label"),
+                loss=columns.get("loss"),
+                top_ids=columns["top_ids"],
+                top_probs=columns["top_probs"],
+                class_names=datamodule.class_names,
+                sources=[datamodule.source(split, index) for index in columns["index"].tolist()],
+                epoch=epoch,
+                checkpoint=checkpoint,
+                experiment=self.experiment,
+            )
+        log.info(f"Wrote the predictions for {len(first)} {split} samples to {path}")
 
     # -- Lightning hooks
 

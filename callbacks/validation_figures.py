@@ -2,11 +2,9 @@
 
 Cost: per batch, a confusion-matrix update and a merge that keeps a fixed number of samples,
 misclassified ones first, all on the device with fixed shapes (no host synchronisation); per epoch,
-one confusion-matrix sync across DDP processes, after which process 0 hands the numbers to the
-background writer (callbacks/writes_in_background.py), which draws the figures with matplotlib
-while training goes on; they are added to TensorBoard at the step of their epoch when
-they are ready. The misclassified samples shown are the first ones of process 0's share of the
-validation set.
+one confusion-matrix sync across DDP processes, after which process 0 draws the figures with matplotlib
+and adds them to TensorBoard at the step of their epoch. The misclassified samples shown are the first
+ones of process 0's share of the validation set.
 """
 
 import io
@@ -14,21 +12,20 @@ from typing import Any
 
 import PIL.Image
 import torch
-from lightning import LightningModule, Trainer
+from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
 from tensorboard.compat.proto.summary_pb2 import Summary
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from analysis.figures import short_name, validation_figures
-from callbacks.writes_in_background import WritesInBackground
 
 
-class ValidationFigures(WritesInBackground):
+class ValidationFigures(Callback):
     """Needs the LightningModule's validation_step to return {"logits": (B, K), ...}.
 
     Args:
-        every_n_epochs: draw the figures of every n-th epoch, 0 for none (each costs the background writer a few tenths of a second).
+        every_n_epochs: draw the figures of every n-th epoch, 0 for none (each takes matplotlib a few tenths of a second).
         num_images: misclassified samples in the grid (tag `val/misclassified`).
         max_matrix_classes: up to this many classes the full confusion matrix is drawn with its counts
             (tag `val/confusion_matrix`); above it, a chart of the `num_pairs` most frequent
@@ -46,7 +43,6 @@ class ValidationFigures(WritesInBackground):
         self._active = False
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        super().setup(trainer, pl_module, stage)
         tensorboard = next((logger for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)), None)
         if stage == TrainerFn.FITTING and tensorboard is not None:
             self._writer = tensorboard.experiment
@@ -113,18 +109,10 @@ class ValidationFigures(WritesInBackground):
                     misclassified["predicted"].tolist(),
                 )
             ]
-        step = trainer.global_step
-        self.background.submit(
-            validation_figures,
-            matrix.cpu().numpy(),
-            names,
-            self.max_matrix_classes,
-            self.num_pairs,
-            images.numpy(),
-            captions,
-            what=f"the validation figures of epoch {trainer.current_epoch}",
-            on_done=lambda pngs: self._add_images(pngs, step),
+        pngs = validation_figures(
+            matrix.cpu().numpy(), names, self.max_matrix_classes, self.num_pairs, images.numpy(), captions
         )
+        self._add_images(pngs, trainer.global_step)
 
     def _add_images(self, pngs: dict[str, bytes], step: int) -> None:
         """PNG files into TensorBoard as they are, as add_figure would have written them."""
