@@ -30,7 +30,7 @@ def main(cfg: DictConfig) -> float | None:
 
         quiet_library_notices()
         return train(cfg).get("best_val_top1")
-    return math.nan  # only a multirun's failed job gets here (runs/entry_points.py): a result that a sweeper (Optuna) counts as failed
+    return math.nan  # only a multirun's failed job gets here (runs/entry_points.py): no result for its row of the sweep
 
 
 if __name__ == "__main__":

@@ -190,7 +190,7 @@ log = logging.getLogger(__name__)
 class WriteSweepSummary(Callback):
     """Hydra callback (conf/hydra/default.yaml, hydra.callbacks): the summary after each job and at the end of a multirun.
 
-    The rows of jobs that have ended are kept, so that a long sweep (an Optuna search of hundreds of
+    The rows of jobs that have ended are kept, so that a long sweep (hundreds of
     trials) does not read every earlier job's events again after each job.
     """
 

@@ -16,7 +16,7 @@ import pytest
 from tests.helpers.commands import REPO, activated_environment, fresh_copy, run_in_shell
 
 # pages whose commands their own tests run verbatim (they need two processes at once, or a launcher's setup)
-TESTED_ELSEWHERE = {"scale.md": "tests/test_launchers.py, tests/test_optuna_storage.py, tests/test_multinode.py"}
+TESTED_ELSEWHERE = {"scale.md": "tests/test_launchers.py, tests/test_search.py, tests/test_multinode.py"}
 DOCUMENTS = [
     REPO / "README.md",
     *sorted(path for path in (REPO / "docs").glob("*.md") if path.name not in TESTED_ELSEWHERE),
@@ -25,7 +25,8 @@ DOCUMENTS = [
 SHORTENING = {
     "python train.py": "debug=limit",
     "python compare.py": "num_images=4",
-    "hparams_search=mnist_optuna": "hydra.sweeper.n_trials=2",
+    "python search.py": "debug=limit",
+    "search.py": "search.n_trials=2",
 }
 # what a command that this machine cannot run must answer instead, in one sentence
 NEEDS_A_GPU = (
@@ -138,7 +139,9 @@ def test_documented_command_works_as_written(document, number, command, checkout
         checkouts[document] = fresh_copy(tmp_path_factory.mktemp("clone") / "classic-dl")
     checkout = checkouts[document]
     if command.startswith("tensorboard "):
-        return check_tensorboard_starts(command, checkout)
+        return check_server_starts(command, checkout, "TensorBoard")
+    if command.startswith("optuna-dashboard "):
+        return check_server_starts(command, checkout, "Listening on")
     result = run_in_shell(filled_in(shortened(command), checkout), checkout)
     output = result.stdout + result.stderr
     if any(marker in command for marker in NEEDS_A_GPU) and not _has_gpu():
@@ -165,8 +168,8 @@ def check_sweep_wrote_every_job(command: str, checkout: Path) -> None:
     assert len(list(sweep.glob("*/status.json"))) == jobs, sorted(path.name for path in sweep.iterdir())
 
 
-def check_tensorboard_starts(command: str, checkout: Path) -> None:
-    """A server: it must come up and serve the logs folder; it is then stopped."""
+def check_server_starts(command: str, checkout: Path, announcement: str) -> None:
+    """A server (TensorBoard, optuna-dashboard): it must come up and say where it serves; it is then stopped."""
     server = subprocess.Popen(
         shlex.split(command),
         cwd=checkout,
@@ -177,7 +180,7 @@ def check_tensorboard_starts(command: str, checkout: Path) -> None:
     )
     try:
         for line in server.stdout:
-            if "TensorBoard" in line and "http://" in line:
+            if announcement in line and "http://" in line:
                 return
         pytest.fail(f"{command} ended without serving (exit {server.wait()})")
     finally:

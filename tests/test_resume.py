@@ -150,8 +150,9 @@ def test_resume_true_picks_the_latest_run_of_the_same_experiment(tmp_path):
     assert sorted((logs / "train" / "runs").iterdir()) == [first, other], (
         "resume=true must not start a new run directory"
     )
-    assert f"Resuming {first} from {first}/checkpoints/last.ckpt" in (first / "train.log").read_text()
-    assert "Resuming" not in (other / "train.log").read_text()
+    # the first run has finished (one epoch): resume=true picked it, and says so
+    assert f"the latest run of this experiment, {first}, has finished" in (first / "train.log").read_text()
+    assert "resume=true" not in (other / "train.log").read_text()
 
 
 def test_resuming_a_finished_run_says_so_and_logs_nothing_twice(tmp_path, mnist_dir):

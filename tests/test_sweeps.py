@@ -1,13 +1,12 @@
 """Multiruns of train.py: one directory per job under one sweep directory, how each job ended (status.json),
-the sweep summary (summary.md and summary.csv, after every job and from sweep_summary.py), the hparams rows,
-and an Optuna search."""
+the sweep summary (summary.md and summary.csv, after every job and from sweep_summary.py) and the hparams rows
+(Optuna searches: tests/test_search.py)."""
 
 import importlib.util
 import json
 import shutil
 
 import pytest
-from omegaconf import OmegaConf
 
 from runs.entry_points import quoted
 from tests.helpers.commands import TINY, files_left, run_entry
@@ -185,30 +184,6 @@ def test_sweep_summary_command_refuses_a_folder_without_jobs_and_creates_none(tm
     assert result.returncode == 2 and len(lines) == 1, result.stderr[-3000:]
     assert lines[0].startswith(f"error: {said.format(folder=tmp_path / folder)}"), lines[0]
     assert files_left(tmp_path) == before
-
-
-@pytest.mark.skipif(
-    importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None,
-    reason="hydra-optuna-sweeper is not installed (pip install -e '.[optuna]')",
-)
-def test_optuna_search_maximises_the_best_val_top1(mnist_dir, tmp_path):
-    run_entry(
-        "train.py",
-        "hparams_search=mnist_optuna",
-        "hydra.sweeper.n_trials=2",
-        *ONE_EPOCH,
-        f"data.data_dir={mnist_dir}",
-        f"paths.log_dir={tmp_path}",
-    )
-    (sweep_dir,) = (tmp_path / "train" / "multiruns").iterdir()
-    results = {job: json.loads((sweep_dir / job / "status.json").read_text())["result"] for job in ("0", "1")}
-    best = OmegaConf.load(sweep_dir / "optimization_results.yaml")
-    assert best.best_value == pytest.approx(max(results.values()))
-    for row in read_rows(sweep_dir / "summary.csv"):
-        assert row["optimizer"] in ("sgd", "adam", "adagrad") and 1e-4 <= float(row["optimizer.lr"]) <= 0.3
-        assert 0 <= float(row["optimizer.weight_decay"]) <= 1e-3 and float(row["best_val_top1"]) == pytest.approx(
-            results[row["job"]]
-        )
 
 
 @pytest.mark.skipif(

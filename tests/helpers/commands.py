@@ -21,7 +21,7 @@ TINY = [
     "trainer.log_every_n_steps=5",
 ]
 
-# the shortening overrides that docs/scale.md lists for its commands (tests/test_launchers.py, test_optuna_storage.py)
+# the shortening overrides that docs/scale.md lists for its commands (tests/test_launchers.py, test_search.py)
 SCALE_SHORTENING = [
     "trainer=cpu",
     "debug=limit",
