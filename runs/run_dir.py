@@ -115,6 +115,23 @@ def latest_run_of(cfg: DictConfig, runs_root: Path) -> Path | None:
     return None
 
 
+def sweep_identity(task_overrides: Any) -> list[str]:
+    """A multirun's command line without the keys that say how to start: two sweeps with the same one are the same sweep."""
+    return sorted(
+        str(override) for override in task_overrides or [] if not str(override).startswith(("resume=", "ckpt_path="))
+    )
+
+
+def latest_sweep_of(cfg: DictConfig, sweeps_root: Path) -> Path | None:
+    """The sweep directory below `sweeps_root` of the same command line as `cfg`'s (its multirun.yaml, which Hydra's
+    sweeper writes first), the newest."""
+    wanted = sweep_identity(OmegaConf.select(cfg, "hydra.overrides.task"))
+    for multirun in sorted(sweeps_root.glob("*/multirun.yaml"), key=lambda path: path.stat().st_mtime, reverse=True):
+        if sweep_identity(OmegaConf.select(OmegaConf.load(multirun), "hydra.overrides.task")) == wanted:
+            return multirun.parent
+    return None
+
+
 _chosen_run_dirs: dict[tuple[bool, str, str], str] = {}
 # run directories this process created (not continued with resume=true) -> the highest of their folders it created:
 # what a failed start removes
@@ -137,6 +154,19 @@ def resolve_run_dir(resume: bool, runs_root: str, new_run_name: str, _root_: Dic
                 _created_run_dirs[Path(chosen).resolve()] = _highest_new_folder(Path(chosen).resolve())
             _create_writable(Path(chosen))
         _chosen_run_dirs[key] = chosen
+    return _chosen_run_dirs[key]
+
+
+def resolve_sweep_dir(resume: bool, sweeps_root: str, new_sweep_name: str, _root_: DictConfig) -> str:
+    """hydra.sweep.dir: a new `<sweeps_root>/<new_sweep_name>`, or with resume=true the latest sweep of the same
+    command line, whose jobs (numbered as before) then each continue from their own last.ckpt. Remembered: Hydra
+    resolves it first with the sweep's command line, then again in each job, whose overrides are the job's own."""
+    key = (bool(resume), sweeps_root, f"sweep {new_sweep_name}")
+    if key not in _chosen_run_dirs:
+        earlier = latest_sweep_of(_root_, Path(sweeps_root)) if resume else None
+        if earlier is not None:
+            log.info(f"resume=true: continuing the sweep {earlier}")
+        _chosen_run_dirs[key] = str(earlier) if earlier is not None else f"{sweeps_root}/{new_sweep_name}"
     return _chosen_run_dirs[key]
 
 
@@ -230,6 +260,7 @@ def register_resolvers() -> None:
     ${tensorboard_run_name:...}."""
     resolvers = {
         "run_dir": resolve_run_dir,
+        "sweep_dir": resolve_sweep_dir,
         "output_dir": resolve_output_dir,
         "on_rank_zero": on_rank_zero,
         "rank_suffix": rank_suffix,

@@ -170,5 +170,5 @@ def test_an_mnist_checkpoint_is_not_continued_on_fashion_mnist(mnist_dir, tmp_pa
         check=False,
     )
     assert result.returncode == 2
-    assert "was trained on MNIST, this run reads FashionMNIST" in result.stderr
+    assert "was trained with data=mnist, this run has data=fashion_mnist" in result.stderr
     assert not (tmp_path / "continued" / "checkpoints").exists()  # refused before anything was trained

@@ -139,3 +139,34 @@ def test_a_second_process_into_a_live_run_directory_is_refused_and_the_lock_dies
     # killed: its lock went with it (the file stays, naming the last holder)
     assert f"pid {first.pid} on " in (run / LOCK_FILE).read_text()
     os.close(lock_run_directory(run))
+
+
+def test_a_killed_sweep_continues_in_its_own_folder_with_resume_true(tmp_path):
+    """The same multirun command with resume=true continues the killed sweep: its jobs, numbered as before, each
+    from their own last.ckpt (or from the start, for those that had not started); no second sweep folder."""
+    import json
+
+    logs = tmp_path / "logs"
+    overrides = [
+        "-m",
+        *SMALL,
+        "optimizer.lr=0.05,0.01",
+        f"paths.log_dir={logs}",
+        "+callbacks.kill._target_=tests.helpers.failing_callback.KillAt",
+        "+callbacks.kill.moment=epoch_end",
+        "+callbacks.kill.epoch=1",
+        f"+callbacks.kill.once={tmp_path / 'killed'}",
+    ]
+    killed = run_entry("train.py", *overrides, check=False)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    (sweep,) = (logs / "train" / "multiruns").iterdir()
+    assert json.loads((sweep / "0" / "status.json").read_text())["status"] == "running"
+    run_entry("train.py", *overrides, "resume=true")
+    assert list((logs / "train" / "multiruns").iterdir()) == [sweep]
+    assert f"Resuming {sweep / '0'}" in (sweep / "0" / "train.log").read_text()
+    for job in ("0", "1"):
+        assert json.loads((sweep / job / "status.json").read_text())["status"] == "completed"
+    (metrics,) = (sweep / "0").rglob("metrics.csv")
+    with metrics.open(newline="") as file:
+        epochs = [int(float(row["epoch"])) for row in csv.DictReader(file) if row.get("val/top1")]
+    assert epochs == list(range(EPOCHS)), "each epoch's validation once, the last one included"

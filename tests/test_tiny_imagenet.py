@@ -417,6 +417,7 @@ def test_train_and_eval_run_end_to_end(pristine, tmp_path):
     run_entry(
         "eval.py",
         f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
+        "data=tiny_imagenet",  # its own keys (cache_dir) are given on the command line, so its option too
         f"data.data_dir={pristine}",
         f"data.cache_dir={tmp_path / 'cache'}",
         "splits=[val]",
