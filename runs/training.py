@@ -8,8 +8,10 @@ from pathlib import Path
 import lightning as L
 from lightning import Callback
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from omegaconf import DictConfig
 
+from analysis.run_records import read_scalars
 from checkpoints.loading import check_resumable, load_checkpoint
 from runs.build import (
     build_datamodule,
@@ -71,6 +73,17 @@ def log_global_batch(cfg: DictConfig, trainer: L.Trainer) -> None:
         )
 
 
+def last_logged_epoch_values(loggers: Sequence[Logger]) -> dict[str, float]:
+    """The latest value of each train/* and val/* scalar in this run's TensorBoard events (as TensorBoard shows them)."""
+    values: dict[str, float] = {}
+    for logger in loggers:
+        if isinstance(logger, TensorBoardLogger) and Path(logger.log_dir).is_dir():
+            for tag, events in read_scalars(Path(logger.log_dir)).items():
+                if tag.startswith(("train/", "val/")) and tag != "train/lr" and events:
+                    values[tag] = max(events, key=lambda event: event.step).value
+    return values
+
+
 def train(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> dict[str, float]:
     """Fit, then test the best checkpoint; returns the final metrics. `extra_callbacks` join the configured ones
     (a search's pruning callback). The config is checked already (runs/config_check.py)."""
@@ -106,6 +119,9 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> dict[str
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     metrics = {name: value.item() for name, value in trainer.callback_metrics.items()}
+    if ckpt_path and not any(name.startswith("val/") for name in metrics):
+        # resumed after its last epoch (stopped in the test phase): its final train and val values are those it logged
+        metrics = {**last_logged_epoch_values(loggers), **metrics}
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     if (
         best and trainer.checkpoint_callback.monitor

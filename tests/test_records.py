@@ -16,7 +16,7 @@ import pytest
 
 from runs.hydra_callbacks import LOCK_FILE, lock_run_directory
 from tests.helpers.commands import run_entry, start, wait_for
-from tests.helpers.tensorboard_events import read_scalars_as_shown
+from tests.helpers.tensorboard_events import read_scalars, read_scalars_as_shown
 
 EPOCHS = 3
 SMALL = [
@@ -96,6 +96,10 @@ def test_a_kill_after_last_ckpt_or_in_the_test_phase_loses_no_row(straight, tmp_
         assert [step for step, _ in shown[tag]] == [step for _, step, _ in straight[tag]], tag
         assert [value for _, value in shown[tag]] == pytest.approx([value for _, _, value in straight[tag]]), tag
     assert list(logs.rglob("*.tmp")) == []
+    # the hparams tab's row ends with the final values of training and validation, as the uninterrupted run's does
+    final = {tag: values[-1][1] for tag, values in read_scalars(run / "tensorboard").items() if tag.startswith("hp/")}
+    for tag in ("train/top1", "val/top1", "val/loss"):
+        assert final[f"hp/{tag.replace('/', '_')}"] == pytest.approx(straight[tag][-1][2]), tag
 
 
 def hydra_record(run: Path) -> dict[str, bytes]:
