@@ -149,7 +149,9 @@ class EpochTiming(Callback):
         }
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):  # other loggers' metric files stay free of run-to-run noise
-                logger.log_metrics(metrics, step=trainer.global_step)
+                # at the step of the epoch's last batch, as Lightning logs epoch means: a resume from this epoch's
+                # checkpoint restarts TensorBoard at the next step, which would otherwise hide these points
+                logger.log_metrics(metrics, step=trainer.global_step - 1)
         if trainer.is_global_zero and not trainer.fast_dev_run:
             self._write()
 

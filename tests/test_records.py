@@ -64,6 +64,7 @@ def straight(tmp_path_factory) -> dict[str, list[tuple[int, int, float]]]:
 @pytest.mark.parametrize(
     "moment, epoch",
     [
+        ("saving", 1),
         pytest.param("epoch_end", 0, marks=pytest.mark.slow),
         pytest.param("epoch_end", EPOCHS - 1, marks=pytest.mark.slow),
         pytest.param("test_start", 0, marks=pytest.mark.slow),
@@ -96,6 +97,9 @@ def test_a_kill_after_last_ckpt_or_in_the_test_phase_loses_no_row(straight, tmp_
         assert [step for step, _ in shown[tag]] == [step for _, step, _ in straight[tag]], tag
         assert [value for _, value in shown[tag]] == pytest.approx([value for _, _, value in straight[tag]]), tag
     assert list(logs.rglob("*.tmp")) == []
+    for tag in ("time/train_s", "time/samples_per_s"):  # each epoch's timing once, none hidden by the restart
+        steps = [step for step, _ in shown[tag]]
+        assert steps == [step for _, step, _ in straight["train/loss"]], (tag, steps)
     # the hparams tab's row ends with the final values of training and validation, as the uninterrupted run's does
     final = {tag: values[-1][1] for tag, values in read_scalars(run / "tensorboard").items() if tag.startswith("hp/")}
     for tag in ("train/top1", "val/top1", "val/loss"):

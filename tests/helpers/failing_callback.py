@@ -36,7 +36,8 @@ class KillAt(Checkpoint):
     """SIGKILLs its own process at a chosen moment, as a power cut or the OOM killer would (tests add it with
     +callbacks.kill=...). `epoch_end`: right after the epoch's last.ckpt is written, before Lightning logs the
     epoch's train/* means (a Checkpoint's on_train_epoch_end runs after the others', and this one after
-    LastCheckpoint's: it checks that last.ckpt holds this epoch). `test_start`: in the test phase.
+    LastCheckpoint's: it checks that last.ckpt holds this epoch). `saving`: while the epoch's first checkpoint is
+    being written, so that last.ckpt still holds the epoch before. `test_start`: in the test phase.
     It kills only while the file `once` does not exist, and creates it first: resume=true with the same config lives."""
 
     def __init__(self, moment: str, once: str, epoch: int = 0):
@@ -59,6 +60,10 @@ class KillAt(Checkpoint):
             assert saved_epoch == self.epoch, (
                 f"{last} holds epoch {saved_epoch}, not {self.epoch}: KillAt ran before LastCheckpoint"
             )
+            self._kill()
+
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict) -> None:
+        if self.moment == "saving" and trainer.current_epoch == self.epoch:
             self._kill()
 
     def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
