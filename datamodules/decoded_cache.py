@@ -9,6 +9,7 @@ core, with a progress bar showing the image count and rate.
 """
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -92,7 +93,7 @@ def _build(
                 path.unlink()
         raise UserError(
             f"Could not write the decoded {description} in {folder} ({error.strerror or error}): set data.cache_dir to a writable "
-            f"folder with {len(files) * int(np.prod(image_shape)) / 1e9:.1f} GB free, or data.cache=false to decode images as they are loaded."
+            f"folder with {len(files) * int(np.prod(image_shape)) / 1e6:,.0f} MB free, or data.cache=false to decode images as they are loaded."
         ) from error
     return _open(folder, manifest)
 
@@ -106,6 +107,7 @@ def _decode_all(
     partial: dict[str, Path],
 ) -> dict:
     np.lib.format.open_memmap(partial["images"], mode="w+", dtype=np.uint8, shape=(len(files), *image_shape)).flush()
+    _reserve(partial["images"])
     tasks = [
         (partial["images"], start, [str(path) for path in files[start : start + CHUNK]], image_shape)
         for start in range(0, len(files), CHUNK)
@@ -154,11 +156,23 @@ def _decode_into(task: tuple[Path, int, list[str], tuple[int, int, int]]) -> tup
     return len(files), failures
 
 
+def _reserve(path: Path) -> None:
+    """Allocate the disk blocks of a memory-mapped file now: on a full disk that is an OSError here (one sentence), where a
+    write through the map into a hole of the file would kill the process with SIGBUS."""
+    with open(path, "r+b") as file:
+        try:
+            os.posix_fallocate(file.fileno(), 0, os.fstat(file.fileno()).st_size)
+        except OSError as error:
+            if error.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # a filesystem that cannot reserve: write as before
+                raise
+
+
 def _drop_rows(path: Path, kept: np.ndarray) -> None:
     """Rewrite the cache file with only the rows in `kept` (rare: only when some files could not be decoded)."""
     full = np.load(path, mmap_mode="r")
     compact_path = path.with_name(path.name.replace(".partial", ".compact"))
     compact = np.lib.format.open_memmap(compact_path, mode="w+", dtype=full.dtype, shape=(len(kept), *full.shape[1:]))
+    _reserve(compact_path)
     for start in range(0, len(kept), CHUNK):
         compact[start : start + CHUNK] = full[kept[start : start + CHUNK]]
     compact.flush()
