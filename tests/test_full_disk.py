@@ -57,3 +57,25 @@ def test_the_tiny_imagenet_cache_on_a_full_disk_is_one_sentence_and_leaves_no_pa
         in errors[0]
     )
     assert not [path for path in full_disk.rglob("*") if path.is_file()]
+
+
+def test_an_empty_mnist_folder_on_a_read_only_disk_is_one_sentence(tmp_path):
+    folder = tmp_path / "read_only"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a read-only tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        result = run_entry(
+            "train.py",
+            *[o for o in TINY if not o.startswith("data.download")],
+            f"data.data_dir={folder}",
+            f"paths.log_dir={tmp_path / 'logs'}",
+            check=False,
+        )
+    finally:
+        subprocess.run(["umount", str(folder)], check=False)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert result.returncode == 2 and len(errors) == 1, result.stderr[-3000:]
+    assert f"Cannot write the MNIST files into {folder}/MNIST/raw (Read-only file system)" in errors[0]
+    assert not (tmp_path / "logs").exists()
