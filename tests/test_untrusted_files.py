@@ -405,3 +405,17 @@ def test_report_into_an_existing_file_is_one_sentence(run, tmp_path):
     result = run_entry("report.py", str(run), f"out={existing}", check=False)
     one_sentence(result, f"out={existing} is a file")
     assert existing.read_bytes() == VICTIM_BYTES
+
+
+@pytest.mark.parametrize(
+    ("script", "said"),
+    [
+        ("eval.py", "No file given: pass ckpt_path="),
+        ("export.py", "No file given: pass ckpt_path="),
+        ("compare.py", "a has no value: give a=VALUE on the command line."),
+    ],
+)
+def test_a_command_without_its_file_is_one_sentence_and_leaves_nothing(script, said, tmp_path):
+    result = run_entry(script, f"paths.log_dir={tmp_path / 'logs'}", check=False)
+    one_sentence(result, said)
+    assert not (tmp_path / "logs").exists()
