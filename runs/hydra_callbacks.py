@@ -198,9 +198,9 @@ class WriteSweepSummary(Callback):
         self._ended: dict[Path, dict[str, Any]] = {}
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
-        from analysis.sweep_table import write_summary
-
         if config.hydra.mode == RunMode.MULTIRUN and global_rank() == 0:
+            from analysis.sweep_table import write_summary
+
             write_summary(Path(config.hydra.sweep.dir), self._ended)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
