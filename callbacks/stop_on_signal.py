@@ -92,6 +92,10 @@ class StopOnSignal(Callback):
         if self._stopping_after_epoch is not None:
             self._stop(trainer, f"at the end of epoch {self._stopping_after_epoch}")
 
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self._any_process_signalled(trainer):  # came after the last epoch's end: stop before testing
+            self._stop(trainer, "after the last epoch, before testing")
+
     def _any_process_signalled(self, trainer: Trainer) -> bool:
         return trainer.strategy.reduce_boolean_decision(self.received is not None, all=False)
 

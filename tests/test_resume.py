@@ -177,3 +177,26 @@ def test_resuming_a_finished_run_says_so_and_logs_nothing_twice(tmp_path, mnist_
     ]
     assert all(path.read_bytes() == content for path, content in records.items())
     assert (run / "metrics.json").read_text() == final and "test/top1" in final
+
+
+def test_a_signal_after_the_last_epoch_stops_before_testing_and_resume_tests_once(tmp_path, mnist_dir):
+    """SIGTERM after every epoch has ended (the last epoch-end hooks run): the run stops with its state saved instead of
+    going on to test as if nothing came; resume=true then tests once and the run is finished."""
+    from tests.helpers.commands import TINY
+
+    overrides = [
+        *TINY,
+        "trainer.max_epochs=1",
+        f"data.data_dir={mnist_dir}",
+        f"paths.log_dir={tmp_path}",
+        "+callbacks.kill._target_=tests.helpers.failing_callback.KillAt",
+        "+callbacks.kill.moment=sigterm_after_training",
+        f"+callbacks.kill.once={tmp_path / 'signalled'}",
+    ]
+    stopped = run_entry("train.py", *overrides, check=False)
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
+    assert "training stopped by SIGTERM after the last epoch, before testing" in stopped.stderr
+    (run,) = (tmp_path / "train" / "runs").iterdir()
+    assert not (run / "metrics.json").exists()
+    run_entry("train.py", *overrides, "resume=true")
+    assert "test/top1" in (run / "metrics.json").read_text()

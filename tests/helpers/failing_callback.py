@@ -62,6 +62,11 @@ class KillAt(Checkpoint):
             )
             self._kill()
 
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.moment == "sigterm_after_training" and not self.once.exists():
+            self.once.touch()
+            os.kill(os.getpid(), signal.SIGTERM)  # after every epoch-end hook, before StopOnSignal's on_train_end
+
     def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict) -> None:
         if self.moment == "saving" and trainer.current_epoch == self.epoch:
             self._kill()
