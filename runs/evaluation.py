@@ -53,6 +53,16 @@ def replayed(key: str) -> bool:
     return group in ("model", "module") and bool(name) and name.split(".")[0] not in INITIAL_WEIGHTS
 
 
+def _names_code(value: Any) -> bool:
+    """Whether a value holds a mapping with one of Hydra's instantiation keys (`_target_`, `_args_`, `_partial_`, ...),
+    at any depth: instantiating the network would build it."""
+    if isinstance(value, dict):
+        return any(str(key).startswith("_") or _names_code(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_names_code(item) for item in value)
+    return False
+
+
 def recorded_overrides(experiment: dict[str, Any], file: str | Path, user_keys: set[str]) -> list[str]:
     """The overrides that rebuild what `file` records, as a command line; the user's own keys (`user_keys`) win."""
     advice = "use a file written by this version of train.py or eval.py, or give that setting on the command line"
@@ -81,6 +91,10 @@ def recorded_overrides(experiment: dict[str, Any], file: str | Path, user_keys: 
         key = override.key_or_group
         if override.is_add() or override.is_delete() or override.is_force_add() or override.package or key in user_keys:
             continue
+        if replayed(key) and _names_code(override.value()):
+            raise UserError(
+                f"{file} records the override {line[:80]!r}, whose value holds one of Hydra's instantiation keys (_target_, ...): a file gives values, never things to build; {advice}."
+            )
         if replayed(key):
             overrides.append(line)
     return overrides

@@ -179,6 +179,14 @@ def test_compare_of_prediction_files_choosing_places_shows_images_from_the_users
             {"overrides": ["model.no_such_setting=3"]},
             "records choices or overrides that this installation's conf/ cannot compose",
         ),
+        (
+            {"overrides": ["model.batch_norm={_target_:builtins.open,file:'VICTIM/notes.txt',mode:w}"]},
+            "whose value holds one of Hydra's instantiation keys",
+        ),
+        (
+            {"overrides": ["module.compile=[{_target_:shutil.rmtree,path:'VICTIM'}]"]},
+            "whose value holds one of Hydra's instantiation keys",
+        ),
         ({"top": {"state_dict": "weights"}}, "is not a checkpoint written by this version of train.py"),
         ({"top": {"epoch": "one"}}, "is not a checkpoint written by this version of train.py"),
         ({"top": {RUN_CONFIG_KEY: "config"}}, "is not a checkpoint written by this version of train.py"),
@@ -188,7 +196,9 @@ def test_compare_of_prediction_files_choosing_places_shows_images_from_the_users
 def test_a_record_that_does_not_compose_is_one_sentence(change, said, run, mnist_dir, victim, tmp_path):
     checkpoint = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     checkpoint[EXPERIMENT_KEY]["choices"].update(change.get("choices", {}))
-    checkpoint[EXPERIMENT_KEY]["overrides"] += change.get("overrides", [])
+    checkpoint[EXPERIMENT_KEY]["overrides"] += [
+        line.replace("VICTIM", str(victim)) for line in change.get("overrides", [])
+    ]
     checkpoint.update(change.get("top", {}))
     shared = tmp_path / "shared.ckpt"
     torch.save(checkpoint, shared)
