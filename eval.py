@@ -1,7 +1,8 @@
 """Evaluate a checkpoint of train.py: python eval.py ckpt_path=PATH [splits=[val,test]] [data.batch_size=...]
 
-The model and data are rebuilt from the config stored in the checkpoint (the `--evaluate` of the
-classic ImageNet example); overrides of data.*, model.* and module.* given here apply on top.
+The model and data are rebuilt from this installation's conf/ with the experiment the checkpoint records (the
+`--evaluate` of the classic ImageNet example; docs/trust.md); overrides given here apply on top, and the data is read
+from this command's data folder (data.data_dir).
 Writes metrics.json and, for each split, a per-sample prediction file (predictions/<split>-epochNNN.csv).
 """
 

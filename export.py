@@ -1,6 +1,6 @@
 """Export a checkpoint for deployment: python export.py ckpt_path=PATH format=onnx|torchscript|torch_export
 
-The network is rebuilt from the config stored in the checkpoint (as eval.py does), wrapped with the
+The network is rebuilt from the experiment the checkpoint records (as eval.py does, docs/trust.md), wrapped with the
 datamodule's normalisation (deployment/exporting.py) and written to model.<onnx|ts|pt2> in this command's run
 directory, with model.json beside it: the preprocessing contract (input shape and dtype, normalisation,
 class names, format, source checkpoint). The export is then run on a batch of real validation images and

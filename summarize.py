@@ -12,14 +12,14 @@ import hydra
 from omegaconf import DictConfig
 
 from runs.entry_points import exit_on_user_error
-from runs.run_dir import register_resolvers
+from runs.run_dir import discarded_if_nothing_was_trained, register_resolvers
 
 register_resolvers()  # conf/hydra/default.yaml uses ${run_dir:...}: registered before Hydra composes
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="summarize")
 def main(cfg: DictConfig) -> None:
-    with exit_on_user_error():
+    with exit_on_user_error(), discarded_if_nothing_was_trained(cfg.paths.output_dir):
         from callbacks.layer_report import classifier_layer_report  # torch and Lightning only once Hydra has composed
         from runs.build import build_datamodule, build_module
 

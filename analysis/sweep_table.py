@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+import yaml
 
 from analysis.run_records import COMPLETED, FAILED, event_dir, read_curves, read_status, read_timing
 from user_errors import UserError
@@ -43,7 +43,9 @@ def job_dirs(sweep_dir: Path) -> list[Path]:
 
 def overrides_of(job_dir: Path) -> dict[str, str]:
     """{"optimizer.lr": "0.01", ...} from the job's command-line overrides (`+key`, `++key`, `~key` as `key`)."""
-    pairs = (str(override).split("=", 1) for override in OmegaConf.load(job_dir / ".hydra" / "overrides.yaml"))
+    # plain YAML: an interpolation in a sweep from elsewhere is text here, never evaluated
+    overrides = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []
+    pairs = (str(override).split("=", 1) for override in (overrides if isinstance(overrides, list) else []))
     return {key.lstrip("+~"): value[0] if value else "(deleted)" for key, *value in pairs}
 
 

@@ -151,7 +151,7 @@ class EpochTiming(Callback):
             if isinstance(logger, TensorBoardLogger):  # other loggers' metric files stay free of run-to-run noise
                 # at the step of the epoch's last batch, as Lightning logs epoch means: a resume from this epoch's
                 # checkpoint restarts TensorBoard at the next step, which would otherwise hide these points
-                logger.log_metrics(metrics, step=trainer.global_step - 1)
+                logger.log_metrics(metrics, step=max(trainer.global_step - 1, 0))
         if trainer.is_global_zero and not trainer.fast_dev_run:
             self._write()
 

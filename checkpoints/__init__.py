@@ -1,1 +1,1 @@
-"""Reading checkpoints of train.py safely (weights and plain data only, stored configs checked) and writing them atomically."""
+"""Reading checkpoints of train.py safely (weights and plain data only, checksums and shape checked) and writing them atomically."""

@@ -76,7 +76,7 @@ class MNISTDataModule(ImageDataModule):
         **loader_options,
     ):
         super().__init__(**loader_options)
-        if torchvision_dataset not in DATASETS:  # a stored config is untrusted: never import what it names
+        if torchvision_dataset not in DATASETS:  # one of three classes, never one named by a setting
             raise UserError(
                 f"data.torchvision_dataset must be one of {', '.join(DATASETS)}, got {torchvision_dataset!r}."
             )

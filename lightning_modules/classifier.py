@@ -48,8 +48,8 @@ CYCLING_MOMENTUM = (torch.optim.lr_scheduler.OneCycleLR, torch.optim.lr_schedule
 class ImageClassifier(LightningModule):
     """Trains `net` (a config with `_target_`) on batches {"image", "label"}.
 
-    All arguments are plain data, saved as hyperparameters, so `load_from_checkpoint` rebuilds the
-    same network from a checkpoint alone.
+    All arguments are plain data, saved as hyperparameters (a record: rebuild a shared checkpoint with
+    runs.evaluation.rebuild_from_checkpoint, never `load_from_checkpoint`, which builds what the file names).
     """
 
     def __init__(

@@ -49,7 +49,7 @@ def compare(cfg: DictConfig) -> None:
     shown = [item.index for items in selection.values() for item in items]
     if not shown:
         return
-    data_cfg = rebuild_config(cfg, comparison.a.meta["experiment"], sidecar_path(comparison.a.path))
+    data_cfg, _ = rebuild_config(cfg, comparison.a.meta["experiment"], sidecar_path(comparison.a.path))
     check_config(data_cfg, groups=("data",))
     datamodule = build_datamodule(data_cfg)
     datamodule.setup("validate" if comparison.a.split == "val" else "test")

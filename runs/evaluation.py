@@ -20,15 +20,15 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from lightning import LightningModule
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from callbacks.predictions import PerSamplePredictions
-from checkpoints.loading import EXPERIMENT_KEY, load_checkpoint, load_weights
+from checkpoints.loading import EXPERIMENT_KEY, RUN_CONFIG_KEY, load_checkpoint, load_weights
 from datamodules.base import ImageDataModule
 from runs.build import build_callbacks, build_datamodule, build_loggers, build_module, build_trainer
 from runs.config_check import check_config
-from user_errors import UserError
+from user_errors import UserError, writing
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +45,22 @@ INITIAL_WEIGHTS = frozenset({"pretrained", "weights_path"})
 LONGEST_OVERRIDE = 1000
 
 
+# what a file may set of the LightningModule: what changes the metrics of the same weights (compile options name programs
+# and folders, and change nothing the weights mean)
+MODULE_SETTINGS = frozenset({"label_smoothing", "channels_last"})
+
+
 def replayed(key: str) -> bool:
-    """Whether a recorded override of `key` is composed again: the network's and module's hyperparameters and the data's identity."""
+    """Whether a recorded override of `key` is composed again: the network's hyperparameters (never a class, `_target_`,
+    nor a source of initial weights), the module's MODULE_SETTINGS and the data's identity."""
     group, _, name = key.partition(".")
+    if not name or any(part.startswith("_") for part in name.split(".")):
+        return False
     if group == "data":
         return name in DATA_IDENTITY
-    return group in ("model", "module") and bool(name) and name.split(".")[0] not in INITIAL_WEIGHTS
+    if group == "module":
+        return name in MODULE_SETTINGS
+    return group == "model" and name.split(".")[0] not in INITIAL_WEIGHTS
 
 
 def _names_code(value: Any) -> bool:
@@ -89,7 +99,15 @@ def recorded_overrides(experiment: dict[str, Any], file: str | Path, user_keys: 
                 f"{file} records the override {line[:80]!r}, which is not a valid override ({str(error).splitlines()[0]}): {advice}."
             ) from None
         key = override.key_or_group
-        if override.is_add() or override.is_delete() or override.is_force_add() or override.package or key in user_keys:
+        if (
+            override.is_add()
+            or override.is_delete()
+            or override.is_force_add()
+            or override.package
+            or key in user_keys
+            or key.split(".")[0]
+            in user_keys  # the user chose another option of that group: its settings are the user's
+        ):
             continue
         if replayed(key) and _names_code(override.value()):
             raise UserError(
@@ -100,15 +118,18 @@ def recorded_overrides(experiment: dict[str, Any], file: str | Path, user_keys: 
     return overrides
 
 
-def rebuild_config(cfg: DictConfig, experiment: dict[str, Any], file: str | Path) -> DictConfig:
+def rebuild_config(
+    cfg: DictConfig, experiment: dict[str, Any], file: str | Path, stored_config: dict[str, Any] | None = None
+) -> tuple[DictConfig, dict[str, Any]]:
     """`cfg` with its data, model and module composed from this installation's conf/, the experiment `file` records
-    and the user's command line (runs/evaluation.py's docstring)."""
+    and the user's command line (runs/evaluation.py's docstring), and that composition's own record (for the
+    prediction files it writes)."""
     hydra = HydraConfig.get()
     user = list(hydra.overrides.task)
     user_keys = {override.key_or_group for override in OverridesParser.create().parse_overrides(user)}
     recorded = recorded_overrides(experiment, file, user_keys)
     try:
-        rebuilt = compose(config_name=hydra.job.config_name, overrides=[*recorded, *user])
+        rebuilt = compose(config_name=hydra.job.config_name, overrides=[*recorded, *user], return_hydra_config=True)
     except (HydraException, OmegaConfBaseException) as error:
         reason = " ".join(str(error).split())
         raise UserError(
@@ -117,13 +138,46 @@ def rebuild_config(cfg: DictConfig, experiment: dict[str, Any], file: str | Path
     restored = cfg.copy()
     for key in RESTORED_FROM_THE_FILE:
         restored[key] = rebuilt[key]
-    return restored
+    check_same_as_trained(restored, stored_config, file, user_keys)
+    choices = {
+        group: option for group, option in rebuilt.hydra.runtime.choices.items() if not group.startswith("hydra")
+    }
+    return restored, {"choices": choices, "overrides": [*recorded, *user]}
+
+
+def check_same_as_trained(
+    rebuilt: DictConfig, stored_config: dict[str, Any] | None, file: str | Path, user_keys: set[str]
+) -> None:
+    """Compare (never build from) the file's stored config: a network setting or a data identity that this installation's
+    conf/ now composes differently (a default changed since) would evaluate other images or another network."""
+    if not isinstance(stored_config, dict):
+        return
+    for group in ("data", "model"):
+        stored, current = stored_config.get(group), OmegaConf.to_container(rebuilt[group], resolve=True)
+        if not isinstance(stored, dict) or group in user_keys:
+            continue
+        for name, value in current.items():
+            key = f"{group}.{name}"
+            if (
+                group == "data"
+                and name not in DATA_IDENTITY
+                or not replayed(key)
+                or key in user_keys
+                or name not in stored
+            ):
+                continue
+            if isinstance(value, (int, float, str, bool, list)) and stored[name] != value:
+                raise UserError(
+                    f"{file} was trained with {key}={stored[name]!r}, but this installation's conf/ composes {key}={value!r} for it: give {key}={stored[name]!r} on the command line to evaluate what was trained."
+                )
 
 
 def rebuild_from_checkpoint(cfg: DictConfig) -> tuple[DictConfig, dict, ImageDataModule, LightningModule]:
     """The checkpoint at cfg.ckpt_path, the config rebuilt from it, and its datamodule and module with its weights."""
     checkpoint = load_checkpoint(cfg.ckpt_path)
-    cfg = rebuild_config(cfg, checkpoint[EXPERIMENT_KEY], cfg.ckpt_path)
+    cfg, checkpoint["rebuilt_experiment"] = rebuild_config(
+        cfg, checkpoint[EXPERIMENT_KEY], cfg.ckpt_path, checkpoint[RUN_CONFIG_KEY]
+    )
     check_config(cfg)
     datamodule = build_datamodule(cfg)
     module = build_module(cfg, datamodule)
@@ -140,7 +194,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     for callback in trainer.callbacks:
         if isinstance(callback, PerSamplePredictions):
             callback.weights_from(cfg.ckpt_path, checkpoint["epoch"])
-            callback.experiment = checkpoint[EXPERIMENT_KEY]
+            callback.experiment = checkpoint["rebuilt_experiment"]  # what these rows index: the data evaluated
 
     metrics: dict[str, float] = {}
     for split in cfg.splits:
@@ -151,7 +205,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
             f" * {split}: top-1 {100 * split_metrics[f'{split}/top1']:.2f}%  top-5 {100 * split_metrics[f'{split}/top5']:.2f}%  "
             f"loss {split_metrics[f'{split}/loss']:.4f}  ({cfg.ckpt_path}, epoch {checkpoint.get('epoch', '?')})"
         )
-    Path(cfg.paths.output_dir, "metrics.json").write_text(
-        json.dumps({"ckpt_path": str(cfg.ckpt_path), **metrics}, indent=2)
-    )
+    with writing(f"{cfg.paths.output_dir}/metrics.json"):
+        Path(cfg.paths.output_dir, "metrics.json").write_text(
+            json.dumps({"ckpt_path": str(cfg.ckpt_path), **metrics}, indent=2)
+        )
     return metrics

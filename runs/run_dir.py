@@ -31,7 +31,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from runs.entry_points import as_user_error, exit_on_user_error
 from user_errors import UserError
@@ -110,7 +112,12 @@ def latest_run_of(cfg: DictConfig, runs_root: Path) -> Path | None:
     for last in candidates:
         run = last.parent.parent
         stored = run / ".hydra" / "config.yaml"
-        if stored.is_file() and experiment_identity(OmegaConf.load(stored)) == wanted:
+        try:  # compared unresolved (experiment_identity): nothing in the file is evaluated
+            same = stored.is_file() and experiment_identity(OmegaConf.load(stored)) == wanted
+        except (OSError, ValueError, AttributeError, OmegaConfBaseException, yaml.YAMLError):
+            log.warning(f"resume=true: {stored} cannot be read as a run's config; that run is not considered.")
+            continue
+        if same:
             return run
     return None
 
@@ -127,7 +134,12 @@ def latest_sweep_of(cfg: DictConfig, sweeps_root: Path) -> Path | None:
     sweeper writes first), the newest."""
     wanted = sweep_identity(OmegaConf.select(cfg, "hydra.overrides.task"))
     for multirun in sorted(sweeps_root.glob("*/multirun.yaml"), key=lambda path: path.stat().st_mtime, reverse=True):
-        if sweep_identity(OmegaConf.select(OmegaConf.load(multirun), "hydra.overrides.task")) == wanted:
+        try:  # read as plain YAML: an interpolation in the file is text here, never evaluated
+            recorded = (yaml.safe_load(multirun.read_text()) or {}).get("hydra", {}).get("overrides", {}).get("task")
+        except (OSError, ValueError, AttributeError, yaml.YAMLError):
+            log.warning(f"resume=true: {multirun} cannot be read as a sweep's record; that sweep is not considered.")
+            continue
+        if isinstance(recorded, list) and sweep_identity(recorded) == wanted:
             return multirun.parent
     return None
 
@@ -192,17 +204,24 @@ def _create_writable(folder: Path) -> None:
 
 @contextmanager
 def discarded_if_nothing_was_trained(run_dir: str) -> Iterator[None]:
-    """On a UserError, remove the run directory this process created if it holds no checkpoint: a start that
-    failed on a wrong setting, a wrong file or missing data leaves no empty run behind. Continued runs are never removed."""
+    """On a UserError, remove the run directory this process created if it holds nothing the command wrote (only
+    Hydra's config and log): a start that failed on a wrong setting, a wrong file or missing data leaves no empty run
+    behind, while a command that wrote results before its error (predictions, a checkpoint, an export) keeps them.
+    Continued runs are never removed."""
     try:
         yield
     except Exception as error:
         if not isinstance(as_user_error(error), UserError):
             raise
         folder = Path(run_dir).resolve()
-        if folder in _created_run_dirs and not any(folder.rglob("*.ckpt")):
+        if folder in _created_run_dirs and not any(map(_written_by_the_command, folder.rglob("*"))):
             shutil.rmtree(_created_run_dirs[folder], ignore_errors=True)
         raise
+
+
+def _written_by_the_command(path: Path) -> bool:
+    """A file the command wrote (a checkpoint, predictions, an export), not one Hydra writes as any command starts."""
+    return path.is_file() and ".hydra" not in path.parts and path.suffix not in (".log", ".lock")
 
 
 # folders report.py and sweep_summary.py write into (their hydra.run.dir) -> the highest one of them that is new, or None

@@ -296,8 +296,8 @@ class Objective:
             o for o in hydra.overrides.hydra if o.split("=", 1)[0] not in ("hydra.run.dir", "hydra.job.name")
         ]
         self.loader = GlobalHydra.instance().config_loader()
-        # a stop signal that came as a trial's training ended (StopOnSignal had no batch left to stop after): the
-        # trial completes, and the search stops after it
+        # a stop signal that came during a trial's test, after StopOnSignal stopped watching: the trial completes,
+        # and the search stops after it
         self.signal_received: int | None = None
         self._trainers: list[Any] = []
 

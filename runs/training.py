@@ -12,6 +12,7 @@ from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from omegaconf import DictConfig
 
 from analysis.run_records import read_scalars
+from checkpoints.atomic_io import atomic_write_bytes
 from checkpoints.loading import check_resumable, load_checkpoint
 from runs.build import (
     build_datamodule,
@@ -26,7 +27,7 @@ from runs.build import (
 )
 from runs.run_dir import LAST_CHECKPOINT
 from runs.tuning import check_finder, find_batch_size, find_lr
-from user_errors import UserError
+from user_errors import UserError, writing
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,10 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> dict[str
         log.info(
             f"resume=true: the latest run of this experiment, {cfg.paths.output_dir}, has finished ({final} holds its final metrics); nothing to resume."
         )
-        return json.loads(final.read_text())
+        try:
+            return json.loads(final.read_text())
+        except (OSError, ValueError):
+            return {}
     ckpt_path = checkpoint_to_resume(cfg)
     if cfg.seed is not None:
         L.seed_everything(cfg.seed, workers=True)
@@ -133,6 +137,7 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[Callback] = ()) -> dict[str
         metrics.update(test_metrics)
     log_hyperparameters(loggers, cfg, module, final_metrics=metrics)
     if trainer.is_global_zero:  # the run has finished: resume=true of it says so (above)
-        final.write_text(json.dumps(metrics, indent=2))
+        with writing(str(final)):
+            atomic_write_bytes(json.dumps(metrics, indent=2).encode(), final)
     log.info(f"Output dir: {cfg.paths.output_dir}")
     return metrics

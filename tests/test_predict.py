@@ -152,3 +152,21 @@ def test_bare_paths_and_image_arguments_become_one_images_list():
         "top_k=3",
         "images=['a.png','dir/b c.jpg','photos/']",
     ]
+
+
+def test_predictions_written_before_a_bad_image_is_reported_are_kept(
+    image_folder, mnist_dir, tmp_path_factory, tmp_path
+):
+    """An unreadable image ends the command with exit 2, after the others were predicted: their CSV stays."""
+    run = tiny_run(tmp_path_factory, mnist_dir)
+    result = run_entry(
+        "predict.py",
+        f"ckpt_path={run}/checkpoints/last.ckpt",
+        str(image_folder[0]),
+        f"data.data_dir={mnist_dir}",
+        f"paths.log_dir={tmp_path}",
+        check=False,
+    )
+    assert result.returncode == 2
+    (written,) = tmp_path.glob("predict/runs/*/predictions.csv")
+    assert len(read_rows(written)) == len(image_folder[1])

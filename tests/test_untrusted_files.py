@@ -74,6 +74,8 @@ def crafted(genuine: Path, out: Path, victim: Path, choices: dict[str, str] | No
     values = harmful_values(victim)
     checkpoint[EXPERIMENT_KEY]["overrides"] += [f"{key}={value}" for key, value in values.items()]
     checkpoint[EXPERIMENT_KEY]["overrides"].append(f"+data.root={victim}")
+    # a class or compile options (which name a compiler and a folder) from the file: never composed again
+    checkpoint[EXPERIMENT_KEY]["overrides"] += ["model._target_=shutil.rmtree", f"module.compile={{mode:{victim}}}"]
     checkpoint[EXPERIMENT_KEY]["choices"].update(choices or {})
     stored = checkpoint[RUN_CONFIG_KEY]
     stored["data"].update({key.split(".", 1)[1]: value for key, value in values.items() if key.startswith("data.")})
@@ -184,7 +186,7 @@ def test_compare_of_prediction_files_choosing_places_shows_images_from_the_users
             "whose value holds one of Hydra's instantiation keys",
         ),
         (
-            {"overrides": ["module.compile=[{_target_:shutil.rmtree,path:'VICTIM'}]"]},
+            {"overrides": ["module.label_smoothing=[{_target_:shutil.rmtree,path:'VICTIM'}]"]},
             "whose value holds one of Hydra's instantiation keys",
         ),
         ({"top": {"state_dict": "weights"}}, "is not a checkpoint written by this version of train.py"),
@@ -429,3 +431,20 @@ def test_a_command_without_its_file_is_one_sentence_and_leaves_nothing(script, s
     result = run_entry(script, f"paths.log_dir={tmp_path / 'logs'}", check=False)
     one_sentence(result, said)
     assert not (tmp_path / "logs").exists()
+
+
+def test_a_default_that_changed_since_training_is_named_not_evaluated_silently(run, mnist_dir, tmp_path):
+    """As if conf/'s default val_size had changed since the run: its record lacks the override, the stored config
+    says 100; eval names the setting instead of evaluating other images, and runs when it is given."""
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    checkpoint[EXPERIMENT_KEY]["overrides"] = [
+        line for line in checkpoint[EXPERIMENT_KEY]["overrides"] if not line.startswith("data.val_size=")
+    ]
+    shared = tmp_path / "shared.ckpt"
+    torch.save(checkpoint, shared)
+    common = [f"ckpt_path={shared}", f"data.data_dir={mnist_dir}", f"paths.log_dir={tmp_path / 'logs'}", "splits=[val]"]
+    refused = run_entry("eval.py", *common, check=False)
+    one_sentence(
+        refused, "was trained with data.val_size=100, but this installation's conf/ composes data.val_size=5000"
+    )
+    assert " * val: top-1 " in run_entry("eval.py", *common, "data.val_size=100").stdout
