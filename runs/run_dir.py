@@ -204,8 +204,8 @@ def _create_writable(folder: Path) -> None:
 
 @contextmanager
 def discarded_if_nothing_was_trained(run_dir: str) -> Iterator[None]:
-    """On a UserError, remove the run directory this process created if it holds nothing the command wrote (only
-    Hydra's config and log): a start that failed on a wrong setting, a wrong file or missing data leaves no empty run
+    """On a UserError, remove the run directory this process created if it holds no result of the command (a
+    checkpoint, predictions, an export: RESULT_SUFFIXES): a start that failed on a wrong setting, a wrong file or missing data leaves no empty run
     behind, while a command that wrote results before its error (predictions, a checkpoint, an export) keeps them.
     Continued runs are never removed."""
     try:
@@ -219,9 +219,13 @@ def discarded_if_nothing_was_trained(run_dir: str) -> Iterator[None]:
         raise
 
 
+# what a command writes as its results: checkpoints, prediction and metric files, exported models with their contract
+RESULT_SUFFIXES = (".ckpt", ".csv", ".json", ".onnx", ".pt2", ".ts")
+
+
 def _written_by_the_command(path: Path) -> bool:
-    """A file the command wrote (a checkpoint, predictions, an export), not one Hydra writes as any command starts."""
-    return path.is_file() and ".hydra" not in path.parts and path.suffix not in (".log", ".lock")
+    """A result the command wrote before its error (not Hydra's record, a log, or events of a start that failed)."""
+    return path.is_file() and ".hydra" not in path.parts and path.suffix in RESULT_SUFFIXES
 
 
 # folders report.py and sweep_summary.py write into (their hydra.run.dir) -> the highest one of them that is new, or None

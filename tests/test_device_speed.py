@@ -20,7 +20,7 @@ CORES = len(os.sched_getaffinity(0))
 def test_settings_without_their_devices_are_skipped_not_run(tmp_path):
     hidden_gpus = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # no GPU for torch, whatever the machine has
     result = subprocess.run(
-        [sys.executable, "benchmarks/device_speed.py", "--settings", "gpu,gpu_ddp", "--out", str(tmp_path)],
+        [sys.executable, "-m", "benchmarks.device_speed", "--settings", "gpu,gpu_ddp", "--out", str(tmp_path)],
         cwd=REPO,
         env=hidden_gpus,
         capture_output=True,
@@ -83,7 +83,7 @@ def test_an_efficiency_above_100_percent_is_marked_as_an_artefact_with_its_reaso
 def test_each_setting_runs_with_its_threads_pinned(tmp_path):
     small = ["data.train_size=1024", "data.val_size=256", "trainer.max_epochs=1"]
     result = subprocess.run(
-        [sys.executable, "benchmarks/device_speed.py", "--settings", "cpu,cpu_ddp", "--out", str(tmp_path), *small],
+        [sys.executable, "-m", "benchmarks.device_speed", "--settings", "cpu,cpu_ddp", "--out", str(tmp_path), *small],
         cwd=REPO,
         capture_output=True,
         text=True,
