@@ -17,9 +17,8 @@ from pathlib import Path
 
 import optuna
 
-from benchmarks.runs import load
+from benchmarks.runs import REPO, load
 
-REPO = Path(__file__).resolve().parents[1]
 # short trials: 6 epochs of 30 batches (3,840 images), the whole validation split (5,000 images) after each
 SETTINGS = [
     "hparams_search=mnist_optuna",

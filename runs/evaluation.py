@@ -12,7 +12,7 @@ where, caches, outputs) only from the user's config: a file cannot name either (
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from hydra import compose
 from hydra.core.global_hydra import GlobalHydra
@@ -172,29 +172,37 @@ def check_same_as_trained(
                 )
 
 
-def rebuild_from_checkpoint(cfg: DictConfig) -> tuple[DictConfig, dict, ImageDataModule, LightningModule]:
-    """The checkpoint at cfg.ckpt_path, the config rebuilt from it, and its datamodule and module with its weights."""
+class Rebuilt(NamedTuple):
+    """A checkpoint rebuilt: the config composed for it, its contents, its datamodule and module (with its weights),
+    and the record of that composition (what the prediction files of this command index)."""
+
+    cfg: DictConfig
+    checkpoint: dict[str, Any]
+    datamodule: ImageDataModule
+    module: LightningModule
+    experiment: dict[str, Any]
+
+
+def rebuild_from_checkpoint(cfg: DictConfig) -> Rebuilt:
     checkpoint = load_checkpoint(cfg.ckpt_path)
-    cfg, checkpoint["rebuilt_experiment"] = rebuild_config(
-        cfg, checkpoint[EXPERIMENT_KEY], cfg.ckpt_path, checkpoint[RUN_CONFIG_KEY]
-    )
+    cfg, experiment = rebuild_config(cfg, checkpoint[EXPERIMENT_KEY], cfg.ckpt_path, checkpoint[RUN_CONFIG_KEY])
     check_config(cfg)
     datamodule = build_datamodule(cfg)
     module = build_module(cfg, datamodule)
     load_weights(module, checkpoint, cfg.ckpt_path)
-    return cfg, checkpoint, datamodule, module
+    return Rebuilt(cfg, checkpoint, datamodule, module, experiment)
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     unknown = sorted(set(cfg.splits) - {"val", "test"})
     if unknown:
         raise UserError(f"splits may name val and test, not {unknown}.")
-    cfg, checkpoint, datamodule, module = rebuild_from_checkpoint(cfg)
+    cfg, checkpoint, datamodule, module, experiment = rebuild_from_checkpoint(cfg)
     trainer = build_trainer(cfg, build_callbacks(cfg), build_loggers(cfg))
     for callback in trainer.callbacks:
         if isinstance(callback, PerSamplePredictions):
             callback.weights_from(cfg.ckpt_path, checkpoint["epoch"])
-            callback.experiment = checkpoint["rebuilt_experiment"]  # what these rows index: the data evaluated
+            callback.experiment = experiment  # what these rows index: the data evaluated
 
     metrics: dict[str, float] = {}
     for split in cfg.splits:

@@ -34,7 +34,7 @@ def export_checkpoint(cfg: DictConfig) -> dict:
         raise UserError(
             f"verify_images must be at least 3 (the export is traced on 2 images and checked on a larger batch), got {cfg.verify_images}."
         )
-    cfg, checkpoint, datamodule, module = rebuild_from_checkpoint(cfg)
+    cfg, checkpoint, datamodule, module, _ = rebuild_from_checkpoint(cfg)
     module.eval()
     model = NormalizedNet(module.net, datamodule.mean, datamodule.std).eval()
 

@@ -109,7 +109,7 @@ def read_named_files(config: DictConfig) -> None:
         readers[kind](path)
 
 
-class RefuseUntrustedFiles(Callback):
+class ReadNamedFiles(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         with exit_on_user_error():
             read_named_files(config)

@@ -20,7 +20,7 @@ Classifier = Callable[[torch.Tensor], torch.Tensor]  # uint8 images (B, C, H, W)
 
 def from_checkpoint(cfg: DictConfig) -> tuple[Classifier, tuple[int, int, int], list[str]]:
     """The network of a checkpoint with its datamodule's normalisation, its input shape and class names."""
-    _, _, datamodule, module = rebuild_from_checkpoint(cfg)
+    _, _, datamodule, module, _ = rebuild_from_checkpoint(cfg)
     module.eval()
 
     def classify(images: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from tests.helpers.commands import TINY, run_entry
+from tests.helpers.mounts import tmpfs
 
 HYDRA_EXIT, USER_ERROR_EXIT = 1, 2
 
@@ -442,17 +443,8 @@ def test_nan_loss_stops_naming_the_batch_and_keeps_the_last_good_checkpoint(mnis
 @pytest.fixture
 def small_disk(tmp_path):
     """A 400 KiB filesystem (tmpfs): room for the run's config and logs, not for a checkpoint."""
-    mount = tmp_path / "small_disk"
-    mount.mkdir()
-    if (
-        shutil.which("mount") is None
-        or subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(mount)], capture_output=True
-        ).returncode
-    ):
-        pytest.skip("mounting a small tmpfs needs root (or CAP_SYS_ADMIN)")
-    yield mount
-    subprocess.run(["umount", str(mount)], check=True)
+    with tmpfs(tmp_path / "small_disk", "size=400k") as folder:
+        yield folder
 
 
 def test_a_full_disk_stops_with_one_sentence_and_leaves_no_partial_checkpoint(small_disk, mnist_dir):

@@ -2,24 +2,19 @@
 and the decoded Tiny-ImageNet cache (memory-mapped: without its blocks reserved first, a write into the map on a full
 disk kills the process with SIGBUS). The full disk is a small tmpfs, which the tests (root, as CI) mount."""
 
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from benchmarks.tiny_imagenet_files import write_tiny_imagenet
 from tests.helpers.commands import TINY, run_entry
+from tests.helpers.mounts import tmpfs
 
 
 @pytest.fixture
 def full_disk(tmp_path) -> Path:
-    folder = tmp_path / "small_disk"
-    folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
-    yield folder
-    subprocess.run(["umount", str(folder)], check=False)
+    with tmpfs(tmp_path / "small_disk", "size=256k") as folder:
+        yield folder
 
 
 def test_mnist_unpacked_onto_a_full_disk_is_one_sentence_and_leaves_no_partial_file(full_disk, tmp_path):
@@ -60,12 +55,7 @@ def test_the_tiny_imagenet_cache_on_a_full_disk_is_one_sentence_and_leaves_no_pa
 
 
 def test_an_empty_mnist_folder_on_a_read_only_disk_is_one_sentence(tmp_path):
-    folder = tmp_path / "read_only"
-    folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(folder)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a read-only tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
+    with tmpfs(tmp_path / "read_only", "ro,size=64k") as folder:
         result = run_entry(
             "train.py",
             *[o for o in TINY if not o.startswith("data.download")],
@@ -73,8 +63,6 @@ def test_an_empty_mnist_folder_on_a_read_only_disk_is_one_sentence(tmp_path):
             f"paths.log_dir={tmp_path / 'logs'}",
             check=False,
         )
-    finally:
-        subprocess.run(["umount", str(folder)], check=False)
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert result.returncode == 2 and len(errors) == 1, result.stderr[-3000:]
     assert f"Cannot write the MNIST files into {folder}/MNIST/raw (Read-only file system)" in errors[0]
