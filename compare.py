@@ -1,22 +1,17 @@
-"""Compare two checkpoints or prediction files sample by sample: python compare.py A B [split=val] [num_images=16]
-
-A and B are per-sample prediction files (<run dir>/predictions/*.csv, written by train.py and eval.py)
-or checkpoints; a checkpoint is first evaluated on `split` by eval.py's own code, into <this run>/a
-and <this run>/b. Prints both accuracies, the agreement rate, the right->wrong and wrong->right flips
-and the samples judged differently; writes disagreements.csv and contact_sheet.png (the first
-right->wrong and wrong->right flips, up to `num_images` in all, half each, the most confident mistakes
-first, captioned with the true class and both predictions with their confidence), which is also
-logged to TensorBoard. The images come from the dataset rebuilt from this installation's conf/ with the
-experiment that the prediction file's JSON sidecar records (runs/evaluation.py), read from the user's own data folder. `python compare.py A B` is short for `python compare.py a=A b=B`.
-"""
+"""Compare two checkpoints or prediction files sample by sample: python compare.py A B [split=val] [num_images=24]
+(docs/analysis.md); `python compare.py A B` is short for `python compare.py a=A b=B`."""
 
 import sys
 
 import hydra
 from omegaconf import DictConfig
 
-from runs.entry_points import exit_on_user_error, positional_to_overrides
-from runs.run_dir import discarded_if_nothing_was_trained, register_resolvers
+from runs.entry_points import (
+    discarded_if_nothing_was_trained,
+    exit_on_user_error,
+    positional_to_overrides,
+    register_resolvers,
+)
 
 register_resolvers()  # conf/hydra/default.yaml uses ${run_dir:...}: registered before Hydra composes
 

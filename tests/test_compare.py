@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from analysis.comparison import check_comparable
 from analysis.prediction_files import read_predictions, write_predictions
 from runs.build import build_datamodule
+from runs.comparing import check_comparable
 from tests.helpers.commands import run_entry
 from tests.helpers.compose import compose_config
 from tests.helpers.csv_rows import read_rows
