@@ -1,17 +1,10 @@
 """Export a checkpoint for deployment: python export.py ckpt_path=PATH format=onnx|torchscript|torch_export
-
-The network is rebuilt from the experiment the checkpoint records (as eval.py does, docs/trust.md), wrapped with the
-datamodule's normalisation (deployment/exporting.py) and written to model.<onnx|ts|pt2> in this command's run
-directory, with model.json beside it: the preprocessing contract (input shape and dtype, normalisation,
-class names, format, source checkpoint). The export is then run on a batch of real validation images and
-its logits compared with the eager network's; a difference above `tolerance` ends with exit code 2.
-"""
+(docs/export.md): model.<onnx|ts|pt2> and its contract model.json in this command's run directory."""
 
 import hydra
 from omegaconf import DictConfig
 
-from runs.entry_points import exit_on_user_error
-from runs.run_dir import discarded_if_nothing_was_trained, register_resolvers
+from runs.entry_points import discarded_if_nothing_was_trained, exit_on_user_error, register_resolvers
 
 register_resolvers()  # conf/hydra/default.yaml uses ${run_dir:...}: registered before Hydra composes
 

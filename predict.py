@@ -1,20 +1,12 @@
-"""Predict the class of image files: python predict.py ckpt_path=PATH IMAGE_OR_FOLDER [...] [top_k=5]
-
-Also `exported=PATH` (a model.<onnx|ts|pt2> written by export.py) instead of ckpt_path, and `image=PATH`
-(repeatable) or `images=[a.png,b.png]` instead of bare paths; a folder stands for the image files in it.
-Any size or mode (grayscale, RGB, RGBA, palette; PNG, JPEG, ...) is brought to the network's input as
-deployment/image_input.py says. Prints the top-k classes with their probabilities per image and writes them to
-predictions.csv in this command's run directory. An image that cannot be read is named in one sentence on
-stderr, the others are still predicted, and the command then exits with code 2.
-"""
+"""Predict the classes of image files: python predict.py ckpt_path=PATH|exported=PATH IMAGE_OR_FOLDER [...] [top_k=5]
+(docs/export.md); bare paths and image=PATH arguments become one images=[...] list."""
 
 import sys
 
 import hydra
 from omegaconf import DictConfig
 
-from runs.entry_points import exit_on_user_error, quoted
-from runs.run_dir import discarded_if_nothing_was_trained, register_resolvers
+from runs.entry_points import discarded_if_nothing_was_trained, exit_on_user_error, quoted, register_resolvers
 
 
 def gather_images(arguments: list[str]) -> list[str]:

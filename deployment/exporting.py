@@ -1,17 +1,5 @@
-"""Exporting a trained network for deployment, its preprocessing folded in, and running the exported files.
-
-The exported model takes what the datasets serve: uint8 images (batch, C, H, W) in [0, 255], and returns
-logits (batch, classes). The normalisation the datamodule applies on the device, (x / 255 - mean) / std,
-is inside the model, so a deployment only has to bring an image to C x H x W (the contract JSON beside
-the file says how). The batch dimension is dynamic in every format.
-
-Formats, with torch's current APIs:
-- torch_export: torch.export.export + torch.export.save (.pt2), loaded with torch.export.load.
-- onnx: torch.onnx.export(dynamo=True) (.onnx), run with onnxruntime; needs onnx, onnxscript, onnxruntime.
-- torchscript: torch.jit.trace (.ts), loaded with torch.jit.load, also from C++ (libtorch). TorchScript
-  is deprecated in favour of torch.export, and a trace records one path through the code: fine for
-  networks without data-dependent control flow (all of ours); the export is verified on another batch size.
-"""
+"""Exported models through torch's own exporters, with the datamodule's normalisation folded in and a JSON contract
+beside them (no library writes one), and a user's image brought to their input."""
 
 import importlib.util
 import json
@@ -20,26 +8,30 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image, UnidentifiedImageError
 from torch import nn
+from torchvision.transforms.v2.functional import pil_to_tensor
 
+from datamodules.image_files import PIL_MODES, BadImageFile, to_mode
 from user_errors import UserError
 
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".ts", "torch_export": ".pt2"}
 ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 MAX_IMAGE_SIDE = 4096
+AGAIN = "export the model again with export.py"
 
 
 class NormalizedNet(nn.Module):
-    """The network with the datamodule's normalisation in front: uint8 (B, C, H, W) images -> logits."""
+    """uint8 images (B, C, H, W) -> logits: (x / 255 - mean) / std as one multiply-add, as ImageDataModule.normalize."""
 
     def __init__(self, net: nn.Module, mean: Sequence[float], std: Sequence[float]):
         super().__init__()
         self.net = net
-        mean, std = torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1)
-        # (x / 255 - mean) / std as one multiply-add, as ImageDataModule.normalize computes it
+        std = torch.tensor(std).view(1, -1, 1, 1)
         self.register_buffer("scale", 1.0 / (255.0 * std))
-        self.register_buffer("shift", -mean / std)
+        self.register_buffer("shift", -torch.tensor(mean).view(1, -1, 1, 1) / std)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images.to(torch.float32) * self.scale + self.shift)
@@ -48,31 +40,23 @@ class NormalizedNet(nn.Module):
 def check_format(name: str) -> None:
     if name not in SUFFIXES:
         raise UserError(f"format must be one of {', '.join(SUFFIXES)}, not {name!r}.")
-    if name == "onnx":
-        missing = [package for package in ONNX_PACKAGES if importlib.util.find_spec(package) is None]
-        if missing:
-            raise UserError(
-                f"format=onnx needs the packages {', '.join(ONNX_PACKAGES)} and {', '.join(missing)} is not installed: pip install 'classic-dl[export]' (or pip install {' '.join(missing)})."
-            )
+    missing = [package for package in ONNX_PACKAGES if name == "onnx" and importlib.util.find_spec(package) is None]
+    if missing:
+        raise UserError(
+            f"format=onnx needs the packages {', '.join(ONNX_PACKAGES)} and {', '.join(missing)} is not installed: pip install 'classic-dl[export]' (or pip install {' '.join(missing)})."
+        )
 
 
-def export(model: NormalizedNet, example: torch.Tensor, file_format: str, path: Path) -> None:
-    """Write `model` (in eval mode) to `path`, traced on `example` (uint8 images) with a dynamic batch dimension."""
+def export(model: nn.Module, example: torch.Tensor, file_format: str, path: Path) -> None:
+    """`model` in eval mode, traced on `example` (uint8 images) with a dynamic batch dimension, written to `path`."""
     model.eval()
-    batch = torch.export.Dim("batch")
+    dynamic = ({0: torch.export.Dim("batch")},)
     if file_format == "torch_export":
-        torch.export.save(torch.export.export(model, (example,), dynamic_shapes=({0: batch},)), path)
+        torch.export.save(torch.export.export(model, (example,), dynamic_shapes=dynamic), path)
     elif file_format == "onnx":
+        names = {"input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME]}
         torch.onnx.export(
-            model,
-            (example,),
-            str(path),
-            dynamo=True,
-            dynamic_shapes=({0: batch},),
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            external_data=False,
-            verbose=False,
+            model, (example,), str(path), dynamo=True, dynamic_shapes=dynamic, external_data=False, **names
         )
     else:
         with torch.no_grad():
@@ -80,30 +64,23 @@ def export(model: NormalizedNet, example: torch.Tensor, file_format: str, path: 
 
 
 def load_exported(path: Path, file_format: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A function from uint8 images (B, C, H, W) to logits, running the exported file with its own runtime."""
-    if file_format == "torch_export":
-        program = torch.export.load(path).module()
-        return lambda images: _no_grad(program, images)
-    if file_format == "torchscript":
-        script = torch.jit.load(str(path), map_location="cpu")
-        return lambda images: _no_grad(script, images)
-    import onnxruntime  # optional: check_format said which package to install
+    """uint8 images (B, C, H, W) -> logits, run by the exported file's own runtime."""
+    if file_format == "onnx":
+        import onnxruntime  # optional: check_format names the packages
 
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return lambda images: torch.from_numpy(session.run([OUTPUT_NAME], {INPUT_NAME: images.cpu().numpy()})[0])
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return lambda images: torch.from_numpy(session.run([OUTPUT_NAME], {INPUT_NAME: images.cpu().numpy()})[0])
+    loaded = torch.export.load(path).module() if file_format == "torch_export" else torch.jit.load(str(path), "cpu")
 
+    def run(images: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return loaded(images)
 
-def _no_grad(model: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor) -> torch.Tensor:
-    with torch.no_grad():
-        return model(images)
-
-
-def write_contract(path: Path, contract: dict[str, Any]) -> None:
-    path.write_text(json.dumps(contract, indent=2) + "\n")
+    return run
 
 
 def read_contract(model_path: Path) -> dict[str, Any]:
-    """The contract JSON written beside an exported model (same name, .json)."""
+    """The contract JSON beside an exported model, checked; the model file's suffix, never the contract, picks the runtime."""
     contract_path = model_path.with_suffix(".json")
     if not model_path.is_file():
         raise UserError(f"No exported model at {model_path}: pass exported=PATH of a file written by export.py.")
@@ -114,19 +91,16 @@ def read_contract(model_path: Path) -> dict[str, Any]:
     try:
         contract = json.loads(contract_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
+        raise UserError(f"{contract_path} is not valid JSON ({error.__class__.__name__}): {AGAIN}.") from error
+    contract = contract if isinstance(contract, dict) else {}
+    file_format = contract.get("format")
+    if file_format not in tuple(SUFFIXES):
+        raise UserError(f"{contract_path} names no known format (format: {file_format!r}): {AGAIN}.")
+    if SUFFIXES[file_format] != model_path.suffix:
         raise UserError(
-            f"{contract_path} is not valid JSON ({error.__class__.__name__}): export the model again with export.py."
-        ) from error
-    if not isinstance(contract, dict) or contract.get("format") not in SUFFIXES:
-        raise UserError(
-            f"{contract_path} names no known format (format: {contract.get('format') if isinstance(contract, dict) else None!r}): export the model again with export.py."
+            f"{contract_path} says {file_format}, whose files end in {SUFFIXES[file_format]}, but the model is {model_path.name}: {AGAIN}."
         )
-    if SUFFIXES[contract["format"]] != model_path.suffix:  # the contract does not choose which loader opens the file
-        raise UserError(
-            f"{contract_path} says {contract['format']}, whose files end in {SUFFIXES[contract['format']]}, but the model is {model_path.name}: export the model again with export.py."
-        )
-    shape = contract.get("input", {}).get("shape") if isinstance(contract.get("input"), dict) else None
-    names = contract.get("class_names")
+    shape = contract["input"].get("shape") if isinstance(contract.get("input"), dict) else None
     if not (
         isinstance(shape, list)
         and len(shape) == 4
@@ -134,10 +108,35 @@ def read_contract(model_path: Path) -> dict[str, Any]:
         and all(isinstance(side, int) and 0 < side <= MAX_IMAGE_SIDE for side in shape[2:])
     ):
         raise UserError(
-            f"{contract_path} gives no input shape [batch, 1 or 3, height, width] (input.shape: {str(shape)[:60]}): export the model again with export.py."
+            f"{contract_path} gives no input shape [batch, 1 or 3, height, width] (input.shape: {str(shape)[:60]}): {AGAIN}."
         )
+    names = contract.get("class_names")
     if not (isinstance(names, list) and len(names) >= 2 and all(isinstance(name, str) for name in names)):
-        raise UserError(
-            f"{contract_path} gives no list of class names (class_names: {str(names)[:60]}): export the model again with export.py."
-        )
+        raise UserError(f"{contract_path} gives no list of class names (class_names: {str(names)[:60]}): {AGAIN}.")
     return contract
+
+
+def load_as_input(path: Path | str, input_shape: tuple[int, int, int]) -> torch.Tensor:
+    """uint8 (C, H, W): the mode converted as the datasets convert theirs, the whole image resized to H x W (PIL bilinear)."""
+    channels, height, width = input_shape
+    try:
+        with Image.open(path) as image:
+            converted = to_mode(image, PIL_MODES[channels])
+            return pil_to_tensor(converted.resize((width, height), Image.Resampling.BILINEAR))
+    except FileNotFoundError as error:
+        raise BadImageFile(f"{path} does not exist") from error
+    except UnidentifiedImageError as error:  # its message repeats the path
+        raise BadImageFile(f"{path} cannot be read as an image (not an image file PIL knows)") from error
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:  # truncated, corrupt
+        raise BadImageFile(f"{path} cannot be read as an image ({error})") from error
+
+
+def image_files(paths: list[str]) -> list[Path]:
+    """The files named, a folder standing for the image files in it (sorted by name)."""
+    found = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found += sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            found.append(path)
+    return found

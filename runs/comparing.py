@@ -20,9 +20,8 @@ from analysis.prediction_files import (
     read_predictions,
     sidecar_path,
 )
-from runs.build import build_datamodule, build_loggers
+from runs.build import build_datamodule, build_loggers, evaluate, rebuild_config
 from runs.config_check import check_config
-from runs.evaluation import evaluate, rebuild_config
 from user_errors import UserError
 
 FIX = "compare predictions of the same split of the same dataset (with checkpoints, pass split=val or split=test)"

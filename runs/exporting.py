@@ -1,31 +1,15 @@
-"""Exporting a checkpoint of train.py with its input contract, verified against the eager model (export.py)."""
+"""export.py: a checkpoint exported with its input contract, verified on real images against the eager network."""
 
+import json
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
 
 from datamodules.image_files import PIL_MODES
-from deployment.exporting import (
-    INPUT_NAME,
-    OUTPUT_NAME,
-    SUFFIXES,
-    NormalizedNet,
-    check_format,
-    export,
-    load_exported,
-    write_contract,
-)
-from deployment.image_input import RESIZE_FILTER
-from runs.evaluation import rebuild_from_checkpoint
+from deployment.exporting import INPUT_NAME, OUTPUT_NAME, SUFFIXES, NormalizedNet, check_format, export, load_exported
+from runs.build import rebuild_from_checkpoint
 from user_errors import UserError
-
-
-def real_batch(datamodule, size: int) -> torch.Tensor:
-    """The first `size` validation images, uint8 (B, C, H, W), as the loaders serve them."""
-    datamodule.setup("validate")
-    dataset = datamodule.dataset("val")
-    return dataset.__getitems__(list(range(min(size, len(dataset)))))["image"]
 
 
 def export_checkpoint(cfg: DictConfig) -> dict:
@@ -36,26 +20,21 @@ def export_checkpoint(cfg: DictConfig) -> dict:
         )
     cfg, checkpoint, datamodule, module, _ = rebuild_from_checkpoint(cfg)
     module.eval()
-    model = NormalizedNet(module.net, datamodule.mean, datamodule.std).eval()
-
-    images = real_batch(datamodule, cfg.verify_images)
+    datamodule.setup("validate")
+    val = datamodule.dataset("val")
+    images = val.__getitems__(list(range(min(cfg.verify_images, len(val)))))["image"]
     path = Path(cfg.paths.output_dir) / f"model{SUFFIXES[cfg.format]}"
-    # traced on 2 images (torch.export specialises a batch of 1), verified on more: a batch size baked in would show
-    try:
-        export(model, images[:2], cfg.format, path)
-    except (
-        Exception
-    ) as error:  # torch's exporters raise many types; the first line names the construct they cannot handle
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else error.__class__.__name__
+    try:  # traced on 2 images (torch.export specialises a batch of 1), verified on more: a batch size baked in shows
+        export(NormalizedNet(module.net, datamodule.mean, datamodule.std), images[:2], cfg.format, path)
+    except Exception as error:  # torch's exporters raise many types; the first line names what they cannot handle
+        reason = (str(error).strip().splitlines() or [error.__class__.__name__])[0]
         raise UserError(
             f"torch could not export {cfg.model._target_} as {cfg.format} ({reason}): try another format."
         ) from error
     with torch.no_grad():
-        eager = module(datamodule.normalize(images))  # the path of training and eval.py: the datamodule normalises
-    exported = load_exported(path, cfg.format)(images)
-    difference = (exported - eager).abs().max().item()
+        eager = module(datamodule.normalize(images))  # the path of training and eval.py
+    difference = (load_exported(path, cfg.format)(images) - eager).abs().max().item()
     matches = difference <= cfg.tolerance
-
     channels, height, width = datamodule.input_shape
     contract = {
         "format": cfg.format,
@@ -73,7 +52,7 @@ def export_checkpoint(cfg: DictConfig) -> dict:
         },
         "preprocessing": {
             "image_mode": PIL_MODES[channels],
-            "resize": f"to {height}x{width} (height x width), PIL {RESIZE_FILTER.name.lower()}, the whole image",
+            "resize": f"to {height}x{width} (height x width), PIL bilinear, the whole image",
             "normalization": "inside the model: (x / 255 - mean) / std per channel",
             "mean": list(datamodule.mean),
             "std": list(datamodule.std),
@@ -94,7 +73,7 @@ def export_checkpoint(cfg: DictConfig) -> dict:
         },
         "torch_version": torch.__version__,
     }
-    write_contract(path.with_suffix(".json"), contract)
+    path.with_suffix(".json").write_text(json.dumps(contract, indent=2) + "\n")
     print(f"exported {cfg.ckpt_path} as {cfg.format} to {path} (preprocessing contract {path.with_suffix('.json')})")
     if not matches:
         raise UserError(

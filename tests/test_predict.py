@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from datamodules.image_files import decode_image
-from deployment.image_input import load_as_input
+from deployment.exporting import load_as_input
 from predict import gather_images
 from tests.helpers.commands import run_entry
 from tests.helpers.csv_rows import read_rows
