@@ -10,9 +10,8 @@ from torchvision.models import get_model_weights
 
 from callbacks.layer_report import classifier_layer_report, layer_report
 from lightning_modules.nets.rnn import RowRNN, RowsAsSequence
-from lightning_modules.nets.torchvision_net import ARCHITECTURES
 from runs.build import build_datamodule, build_module
-from tests.helpers.commands import run_entry
+from tests.helpers.commands import REPO, run_entry
 from tests.helpers.compose import compose_config, group_options
 from tests.helpers.tensorboard_events import has_graph
 from user_errors import UserError
@@ -119,19 +118,21 @@ def test_tensorboard_graph_traces_every_model(model, tmp_path, mnist_dir):
     assert has_graph(tmp_path / "tb")
 
 
-def torchvision_name(arch: str, batch_norm: bool) -> str:
-    return ARCHITECTURES[arch].batch_norm_variant if batch_norm else arch
+# the named yamls of torchvision's models (conf/model/NAME.yaml with arch: NAME)
+TORCHVISION_MODELS = [
+    model for model in MODELS if f"arch: {model}\n" in (REPO / "conf" / "model" / f"{model}.yaml").read_text()
+]
 
 
 @pytest.mark.parametrize(
-    "arch, batch_norm", [(arch, False) for arch in ARCHITECTURES] + [("vgg11", True), ("vgg16", True)]
+    "arch, batch_norm", [(arch, False) for arch in TORCHVISION_MODELS] + [("vgg11", True), ("vgg16", True)]
 )
 def test_imagenet_configuration_has_torchvisions_parameter_count(arch, batch_norm, tmp_path):
     imagenet = ["data=fake", "data.input_shape=[3,224,224]", "data.num_classes=1000", "model.small_input_stem=false"]
     switch = [f"model.batch_norm={batch_norm}"] if arch.startswith("vgg") else []
     _, module = build([f"model={arch}", *imagenet, *switch], tmp_path)
     count = sum(parameter.numel() for parameter in module.net.parameters())
-    assert count == get_model_weights(torchvision_name(arch, batch_norm)).DEFAULT.meta["num_params"]
+    assert count == get_model_weights(f"{arch}_bn" if batch_norm else arch).DEFAULT.meta["num_params"]
     if arch == "resnet18":
         assert count == 11_689_512
 

@@ -1,14 +1,10 @@
-"""LeNet-5 (LeCun et al., 1998): two 5x5 convolutions with pooling, then 120-84-K fully connected.
+"""LeNet-5 (LeCun et al., 1998), the modern variant by default; `activation=sigmoid pooling=avg` gives the original.
+The first convolution pads by 2, so a 28x28 digit is seen as the paper's 32x32 input."""
 
-The first convolution pads by 2 so that a 28x28 MNIST digit is seen as the 32x32 input of the
-paper. The defaults are the modern variant (ReLU, max-pooling); `activation=sigmoid pooling=avg`
-gives the original. BatchNorm after each convolution and dropout before the fully connected
-layers are optional.
-"""
-
+import torch
 from torch import nn
 
-from lightning_modules.nets.layers import make_activation, output_size
+from lightning_modules.nets.layers import ACTIVATIONS, pick
 
 POOLING = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
 
@@ -24,29 +20,18 @@ class LeNet5(nn.Module):
         dropout: float = 0.0,
     ):
         super().__init__()
-        if pooling not in POOLING:
-            raise ValueError(f"unknown pooling {pooling!r}; choose one of {sorted(POOLING)}")
-
-        def conv_block(in_channels: int, out_channels: int, padding: int) -> list[nn.Module]:
-            conv = nn.Conv2d(in_channels, out_channels, kernel_size=5, padding=padding, bias=not batch_norm)
-            norm = [nn.BatchNorm2d(out_channels)] if batch_norm else []
-            return [conv, *norm, make_activation(activation), POOLING[pooling](kernel_size=2, stride=2)]
-
-        self.features = nn.Sequential(
-            *conv_block(input_shape[0], 6, padding=2), *conv_block(6, 16, padding=0), nn.Flatten()
-        )
-
-        def dropout_layer() -> list[nn.Module]:
-            return [nn.Dropout(dropout)] if dropout else []
-
+        act, pool = pick(ACTIVATIONS, activation, "activation"), pick(POOLING, pooling, "pooling")
+        blocks = []
+        for in_channels, out_channels, padding in ((input_shape[0], 6, 2), (6, 16, 0)):
+            blocks += [nn.Conv2d(in_channels, out_channels, 5, padding=padding, bias=not batch_norm)]
+            blocks += [nn.BatchNorm2d(out_channels)] if batch_norm else []
+            blocks += [act(), pool(kernel_size=2, stride=2)]
+        self.features = nn.Sequential(*blocks, nn.Flatten())
+        drop = [nn.Dropout(dropout)] if dropout else []
+        with torch.no_grad():
+            features = self.features(torch.zeros(1, *input_shape)).shape[1]
         self.classifier = nn.Sequential(
-            *dropout_layer(),
-            nn.Linear(output_size(self.features, input_shape), 120),
-            make_activation(activation),
-            *dropout_layer(),
-            nn.Linear(120, 84),
-            make_activation(activation),
-            nn.Linear(84, num_classes),
+            *drop, nn.Linear(features, 120), act(), *drop, nn.Linear(120, 84), act(), nn.Linear(84, num_classes)
         )
 
     def forward(self, x):

@@ -4,7 +4,7 @@ import math
 
 from torch import nn
 
-from lightning_modules.nets.layers import make_activation
+from lightning_modules.nets.layers import ACTIVATIONS, pick
 
 
 class MLP(nn.Sequential):
@@ -17,15 +17,9 @@ class MLP(nn.Sequential):
         batch_norm: bool = False,
         dropout: float = 0.0,
     ):
-        layers: list[nn.Module] = [nn.Flatten()]
-        width = math.prod(input_shape)
+        act, layers, width = pick(ACTIVATIONS, activation, "activation"), [nn.Flatten()], math.prod(input_shape)
         for hidden in hidden_sizes:
-            layers.append(nn.Linear(width, hidden))
-            if batch_norm:
-                layers.append(nn.BatchNorm1d(hidden))
-            layers.append(make_activation(activation))
-            if dropout:
-                layers.append(nn.Dropout(dropout))
+            layers += [nn.Linear(width, hidden), *([nn.BatchNorm1d(hidden)] if batch_norm else [])]
+            layers += [act(), *([nn.Dropout(dropout)] if dropout else [])]
             width = hidden
-        layers.append(nn.Linear(width, num_classes))
-        super().__init__(*layers)
+        super().__init__(*layers, nn.Linear(width, num_classes))

@@ -1,13 +1,5 @@
-"""Network in Network (Lin, Chen & Yan, 2013), in the ImageNet form of Dive into Deep Learning (chapter 8.3).
-
-Four NiN blocks, each a convolution followed by two 1x1 convolutions (the "micro network"), all with ReLU;
-max-pooling between the first three. The last block has one output channel per class, and global average
-pooling turns those maps into the logits: no fully connected layer at all.
-
-The first block is AlexNet's 11x11 stride-4 convolution, which leaves nothing of a 28x28 image after the
-pools; `small_input_stem` (the default, as for the torchvision models trained from scratch) makes it a 3x3
-stride-1 convolution.
-"""
+"""Network in Network (Lin et al., 2013) in d2l's ImageNet form: no fully connected layer, global average pooling of
+one map per class. `small_input_stem` makes AlexNet's 11x11 stride-4 first convolution 3x3 stride 1, for 28x28."""
 
 from torch import nn
 
@@ -15,12 +7,13 @@ from lightning_modules.nets.layers import check_input_fits
 
 
 def nin_block(in_channels: int, out_channels: int, kernel_size: int, stride: int, padding: int) -> nn.Sequential:
+    conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding)
     return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding),
+        conv,
         nn.ReLU(),
-        nn.Conv2d(out_channels, out_channels, kernel_size=1),
+        nn.Conv2d(out_channels, out_channels, 1),
         nn.ReLU(),
-        nn.Conv2d(out_channels, out_channels, kernel_size=1),
+        nn.Conv2d(out_channels, out_channels, 1),
         nn.ReLU(),
     )
 
@@ -29,16 +22,15 @@ class NiN(nn.Sequential):
     def __init__(
         self, input_shape: tuple[int, int, int], num_classes: int, small_input_stem: bool = True, dropout: float = 0.5
     ):
-        stem = (3, 1, 1) if small_input_stem else (11, 4, 0)
         super().__init__(
-            nin_block(input_shape[0], 96, *stem),
-            nn.MaxPool2d(kernel_size=3, stride=2),
-            nin_block(96, 256, kernel_size=5, stride=1, padding=2),
-            nn.MaxPool2d(kernel_size=3, stride=2),
-            nin_block(256, 384, kernel_size=3, stride=1, padding=1),
-            nn.MaxPool2d(kernel_size=3, stride=2),
+            nin_block(input_shape[0], 96, *((3, 1, 1) if small_input_stem else (11, 4, 0))),
+            nn.MaxPool2d(3, 2),
+            nin_block(96, 256, 5, 1, 2),
+            nn.MaxPool2d(3, 2),
+            nin_block(256, 384, 3, 1, 1),
+            nn.MaxPool2d(3, 2),
             nn.Dropout(dropout),
-            nin_block(384, num_classes, kernel_size=3, stride=1, padding=1),
+            nin_block(384, num_classes, 3, 1, 1),
             nn.AdaptiveAvgPool2d(1),
             nn.Flatten(),
         )

@@ -1,16 +1,13 @@
-"""Recurrent classifiers (vanilla RNN, LSTM, GRU) that read an image as a sequence of its rows.
-
-MNIST is 28 steps of 28 features; a 3x64x64 Tiny-ImageNet image is 64 steps of 64x3 = 192 features (each
-pixel's channels side by side). torch's nn.RNN/LSTM/GRU do the recurrence, deep (num_layers) and
-bidirectional; a linear head reads either the final hidden state of the last layer (both directions,
-concatenated) or the outputs of every step pooled over time.
-"""
+"""Recurrent classifiers (torch's RNN, LSTM, GRU) reading an image as a sequence of rows: MNIST is 28 steps of 28
+features, 3x64x64 is 64 steps of 192 (each pixel's channels side by side)."""
 
 import torch
 from torch import nn
 
+from lightning_modules.nets.layers import pick
+
 CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
-READOUTS = ("last", "mean", "max")
+READOUTS = {"last": None, "mean": torch.mean, "max": torch.amax}  # last: the final hidden state
 
 
 class RowsAsSequence(nn.Module):
@@ -21,8 +18,7 @@ class RowsAsSequence(nn.Module):
 
 
 class RowRNN(nn.Module):
-    """cell: rnn, lstm or gru. readout: last (final hidden state), mean or max (of the outputs over all steps).
-    nonlinearity: tanh or relu, for the vanilla RNN (LSTM and GRU have their gates)."""
+    """readout: last (the last layer's final hidden state, both directions), mean or max (of every step's outputs)."""
 
     def __init__(
         self,
@@ -37,34 +33,26 @@ class RowRNN(nn.Module):
         nonlinearity: str = "tanh",
     ):
         super().__init__()
-        if cell not in CELLS:
-            raise ValueError(f"unknown cell {cell!r}; choose one of {sorted(CELLS)}")
-        if readout not in READOUTS:
-            raise ValueError(f"unknown readout {readout!r}; choose one of {list(READOUTS)}")
+        pick(READOUTS, readout, "readout")
         channels, _, width = input_shape
-        cell_options = {"nonlinearity": nonlinearity} if cell == "rnn" else {}
+        options = {"nonlinearity": nonlinearity} if cell == "rnn" else {}  # LSTM and GRU have their gates
         self.to_sequence = RowsAsSequence()
-        self.rnn = CELLS[cell](
+        self.rnn = pick(CELLS, cell, "cell")(
             width * channels,
             hidden_size,
             num_layers,
             batch_first=True,
             dropout=dropout,
             bidirectional=bidirectional,
-            **cell_options,
+            **options,
         )
-        self.directions = 2 if bidirectional else 1
-        self.readout = readout
+        self.directions, self.readout = 1 + bidirectional, readout
         self.head = nn.Linear(self.directions * hidden_size, num_classes)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         outputs, state = self.rnn(self.to_sequence(images))
-        if self.readout == "last":
-            hidden = state[0] if isinstance(state, tuple) else state  # an LSTM's state is (hidden, cell)
-            # (layers * directions, B, H): the last layer's final states, forward then backward, side by side
-            features = hidden[-self.directions :].transpose(0, 1).flatten(1)
-        elif self.readout == "mean":
-            features = outputs.mean(dim=1)
-        else:
-            features = outputs.amax(dim=1)
-        return self.head(features)
+        if READOUTS[self.readout]:
+            return self.head(READOUTS[self.readout](outputs, dim=1))
+        hidden = state[0] if isinstance(state, tuple) else state  # an LSTM's state is (hidden, cell)
+        # (layers * directions, B, H): the last layer's final states, forward then backward, side by side
+        return self.head(hidden[-self.directions :].transpose(0, 1).flatten(1))

@@ -1,91 +1,38 @@
-"""Any classification architecture torchvision implements (`torchvision.models.list_models(module=torchvision.models)`:
-AlexNet, VGG, GoogLeNet, ResNet, DenseNet, MobileNet, EfficientNet, SqueezeNet, ShuffleNetV2, RegNet, ConvNeXt,
-ViT, ...), shaped for the dataset by one adapter:
-
-1. torchvision builds the architecture with the dataset's number of classes;
-2. the stem (the first convolution) is rebuilt for the dataset's input channels and, with the small-input
-   stem, as a 3x3 stride-1 convolution; families whose stem also max-pools drop that pool (table below);
-3. weights, if asked for (ImageNet through torchvision's weights API, or a file), are copied in, except the
-   head (the last layer that outputs the classes: a Linear, or SqueezeNet's 1x1 Conv2d), which is new, and a small stem they do not fit (ImageNet's 7x7 stem, say);
-   a 3-channel stem is summed over its colour channels for grey images;
-4. optionally everything loaded is frozen, and the head gets its own learning rate (`parameter_groups`).
-
-The stem is the first Conv2d and the head the last Linear or Conv2d with num_classes outputs, found in the built
-model. What differs between the families is data, in ARCHITECTURES; an architecture not listed there gets the
-default Family (the tests check that the listed ones' parameter counts match torchvision's).
-"""
+"""Any torchvision classifier (`torchvision.models.list_models(module=torchvision.models)`) shaped for the dataset:
+torchvision builds it for the classes, the stem (first Conv2d) is rebuilt for the images' channels (and as a 3x3
+stride-1 convolution for small images), and weights for fine-tuning are copied in, all but the head (the last Linear
+or Conv2d with the class count). Custom: torchvision's builders take neither other channels nor small images."""
 
 import difflib
 import logging
-from dataclasses import dataclass, field
+import pickle
+import zipfile
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
+import torch
 import torchvision.models
-from torch import nn
+from torch import Tensor, nn
 from torchvision.models import VisionTransformer, get_model, get_model_weights, list_models
 
+from checkpoints.loading import read_weights_only
 from lightning_modules.nets.layers import check_input_fits
-from lightning_modules.nets.transfer import (
-    copy_transferable_weights,
-    imagenet_state_dict,
-    read_weights_file,
-    transfer_summary,
-)
 from user_errors import UserError
 
 log = logging.getLogger(__name__)
-
 SMALL_STEM = {"kernel_size": (3, 3), "stride": (1, 1), "padding": (1, 1)}
-
-
-@dataclass(frozen=True)
-class Family:
-    # The small stem also drops the first max-pool: for stems that halve the image twice (stride-2 convolution,
-    # then stride-2 pool), so that the small stem keeps the image 4x larger like the 3x3 stride-1 AlexNet stem,
-    # and for VGG, whose five pools would take a 28x28 image down to nothing.
-    small_stem_drops_pool: bool
-    # torchvision's builder of the same architecture with BatchNorm (model.batch_norm=true)
-    batch_norm_variant: str | None = None
-    # options for torchvision's builder
-    options: dict[str, Any] = field(default_factory=dict)
-    # options torchvision sets itself when it loads ImageNet weights, where they apply to RGB input
-    rgb_pretrained_options: dict[str, Any] = field(default_factory=dict)
-    # tensors in torchvision's ImageNet file of parts this adapter builds without
-    unused_pretrained: tuple[str, ...] = ()
-
-
-ARCHITECTURES = {
-    "alexnet": Family(small_stem_drops_pool=False),
-    "vgg11": Family(small_stem_drops_pool=True, batch_norm_variant="vgg11_bn"),
-    "vgg16": Family(small_stem_drops_pool=True, batch_norm_variant="vgg16_bn"),
-    # without auxiliary classifiers: forward returns the logits alone, in training too
-    "googlenet": Family(
-        small_stem_drops_pool=True,
-        options={"aux_logits": False, "init_weights": True},
-        rgb_pretrained_options={"transform_input": True},  # the ported weights expect inputs in [-1, 1]
-        unused_pretrained=("aux1.", "aux2."),
-    ),
-    "resnet18": Family(small_stem_drops_pool=True),
-    "resnet34": Family(small_stem_drops_pool=True),
-    "resnet50": Family(small_stem_drops_pool=True),
-    "densenet121": Family(small_stem_drops_pool=True),
-    "mobilenet_v2": Family(small_stem_drops_pool=False),
-    "efficientnet_b0": Family(small_stem_drops_pool=False),
-}
+# the small stem also drops the first max-pool of stems that halve the image twice (and of VGG, whose five pools
+# leave nothing of 28x28), so the image stays 4x larger as with AlexNet's 3x3 stride-1 stem
+DROPS_POOL = ("vgg", "resnet", "wide_resnet", "resnext", "densenet", "googlenet")
+# without auxiliary classifiers: forward returns the logits alone, in training too
+WITHOUT_AUX = {"googlenet", "inception_v3"}
+# a train.py checkpoint stores this network as ImageClassifier.net, torchvision's model as its `model`
+CHECKPOINT_PREFIX = "net.model."
 
 
 class TorchvisionNet(nn.Module):
-    """torchvision's `arch`, for images of `input_shape` and `num_classes` classes.
-
-    small_input_stem: true: 3x3 stride-1 first convolution (and no stem max-pool where the table says so);
-        false: the ImageNet stem; null: small when training from scratch, the ImageNet stem when loading
-        weights, which were learned with it.
-    batch_norm: the BatchNorm variant (VGG).
-    pretrained: torchvision's default ImageNet weights (from the torch hub cache, downloaded if absent).
-    weights_path: a state dict of torchvision's `arch`, or a checkpoint of train.py with this model.
-    freeze_backbone: train only what was not loaded (the head, a new small stem).
-    head_lr: learning rate of the head; null: the optimizer's.
-    """
+    """torchvision's `arch` for `input_shape` and `num_classes`; the options are documented in conf/model_base/torchvision.yaml."""
 
     def __init__(
         self,
@@ -100,135 +47,160 @@ class TorchvisionNet(nn.Module):
         head_lr: float | None = None,
     ):
         super().__init__()
-        family = ARCHITECTURES.get(arch) or Family(
-            small_stem_drops_pool=False, options=_size_options(arch, input_shape)
-        )
-        if batch_norm and not family.batch_norm_variant:
-            with_variant = sorted(name for name, other in ARCHITECTURES.items() if other.batch_norm_variant)
+        names, (channels, height, width) = list_models(module=torchvision.models), input_shape
+        if arch not in names:
+            close = difflib.get_close_matches(arch, names, n=5, cutoff=0.5)
+            hint = (
+                f"did you mean {' or '.join(close)}?"
+                if close
+                else "see torchvision.models.list_models(module=torchvision.models)."
+            )
+            raise UserError(f"model.arch={arch} is not a torchvision image classification model: {hint}")
+        if batch_norm and f"{arch}_bn" not in names:
+            with_bn = sorted(name.removesuffix("_bn") for name in names if name.endswith("_bn"))
             raise UserError(
-                f"model.batch_norm=true selects a BatchNorm variant, which torchvision has for {with_variant}, not for {arch}; leave it false."
+                f"model.batch_norm=true selects a BatchNorm variant, which torchvision has for {with_bn}, not for {arch}; leave it false."
             )
         if pretrained and weights_path:
             raise UserError("model.pretrained=true and model.weights_path both give the weights: set only one of them.")
-        loads_weights = bool(pretrained or weights_path)
-        if freeze_backbone and not loads_weights:
+        if freeze_backbone and not (pretrained or weights_path):
             raise UserError(
                 "model.freeze_backbone=true freezes loaded weights, but none are loaded: set model.pretrained=true or model.weights_path=FILE."
             )
-        small = not loads_weights if small_input_stem is None else small_input_stem
-        name = family.batch_norm_variant if batch_norm else arch
-        in_channels = input_shape[0]
+        name, options = f"{arch}_bn" if batch_norm else arch, {}
+        if arch in WITHOUT_AUX:  # torchvision turns transform_input on with its weights, which expect RGB in [-1, 1]
+            options = {"aux_logits": False, "init_weights": True, "transform_input": bool(pretrained and channels == 3)}
+        if arch.startswith("vit_"):
+            patch = int(arch.rsplit("_", 1)[1])
+            if height != width or height % patch:
+                raise UserError(
+                    f"model.arch={arch} cuts square images into {patch}x{patch} patches and cannot take {height}x{width} images; resize the data to a multiple of {patch} or choose a convolutional model."
+                )
+            options = {"image_size": height}  # position embeddings for the dataset's image size
+        self.model, self.head_lr = get_model(name, num_classes=num_classes, **options), head_lr
+        heads = [
+            path
+            for path, module in self.model.named_modules()
+            if isinstance(module, (nn.Linear, nn.Conv2d))
+            and getattr(module, "out_features", getattr(module, "out_channels", 0)) == num_classes
+        ]
+        if not heads:
+            raise UserError(
+                f"model.arch={arch} has no final Linear or Conv2d with {num_classes} outputs that this adapter could treat as its head; choose another architecture."
+            )
+        self.head_name = heads[-1]
 
-        options = {**family.options, **(family.rgb_pretrained_options if pretrained and in_channels == 3 else {})}
-        self.model = get_model(name, num_classes=num_classes, **options)
-        self.head_name = _head_path(self.model, num_classes, arch)
-        self.head_lr = head_lr
-        stem_name = _first_path(self.model.named_modules(), nn.Conv2d)
+        stem_name = next(path for path, module in self.model.named_modules() if isinstance(module, nn.Conv2d))
         stem = self.model.get_submodule(stem_name)
-        if isinstance(self.model, VisionTransformer):
-            small = False  # the stem cuts the image into patches, one token each: a 3x3 stride-1 stem would make 4,096 of 64x64
-        new_stem_geometry = small and _geometry(stem) != SMALL_STEM  # VGG's stem is 3x3 stride 1 already
-        geometry = SMALL_STEM if small else _geometry(stem)
-        if (in_channels, geometry) != (stem.in_channels, _geometry(stem)):
-            self.model.set_submodule(stem_name, _new_stem(in_channels, stem, geometry))
-        if small and family.small_stem_drops_pool:
-            self.model.set_submodule(_first_path(self.model.named_modules(), nn.MaxPool2d), nn.Identity())
+        # null: small from scratch, the ImageNet stem for weights learned with it; ViT's stem cuts patches, one token each
+        small = (not (pretrained or weights_path) if small_input_stem is None else small_input_stem) and not isinstance(
+            self.model, VisionTransformer
+        )
+        own = {"kernel_size": stem.kernel_size, "stride": stem.stride, "padding": stem.padding}
+        geometry = SMALL_STEM if small else own
+        if channels != stem.in_channels or geometry != own:
+            new_stem = nn.Conv2d(channels, stem.out_channels, bias=stem.bias is not None, **geometry)
+            nn.init.kaiming_normal_(new_stem.weight, mode="fan_out", nonlinearity="relu")  # as torchvision's stems
+            if new_stem.bias is not None:
+                nn.init.zeros_(new_stem.bias)
+            self.model.set_submodule(stem_name, new_stem)
+        if small and arch.startswith(DROPS_POOL):
+            pool = next(path for path, module in self.model.named_modules() if isinstance(module, nn.MaxPool2d))
+            self.model.set_submodule(pool, nn.Identity())
         check_input_fits(self.model, input_shape, small)
+        if pretrained:
+            origin = f"torchvision's ImageNet weights of {name} ({get_model_weights(name).DEFAULT})"
+            self._load(imagenet_state_dict(name), origin, stem_name, small, freeze_backbone)
+        elif weights_path:
+            self._load(read_weights_file(weights_path), str(weights_path), stem_name, small, freeze_backbone)
 
-        if loads_weights:
-            source = imagenet_state_dict(name) if pretrained else read_weights_file(weights_path)
-            origin = (
-                f"torchvision's ImageNet weights of {name} ({get_model_weights(name).DEFAULT})"
-                if pretrained
-                else str(weights_path)
+    def _load(self, source: dict[str, Tensor], origin: str, stem: str, small: bool, freeze: bool) -> None:
+        """Copies `source` in, all but the head (and a small stem it does not fit); a grey stem from RGB weights sums
+        their colour filters (a grey image then gives what RGB gives for it in all channels), RGB from grey spreads them."""
+        target, fitted = self.model.state_dict(), ""
+        weight, wanted = source.get(f"{stem}.weight"), target[f"{stem}.weight"].shape
+        new_stem = weight is not None and small and weight.shape[2:] != wanted[2:]
+        fresh = (f"{self.head_name}.", f"{stem}.") if new_stem else (f"{self.head_name}.",)
+        # parts the network was built without (GoogLeNet's auxiliary classifiers) are None
+        keep = lambda key: not key.startswith(fresh) and getattr(self.model, key.split(".")[0], 0) is not None  # noqa: E731
+        source = {key: value for key, value in source.items() if keep(key)}
+        if not new_stem and weight is not None and weight.shape[1] != wanted[1] and 1 in (weight.shape[1], wanted[1]):
+            fit = weight.sum(1, keepdim=True) if wanted[1] == 1 else weight.expand(-1, wanted[1], -1, -1) / wanted[1]
+            source[f"{stem}.weight"] = fit
+            fitted = f"; {stem} loaded with its {weight.shape[1]} input channels fitted to {wanted[1]}"
+        problems = [f"{key} missing" for key in target if key not in source and not key.startswith(fresh)]
+        problems += [
+            f"{key} has shape {tuple(value.shape)}, the network {tuple(target[key].shape)}"
+            for key, value in source.items()
+            if key in target and value.shape != target[key].shape
+        ]
+        problems += [f"{key} unexpected" for key in sorted(source) if key not in target]
+        if problems:
+            raise UserError(
+                f"The weights from {origin} do not fit this network ({len(problems)} problems, e.g. {'; '.join(problems[:2])}): "
+                "use weights of the same architecture, with model.small_input_stem set as when they were trained."
             )
-            fresh = copy_transferable_weights(
-                self.model, source, origin, self.head_name, stem_name, new_stem_geometry, family.unused_pretrained
-            )
-            if freeze_backbone:
-                for parameter_name, parameter in self.model.named_parameters():
-                    parameter.requires_grad = parameter_name.startswith(fresh)
-            source_channels = source[f"{stem_name}.weight"].shape[1]
-            stem_fitted = (
-                None if f"{stem_name}." in fresh or source_channels == in_channels else (source_channels, in_channels)
-            )
-            log.info(transfer_summary(self.model, origin, fresh, stem_name, stem_fitted))
+        self.model.load_state_dict(source, strict=False)
+        for path, parameter in self.model.named_parameters():
+            parameter.requires_grad = not freeze or path.startswith(fresh)
+        parts = [(path, [p.requires_grad for p in child.parameters()]) for path, child in self.model.named_children()]
+        frozen = [path for path, grads in parts if grads and not any(grads)]
+        frozen += [f"{path} (partly)" for path, grads in parts if any(grads) and not all(grads)]
+        trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in self.model.parameters())
+        log.info(
+            f"Transfer learning: weights from {origin}; replaced (freshly initialised): {', '.join(prefix[:-1] for prefix in fresh)}{fitted}; "
+            f"frozen: {', '.join(frozen) or 'nothing'}; parameters: {trainable:,} trainable, {total - trainable:,} frozen"
+        )
 
     def forward(self, images):
         return self.model(images)
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """The trainable parameters for the optimizer; with head_lr, the head in a group of its own with that learning rate."""
-        trainable = [(name, parameter) for name, parameter in self.model.named_parameters() if parameter.requires_grad]
+        trainable = [(path, p) for path, p in self.model.named_parameters() if p.requires_grad]
         if self.head_lr is None:
-            return [{"params": [parameter for _, parameter in trainable]}]
-        in_head = f"{self.head_name}."
-        groups = [
-            {"params": [parameter for name, parameter in trainable if not name.startswith(in_head)]},
-            {"params": [parameter for name, parameter in trainable if name.startswith(in_head)], "lr": self.head_lr},
-        ]
+            return [{"params": [p for _, p in trainable]}]
+        in_head = [path.startswith(f"{self.head_name}.") for path, _ in trainable]
+        groups = [{"params": [p for (_, p), head in zip(trainable, in_head) if not head]}]
+        groups += [{"params": [p for (_, p), head in zip(trainable, in_head) if head], "lr": self.head_lr}]
         return [group for group in groups if group["params"]]
 
 
-def classification_architectures() -> list[str]:
-    """Names of torchvision's image classification builders (not detection, segmentation, video or quantized ones)."""
-    return list_models(module=torchvision.models)
-
-
-def _size_options(arch: str, input_shape: tuple[int, int, int]) -> dict[str, Any]:
-    """Builder options of an architecture outside ARCHITECTURES; a UserError for a name that is not one."""
-    names = classification_architectures()
-    if arch not in names:
-        close = difflib.get_close_matches(arch, names, n=5, cutoff=0.5)
-        hint = (
-            f"did you mean {' or '.join(close)}?"
-            if close
-            else "see torchvision.models.list_models(module=torchvision.models)."
-        )
-        raise UserError(f"model.arch={arch} is not a torchvision image classification model: {hint}")
-    if arch.startswith("vit_"):
-        _, height, width = input_shape
-        patch = int(arch.rsplit("_", 1)[1])
-        if height != width or height % patch:
+def imagenet_state_dict(name: str) -> dict[str, Tensor]:
+    """torchvision's default ImageNet weights of `name`, from the torch hub cache or downloaded into it."""
+    weights = get_model_weights(name).DEFAULT
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(weights.url).path).name
+    try:
+        return weights.get_state_dict(progress=True, check_hash=True, weights_only=True)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as error:
+        reason = f"{error.__class__.__name__}: {' '.join(str(error).split())}"
+        if cached.is_file():
             raise UserError(
-                f"model.arch={arch} cuts square images into {patch}x{patch} patches and cannot take {height}x{width} images; resize the data to a multiple of {patch} or choose a convolutional model."
+                f"The cached ImageNet weights {cached} of {name} cannot be read ({reason}); delete the file so that it is downloaded again, or pass model.weights_path=FILE."
+            ) from error
+        raise UserError(
+            f"The ImageNet weights of {name} are not in the torch cache ({cached}) and could not be downloaded ({reason}): "
+            f"copy {weights.url} there (TORCH_HOME moves the cache) or pass model.weights_path=FILE."
+        ) from error
+
+
+def read_weights_file(path: str) -> dict[str, Tensor]:
+    """A state dict saved with torch.save, or the torchvision network's weights from a checkpoint of train.py."""
+    expected = "a state dict saved with torch.save(model.state_dict()) or a checkpoint of train.py"
+    content = read_weights_only(path, "model.weights_path", expected)
+    if isinstance(content, dict) and "state_dict" in content:
+        content = {
+            key.removeprefix(CHECKPOINT_PREFIX): value
+            for key, value in content["state_dict"].items()
+            if key.startswith(CHECKPOINT_PREFIX)
+        }
+        if not content:
+            raise UserError(
+                f"The checkpoint {path} holds no torchvision-backed network (no '{CHECKPOINT_PREFIX}*' weights): pass model.weights_path={expected} of the same architecture."
             )
-        return {"image_size": height}  # the position embeddings are built for the dataset's image size
-    if arch.startswith("inception"):
-        return {"aux_logits": False, "init_weights": True}  # forward returns the logits alone, as for GoogLeNet
-    return {}
-
-
-def _head_path(model: nn.Module, num_classes: int, arch: str) -> str:
-    """The classifier: the last Linear or Conv2d (SqueezeNet's 1x1 convolution) that outputs num_classes values."""
-    for name, module in reversed(list(model.named_modules())):
-        outputs = (
-            module.out_features
-            if isinstance(module, nn.Linear)
-            else module.out_channels
-            if isinstance(module, nn.Conv2d)
-            else None
+    if not isinstance(content, dict) or not content or not all(isinstance(value, Tensor) for value in content.values()):
+        raise UserError(
+            f"{path} holds neither a state dict nor a checkpoint of train.py: pass model.weights_path={expected}."
         )
-        if outputs == num_classes:
-            return name
-    raise UserError(
-        f"model.arch={arch} has no final Linear or Conv2d with {num_classes} outputs that this adapter could treat as its head; choose another architecture."
-    )
-
-
-def _first_path(named_modules, kind: type[nn.Module]) -> str:
-    return next(name for name, module in named_modules if isinstance(module, kind))
-
-
-def _geometry(conv: nn.Conv2d) -> dict[str, tuple[int, int]]:
-    return {"kernel_size": conv.kernel_size, "stride": conv.stride, "padding": conv.padding}
-
-
-def _new_stem(in_channels: int, stem: nn.Conv2d, geometry: dict[str, tuple[int, int]]) -> nn.Conv2d:
-    conv = nn.Conv2d(in_channels, stem.out_channels, bias=stem.bias is not None, **geometry)
-    nn.init.kaiming_normal_(
-        conv.weight, mode="fan_out", nonlinearity="relu"
-    )  # as torchvision initialises most of these stems
-    if conv.bias is not None:
-        nn.init.zeros_(conv.bias)
-    return conv
+    return content
