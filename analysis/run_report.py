@@ -1,31 +1,33 @@
-"""The report of a finished run or sweep (report.py): figures of its curves and report.md.
-
-Reads the TensorBoard event files (tensorboard's own reader), timing.csv and the stored config of each
-run, and writes a self-contained folder: loss.png, top1.png and top5.png (train and val per epoch; a
-sweep overlays its runs, labelled by the overrides that set them apart) and report.md: the config, final
-and best metrics, time and throughput, observations computed from the curves (best epoch, overfitting
-onset, when a target accuracy was reached), and for a K-fold sweep (`-m data.fold=0,...,K-1`) the mean
-and standard deviation of the val metrics over the folds.
-"""
+"""The report of a finished run or sweep (report.py): loss.png, top1.png, top5.png and report.md."""
 
 import math
 import statistics
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import yaml
 
-from analysis.observations import Overfitting, detect_overfitting, metric_label, still_improving, target_sentence
-from analysis.report_figures import curves_figure
 from analysis.run_records import RunRecord, find_runs, read_run
 from analysis.sweep_table import markdown_table, summarize
 from user_errors import UserError
 
 METRICS = ("loss", "top1", "top5")
-METRIC_NAMES = {"loss": "loss", "top1": "top-1", "top5": "top-5"}
-FOLD_OVERRIDE = "data.fold="
-# the keys of report.py's `target` (conf/report.yaml) -> the curve each names
+TITLES = {"loss": "Loss (cross-entropy)", "top1": "Top-1 accuracy", "top5": "Top-5 accuracy"}
+# report.py's `target` keys (conf/report.yaml) -> the curve each names
 TARGET_TAGS = {f"{split}_{metric}": f"{split}/{metric}" for split in ("train", "val") for metric in ("top1", "top5")}
+AVERAGING_NOTE = (
+    "train (dashed): mean over the batches of each epoch, as the weights change; "
+    "val (solid): measured once, at the end of each epoch"
+)
+Curve = tuple[list[int], list[float]]  # epochs, values
+
+
+class Overfitting(NamedTuple):
+    onset: int  # the first epoch after the val loss minimum
+    best_epoch: int
+    sentence: str
 
 
 def targets_of(target: Mapping[str, object] | None) -> list[tuple[str, float]]:
@@ -35,9 +37,8 @@ def targets_of(target: Mapping[str, object] | None) -> list[tuple[str, float]]:
     found = []
     for name, fraction in (target or {}).items():
         if name not in TARGET_TAGS:
-            raise UserError(
-                f"target.{name} is not a target: name one of {', '.join(f'target.{key}' for key in TARGET_TAGS)}, e.g. target.val_top1=0.98."
-            )
+            names = ", ".join(f"target.{key}" for key in TARGET_TAGS)
+            raise UserError(f"target.{name} is not a target: name one of {names}, e.g. target.val_top1=0.98.")
         if fraction is None:
             continue
         if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
@@ -49,150 +50,219 @@ def targets_of(target: Mapping[str, object] | None) -> list[tuple[str, float]]:
 
 
 def check_overfitting_rule(patience: object, min_rise: object) -> None:
-    """The two settings of detect_overfitting, as report.py's command line gives them."""
     if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
         raise UserError(f"patience={patience} is not a whole number of epochs of at least 1: e.g. patience=3.")
     if isinstance(min_rise, bool) or not isinstance(min_rise, (int, float)) or not 0 <= min_rise < math.inf:
         raise UserError(f"min_rise={min_rise} is not a relative rise of at least 0: e.g. min_rise=0.05 (5%).")
 
 
-def percent(value: float) -> str:
-    return "–" if value is None or math.isnan(value) else f"{100 * value:.2f}%"
-
-
-def number(value: float, digits: int = 4) -> str:
-    return "–" if value is None or math.isnan(value) else f"{value:.{digits}f}"
-
-
-def value_of(metric: str, value: float) -> str:
-    return number(value) if metric.endswith("loss") else percent(value)
-
-
-def best_of(run: RunRecord, tag: str) -> tuple[int, float] | None:
-    """(epoch, value) of the best point: lowest loss, highest accuracy."""
-    epochs, values = run.series(tag)
+def detect_overfitting(train_loss: Curve, val_loss: Curve, patience=3, min_rise=0.05) -> Overfitting | None:
+    """After the lowest val loss, `patience` epochs all above it, ending `min_rise` above it, while train loss fell."""
+    train, (epochs, values) = dict(zip(*train_loss)), val_loss
     if not values:
         return None
-    pick = min if tag.endswith("loss") else max
-    position = pick(range(len(values)), key=lambda index: values[index])
-    return epochs[position], values[position]
+    best = values.index(min(values))  # the global minimum: an early noisy dip beaten later is harmless
+    after, first, last = values[best + 1 :], epochs[best], epochs[-1]
+    if len(after) < patience or first not in train or last not in train or train[last] >= train[first]:
+        return None
+    if min(after) <= values[best] or after[-1] < values[best] * (1 + min_rise):
+        return None
+    onset, rise = epochs[best + 1], 100 * (after[-1] / values[best] - 1) if values[best] > 0 else math.inf
+    return Overfitting(
+        onset,
+        first,
+        f"val loss rises from epoch {onset} while train loss keeps falling: overfitting from epoch {onset} "
+        f"(val loss lowest at epoch {first}, {values[best]:.4f}, then {after[-1]:.4f} at the last epoch, +{rise:.0f}%; "
+        f"train loss {train[first]:.4f} -> {train[last]:.4f}).",
+    )
 
 
-def final_of(run: RunRecord, tag: str) -> float:
-    values = run.series(tag)[1]
-    return values[-1] if values else math.nan
+def first_reaching(curve: Curve, target: float) -> int | None:
+    return next((epoch for epoch, value in zip(*curve) if value >= target), None)
+
+
+def target_sentence(tag: str, curve: Curve, target: float) -> str:
+    """E.g. "train top-5 reached 95% at epoch 12", or how far it got."""
+    reached = first_reaching(curve, target)
+    if not curve[1]:
+        return f"{label(tag)}: not logged."
+    if reached is not None:
+        return f"{label(tag)} reached {100 * target:g}% at epoch {reached}."
+    epoch, best = best_of(curve, tag)
+    return f"{label(tag)} never reached {100 * target:g}% (best {best:.2%} at epoch {epoch})."
+
+
+def label(tag: str) -> str:
+    """ "train/top5" -> "train top-5"."""
+    return tag.replace("/", " ").replace("top", "top-")
+
+
+def best_of(curve: Curve, tag: str) -> tuple[int | None, float]:
+    """(epoch, value) of the first best point, lowest loss or highest accuracy; (None, nan) for no points."""
+    if not curve[1]:
+        return None, math.nan
+    best = (min if tag.endswith("loss") else max)(curve[1])
+    return curve[0][curve[1].index(best)], best
+
+
+def show(value: float | None, tag: str = "top1", spec: str = "") -> str:
+    """A loss with 4 decimals, an accuracy in percent, or `spec`; "–" for none."""
+    if value is None or math.isnan(value):
+        return "–"
+    return format(value, spec or (".4f" if tag.endswith("loss") else ".2%"))
+
+
+def last(run: RunRecord, tag: str) -> float:
+    return (run.series(tag)[1] or [math.nan])[-1]
 
 
 def labels_of(runs: Sequence[RunRecord]) -> list[str]:
-    """Each run's overrides that the other runs do not share: its legend label (the shared ones are in the sweep table)."""
+    """Each run's overrides that not every run shares, its legend label; a single run's name."""
     if len(runs) == 1:
         return [runs[0].path.name]
-    shared = [override for override in runs[0].overrides if all(override in run.overrides for run in runs[1:])]
-    labels = [
-        " ".join(override for override in run.overrides if override not in shared) or run.path.name for run in runs
-    ]
-    return labels
-
-
-def metrics_table(run: RunRecord) -> list[str]:
-    last_epoch = max(
-        (max(points) for tag, points in run.curves.items() if tag.startswith(("train/", "val/")) and points),
-        default=None,
-    )
-    lines = [f"| metric | last epoch ({last_epoch}) | best (epoch) |", "| --- | --- | --- |"]
-    for split in ("train", "val"):
-        for metric in METRICS:
-            tag = f"{split}/{metric}"
-            best = best_of(run, tag)
-            if best is not None:
-                lines.append(
-                    f"| {metric_label(tag)} | {value_of(metric, final_of(run, tag))} | {value_of(metric, best[1])} ({best[0]}) |"
-                )
-    for tag, value in sorted(run.final.items()):
-        lines.append(f"| {metric_label(tag)} (best checkpoint) | {value_of(tag, value)} | |")
-    return lines
-
-
-def timing_lines(run: RunRecord) -> list[str]:
-    timing = run.timing
-    if not timing:
-        return [
-            f"No timing summary in {run.path / 'timing.csv'} (the timing callback was off, or training did not finish)."
-        ]
-    return [
-        f"- training time {number(timing.get('train_s', math.nan), 1)} s, validation time {number(timing.get('val_s', math.nan), 1)} s; "
-        f"{number(run.wall_s, 1)} s from the first to the last logged point (a resumed run's pause included)",
-        f"- throughput {number(timing.get('samples_per_s', math.nan), 0)} training images/s over {int(timing.get('samples', 0))} images; "
-        f"{percent(timing.get('data_wait_frac', math.nan))} of the training time spent waiting for data",
-        f"- peak memory {number(timing.get('peak_memory_mb', math.nan), 0)} MB",
-    ]
+    shared = set.intersection(*(set(run.overrides) for run in runs))
+    return [" ".join(item for item in run.overrides if item not in shared) or run.path.name for run in runs]
 
 
 def observations(run: RunRecord, overfitting: Overfitting | None, targets: Sequence[tuple[str, float]]) -> list[str]:
     found = []
-    best = best_of(run, "val/top1")
-    if best is not None:
-        last_epoch = run.series("val/top1")[0][-1]
-        where = (
+    epochs, values = run.series("val/top1")
+    if values:
+        epoch, best = best_of((epochs, values), "val/top1")
+        at = (
             "the last epoch"
-            if best[0] == last_epoch
-            else f"epoch {best[0]}; the last epoch ({last_epoch}) has {percent(final_of(run, 'val/top1'))}"
+            if epoch == epochs[-1]
+            else f"epoch {epoch}; the last epoch ({epochs[-1]}) has {show(values[-1])}"
         )
-        found.append(f"best val top-1 {percent(best[1])} at {where}.")
+        found.append(f"best val top-1 {show(best)} at {at}.")
+    losses = run.series("val/loss")[1]
     if overfitting is not None:
-        found.append(overfitting.sentence())
-    elif still_improving(run.series("val/loss")):
+        found.append(overfitting.sentence)
+    elif len(losses) > 3 and losses[-1] == min(losses) and losses[-1] < losses[-4]:
         found.append("val loss was still falling at the last epoch: more epochs may help.")
-    train_top1, val_top1 = final_of(run, "train/top1"), final_of(run, "val/top1")
-    if not math.isnan(train_top1 - val_top1):
-        side = "above" if train_top1 >= val_top1 else "below"
+    train, val = last(run, "train/top1"), last(run, "val/top1")
+    if not math.isnan(train - val):
+        side = "above" if train >= val else "below"
         found.append(
-            f"at the last epoch train top-1 is {100 * abs(train_top1 - val_top1):.2f} points {side} val top-1 ({percent(train_top1)} vs {percent(val_top1)})."
+            f"at the last epoch train top-1 is {100 * abs(train - val):.2f} points {side} val top-1 ({show(train)} vs {show(val)})."
         )
     found += [target_sentence(tag, run.series(tag), target) for tag, target in targets]
     if run.timing.get("data_wait_frac", 0) > 0.3:
         found.append(
-            f"{percent(run.timing['data_wait_frac'])} of the training time went to waiting for data: the input pipeline limits the speed."
+            f"{show(run.timing['data_wait_frac'])} of the training time went to waiting for data: the input pipeline limits the speed."
         )
     return [f"- {sentence[0].upper()}{sentence[1:]}" for sentence in found]
 
 
-def fold_statistics(runs: Sequence[RunRecord], labels: Sequence[str]) -> list[str]:
-    """Mean and standard deviation over the folds of each group of K-fold runs that differ only in data.fold."""
-    groups: dict[str, list[RunRecord]] = {}
-    for run, label in zip(runs, labels):
-        if (run.config.get("data") or {}).get("num_folds"):
-            rest = " ".join(part for part in label.split() if not part.startswith(FOLD_OVERRIDE))
-            groups.setdefault(rest, []).append(run)
-    lines = []
-    for rest, members in groups.items():
-        if len(members) < 2:
-            continue
-        folds = [run.config["data"]["fold"] for run in members]
+def run_section(run: RunRecord, overfitting: Overfitting | None, targets: Sequence[tuple[str, float]]) -> list[str]:
+    epochs = [max(points) for tag, points in run.curves.items() if tag.startswith(("train/", "val/")) and points]
+    lines = [f"| metric | last epoch ({max(epochs, default=None)}) | best (epoch) |", "| --- | --- | --- |"]
+    for tag in (f"{split}/{metric}" for split in ("train", "val") for metric in METRICS):
+        epoch, best = best_of(run.series(tag), tag)
+        if epoch is not None:
+            lines.append(f"| {label(tag)} | {show(last(run, tag), tag)} | {show(best, tag)} ({epoch}) |")
+    lines += [f"| {label(tag)} (best checkpoint) | {show(value, tag)} | |" for tag, value in sorted(run.final.items())]
+    lines += ["", "### Time and throughput", ""]
+    t = {
+        key: run.timing.get(key, math.nan) for key in ("train_s", "val_s", "samples_per_s", "samples", "peak_memory_mb")
+    }
+    if run.timing:
         lines += [
-            "",
-            f"{len(members)} folds ({', '.join(map(str, folds))}) of data.num_folds={members[0].config['data']['num_folds']}"
-            + (f", {rest}" if rest else "")
-            + ":",
-            "",
+            f"- training time {show(t['train_s'], spec='.1f')} s, validation time {show(t['val_s'], spec='.1f')} s; "
+            f"{show(run.wall_s, spec='.1f')} s from the first to the last logged point (a resumed run's pause included)",
+            f"- throughput {show(t['samples_per_s'], spec='.0f')} training images/s over {show(t['samples'], spec='.0f')} images; "
+            f"{show(run.timing.get('data_wait_frac', math.nan))} of the training time spent waiting for data",
+            f"- peak memory {show(t['peak_memory_mb'], spec='.0f')} MB",
         ]
+    else:
+        lines.append(
+            f"No timing summary in {run.path / 'timing.csv'} (the timing callback was off, or training did not finish)."
+        )
+    lines += ["", "### Observations", "", *observations(run, overfitting, targets), "", "### Config", ""]
+    lines += [
+        f"Overrides: `{' '.join(run.overrides) or '(none recorded)'}`",
+        "",
+        "<details><summary>composed config</summary>",
+    ]
+    return lines + ["", "```yaml", yaml.safe_dump(run.config, sort_keys=False).rstrip(), "```", "", "</details>"]
+
+
+def fold_statistics(runs: Sequence[RunRecord], labels: Sequence[str]) -> list[str]:
+    """Mean and sample standard deviation over the folds of the K-fold runs that differ only in data.fold."""
+    groups: dict[str, list[RunRecord]] = {}
+    for run, name in zip(runs, labels):
+        if (run.config.get("data") or {}).get("num_folds"):
+            rest = " ".join(part for part in name.split() if not part.startswith("data.fold="))
+            groups.setdefault(rest, []).append(run)
+    columns = [("best val top-1", "val/top1", lambda run: best_of(run.series("val/top1"), "val/top1")[1])]
+    columns += [(f"last-epoch val {label(m)}", f"val/{m}", lambda run, tag=f"val/{m}": last(run, tag)) for m in METRICS]
+    lines = []
+    for rest, members in ((rest, members) for rest, members in groups.items() if len(members) > 1):
+        folds = ", ".join(str(run.config["data"]["fold"]) for run in members)
+        heading = f"{len(members)} folds ({folds}) of data.num_folds={members[0].config['data']['num_folds']}"
+        lines += ["", heading + (f", {rest}" if rest else "") + ":", ""]
         lines += ["| metric | mean | standard deviation | per fold |", "| --- | --- | --- | --- |"]
-        columns = [("best val top-1", lambda run: (best_of(run, "val/top1") or (0, math.nan))[1], "top1")]
-        columns += [
-            (f"last-epoch {metric_label(f'val/{metric}')}", lambda run, tag=f"val/{metric}": final_of(run, tag), metric)
-            for metric in METRICS
-        ]
-        for name, measure, metric in columns:
+        for name, tag, measure in columns:
             values = [measure(run) for run in members]
-            if any(math.isnan(value) for value in values):  # not logged by every fold
-                continue
-            lines.append(
-                f"| {name} | {value_of(metric, statistics.mean(values))} | {value_of(metric, statistics.stdev(values))} | {', '.join(value_of(metric, value) for value in values)} |"
-            )
-    if lines:
-        lines.insert(0, "## K-fold cross-validation")
-        lines.append("\nStandard deviation over the folds with the n-1 denominator (the sample standard deviation).")
-    return lines
+            if not any(math.isnan(value) for value in values):  # logged by every fold
+                cells = [statistics.mean(values), statistics.stdev(values)]
+                per_fold = ", ".join(show(value, tag) for value in values)
+                lines.append(f"| {name} | {' | '.join(show(value, tag) for value in cells)} | {per_fold} |")
+    if not lines:
+        return []
+    note = "\nStandard deviation over the folds with the n-1 denominator (the sample standard deviation)."
+    return ["## K-fold cross-validation", *lines, note]
+
+
+def curves_figure(metric, runs, labels, overfitting, targets=()):
+    """One metric per epoch, train dashed and val solid: a single run's best val epoch and overfitting onset marked,
+    a sweep's runs one colour each labelled by `labels`, a line for each target of this metric."""
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator, PercentFormatter
+
+    single, title = len(runs) == 1, TITLES[metric]
+    figure = Figure(figsize=(8.5 if single else 11, 5), layout="constrained")
+    axes = figure.add_subplot(title=f"{title} per epoch", xlabel="epoch (counted from 0)", ylabel=title.split(" (")[0])
+    for position, (run, name) in enumerate(zip(runs, labels)):
+        colour = colormaps["tab10" if len(runs) <= 10 else "tab20"](position % 20)
+        for split, style in (("train", "--"), ("val", "-")):
+            epochs, values = run.series(f"{split}/{metric}")
+            colour = f"C{split == 'val':d}" if single else colour
+            legend = split if single else "\n".join(textwrap.wrap(name, 34)) if split == "val" else None
+            few = len(epochs) <= 3  # with one epoch the points are all there is: train's hollow, val's filled
+            marker = {"marker": "o", "ms": 7 if few else 3, "mfc": "white" if split == "train" else colour}
+            axes.plot(epochs, values, style, color=colour, lw=1.6, label=legend if epochs else None,
+                      **(marker if few or len(runs) <= 5 else {}))  # fmt: skip
+        if single and epochs:  # the val curve
+            epoch, best = best_of((epochs, values), metric)
+            axes.plot(epoch, best, "*", color="C3", ms=13, zorder=3, clip_on=False, label=f"best val (epoch {epoch})")
+        if single and overfitting[0] is not None:
+            onset = overfitting[0].onset
+            axes.axvline(onset, color="0.4", linestyle=":", lw=1.2, label=f"overfitting from epoch {onset}")
+    for tag, fraction in targets:
+        if tag.endswith(f"/{metric}"):
+            axes.axhline(fraction, color="0.25", linestyle="--", lw=1.1, zorder=1)
+            axes.text(0.99, fraction, f"target: {label(tag)} {100 * fraction:g}%", transform=axes.get_yaxis_transform(),
+                      ha="right", va="top", fontsize=8, color="0.25")  # fmt: skip
+    epochs = sorted(
+        {epoch for run in runs for split in ("train", "val") for epoch in run.series(f"{split}/{metric}")[0]}
+    )
+    if len(epochs) == 1:  # a range around the one point, not matplotlib's +-0.05
+        axes.set(xlim=(epochs[0] - 0.5, epochs[0] + 0.5), xticks=epochs)
+    else:
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if metric != "loss":
+        axes.yaxis.set_major_formatter(PercentFormatter(xmax=1))
+    axes.grid(True, alpha=0.3)
+    figure.supxlabel(AVERAGING_NOTE, fontsize=8, color="0.35")
+    if not axes.get_legend_handles_labels()[0]:
+        pass  # nothing logged for this metric
+    elif single:
+        axes.legend(loc="best", fontsize=9)
+    else:
+        figure.legend(loc="outside right upper", fontsize=8, title="run (val)", ncols=1 if len(runs) <= 16 else 2)
+    return figure
 
 
 def write_report(folder: Path, out: Path, targets: Sequence[tuple[str, float]], patience: int, min_rise: float) -> Path:
@@ -204,49 +274,20 @@ def write_report(folder: Path, out: Path, targets: Sequence[tuple[str, float]], 
     out.mkdir(parents=True, exist_ok=True)
     for metric in METRICS:
         curves_figure(metric, runs, labels, overfitting, targets).savefig(out / f"{metric}.png", dpi=100)
-
-    kind = "run" if len(runs) == 1 else f"sweep of {len(runs)} runs"
     lines = [
-        f"# Report of the {kind} in {folder}",
+        f"# Report of the {'run' if len(runs) == 1 else f'sweep of {len(runs)} runs'} in {folder}",
         "",
         "Written by report.py from the runs' TensorBoard event files, timing.csv and stored config. "
         "Epochs are counted from 0, as in the checkpoint names.",
         "",
         "## Curves",
         "",
-        *[f"![{METRIC_NAMES[metric]} per epoch]({metric}.png)\n" for metric in METRICS],
+        *(f"![{TITLES[metric]} per epoch]({metric}.png)\n" for metric in METRICS),
     ]
     if len(runs) > 1:
-        lines += ["## Runs", "", *markdown_table(*summarize(folder)), ""]
-        lines += fold_statistics(runs, labels)
-    for run, label, onset in zip(runs, labels, overfitting):
-        heading = f"## Run {run.path.name}" + (f": `{label}`" if len(runs) > 1 else "")
-        lines += [
-            "",
-            heading,
-            "",
-            f"Directory: `{run.path}`",
-            "",
-            "### Metrics",
-            "",
-            *metrics_table(run),
-            "",
-            "### Time and throughput",
-            "",
-            *timing_lines(run),
-        ]
-        lines += ["", "### Observations", "", *observations(run, onset, targets)]
-        lines += [
-            "",
-            "### Config",
-            "",
-            f"Overrides: `{' '.join(run.overrides) or '(none recorded)'}`",
-            "",
-            "<details><summary>composed config</summary>",
-            "",
-            "```yaml",
-        ]
-        lines += [yaml.safe_dump(run.config, sort_keys=False).rstrip(), "```", "", "</details>"]
-    report = out / "report.md"
-    report.write_text("\n".join(lines) + "\n")
-    return report
+        lines += ["## Runs", "", *markdown_table(*summarize(folder)), "", *fold_statistics(runs, labels)]
+    for run, name, onset in zip(runs, labels, overfitting):
+        heading = f"## Run {run.path.name}" + (f": `{name}`" if len(runs) > 1 else "")
+        lines += ["", heading, "", f"Directory: `{run.path}`", "", "### Metrics", "", *run_section(run, onset, targets)]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    return out / "report.md"

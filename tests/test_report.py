@@ -10,8 +10,7 @@ import yaml
 from PIL import Image
 from torch.utils.tensorboard import SummaryWriter
 
-from analysis.observations import detect_overfitting, first_reaching, target_sentence
-from analysis.run_report import targets_of, write_report
+from analysis.run_report import detect_overfitting, first_reaching, target_sentence, targets_of, write_report
 from runs.entry_points import quoted
 from tests.helpers.commands import files_left, run_entry
 from tests.helpers.csv_rows import read_rows
@@ -41,7 +40,7 @@ PLATEAU_VAL = curve([1.5, 1.0, 0.8, 0.7, 0.65, 0.6] + [0.6 * (1 + 0.01 * (-1) **
 def test_overfitting_detector_fires_at_the_epoch_after_the_val_loss_minimum():
     found = detect_overfitting(FALLING_TRAIN, OVERFITTING_VAL)
     assert found is not None and found.onset == 6 and found.best_epoch == 5
-    assert found.sentence().startswith(
+    assert found.sentence.startswith(
         "val loss rises from epoch 6 while train loss keeps falling: overfitting from epoch 6"
     )
 

@@ -1,11 +1,11 @@
-"""Report figures fit for a lab report (analysis/report_figures.py): tick labels, short runs, targets, the averaging note."""
+"""Report figures fit for a lab report (analysis/run_report.py): tick labels, short runs, targets, the averaging note."""
 
 from pathlib import Path
 
 from PIL import Image
 
-from analysis.report_figures import AVERAGING_NOTE, curves_figure
 from analysis.run_records import RunRecord
+from analysis.run_report import AVERAGING_NOTE, curves_figure
 from tests.helpers.commands import run_entry
 from tests.test_report import write_planted_run
 
@@ -39,7 +39,7 @@ def test_percent_ticks_have_the_decimals_that_tell_them_apart():
     ]
     assert len(labels) >= 3 and len(set(labels)) == len(labels)
     assert all(
-        float(label.rstrip("%")) == round(position, 6)
+        float(label.rstrip("%")) == round(100 * position, 6)
         for label, position in zip(
             labels, [t for t in axes.get_yticks() if axes.get_ylim()[0] <= t <= axes.get_ylim()[1]]
         )
@@ -60,7 +60,7 @@ def test_a_one_epoch_sweep_shows_its_points_around_epoch_zero_and_the_target():
     assert len(curves) == 14 and all(
         line.get_marker() == "o" for line in curves
     )  # 7 runs x 2 splits, even beyond 5 runs
-    targets = [line for line in axes.get_lines() if list(line.get_ydata()) == [99.0, 99.0]]
+    targets = [line for line in axes.get_lines() if list(line.get_ydata()) == [0.99, 0.99]]
     assert len(targets) == 1 and targets[0].get_linestyle() == "--"  # only the top-5 target on the top-5 figure
     assert [text.get_text() for text in axes.texts] == ["target: train top-5 99%"]
     assert figure.get_supxlabel() == AVERAGING_NOTE
