@@ -1,37 +1,124 @@
-"""What every image DataModule shares: loaders over ArrayImageDatasets and batch-level preprocessing."""
+"""What every image DataModule shares: splits held as uint8 arrays, the choice of what validates, loaders, normalisation."""
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 from lightning import LightningDataModule
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
-from datamodules.array_dataset import ArrayImageDataset, already_collated
-from datamodules.folds import check_fold_settings, split_into_folds
 from datamodules.resumable_loader import EpochShuffleSampler, ResumableDataLoader
 from user_errors import UserError
 
 log = logging.getLogger(__name__)
 
 
-class ImageDataModule(LightningDataModule):
-    """Serves batches {"image": uint8 (B,C,H,W), "label": int64 (B,), "index": int64 (B,)}.
+class ArrayImageDataset(Dataset):
+    """uint8 images (N, C, H, W), labels (N,) or None, each sample's index in its split; a batch is one indexing operation."""
 
-    Conversion to float and normalisation happen on whole batches after they reach the device
-    (`on_after_batch_transfer`), so the GPU does that work when there is one and the host ships
-    4x fewer bytes; so does the random augmentation of training batches, when `augment` is given.
-    A dataset subclass sets `input_shape`, `num_classes`, `mean`, `std`, `class_names` and says how to
-    read its labelled splits (`read_splits`); `setup`, here, chooses what validates. `trainer.predict`
-    runs over `predict_split`.
-    """
+    def __init__(self, images: torch.Tensor | np.ndarray, labels: torch.Tensor | None, source_index: torch.Tensor):
+        self.images, self.labels, self.source_index = images, labels, source_index
+
+    def to(self, device: torch.device) -> "ArrayImageDataset":
+        if isinstance(self.images, np.ndarray):  # a memory-mapped cache: read whole
+            self.images = torch.from_numpy(np.ascontiguousarray(self.images))
+        self.images = self.images.to(device)
+        self.labels = self.labels.to(device) if self.labels is not None else None
+        self.source_index = self.source_index.to(device)
+        return self
+
+    def take(self, positions: torch.Tensor) -> "ArrayImageDataset":
+        batch = self.__getitems__(positions)
+        return ArrayImageDataset(batch["image"], batch.get("label"), batch["index"])
+
+    def __len__(self) -> int:
+        return len(self.source_index)
+
+    def __getitem__(self, position: int) -> dict[str, torch.Tensor]:
+        return {key: value[0] for key, value in self.__getitems__([position]).items()}
+
+    def __getitems__(self, positions: Sequence[int] | torch.Tensor) -> dict[str, torch.Tensor]:
+        positions = torch.as_tensor(positions, dtype=torch.long)
+        if isinstance(self.images, np.ndarray):  # a memory-mapped cache: reads only these rows
+            images = torch.from_numpy(self.images[positions.numpy()])
+        else:
+            positions = positions.to(self.images.device)
+            images = self.images[positions]
+        batch = {"image": images, "index": self.source_index[positions]}
+        if self.labels is not None:
+            batch["label"] = self.labels[positions]
+        return batch
+
+
+def already_collated(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return batch
+
+
+class FoldSubset(Subset):
+    """Samples of a dataset at `positions`, served in whole batches with their labels and source indices."""
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return self.dataset.labels[self.indices]
+
+    @property
+    def source_index(self) -> torch.Tensor:
+        return self.dataset.source_index[self.indices]
+
+    def __getitems__(self, positions: Sequence[int]) -> dict[str, torch.Tensor]:
+        return self.dataset.__getitems__(self.indices[torch.as_tensor(positions, dtype=torch.long)])
+
+
+def check_fold_settings(num_folds: int | None, fold: int) -> None:
+    if num_folds is None:
+        if fold != 0:  # otherwise every "fold" of a sweep would silently train the same split
+            raise UserError(
+                f"data.fold={fold} needs data.num_folds, the number of folds: e.g. data.num_folds=5 data.fold={fold}."
+            )
+    elif not isinstance(num_folds, int) or num_folds < 2:
+        raise UserError(
+            f"data.num_folds must be at least 2 (train on K-1 folds, validate on one), got {num_folds}; data.num_folds=null keeps the single seeded validation split."
+        )
+    elif not isinstance(fold, int) or not 0 <= fold < num_folds:
+        raise UserError(
+            f"data.fold must be between 0 and {num_folds - 1} (data.num_folds={num_folds} folds, counted from 0), got {fold}."
+        )
+
+
+def fold_of_each_sample(labels: torch.Tensor, num_folds: int, seed: int) -> torch.Tensor:
+    """Stratified, seeded folds (as scikit-learn's StratifiedKFold, without it): each class shuffled, dealt out in turn."""
+    if len(labels) < num_folds:
+        raise UserError(
+            f"data.num_folds={num_folds} folds need at least {num_folds} training images, there are {len(labels)}: choose fewer folds."
+        )
+    shuffled = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    by_class = shuffled[torch.sort(labels[shuffled], stable=True).indices]  # class by class, shuffled within
+    folds = torch.empty(len(labels), dtype=torch.long)
+    folds[by_class] = torch.arange(len(labels)) % num_folds
+    classes, counts = torch.unique(labels, return_counts=True)
+    if (counts < num_folds).any():
+        log.warning(
+            f"Classes {classes[counts < num_folds][:10].tolist()} have fewer images than the {num_folds} folds: some folds validate without them."
+        )
+    return folds
+
+
+def fold_positions(labels: torch.Tensor, num_folds: int, fold: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Positions trained on (every fold but `fold`) and validated on (fold `fold`), ascending."""
+    folds = fold_of_each_sample(labels, num_folds, seed)
+    return torch.nonzero(folds != fold).flatten(), torch.nonzero(folds == fold).flatten()
+
+
+class ImageDataModule(LightningDataModule):
+    """Serves batches {"image": uint8 (B,C,H,W), "label", "index"}; float conversion, normalisation and augmentation
+    run on whole batches on the device. A subclass sets input_shape, num_classes, mean, std, class_names and read_splits."""
 
     input_shape: tuple[int, int, int]
     num_classes: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    # the split trainer.predict runs over
-    predict_split = "test"
+    predict_split = "test"  # the split trainer.predict runs over
 
     def __init__(
         self,
@@ -46,31 +133,20 @@ class ImageDataModule(LightningDataModule):
         split_seed: int = 0,
         on_device: bool = False,
     ):
-        """pin_memory: batches in page-locked memory, so that their copies to the GPU (which Lightning issues
-        non-blocking) overlap computation; None: when training on a GPU. on_device: on a GPU, copy each split
-        to it once, whole, and index batches there (no copies per batch, no workers); ignored on the CPU.
-        val_size: the images drawn from the training split (with `split_seed`) to validate on, for a dataset
-        without a validation split of its own."""
         super().__init__()
         check_fold_settings(num_folds, fold)
-        # K-fold cross-validation (datamodules/folds.py): null keeps the dataset's own validation split
-        self.num_folds = num_folds
-        self.fold = fold
-        self.split_seed = split_seed
-        self.val_size = val_size
+        self.num_folds, self.fold, self.split_seed, self.val_size = num_folds, fold, split_seed, val_size
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
-        self.pin_memory = pin_memory
-        self.on_device = on_device
-        # e.g. datamodules.batch_augment.BatchAugment: random crops/flips of uint8 training batches on the device
+        self.pin_memory = pin_memory  # None: when training on a GPU
+        self.on_device = on_device  # on a GPU, hold each split there whole and cut batches there
         self.augment = augment
         # the training order's seed, drawn from the run's seeded generator: the same `seed` gives the same order
         self.shuffle_seed = int(torch.randint(2**31, ()))
-        self.train_set: ArrayImageDataset | None = None
-        self.val_set: ArrayImageDataset | None = None
-        self.test_set: ArrayImageDataset | None = None
-        # normalize()'s (scale, shift) by device, made at its first batch there
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+        self.test_set: Dataset | None = None
         self._normalizations: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property
@@ -78,57 +154,46 @@ class ImageDataModule(LightningDataModule):
         raise NotImplementedError
 
     def source(self, split: str, index: int) -> str:
-        """Where sample `index` (the batch's "index") of `split` comes from: a file path when the dataset has files."""
+        """Where sample `index` of `split` comes from: a file path when the dataset has files."""
         return f"{split}[{index}]"
 
-    def dataset(self, split: str) -> ArrayImageDataset:
-        """The dataset of `split` ("train", "val" or "test"), once `setup` has run."""
+    def dataset(self, split: str) -> Dataset:
         datasets = {"train": self.train_set, "val": self.val_set, "test": self.test_set}
         if split not in datasets:
             raise UserError(f"There is no split {split!r}: the splits are {sorted(datasets)}.")
         return datasets[split]
 
     def read_splits(self, stage: str | None) -> tuple[Dataset | None, Dataset | None, Dataset | None]:
-        """The dataset's labelled (train, val, test) splits, the one thing a dataset subclass must say.
-
-        val None: the dataset has no validation split of its own, so `val_size` images of train (an
-        ArrayImageDataset then) validate. A dataset that reads its splits by stage may leave out those
-        `stage` does not serve (None); called again for a later stage, it returns those it read before.
-        """
+        """The labelled (train, val, test) splits; val None: `val_size` images of train validate. Those `stage` does
+        not serve may be None."""
         raise NotImplementedError
 
     def setup(self, stage: str | None = None) -> None:
-        """The splits `read_splits` gives, with the validation split chosen here, the same for every dataset:
-        fold `fold` of train with num_folds set, else the dataset's own, else `val_size` images carved from train.
-        A stage whose splits an earlier stage set up reads nothing."""
-        if all(self.dataset(split) is not None for split in self._splits_of(stage)):
-            return
+        """Validates on fold `fold` of train with num_folds set, else the dataset's own val, else `val_size` carved from train."""
+        splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": (self.predict_split,)}
+        if all(
+            self.dataset(split) is not None for split in splits.get(stage, ("train", "val", "test", self.predict_split))
+        ):
+            return  # set up by an earlier stage
         train, val, test = self.read_splits(stage)
-        if self.num_folds and train is not None:  # validation is a fold of train; val_size does not apply
+        if self.num_folds and train is not None:
             train, val = self.cross_validation_split(train)
         elif val is None and train is not None:
             train, val = self.carve_val_set(train)
         self.train_set, self.val_set, self.test_set = train, val, test
 
-    def _splits_of(self, stage: str | None) -> tuple[str, ...]:
-        """The splits a stage serves; None (Lightning's "all stages"): every one."""
-        return {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": (self.predict_split,)}.get(
-            stage, ("train", "val", "test", self.predict_split)
-        )
-
     def cross_validation_split(self, train_set: Dataset) -> tuple[Dataset, Dataset]:
-        """(train, val) with num_folds set: fold `fold` of `train_set` validates, the other folds train."""
-        return split_into_folds(train_set, self.num_folds, self.fold, self.split_seed)
+        train, val = fold_positions(train_set.labels, self.num_folds, self.fold, self.split_seed)
+        log.info(f"Fold {self.fold} of {self.num_folds}: training on {len(train)} images, validating on {len(val)}")
+        return FoldSubset(train_set, train), FoldSubset(train_set, val)
 
     def carve_val_set(self, train_set: ArrayImageDataset) -> tuple[ArrayImageDataset, ArrayImageDataset]:
-        """(train, val): `val_size` images drawn with `split_seed` validate (in their order in the split), the rest train."""
         if not 0 < self.val_size < len(train_set):
             raise UserError(
                 f"data.val_size must be between 1 and {len(train_set) - 1} (images carved from the training set for validation), got {self.val_size}."
             )
         order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(self.split_seed))
-        val_positions, train_positions = order[: self.val_size].sort().values, order[self.val_size :]
-        return train_set.take(train_positions), train_set.take(val_positions)
+        return train_set.take(order[self.val_size :]), train_set.take(order[: self.val_size].sort().values)
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled by epoch and resumable mid-epoch (datamodules/resumable_loader.py)."""
@@ -139,9 +204,7 @@ class ImageDataModule(LightningDataModule):
         # the batches' positions are cut where the images are: on the GPU when they were placed there
         device = train_set.images.device if self._is_on_gpu(train_set) else None
         sampler = EpochShuffleSampler(len(train_set), self.shuffle_seed, self.batch_size, device=device, **sharding)
-        return ResumableDataLoader(
-            train_set, sampler=sampler, generator=torch.Generator(), **self._loader_options(train_set)
-        )
+        return ResumableDataLoader(train_set, sampler=sampler, **self._loader_options(train_set))
 
     def val_dataloader(self) -> DataLoader:
         return self._evaluation_loader(self.val_set)
@@ -161,9 +224,8 @@ class ImageDataModule(LightningDataModule):
 
     def _placed(self, dataset: Dataset) -> Dataset:
         """The dataset, moved whole to the training GPU once when `on_device` asks for it (in-memory arrays only)."""
-        device = self._training_device()
-        if self.on_device and device.type == "cuda" and isinstance(dataset, ArrayImageDataset):
-            dataset.to(device)
+        if self.on_device and self._training_device().type == "cuda" and isinstance(dataset, ArrayImageDataset):
+            dataset.to(self._training_device())
         return dataset
 
     @staticmethod
@@ -175,8 +237,7 @@ class ImageDataModule(LightningDataModule):
         )
 
     def _loader_options(self, dataset: Dataset) -> dict:
-        # batches cut on the GPU: nothing to pin, no workers (CUDA does not fork)
-        on_device = self._is_on_gpu(dataset)
+        on_device = self._is_on_gpu(dataset)  # batches cut on the GPU: nothing to pin, no workers (CUDA does not fork)
         num_workers = 0 if on_device else self.num_workers
         pin_memory = self._training_device().type == "cuda" if self.pin_memory is None else self.pin_memory
         return dict(
@@ -187,17 +248,16 @@ class ImageDataModule(LightningDataModule):
         )
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (B,C,H,W) in [0, 255] -> float, normalised with the dataset's mean and std."""
-        if images.device not in self._normalizations:  # made once per device, not in every batch
+        """uint8 (B,C,H,W) -> float, normalised with the dataset's mean and std: one multiply-add on a copy."""
+        if images.device not in self._normalizations:
             mean = torch.tensor(self.mean, device=images.device).view(1, -1, 1, 1)
             std = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1)
             self._normalizations[images.device] = (1.0 / (255.0 * std), -mean / std)
         scale, shift = self._normalizations[images.device]
-        # (x / 255 - mean) / std as x * scale + shift, in place on a float copy: 3 passes over the batch instead of 5
         return images.to(torch.float32, copy=True).mul_(scale).add_(shift)
 
     def on_after_batch_transfer(self, batch: dict | torch.Tensor, dataloader_idx: int) -> dict | torch.Tensor:
-        if not isinstance(batch, dict):  # the module's example_input_array (summary, graph) is a float input already
+        if not isinstance(batch, dict):  # the module's example_input_array is a float input already
             return batch
         images = batch["image"]
         if self.augment is not None and self.trainer is not None and self.trainer.training:

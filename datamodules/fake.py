@@ -2,13 +2,10 @@
 
 import torch
 
-from datamodules.array_dataset import ArrayImageDataset
-from datamodules.base import ImageDataModule
+from datamodules.base import ArrayImageDataset, ImageDataModule
 
 
 class FakeDataModule(ImageDataModule):
-    """Uniform random uint8 images and labels, fixed by `seed`; nothing in them can be learned."""
-
     def __init__(
         self,
         input_shape: tuple[int, int, int] = (3, 64, 64),
@@ -20,22 +17,21 @@ class FakeDataModule(ImageDataModule):
         **loader_options,
     ):
         super().__init__(val_size=val_size, **loader_options)
-        self.input_shape = tuple(input_shape)
-        self.num_classes = num_classes
-        self.mean = (0.5,) * self.input_shape[0]
-        self.std = (0.25,) * self.input_shape[0]
-        self.sizes = {"train": train_size, "val": self.val_size, "test": test_size}
-        self.seed = seed
+        self.input_shape, self.num_classes, self.seed = tuple(input_shape), num_classes, seed
+        self.mean, self.std = (0.5,) * self.input_shape[0], (0.25,) * self.input_shape[0]
+        self.sizes = (train_size, val_size, test_size)
 
     @property
     def class_names(self) -> list[str]:
         return [f"class_{index}" for index in range(self.num_classes)]
 
-    def read_splits(self, stage: str | None) -> tuple[ArrayImageDataset, ArrayImageDataset, ArrayImageDataset]:
+    def read_splits(self, stage: str | None) -> tuple[ArrayImageDataset, ...]:
         generator = torch.Generator().manual_seed(self.seed)
-        splits = []
-        for size in self.sizes.values():
-            images = torch.randint(0, 256, (size, *self.input_shape), dtype=torch.uint8, generator=generator)
-            labels = torch.randint(0, self.num_classes, (size,), generator=generator)
-            splits.append(ArrayImageDataset(images, labels, torch.arange(size)))
-        return tuple(splits)
+        return tuple(
+            ArrayImageDataset(
+                torch.randint(0, 256, (size, *self.input_shape), dtype=torch.uint8, generator=generator),
+                torch.randint(0, self.num_classes, (size,), generator=generator),
+                torch.arange(size),
+            )
+            for size in self.sizes
+        )

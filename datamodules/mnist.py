@@ -1,5 +1,4 @@
-"""MNIST, Fashion-MNIST and KMNIST: the official 60k training images (split into train and a seeded validation
-set) and the 10k test images, read with torchvision's class of that name."""
+"""MNIST, Fashion-MNIST and KMNIST, read with torchvision's class of that name from the official IDX files."""
 
 import gzip
 import hashlib
@@ -10,14 +9,12 @@ from pathlib import Path
 import torch
 from torchvision.datasets import KMNIST, MNIST, FashionMNIST
 
-from datamodules.array_dataset import ArrayImageDataset
-from datamodules.base import ImageDataModule
+from datamodules.base import ArrayImageDataset, ImageDataModule
 from user_errors import UserError
 
 log = logging.getLogger(__name__)
 
-# The official IDX files, gzipped, ship with the package so that a fresh clone trains offline; a re-gzipped
-# copy does not match the official archives' md5s, so the unpacked files are checked against their own sha256.
+# MNIST's IDX files ship gzipped so that a fresh clone trains offline; re-gzipped, they are checked by their own sha256
 SHIPPED_COPY = Path(__file__).parent / "mnist_idx"
 SHA256 = {
     "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
@@ -25,8 +22,7 @@ SHA256 = {
     "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
     "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
 }
-
-# The classes data.torchvision_dataset may name, with the mean and std of their 60k training images' pixels (in [0, 1]).
+# the classes data.torchvision_dataset may name, with the mean and std of their 60k training pixels
 DATASETS = {
     "MNIST": (MNIST, (0.1307,), (0.3081,)),
     "FashionMNIST": (FashionMNIST, (0.2860,), (0.3530,)),
@@ -35,16 +31,14 @@ DATASETS = {
 
 
 def unpack_shipped_copy(raw_folder: Path) -> bool:
-    """Unpack the shipped IDX files into `raw_folder` (where torchvision's MNIST reads them); False when the
-    package carries no copy. Each file is written beside its target and renamed once its checksum matches."""
+    """Unpack the shipped IDX files into `raw_folder`, each renamed into place once its checksum matches; False if absent."""
     if not all((SHIPPED_COPY / f"{name}.gz").is_file() for name in SHA256):
         return False
     raw_folder.mkdir(parents=True, exist_ok=True)
     for name, expected in SHA256.items():
-        target = raw_folder / name
+        target, partial = raw_folder / name, raw_folder / f".{name}.unpacking"
         if target.is_file():
             continue
-        partial = target.with_name(f".{name}.unpacking")
         try:
             with gzip.open(SHIPPED_COPY / f"{name}.gz", "rb") as source, open(partial, "wb") as sink:
                 shutil.copyfileobj(source, sink, length=1 << 20)
@@ -62,8 +56,6 @@ def unpack_shipped_copy(raw_folder: Path) -> bool:
 
 
 class MNISTDataModule(ImageDataModule):
-    """One of torchvision's 28x28 grey ten-class datasets in the MNIST file format, read from its official IDX files."""
-
     input_shape = (1, 28, 28)
     num_classes = 10
 
@@ -85,16 +77,8 @@ class MNISTDataModule(ImageDataModule):
         self.data_dir = Path(data_dir)
         self.download = download
         self.use_shipped_copy = use_shipped_copy
-        # each sample's source is its IDX file and position: the paths are made once, not per sample
-        self._image_files = {
-            "train": str(self.raw_folder / "train-images-idx3-ubyte"),
-            "test": str(self.raw_folder / "t10k-images-idx3-ubyte"),
-        }
-
-    @property
-    def raw_folder(self) -> Path:
-        """Where torchvision's class reads the IDX files: <data_dir>/<class name>/raw."""
-        return self.data_dir / self.torchvision_dataset / "raw"
+        self.raw_folder = self.data_dir / torchvision_dataset / "raw"  # where torchvision's class reads them
+        self._raw_files = [self.raw_folder / Path(url).stem for url, _ in self.dataset_class.resources]
 
     @property
     def class_names(self) -> list[str]:
@@ -102,13 +86,13 @@ class MNISTDataModule(ImageDataModule):
 
     def source(self, split: str, index: int) -> str:
         """The IDX file and the image's position in it (validation images come from the training file)."""
-        return f"{self._image_files['test' if split == 'test' else 'train']}[{index}]"
+        return f"{self.raw_folder / ('t10k' if split == 'test' else 'train')}-images-idx3-ubyte[{index}]"
 
     def prepare_data(self) -> None:
-        """Unpack the shipped copy (MNIST only), or download the files, once per node when they are absent."""
+        """Unpack the shipped copy (MNIST only), or download the files, when they are absent."""
         shipped = self.use_shipped_copy and self.torchvision_dataset == "MNIST"
         try:
-            if not all(path.is_file() for path in self._raw_files()) and not (
+            if not all(path.is_file() for path in self._raw_files) and not (
                 shipped and unpack_shipped_copy(self.raw_folder)
             ):
                 for train in (True, False):
@@ -136,10 +120,9 @@ class MNISTDataModule(ImageDataModule):
         try:
             dataset = self.dataset_class(str(self.data_dir), train=train, download=download)
         except (RuntimeError, AssertionError, ValueError, TypeError, OSError) as error:
-            reason = (
-                f"{error.__class__.__name__}: {_first_line(error)}" if _first_line(error) else error.__class__.__name__
-            )
-            if not all(path.is_file() for path in self._raw_files()):
+            first_line = (str(error).strip().splitlines() or [""])[0]
+            reason = f"{error.__class__.__name__}: {first_line}" if first_line else error.__class__.__name__
+            if not all(path.is_file() for path in self._raw_files):
                 how = "could not be downloaded" if download else "are missing (data.download=false)"
                 raise UserError(
                     f"The {name} {split} files are not in {self.raw_folder} and {how}: put the official uncompressed "
@@ -150,10 +133,3 @@ class MNISTDataModule(ImageDataModule):
                 "replace them with the official files, or delete them so that they are downloaded again."
             ) from error
         return dataset.data.unsqueeze(1), dataset.targets
-
-    def _raw_files(self) -> list[Path]:
-        return [self.raw_folder / Path(url).stem for url, _ in self.dataset_class.resources]
-
-
-def _first_line(error: Exception) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else ""

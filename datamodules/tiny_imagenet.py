@@ -1,50 +1,425 @@
-"""Tiny-ImageNet: 200 classes of 64x64 colour images, read from the tiny-imagenet-200 folder.
+"""Tiny-ImageNet: 200 classes of 64x64 colour JPEGs in the tiny-imagenet-200 folder, decoded once into a cache.
 
-The folder is downloaded and extracted (checksum verified) when it is absent; the official layout and
-copies with val/ sorted into class folders are read (datamodules/tiny_imagenet_folder.py). Each split is decoded
-once into a memory-mapped uint8 array (datamodules/decoded_cache.py) and served from it in whole
-batches; `cache=false` decodes every image with PIL when it is loaded instead, with the same pixels.
+Custom because torchvision has no Tiny-ImageNet: ImageFolder reads neither val/val_annotations.txt nor an unlabelled
+test/, and decoding 100k small JPEGs every epoch costs more than a GPU step, so each split is decoded once into a
+memory-mapped uint8 .npy file (reused while the files' paths, sizes and times are unchanged) and cut in whole batches.
 """
 
+import contextlib
+import errno
+import functools
+import hashlib
+import json
 import logging
+import os
+import re
 import shutil
+import time
 import urllib.error
 import zipfile
 from functools import cached_property
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import urlparse
 
+import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets.utils import check_integrity, download_url, extract_archive
+from tqdm import tqdm
 
-from datamodules.array_dataset import ArrayImageDataset
-from datamodules.base import ImageDataModule
-from datamodules.decoded_cache import load_or_build
-from datamodules.image_files import ImageFileDataset
-from datamodules.tiny_imagenet_folder import FOLDER_NAME, SPLITS, SplitFiles, TinyImageNetFolder
+from datamodules.base import ArrayImageDataset, ImageDataModule
+from datamodules.image_files import BadImageFile, decode_image, not_a_readable_file
 from user_errors import UserError
 
 log = logging.getLogger(__name__)
 
+FOLDER_NAME = "tiny-imagenet-200"
+SPLITS = ("train", "val", "test")
 OFFICIAL_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 OFFICIAL_MD5 = "90528d7ca1a48142e341f4ef8d21d0de"
-OFFICIAL_NUM_CLASSES = 200
-
-# The official test images come without labels, so the labelled stages both read val/ (the images
-# papers report "val" accuracy on) and only predict reads test/.
+OFFICIAL_VAL, CLASS_FOLDERS_VAL = "official", "class folders"
+VAL_LAYOUTS = (
+    "val/images/*.JPEG labelled by val/val_annotations.txt (the official zip), or val/<wnid>/images/*.JPEG or "
+    "val/<wnid>/*.JPEG (one folder per class of wnids.txt)"
+)
+# the official test labels are not public: the labelled stages read val/, only predict reads test/
 FOLDER_OF_SPLIT = {"train": "train", "val": "val", "test": "val", "predict": "test"}
 FOLDERS_OF_STAGE = {"fit": ("train", "val"), "validate": ("val",), "test": ("val",), "predict": ("test",)}
+CACHE_FORMAT = 2  # 2: 16-bit, transparent and CMYK images decoded without clipping
+CHUNK = 256  # images per decoding task
+
+
+def read_lines(path: Path) -> list[str]:
+    """The lines of a UTF-8 text file (a byte order mark dropped); one sentence naming the file and line otherwise."""
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise UserError(f"{path} cannot be read ({error.strerror or error}): restore the official file.") from error
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise UserError(
+            f"{path} line 1 starts with a UTF-16 byte order mark: the file is UTF-16 text, not UTF-8; save it as UTF-8, or restore the official file."
+        )
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        column = error.start - data.rfind(b"\n", 0, error.start)
+        raise UserError(
+            f"{path} line {line} is not UTF-8 text (byte 0x{data[error.start]:02x} at column {column}): save the file as UTF-8, or restore the official one."
+        ) from error
+    lines = [line.removesuffix("\r") for line in text.split("\n")]  # not splitlines: names may hold its separators
+    return lines[:-1] if lines and lines[-1] == "" else lines
+
+
+def _entries(folder: Path) -> list[Path]:
+    """A folder's entries, hidden ones (.DS_Store) left out; none when it cannot be listed."""
+    try:
+        return sorted(path for path in folder.iterdir() if not path.name.startswith("."))
+    except OSError:
+        return []
+
+
+def _is_jpeg(path: Path) -> bool:
+    return path.suffix.lower() in (".jpeg", ".jpg")
+
+
+def _subfolders(folder: Path) -> list[str]:
+    return [path.name for path in _entries(folder) if path.is_dir() and not _is_jpeg(path)]
+
+
+def _jpegs(folder: Path) -> list[Path]:
+    """Entries named like JPEGs, whatever they are (a broken link, a FIFO), in natural order: val_<i> is sample i."""
+    key = lambda path: [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]  # noqa: E731
+    return sorted((path for path in _entries(folder) if _is_jpeg(path)), key=key)
+
+
+def _images_in(folder: Path) -> tuple[list[Path], list[str]]:
+    """The readable JPEG files of a folder, and why each other entry named like one is left out."""
+    problems = {path: not_a_readable_file(path) for path in _jpegs(folder)}
+    return [path for path, problem in problems.items() if not problem], [p for p in problems.values() if p]
+
+
+def _image_folder(folder: Path) -> Path:
+    """<folder>/images (the official layout), else <folder> itself (a flattened copy)."""
+    return folder / "images" if (folder / "images").is_dir() else folder
+
+
+def _some(names: list[str]) -> str:
+    shown = ", ".join(repr(name) if not name.isprintable() else name for name in names[:3])
+    return shown + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+
+class SplitFiles(NamedTuple):
+    files: list[Path]
+    labels: np.ndarray | None  # class indices; None: unlabelled
+    problems: list[str]  # bad inputs left out, one sentence each
+
+
+class TinyImageNetFolder:
+    """wnids.txt (line k: class k), words.txt (names), train/<wnid>/images/, val/images/ with val_annotations.txt,
+    test/images/; also val/ sorted into class folders and folders without the images/ level."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.wnids_file = self.root / "wnids.txt"
+        self.annotations_file = self.root / "val" / "val_annotations.txt"
+
+    def exists(self) -> bool:
+        return self.wnids_file.is_file()
+
+    @cached_property
+    def wnids(self) -> list[str]:
+        if not self.exists():
+            raise UserError(
+                f"{self.wnids_file} is missing: {self.root} is not a complete {FOLDER_NAME} folder; download and unzip the dataset again."
+            )
+        wnids = []
+        for number, line in enumerate(read_lines(self.wnids_file), start=1):
+            wnid = line.strip()
+            if wnid and (not wnid.isprintable() or any(character.isspace() for character in wnid)):
+                raise UserError(
+                    f"{self.wnids_file} line {number} holds {wnid!r}, which is not a class id (one wnid such as n01443537 per line): restore the official file."
+                )
+            wnids += [wnid] if wnid else []
+        repeated = sorted({wnid for wnid in wnids if wnids.count(wnid) > 1})
+        if not wnids or repeated:
+            what = f"repeats {repeated[:3]}" if repeated else "lists no classes"
+            raise UserError(f"{self.wnids_file} {what}: it must list each class once; restore the official file.")
+        return wnids
+
+    @cached_property
+    def class_index(self) -> dict[str, int]:
+        return {wnid: index for index, wnid in enumerate(self.wnids)}
+
+    @cached_property
+    def class_names(self) -> list[str]:
+        """The first name of each class in words.txt (e.g. "goldfish"); the wnid where it has none."""
+        names = {}
+        if (self.root / "words.txt").is_file():
+            for line in read_lines(self.root / "words.txt"):
+                wnid, _, words = line.partition("\t")
+                names[wnid] = words.split(",")[0].strip()
+        return [names.get(wnid) or wnid for wnid in self.wnids]
+
+    def _missing(self, folder: Path, holds: str) -> UserError:
+        return UserError(
+            f"{folder} is missing: {self.root} is not a complete {FOLDER_NAME} folder (it needs {holds}); download and unzip the dataset again."
+        )
+
+    def check_structure(self) -> str:
+        return self.val_layout
+
+    @cached_property
+    def val_layout(self) -> str:
+        """OFFICIAL_VAL or CLASS_FOLDERS_VAL, once every split's structure is checked; one sentence otherwise."""
+        _ = self.class_names  # words.txt is refused, if it is not text, before anything is decoded
+        train, val, test = (self.root / split for split in SPLITS)
+        if not train.is_dir():
+            raise self._missing(train, "train/<wnid>/images/*.JPEG")
+        unknown = [name for name in _subfolders(train) if name not in self.class_index]
+        if unknown:
+            raise UserError(
+                f"{train} holds folders that are not classes of {self.wnids_file} ({_some(unknown)}): the folder and wnids.txt "
+                "disagree; restore the official wnids.txt, or move those folders out."
+            )
+        if not _subfolders(train):
+            raise UserError(
+                f"{train} holds no class folders (train/<wnid>/images/*.JPEG, one per line of {self.wnids_file}): download and unzip the dataset again."
+            )
+        if not val.is_dir():
+            raise self._missing(val, VAL_LAYOUTS)
+        folders = [name for name in _subfolders(val) if name != "images"]
+        classes = [name for name in folders if name in self.class_index]
+        others = [name for name in folders if name not in self.class_index]
+        why, layout = None, CLASS_FOLDERS_VAL
+        if classes and _jpegs(val / "images"):
+            why = f"it holds both images in val/images/ and class folders ({_some(classes)}), as a sorting script stopped halfway leaves it"
+        elif classes and others:
+            why = f"besides class folders it holds folders that are not classes of wnids.txt ({_some(others)})"
+        elif not classes and (val / "images").is_dir():
+            layout = OFFICIAL_VAL
+            if not self.annotations_file.exists():
+                why = f"it holds val/images/ but no {self.annotations_file.name} to label its images"
+        elif not classes:
+            why = (
+                f"its folders ({_some(others)}) are not classes of wnids.txt"
+                if others
+                else f"it holds {len(_jpegs(val))} images directly in val/, which say nothing of their classes"
+                if _jpegs(val)
+                else "it holds neither val/images/ nor class folders"
+            )
+        if why:
+            raise UserError(
+                f"{val} is in no layout this reader knows ({why}): it reads {VAL_LAYOUTS}; restore one of them."
+            )
+        if not test.is_dir():
+            raise self._missing(test, "test/images/*.JPEG, the unlabelled test images")
+        if not (test / "images").is_dir() and not _jpegs(test):
+            raise UserError(
+                f"{test} is in no layout this reader knows (it holds neither test/images/ nor images): it reads test/images/*.JPEG (the official zip) or test/*.JPEG; restore one of them."
+            )
+        if layout == OFFICIAL_VAL:
+            log.info(
+                f"Tiny-ImageNet in {self.root}: val/ is the official layout (val/images/ labelled by val/val_annotations.txt)"
+            )
+        else:
+            ignored = f"; {self.annotations_file.name} is not used" if self.annotations_file.is_file() else ""
+            log.info(
+                f"Tiny-ImageNet in {self.root}: val/ is sorted into class folders (val/<wnid>/[images/]*.JPEG, labelled by the folder{ignored})"
+            )
+        return layout
+
+    def list_split(self, split: str) -> SplitFiles:
+        """A split's files, labels and problems; the whole structure is checked before any split is listed."""
+        if self.val_layout == OFFICIAL_VAL and split == "val":
+            return self._val_annotated()
+        if split == "test":
+            folder = _image_folder(self.root / "test")
+            files, problems = _images_in(folder)
+            return SplitFiles(files, None, problems if files or problems else [f"{folder} holds no JPEG images"])
+        files, labels, problems = [], [], []  # <split>/<wnid>/[images/]*.JPEG, labelled by the folder
+        for index, wnid in enumerate(self.wnids):
+            folder = _image_folder(self.root / split / wnid)
+            class_files, class_problems = _images_in(folder)
+            problems += class_problems
+            if not class_files:
+                what = "holds no JPEG images" if folder.is_dir() else "is missing"
+                problems.append(f"{folder} {what} (class {wnid}, line {index + 1} of {self.wnids_file})")
+            files += class_files
+            labels += [index] * len(class_files)
+        return SplitFiles(files, np.array(labels, dtype=np.int64), problems)
+
+    def _val_annotated(self) -> SplitFiles:
+        folder = self.root / "val" / "images"
+        present, problems = _images_in(folder)
+        label_of, line_of, named_on_bad_lines = {}, {}, set()
+        for number, line in enumerate(read_lines(self.annotations_file), start=1):
+            fields, where = line.split("\t"), f"{self.annotations_file} line {number}"
+            if not line.strip():
+                continue
+            if len(fields) < 2 or fields[1] not in self.class_index:
+                problems.append(
+                    f"{where} is not 'file<TAB>wnid<TAB>x0<TAB>y0<TAB>x1<TAB>y1'"
+                    if len(fields) < 2
+                    else f"{where} names class {fields[1]!r}, which is not in {self.wnids_file}"
+                )
+                named_on_bad_lines.add(fields[0])
+            elif fields[0] in line_of:
+                problems.append(f"{where} labels {fields[0]} again (first on line {line_of[fields[0]]})")
+            else:
+                label_of[fields[0]], line_of[fields[0]] = self.class_index[fields[1]], number
+        entries = {path.name for path in _jpegs(folder)}  # an unreadable entry was reported, not as missing
+        problems += [
+            f"{self.annotations_file} line {line_of[name]} names {name}, which is not in {folder}"
+            for name in label_of
+            if name not in entries
+        ]
+        problems += [
+            f"{path} has no line in {self.annotations_file}"
+            for path in present
+            if path.name not in label_of and path.name not in named_on_bad_lines
+        ]
+        problems += [] if entries else [f"{folder} holds no JPEG images"]
+        files = [path for path in present if path.name in label_of]
+        return SplitFiles(files, np.array([label_of[path.name] for path in files], dtype=np.int64), problems)
+
+
+def _decode_chunk(files: list[Path], shape: tuple[int, ...], start: int) -> tuple[list[int], np.ndarray, dict]:
+    """Files start..start+CHUNK decoded: the positions kept, their pixels, and why each other one failed."""
+    kept, images, bad = [], [], {}
+    for position in range(start, min(start + CHUNK, len(files))):
+        try:
+            images.append(decode_image(files[position], shape))
+            kept.append(position)
+        except BadImageFile as error:
+            bad[position] = str(error)
+    return kept, np.stack(images) if images else np.empty((0, *shape), np.uint8), bad
+
+
+def _reserve(path: Path) -> None:
+    """Allocate a memory-mapped file's blocks now: a full disk is then an OSError here, not a SIGBUS mid-write."""
+    with open(path, "r+b") as file:
+        try:
+            os.posix_fallocate(file.fileno(), 0, os.fstat(file.fileno()).st_size)
+        except OSError as error:
+            if error.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # a filesystem that cannot reserve
+                raise
+
+
+def decoded(
+    folder: Path, files: list[Path], shape: tuple[int, ...], description: str
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(images memory-mapped, each row's position in `files`, why each file left out failed), from the cache in
+    `folder` when its manifest's fingerprint matches the files, else decoded now (one worker per core) into it."""
+    digest = hashlib.sha256(f"format {CACHE_FORMAT}, shape {tuple(shape)}\n".encode())
+    for path in files:
+        try:
+            status = os.stat(path)
+            digest.update(f"{path}\t{status.st_size}\t{status.st_mtime_ns}\n".encode())
+        except OSError as error:  # decoding reports it as a bad file
+            digest.update(f"{path}\tunreadable {error.errno}\n".encode())
+    fingerprint = digest.hexdigest()
+    manifest_path = folder / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    if manifest.get("fingerprint") == fingerprint:
+        log.info(f"Using the decoded {description} in {folder} ({manifest['images']} images)")
+    elif files:
+        if manifest:
+            log.info(f"The {description} files changed since {folder} was built: decoding them again")
+        manifest = _build(folder, files, shape, fingerprint, description)
+    else:
+        return np.empty((0, *shape), np.uint8), np.empty(0, np.int64), []
+    images = np.load(folder / "images.npy", mmap_mode="r")[: manifest["images"]]  # rows beyond: files left out
+    return images, np.load(folder / "kept.npy"), manifest["bad_files"]
+
+
+def _build(folder: Path, files: list[Path], shape: tuple[int, ...], fingerprint: str, description: str) -> dict:
+    # this process's own temporary names: builders on several nodes sharing the folder do not mix their rows
+    partial = {
+        name: folder / f"{name}.{os.getpid()}.partial{suffix}"
+        for name, suffix in (("images", ".npy"), ("kept", ".npy"), ("manifest", ".json"))
+    }
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "manifest.json").unlink(missing_ok=True)  # from here until the end the cache is invalid
+        images = np.lib.format.open_memmap(partial["images"], mode="w+", dtype=np.uint8, shape=(len(files), *shape))
+        _reserve(partial["images"])
+        workers = min(len(os.sched_getaffinity(0)), -(-len(files) // CHUNK))
+        chunks = DataLoader(
+            range(0, len(files), CHUNK),
+            batch_size=None,
+            num_workers=workers if workers > 1 else 0,
+            collate_fn=functools.partial(_decode_chunk, files, tuple(shape)),
+        )
+        kept, bad, started = [], {}, time.perf_counter()
+        with tqdm(total=len(files), unit="img", desc=f"Decoding {description}", mininterval=0.5) as progress:
+            for chunk_kept, chunk_images, chunk_bad in chunks:  # in order: the kept rows are written one after another
+                images[len(kept) : len(kept) + len(chunk_kept)] = chunk_images
+                kept += chunk_kept
+                bad.update(chunk_bad)
+                progress.update(len(chunk_kept) + len(chunk_bad))
+        images.flush()
+        del images
+        seconds = time.perf_counter() - started
+        np.save(partial["kept"], np.array(kept, dtype=np.int64))
+        manifest = {"fingerprint": fingerprint, "images": len(kept), "bad_files": [bad[p] for p in sorted(bad)]}
+        partial["manifest"].write_text(json.dumps(manifest, indent=1))
+        for name in ("images", "kept", "manifest"):  # the manifest last: it marks the cache complete
+            os.replace(partial[name], folder / f"{name}{partial[name].suffix}")
+    except OSError as error:  # not writable, disk full, ...
+        for path in partial.values():
+            with contextlib.suppress(OSError):
+                path.unlink()
+        raise UserError(
+            f"Could not write the decoded {description} in {folder} ({error.strerror or error}): set data.cache_dir to a writable "
+            f"folder with {len(files) * int(np.prod(shape)) / 1e6:,.0f} MB free, or data.cache=false to decode images as they are loaded."
+        ) from error
+    log.info(
+        f"Decoded {len(files)} {description} into {folder} in {seconds:.1f} s ({len(files) / seconds:.0f} images/s, {max(workers, 1)} processes)"
+    )
+    return manifest
+
+
+class ImageFiles(Dataset):
+    """data.cache=false: each image decoded when its batch is fetched; a bad one stops the run or, skipping, is left
+    out of its batch with a warning (once per loader process)."""
+
+    def __init__(self, files: list[Path], labels: torch.Tensor | None, shape: tuple[int, ...], skip_bad_files: bool):
+        self.files, self.labels, self.shape, self.skip_bad_files = files, labels, tuple(shape), skip_bad_files
+        self.source_index = torch.arange(len(files))
+        self._reported: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitems__(self, positions) -> dict[str, torch.Tensor]:
+        images, kept = [], []
+        for position in torch.as_tensor(positions, dtype=torch.long).tolist():
+            try:
+                images.append(decode_image(self.files[position], self.shape))
+                kept.append(position)
+            except BadImageFile as error:
+                if not self.skip_bad_files:
+                    raise UserError(
+                        f"{error}: replace it with the original file, or set data.skip_bad_files=true to skip bad files."
+                    ) from error
+                if position not in self._reported:
+                    self._reported.add(position)
+                    log.warning(f"Skipping a bad file: {error}.")
+        kept = torch.as_tensor(kept, dtype=torch.long)
+        pixels = np.stack(images) if images else np.empty((0, *self.shape), np.uint8)
+        batch = {"image": torch.from_numpy(pixels), "index": kept}
+        if self.labels is not None:
+            batch["label"] = self.labels[kept]
+        return batch
 
 
 class TinyImageNetDataModule(ImageDataModule):
     input_shape = (3, 64, 64)
-    # per-channel statistics of the 100k official training images
-    mean = (0.4802, 0.4481, 0.3975)
+    mean = (0.4802, 0.4481, 0.3975)  # of the 100k official training images
     std = (0.2302, 0.2265, 0.2262)
-
-    # trainer.predict reads the official test/ images, which have no labels
-    predict_split = "predict"
+    predict_split = "predict"  # the official test/ images, unlabelled
 
     def __init__(
         self,
@@ -60,10 +435,7 @@ class TinyImageNetDataModule(ImageDataModule):
         super().__init__(**loader_options)
         self.data_dir = Path(data_dir)
         self.folder = TinyImageNetFolder(self.data_dir / FOLDER_NAME)
-        self.download = download
-        self.url = url
-        self.md5 = md5
-        self.cache = cache
+        self.download, self.url, self.md5, self.cache = download, url, md5, cache
         self.cache_dir = Path(cache_dir) if cache_dir else self.data_dir / f"{FOLDER_NAME}-decoded"
         self.skip_bad_files = skip_bad_files
         self.predict_set: Dataset | None = None
@@ -74,39 +446,34 @@ class TinyImageNetDataModule(ImageDataModule):
     @cached_property
     def num_classes(self) -> int:
         """The classes in wnids.txt; before the first download, the official 200."""
-        return len(self.folder.wnids) if self.folder.exists() else OFFICIAL_NUM_CLASSES
+        return len(self.folder.wnids) if self.folder.exists() else 200
 
     @property
     def class_names(self) -> list[str]:
         return self.folder.class_names
 
     def source(self, split: str, index: int) -> str:
-        """The JPEG file of sample `index` of `split` (train, val, test or predict)."""
         folder = "train" if self.num_folds and split == "val" else FOLDER_OF_SPLIT[split]  # a fold of train/ validates
         if folder not in self._files:
             self._files[folder] = self.folder.list_split(folder).files
         return str(self._files[folder][index])
 
-    def prepare_data(self) -> None:
-        """Download the dataset if absent, check its structure, and decode the splits this run needs into the cache (once per node).
+    def _folders_of(self, stage: str | None) -> tuple[str, ...]:
+        """The official folders a stage reads; cross-validating, fitting and validating read train/ only."""
+        return ("train",) if self.num_folds and stage in ("fit", "validate") else FOLDERS_OF_STAGE.get(stage, SPLITS)
 
-        Everything that can be checked without decoding (the layout of every split, the listing of the
-        splits this run reads) is checked first, so a bad folder is refused before minutes of decoding.
-        """
+    def prepare_data(self) -> None:
+        """Download if absent, check the structure, list every split this run reads, then decode them (once per node)."""
         if not self.folder.exists():
             self._download()
         self.folder.check_structure()
         if self.cache:
             stage = self.trainer.state.fn.value if self.trainer is not None else None
-            folders = [
-                folder for folder in self._folders_of(stage) if folder not in self._datasets
-            ]  # not set up by an earlier stage
-            listings = {folder: self.folder.list_split(folder) for folder in folders}
-            for folder in folders:
-                self._refuse(folder, listings[folder].problems)
-            for folder in folders:
-                _, problems = self._load(folder, listings[folder])
-                self._refuse(folder, problems)
+            listings = {f: self.folder.list_split(f) for f in self._folders_of(stage) if f not in self._datasets}
+            for folder, listing in listings.items():
+                self._refuse(folder, listing.problems)
+            for folder, listing in listings.items():
+                self._refuse(folder, self._load(folder, listing)[1])
 
     def read_splits(self, stage: str | None) -> tuple[Dataset | None, Dataset | None, Dataset | None]:
         """The official folders `stage` reads, each loaded once: train/, and val/ as both val and test."""
@@ -123,36 +490,22 @@ class TinyImageNetDataModule(ImageDataModule):
         return self._datasets.get("train"), self._datasets.get("val"), self._datasets.get("val")
 
     def setup(self, stage: str | None = None) -> None:
-        """As ImageDataModule's, plus the unlabelled test/ images that predict reads (the template's splits are labelled)."""
         super().setup(stage)
         self.predict_set = self._datasets.get("test")
 
-    def _folders_of(self, stage: str | None) -> tuple[str, ...]:
-        """The official folders a stage reads; cross-validating, fitting and validating read train/ only."""
-        if self.num_folds and stage in ("fit", "validate"):
-            return ("train",)
-        return FOLDERS_OF_STAGE.get(stage, SPLITS)
-
     def dataset(self, split: str) -> Dataset:
-        """As ImageDataModule's, plus "predict": the official test images, unlabelled."""
         return self.predict_set if split == "predict" else super().dataset(split)
 
     def _load(self, folder: str, listing: SplitFiles | None = None) -> tuple[Dataset, list[str]]:
         """The dataset of an official folder and the bad inputs left out of it."""
-        listing = listing or self.folder.list_split(folder)
-        self._files[folder] = listing.files
-        labels = None if listing.labels is None else torch.from_numpy(listing.labels)
+        files, labels, problems = listing or self.folder.list_split(folder)
+        self._files[folder] = files
+        labels = None if labels is None else torch.from_numpy(labels)
         if not self.cache:
-            index = torch.arange(len(listing.files))
-            return ImageFileDataset(
-                listing.files, labels, index, self.input_shape, self.skip_bad_files
-            ), listing.problems
-        decoded = load_or_build(
-            self.cache_dir / folder, listing.files, self.input_shape, f"Tiny-ImageNet {folder} images"
-        )
-        kept = torch.from_numpy(decoded.kept)
-        dataset = ArrayImageDataset(decoded.images, None if labels is None else labels[kept], kept)
-        return dataset, listing.problems + decoded.bad_files
+            return ImageFiles(files, labels, self.input_shape, self.skip_bad_files), problems
+        images, kept, bad = decoded(self.cache_dir / folder, files, self.input_shape, f"Tiny-ImageNet {folder} images")
+        kept = torch.from_numpy(kept)
+        return ArrayImageDataset(images, None if labels is None else labels[kept], kept), problems + bad
 
     def _checked(self, folder: str) -> Dataset:
         dataset, problems = self._load(folder)
@@ -184,7 +537,7 @@ class TinyImageNetDataModule(ImageDataModule):
         )
 
     def _download(self) -> None:
-        """Download the official zip (kept, and reused while its checksum holds), verify it, and extract it."""
+        """Download the zip (kept, and reused while its checksum holds), verify it, and extract it."""
         if not self.download:
             raise UserError(self._absent("data.download=false"))
         archive = self.data_dir / Path(urlparse(self.url).path).name
@@ -201,8 +554,9 @@ class TinyImageNetDataModule(ImageDataModule):
             raise UserError(
                 self._absent(f"it could not be downloaded from {self.url} ({getattr(error, 'reason', error)})")
             ) from error
-        # extracted next to the final place, then moved there: an interrupted extraction leaves no half folder
-        extracting = self.data_dir / f".{FOLDER_NAME}.extracting"
+        extracting = (
+            self.data_dir / f".{FOLDER_NAME}.extracting"
+        )  # then moved: an interrupted one leaves no half folder
         shutil.rmtree(extracting, ignore_errors=True)
         try:
             extract_archive(str(archive), str(extracting))

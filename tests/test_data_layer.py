@@ -7,8 +7,7 @@ import pytest
 import torch
 from torchvision.datasets import KMNIST, FashionMNIST
 
-from datamodules.array_dataset import ArrayImageDataset
-from datamodules.base import ImageDataModule
+from datamodules.base import ArrayImageDataset, ImageDataModule
 from datamodules.fake import FakeDataModule
 from datamodules.mnist import MNISTDataModule
 from runs.build import build_datamodule

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from benchmarks.tiny_imagenet_files import write_tiny_imagenet
+from datamodules.base import check_fold_settings, fold_of_each_sample, fold_positions
 from datamodules.fake import FakeDataModule
-from datamodules.folds import check_fold_settings, fold_of_each_sample, fold_positions
 from datamodules.mnist import MNISTDataModule
 from datamodules.tiny_imagenet import TinyImageNetDataModule
 from tests.helpers.commands import TINY, run_entry

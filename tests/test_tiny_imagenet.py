@@ -20,8 +20,7 @@ from PIL import Image
 
 from benchmarks.tiny_imagenet_files import class_from_pixels, sort_val_into_class_folders, write_tiny_imagenet
 from datamodules.image_files import BadImageFile, decode_image
-from datamodules.tiny_imagenet import TinyImageNetDataModule
-from datamodules.tiny_imagenet_folder import TinyImageNetFolder
+from datamodules.tiny_imagenet import TinyImageNetDataModule, TinyImageNetFolder
 from runs.build import build_datamodule, build_module
 from tests.helpers.commands import fresh_copy, run_entry, run_in_shell
 from tests.helpers.compose import compose_config
