@@ -1,11 +1,8 @@
 """Train a network: python train.py [model=lenet] [data=mnist] [optimizer=adam] [trainer.max_epochs=5] ...
 
-Everything the run writes (config, checkpoints, TensorBoard events) goes into one run directory.
-`ckpt_path=PATH` continues from a checkpoint in a new run directory; `resume=true` continues the latest
-run of the same experiment in its own directory (runs/run_dir.py).
-
-Only Hydra is imported before it has composed: help, `--cfg`, completion and a mistyped value answer without
-torch or Lightning (docs/performance.md, start-up).
+Everything the run writes goes into one run directory; `ckpt_path=PATH` continues from a checkpoint in a new one,
+`resume=true` continues the latest run of the same experiment in its own. Only Hydra is imported before it has
+composed: help, `--cfg`, completion and a mistyped value answer without torch or Lightning.
 """
 
 import math
@@ -13,8 +10,7 @@ import math
 import hydra
 from omegaconf import DictConfig
 
-from runs.entry_points import exit_on_user_error
-from runs.run_dir import discarded_if_nothing_was_trained, register_resolvers
+from runs.entry_points import discarded_if_nothing_was_trained, exit_on_user_error, register_resolvers
 
 register_resolvers()  # conf/hydra/default.yaml uses ${run_dir:...}: registered before Hydra composes
 
@@ -25,12 +21,12 @@ def main(cfg: DictConfig) -> float | None:
         from runs.config_check import check_config
 
         check_config(cfg)  # before Lightning is imported: a mistyped value is refused at once
+        from runs.build import train
         from runs.entry_points import quiet_library_notices
-        from runs.training import train
 
         quiet_library_notices()
         return train(cfg).get("best_val_top1")
-    return math.nan  # only a multirun's failed job gets here (runs/entry_points.py): no result for its row of the sweep
+    return math.nan  # only a multirun's failed job gets here (exit_on_user_error): no result for its row of the sweep
 
 
 if __name__ == "__main__":

@@ -1,15 +1,22 @@
-"""Loading checkpoints written by train.py without executing anything stored in them.
+"""Checkpoints of train.py as data: read without executing anything stored in them, and written atomically.
 
-A checkpoint is data: weights and states, read with weights_only=True, and a record of its experiment (the
-options chosen from conf/ and the overrides) that runs/evaluation.py composes with this installation's conf/.
-Nothing in it names a class to build or a place to read, write or download (docs/trust.md)."""
+A checkpoint holds weights and states (read with weights_only=True) and a record of its experiment (the options chosen
+from conf/ and the overrides) that runs/build.py composes with this installation's conf/; nothing in it names a class
+to build or a place to read, write or download (docs/trust.md).
+"""
 
+import errno
+import os
 import pickle
+import shutil
+import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch.nn import Module
 
 from user_errors import UserError
@@ -133,3 +140,64 @@ def check_resumable(choices: dict[str, Any], module: Module, checkpoint: dict[st
                 f"The weights in {path} have other shapes than the network built from this config (size mismatch for "
                 f"{name}: {tuple(saved[name].shape)} in the checkpoint, {tuple(tensor.shape)} here): {advice}."
             )
+
+
+def temporary_files_of(path: Path) -> list[Path]:
+    """Temporary files left beside `path` by writes that were killed before their rename."""
+    return sorted(path.parent.glob(f".{path.name}.*.tmp"))
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """torch.save(obj, path) such that `path` is at every moment either its old complete content or the new one."""
+    _atomic_write(path, lambda file: torch.save(obj, file))
+
+
+def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> None:
+    _atomic_write(path, lambda file: file.write(data))
+
+
+def _atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> None:
+    """Written to a temporary file in the target's own folder, synced, then renamed over it (an atomic rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in temporary_files_of(path):  # a save that was killed half-way; its target is still the older whole file
+        stale.unlink(missing_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)  # makes the rename itself durable
+    except OSError as error:  # some filesystems (e.g. some network mounts) refuse to sync a directory
+        if error.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(folder)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """TorchCheckpointIO with atomic local writes: Lightning stages its file in the system temp folder, so on another
+    filesystem its final move is a copy that a kill leaves truncated. Remote URLs keep Lightning's fsspec path."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None or "://" in str(path):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        try:
+            atomic_torch_save(checkpoint, path)
+        except (OSError, RuntimeError) as error:  # RuntimeError: torch's writer found a short write (a full disk)
+            if isinstance(error, OSError) and error.strerror:
+                reason = error.strerror
+            else:
+                free = shutil.disk_usage(Path(path).parent).free // 1024
+                reason = f"the write stopped short: it needs more than the {free} KiB free on that disk"
+            raise UserError(
+                f"Could not write the checkpoint {path} ({reason}): free disk space or point paths.log_dir at a writable disk "
+                "with room; checkpoints saved before are intact."
+            ) from error

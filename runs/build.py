@@ -1,12 +1,24 @@
-"""Building the DataModule, LightningModule, callbacks, loggers and Trainer from a composed config, and turning
-the config into plain data that checkpoints store and the hparams tab shows."""
+"""Building a run from its composed config (DataModule, LightningModule, callbacks, loggers, Trainer), training it, and
+rebuilding one from what a file records of it to evaluate it (eval.py; compare, export and predict start there too).
 
+A file from elsewhere records its experiment as data: the options it chose from conf/ and its command line's overrides.
+The rebuild composes this installation's own conf/ with those choices, the overrides of the network's and module's
+hyperparameters and of the data's identity (DATA_IDENTITY), then the user's own command line: the classes built come
+only from conf/, and every place only from the user's config (docs/trust.md).
+"""
+
+import json
 import logging
+from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
+from hydra import compose
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException, InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning import Callback, LightningModule, Trainer
@@ -15,13 +27,26 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from torch.utils.tensorboard.summary import hparams as tensorboard_hparams
 
 from callbacks.checkpointing import StoreRunConfig
 from callbacks.predictions import PerSamplePredictions
 from callbacks.resume import ContinueLogs, ExactResume
+from checkpoints.loading import (
+    EXPERIMENT_KEY,
+    RUN_CONFIG_KEY,
+    atomic_write_bytes,
+    check_resumable,
+    load_checkpoint,
+    load_weights,
+)
 from datamodules.base import ImageDataModule
-from user_errors import UserError
+from runs.config_check import check_config
+from runs.entry_points import LAST_CHECKPOINT
+from user_errors import UserError, writing
+
+log = logging.getLogger(__name__)
 
 
 def to_plain(cfg: DictConfig) -> dict[str, Any]:
@@ -30,9 +55,7 @@ def to_plain(cfg: DictConfig) -> dict[str, Any]:
 
 
 def experiment_record() -> dict[str, Any]:
-    """What a checkpoint or prediction file says about its experiment, as data: the options chosen from conf/
-    (`data: mnist`, `model: lenet`, ...) and the command line's overrides; never a class or a place to rebuild from
-    (runs/evaluation.py composes this installation's conf/ with them)."""
+    """What a checkpoint or prediction file says of its experiment: the options chosen from conf/ and the overrides."""
     if not HydraConfig.initialized():
         return {"choices": {}, "overrides": []}
     hydra = HydraConfig.get()
@@ -40,25 +63,14 @@ def experiment_record() -> dict[str, Any]:
     return {"choices": choices, "overrides": list(hydra.overrides.task)}
 
 
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"optimizer": {"lr": 0.1}} -> {"optimizer/lr": 0.1}, for TensorBoard's hparams tab."""
-    flat = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{name}/"))
-        elif isinstance(value, (list, tuple)):
-            flat[name] = str(value)
-        else:
-            flat[name] = value
-    return flat
-
-
-log = logging.getLogger(__name__)
+def _root_cause(error: BaseException) -> BaseException:
+    while error.__cause__ is not None:
+        error = error.__cause__
+    return error
 
 
 def _instantiate(node: DictConfig, what: str, **kwargs: Any) -> Any:
-    """hydra.utils.instantiate, with a failure turned into one sentence that names the config group."""
+    """hydra.utils.instantiate, with a failure as one sentence that names the config group."""
     try:
         return instantiate(node, **kwargs)
     except InstantiationException as error:
@@ -67,9 +79,9 @@ def _instantiate(node: DictConfig, what: str, **kwargs: Any) -> Any:
             cause = cause.__cause__
         if isinstance(cause, UserError):
             raise cause from None
-        reason = f"{cause.__class__.__name__}: {cause}" if cause else str(error)
+        reason = " ".join(f"{cause.__class__.__name__}: {cause}".split())
         raise UserError(
-            f"Could not build the {what} from its config ({' '.join(reason.split())}); check the {what}.* options, `--cfg job` prints them."
+            f"Could not build the {what} from its config ({reason}); check the {what}.* options, `--cfg job` prints them."
         ) from error
 
 
@@ -79,15 +91,10 @@ def build_datamodule(cfg: DictConfig) -> ImageDataModule:
 
 
 def build_module(cfg: DictConfig, datamodule: ImageDataModule) -> LightningModule:
-    """The LightningModule, its network shaped by the datamodule (channels, image size, classes).
-
-    The network is tried on the module's example input, so that a network that cannot take the
-    dataset's images (e.g. one that pools a 28x28 image down to nothing) fails here, in one sentence,
-    not at the first training step.
-    """
-    log.info(
-        f"Model: {cfg.model._target_} for input {tuple(datamodule.input_shape)} and {datamodule.num_classes} classes"
-    )
+    """The LightningModule, its network shaped by the datamodule, tried on two images of the data's shape: a network
+    that cannot take them fails here, in one sentence, not at the first training step."""
+    shape = tuple(datamodule.input_shape)
+    log.info(f"Model: {cfg.model._target_} for input {shape} and {datamodule.num_classes} classes")
     try:
         module = _instantiate(
             cfg.module,
@@ -97,47 +104,22 @@ def build_module(cfg: DictConfig, datamodule: ImageDataModule) -> LightningModul
             net=cfg.model,
             optimizer=cfg.optimizer,
             scheduler=cfg.scheduler,
-            input_shape=list(datamodule.input_shape),
+            input_shape=list(shape),
             num_classes=datamodule.num_classes,
         )
-        _forward_example_input(module)
-    except UserError as error:
-        construction_error = _first_cause(error)
-        if not isinstance(
-            construction_error, RuntimeError
-        ):  # RuntimeError: torch's shape errors, e.g. in a net sizing its layers
-            raise
-        raise _cannot_take_the_images(cfg, datamodule, construction_error) from error
-    except RuntimeError as error:
-        raise _cannot_take_the_images(cfg, datamodule, error) from error
-    return module
-
-
-def _first_cause(error: BaseException) -> BaseException:
-    """The error at the bottom of a chain of re-raises (instantiate wraps what a constructor raised)."""
-    while error.__cause__ is not None:
-        error = error.__cause__
-    return error
-
-
-def _forward_example_input(module: LightningModule) -> None:
-    """One forward pass of the module's example input (two images of the dataset's shape), changing nothing."""
-    was_training = module.training
-    module.eval()  # no BatchNorm statistics updated, no dropout drawing random numbers
-    try:
+        module.eval()  # no BatchNorm statistics updated, no dropout drawing random numbers
         with torch.no_grad():
             module(module.example_input_array)
-    finally:
-        module.train(was_training)
-
-
-def _cannot_take_the_images(cfg: DictConfig, datamodule: ImageDataModule, error: Exception) -> UserError:
-    reason = " ".join(str(error).split()) or error.__class__.__name__
-    shape = "x".join(map(str, datamodule.input_shape))
-    return UserError(
-        f"The model {cfg.model._target_} cannot take the {shape} images of data {cfg.data._target_} ({reason}): "
-        "choose a model made for that image size, or data with larger images."
-    )
+        module.train()
+    except (UserError, RuntimeError) as error:  # RuntimeError: torch's shape errors, e.g. a net sizing its layers
+        cause = _root_cause(error)
+        if not isinstance(cause, RuntimeError):
+            raise
+        raise UserError(
+            f"The model {cfg.model._target_} cannot take the {'x'.join(map(str, shape))} images of data {cfg.data._target_} "
+            f"({' '.join(str(cause).split()) or cause.__class__.__name__}): choose a model made for that image size, or data with larger images."
+        ) from error
+    return module
 
 
 def _instantiate_each(group: DictConfig | None, what: str) -> list[Any]:
@@ -148,46 +130,43 @@ def build_callbacks(cfg: DictConfig) -> list[Callback]:
     return _instantiate_each(cfg.get("callbacks"), "callbacks")
 
 
-def build_training_callbacks(cfg: DictConfig) -> list[Callback]:
-    """The callbacks group, and the three that train.py always needs, whatever that group says: they make every
-    checkpoint rebuild its run (StoreRunConfig), a resume continue bit for bit (ExactResume) and the logs go on
-    where they stopped (ContinueLogs)."""
-    experiment = experiment_record()
-    callbacks = build_callbacks(cfg)
-    record_experiment(callbacks, experiment)
-    return callbacks + [StoreRunConfig(to_plain(cfg), experiment), ExactResume(), ContinueLogs()]
-
-
-def record_experiment(callbacks: list[Callback], experiment: dict[str, Any]) -> None:
-    """The prediction files' sidecars say which experiment's data their rows index (compare.py rebuilds it)."""
-    for callback in callbacks:
-        if isinstance(callback, PerSamplePredictions):
-            callback.experiment = experiment
-
-
 def build_loggers(cfg: DictConfig) -> list[Logger]:
     return _instantiate_each(cfg.get("logger"), "logger")
 
 
-def build_trainer(cfg: DictConfig, callbacks: list[Callback], loggers: list[Logger]) -> Trainer:
-    strategy = _strategy(cfg.trainer)
+def build_training_callbacks(cfg: DictConfig) -> list[Callback]:
+    """The callbacks group, and what every training run needs whatever it says: checkpoints that rebuild their run,
+    an exact resume and logs that continue; prediction files record which experiment's data their rows index."""
+    experiment = experiment_record()
+    callbacks = build_callbacks(cfg)
+    for callback in callbacks:
+        if isinstance(callback, PerSamplePredictions):
+            callback.experiment = experiment
+    return callbacks + [StoreRunConfig(to_plain(cfg), experiment), ExactResume(), ContinueLogs()]
+
+
+def build_trainer(cfg: DictConfig, callbacks: list[Callback], loggers: list[Logger], **options: Any) -> Trainer:
     if not loggers:  # logger=none: Lightning refuses a LearningRateMonitor, which only writes to loggers
         callbacks = [callback for callback in callbacks if not isinstance(callback, LearningRateMonitor)]
-    return _instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False, strategy=strategy)
+    strategy = _strategy(cfg.trainer)
+    return _instantiate(
+        cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False, strategy=strategy, **options
+    )
 
 
 def build_finder_trainer(cfg: DictConfig, steps: int) -> Trainer:
-    """The run's trainer settings (device, precision, gradient accumulation) without its callbacks, loggers or
-    checkpoints: a finder's `steps` (runs/tuning.py) leave nothing in the run's records."""
-    # a finite run length that the finder's step count ends first, however few batches an epoch has (schedulers
-    # whose length is filled in from the run, T_max/total_steps null, need a finite one; the finder swaps them out)
-    options = {"max_epochs": steps, "max_steps": steps, "min_epochs": None, "num_sanity_val_steps": 0}
-    options |= {"enable_checkpointing": False, "enable_progress_bar": False, "enable_model_summary": False}
-    return _instantiate(cfg.trainer, "trainer", callbacks=[], logger=False, strategy=_strategy(cfg.trainer), **options)
+    """The run's trainer settings without callbacks, loggers or checkpoints: a finder's steps leave no records; a finite
+    run length that `steps` ends first (schedulers whose length is filled in from the run need one)."""
+    return build_trainer(
+        cfg,
+        [],
+        [],
+        **{"max_epochs": steps, "max_steps": steps, "min_epochs": None, "num_sanity_val_steps": 0},
+        **{"enable_checkpointing": False, "enable_progress_bar": False, "enable_model_summary": False},
+    )
 
 
-# Lightning's DDP strategies that start processes 1..N-1 by running the command line again, and their
-# counterparts that start them with torch.multiprocessing instead
+# Lightning's DDP strategies that start processes 1..N-1 by running the command line again -> their spawning counterparts
 RELAUNCHING_DDP = {
     "ddp": "ddp_spawn",
     "ddp_find_unused_parameters_true": "ddp_spawn_find_unused_parameters_true",
@@ -196,30 +175,22 @@ RELAUNCHING_DDP = {
 
 
 def _strategy(trainer_cfg: DictConfig) -> Any:
-    """trainer.strategy, except that in a multirun `ddp` becomes `ddp_spawn`.
-
-    `ddp` starts the other processes by running `sys.argv` again with `hydra.run.dir` set to the run
-    directory (lightning.fabric.strategies.launchers.subprocess_script). Under `-m` that command line
-    is the whole sweep: every extra process would start a sweep of its own. `ddp_spawn` starts the
-    processes from inside this job, so they run this job's fit only. Under SLURM the processes are
-    started by srun, not relaunched, and `ddp` stays. (`auto` with several devices counts as `ddp`:
-    that is what Lightning would choose.)
-    """
+    """trainer.strategy, except that in a multirun (not under SLURM) `ddp` becomes `ddp_spawn`: `ddp` would run the
+    whole sweep's command line again in every extra process. `auto` with several devices counts as `ddp`."""
     strategy = requested = trainer_cfg.get("strategy", "auto")
     devices, num_nodes = trainer_cfg.get("devices"), trainer_cfg.get("num_nodes") or 1
     if strategy == "auto" and ((isinstance(devices, int) and devices > 1) or num_nodes > 1):
-        strategy = "ddp"  # what Lightning chooses for several devices
+        strategy = "ddp"
     multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     if not multirun or not isinstance(strategy, str) or strategy not in RELAUNCHING_DDP or SLURMEnvironment.detect():
         return requested
     log.info(
-        f"Multirun: trainer.strategy={requested} runs as {RELAUNCHING_DDP[strategy]} (ddp would start each extra process with the whole sweep's command line)"
+        f"Multirun: trainer.strategy={requested} runs as {RELAUNCHING_DDP[strategy]} (ddp would relaunch the sweep)"
     )
     return RELAUNCHING_DDP[strategy]
 
 
-# The hparams tab's columns: what a homework sweep usually varies, plus every key this job's command line sets
-# (in a multirun, the swept ones among them). The whole composed config is in .hydra/config.yaml and in each checkpoint.
+# The hparams tab's columns: what a sweep usually varies, plus every key this job's command line sets
 HPARAM_KEYS = (
     "model/_target_",
     "data/_target_",
@@ -236,7 +207,6 @@ HPARAM_KEYS = (
     "seed",
 )
 NOT_HPARAMS = ("callbacks", "logger", "paths", "hydra", "data/data_dir", "ckpt_path", "resume")
-# the final metrics of the hparams tab (hp/<split>_<metric>), declared when the run starts, written when it ends
 FINAL_METRICS = ("best_val_top1", "val_top1", "val_top5", "val_loss", "train_top1", "train_top5", "train_loss")
 TEST_METRICS = ("test_top1", "test_top5", "test_loss")
 # TensorBoard's Custom Scalars tab: train and val of each metric on one chart
@@ -248,18 +218,27 @@ COMPARISON_LAYOUT = {
 }
 
 
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}/"))
+        else:
+            flat[f"{prefix}{key}"] = value if isinstance(value, (int, float, str, bool)) else str(value)
+    return flat
+
+
 def hyperparameter_row(cfg: DictConfig, module: LightningModule) -> dict[str, Any]:
-    """HPARAM_KEYS, the config keys set on the command line, and the parameter counts."""
-    flat = flatten(to_plain(cfg))
+    """HPARAM_KEYS, the config keys set on the command line (a group's: its _target_), and the parameter counts."""
+    flat = _flatten(to_plain(cfg))
     overridden = []
-    if HydraConfig.initialized():
-        for override in HydraConfig.get().overrides.task:
-            key = override.lstrip("+~").split("=", 1)[0].replace(".", "/")
-            overridden += [key] if key in flat else [f"{key}/_target_"]  # a group (optimizer=adam): its _target_
+    for override in HydraConfig.get().overrides.task if HydraConfig.initialized() else []:
+        key = override.lstrip("+~").split("=", 1)[0].replace(".", "/")
+        overridden.append(key if key in flat else f"{key}/_target_")
     keys = [
         key for key in dict.fromkeys([*HPARAM_KEYS, *overridden]) if key in flat and not key.startswith(NOT_HPARAMS)
     ]
-    params = {key: flat[key] if isinstance(flat[key], (int, float, str, bool)) else str(flat[key]) for key in keys}
+    params = {key: flat[key] for key in keys}
     params["model/params_total"] = sum(p.numel() for p in module.parameters())
     params["model/params_trainable"] = sum(p.numel() for p in module.parameters() if p.requires_grad)
     return params
@@ -267,35 +246,289 @@ def hyperparameter_row(cfg: DictConfig, module: LightningModule) -> dict[str, An
 
 @rank_zero_only
 def log_hyperparameters_at_start(loggers: list[Logger], cfg: DictConfig, module: LightningModule) -> None:
-    """The run's hparams-tab row, its final metrics declared (their values come at the end), and the
-    train-vs-val layout, written before fitting: a running or failed run shows in TensorBoard too."""
-    params = hyperparameter_row(cfg, module)
-    metric_names = [f"hp/{name}" for name in FINAL_METRICS + (TEST_METRICS if cfg.get("test") else ())]
+    """The hparams row with its final metrics declared, written before fitting so that a failed run shows too; by hand
+    because TensorBoardLogger.log_hyperparams would also log the metrics' values, not known yet."""
+    names = [f"hp/{name}" for name in FINAL_METRICS + (TEST_METRICS if cfg.get("test") else ())]
     for logger in loggers:
         if isinstance(logger, TensorBoardLogger):
-            writer = logger.experiment
-            writer.add_custom_scalars(COMPARISON_LAYOUT)
-            # torch's hparams summaries written as they are: TensorBoardLogger.log_hyperparams would also log the
-            # metrics' values, which are not known yet
-            for summary in tensorboard_hparams(params, {name: 0.0 for name in metric_names}):
-                writer.file_writer.add_summary(summary)
-            writer.flush()
+            logger.experiment.add_custom_scalars(COMPARISON_LAYOUT)
+            for summary in tensorboard_hparams(hyperparameter_row(cfg, module), dict.fromkeys(names, 0.0)):
+                logger.experiment.file_writer.add_summary(summary)
+            logger.experiment.flush()
 
 
 def log_hyperparameters(
-    loggers: list[Logger], cfg: DictConfig, module: LightningModule, final_metrics: dict[str, float]
+    loggers: list[Logger], cfg: DictConfig, module: LightningModule, final: dict[str, float]
 ) -> None:
-    """The final metrics of the run's hparams-tab row (TensorBoard: its row was written at the start); other
-    loggers get the row and the metrics together."""
+    """The row's final metrics (TensorBoard has its row already; other loggers get both)."""
     metrics = {
         f"hp/{name.replace('/', '_')}": value
-        for name, value in final_metrics.items()
+        for name, value in final.items()
         if not name.startswith(("train_step/", "train/lr"))
     }
     for logger in loggers:
-        if isinstance(logger, TensorBoardLogger):
-            logger.log_metrics(metrics)
-        else:
+        if not isinstance(logger, TensorBoardLogger):
             logger.log_hyperparams(hyperparameter_row(cfg, module))
-            logger.log_metrics(metrics)
+        logger.log_metrics(metrics)
         logger.finalize("success")  # the Trainer closed its writers already: flush these lines too
+
+
+# the final metrics of a finished run, in its run directory (test metrics included when it tested)
+FINAL_METRICS_FILE = "metrics.json"
+
+
+def checkpoint_to_resume(cfg: DictConfig) -> str | None:
+    """ckpt_path, or with resume=true this run directory's last.ckpt (runs/entry_points.py chose the directory)."""
+    if not cfg.resume:
+        return cfg.ckpt_path
+    if cfg.ckpt_path:
+        raise UserError(
+            "Give either resume=true (continue the latest run of this experiment) or ckpt_path=PATH, not both."
+        )
+    last = Path(cfg.paths.output_dir) / LAST_CHECKPOINT
+    if last.is_file():
+        log.info(f"Resuming {cfg.paths.output_dir} from {last}")
+        return str(last)
+    log.info("resume=true: no earlier run of this experiment has a last.ckpt; starting a new run.")
+    return None
+
+
+def log_global_batch(cfg: DictConfig, trainer: Trainer) -> None:
+    """The samples behind one optimizer step; the learning rate is used as given, not scaled with the process count."""
+    processes = trainer.world_size
+    per_node = f" ({trainer.num_devices} per node x {trainer.num_nodes} nodes)" if trainer.num_nodes > 1 else ""
+    log.info(
+        f"Batch: {cfg.data.batch_size} per process x {processes} processes{per_node} = {cfg.data.batch_size * processes} samples per optimizer step"
+    )
+    if processes > 1:
+        log.info(
+            f"Learning rate: optimizer.lr={cfg.optimizer.lr} as given, not scaled with the {processes} processes (for the same training as "
+            f"1 process keep the global batch; with data.batch_size per process kept, the linear rule gives optimizer.lr={cfg.optimizer.lr * processes:g})"
+        )
+
+
+def train(cfg: DictConfig, extra_callbacks: list[Callback] = ()) -> dict[str, float]:
+    """Fit, then test the best checkpoint; the final metrics. `extra_callbacks`: a search's pruning callback."""
+    final = Path(cfg.paths.output_dir) / FINAL_METRICS_FILE
+    if cfg.resume and final.is_file():  # training and testing again would log every final row twice
+        log.info(
+            f"resume=true: the latest run of this experiment, {cfg.paths.output_dir}, has finished ({final}); nothing to resume."
+        )
+        try:
+            return json.loads(final.read_text())
+        except (OSError, ValueError):
+            return {}
+    ckpt_path = checkpoint_to_resume(cfg)
+    if cfg.seed is not None:
+        L.seed_everything(cfg.seed, workers=True)
+    datamodule = build_datamodule(cfg)
+    module = build_module(cfg, datamodule)
+    if ckpt_path:  # one sentence for a wrong file before Lightning loads it (memory-mapped: no tensor read here)
+        check_resumable(experiment_record()["choices"], module, load_checkpoint(ckpt_path, mmap=True), ckpt_path)
+    if cfg.get("batch_size_find") or cfg.get("lr_find"):  # the tuner only when asked for
+        from runs.tuning import check_finder, find_batch_size, find_lr
+
+        if cfg.get("batch_size_find"):  # first: the learning rate that suits a batch depends on its size
+            check_finder("batch_size_find", cfg, ckpt_path)
+            trainer = build_finder_trainer(cfg, cfg.batch_size_finder.steps_per_trial)
+            if find_batch_size(cfg, module, datamodule, trainer, Path(cfg.paths.output_dir)):
+                cfg.data.batch_size = datamodule.batch_size  # the stored config and hparams row say what was trained
+        if cfg.get("lr_find"):
+            check_finder("lr_find", cfg, ckpt_path)
+            trainer = build_finder_trainer(cfg, cfg.lr_finder.num_training)
+            find_lr(cfg, module, datamodule, trainer, Path(cfg.paths.output_dir))
+            cfg.optimizer.lr = module.lr
+    loggers = build_loggers(cfg)
+    trainer = build_trainer(cfg, [*build_training_callbacks(cfg), *extra_callbacks], loggers)
+    log_global_batch(cfg, trainer)
+    log_hyperparameters_at_start(loggers, cfg, module)
+
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    metrics = {name: value.item() for name, value in trainer.callback_metrics.items()}
+    if ckpt_path and not any(name.startswith("val/") for name in metrics):
+        metrics = {**last_logged_epoch_values(loggers), **metrics}  # resumed after its last epoch: what it logged
+    checkpoint = trainer.checkpoint_callback
+    best = checkpoint.best_model_path if checkpoint else ""
+    if best and checkpoint.monitor:  # callbacks=none: Lightning's own checkpoint keeps the latest epoch, unscored
+        score = checkpoint.best_model_score
+        if score is None:  # after ddp_spawn only the path came back: the score is in that file's callback state
+            score = load_checkpoint(best)["callbacks"][checkpoint.state_key]["best_model_score"]
+        metrics["best_val_top1"] = float(score)
+        log.info(f"Best checkpoint: {best} (val top-1 {metrics['best_val_top1']:.4f})")
+    if cfg.test:
+        (test_metrics,) = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
+        metrics.update(test_metrics)
+    log_hyperparameters(loggers, cfg, module, metrics)
+    if trainer.is_global_zero:  # the run has finished: resume=true of it says so (above)
+        with writing(str(final)):
+            atomic_write_bytes(json.dumps(metrics, indent=2).encode(), final)
+    log.info(f"Output dir: {cfg.paths.output_dir}")
+    return metrics
+
+
+def last_logged_epoch_values(loggers: list[Logger]) -> dict[str, float]:
+    """The latest value of each train/* and val/* scalar in this run's TensorBoard events."""
+    from analysis.run_records import read_scalars
+
+    values: dict[str, float] = {}
+    for logger in loggers:
+        if isinstance(logger, TensorBoardLogger) and Path(logger.log_dir).is_dir():
+            for tag, events in read_scalars(Path(logger.log_dir)).items():
+                if tag.startswith(("train/", "val/")) and tag != "train/lr" and events:
+                    values[tag] = max(events, key=lambda event: event.step).value
+    return values
+
+
+# the config groups whose recorded option is chosen again (experiment: a recipe of conf/ choosing the others)
+REBUILT_CHOICES = ("experiment", "data", "model")
+# what a file may set of its data: which images and classes the weights were made for, never where they are or come from
+DATA_IDENTITY = frozenset(
+    {"input_shape", "num_classes", "train_size", "val_size", "test_size", "seed", "num_folds", "fold", "split_seed"}
+)
+# what a file may set of the module: what changes the metrics of the same weights (compile options name programs)
+MODULE_SETTINGS = frozenset({"label_smoothing", "channels_last"})
+ADVICE = "use a file written by this version of train.py or eval.py, or give that setting on the command line"
+
+
+def replayed(key: str) -> bool:
+    """Whether a recorded override of `key` is composed again: the network's hyperparameters (never a `_target_` nor a
+    source of initial weights: those come from the file), the module's MODULE_SETTINGS and the data's identity."""
+    group, _, name = key.partition(".")
+    if not name or any(part.startswith("_") for part in name.split(".")):
+        return False
+    if group == "data":
+        return name in DATA_IDENTITY
+    if group == "module":
+        return name in MODULE_SETTINGS
+    return group == "model" and name.split(".")[0] not in ("pretrained", "weights_path")
+
+
+def _names_code(value: Any) -> bool:
+    """Whether a value holds a mapping with one of Hydra's instantiation keys (`_target_`, ...), at any depth."""
+    if isinstance(value, dict):
+        return any(str(key).startswith("_") or _names_code(item) for key, item in value.items())
+    return isinstance(value, list) and any(_names_code(item) for item in value)
+
+
+def recorded_overrides(experiment: dict[str, Any], file: str | Path, user_keys: set[str]) -> list[str]:
+    """The overrides that rebuild what `file` records, as a command line; the user's own keys (`user_keys`) win."""
+    loader = GlobalHydra.instance().config_loader()
+    overrides = []
+    for group in REBUILT_CHOICES:
+        option = experiment["choices"].get(group)
+        if option is None or group in user_keys:
+            continue
+        if option not in loader.get_group_options(group):
+            raise UserError(
+                f"{file} was made with {group}={option}, which this installation's conf/{group}/ does not have: give {group}=<one it has> on the command line."
+            )
+        overrides.append(f"{group}={option}")
+    for line in experiment["overrides"]:
+        if len(line) > 1000 or "\0" in line or "${" in line:
+            raise UserError(
+                f"{file} records an override that no command line of train.py writes ({line[:60]!r}...): {ADVICE}."
+            )
+        try:
+            (override,) = OverridesParser.create().parse_overrides([line])
+        except (HydraException, ValueError) as error:
+            raise UserError(
+                f"{file} records the override {line[:80]!r}, which is not a valid override ({str(error).splitlines()[0]}): {ADVICE}."
+            ) from None
+        key = override.key_or_group
+        if override.is_add() or override.is_delete() or override.is_force_add() or override.package:
+            continue
+        if key in user_keys or key.split(".")[0] in user_keys or not replayed(key):  # the user's choice wins
+            continue
+        if _names_code(override.value()):
+            raise UserError(
+                f"{file} records the override {line[:80]!r}, whose value holds one of Hydra's instantiation keys (_target_, ...): a file gives values, never things to build; {ADVICE}."
+            )
+        overrides.append(line)
+    return overrides
+
+
+def rebuild_config(
+    cfg: DictConfig, experiment: dict[str, Any], file: str | Path, stored_config: dict[str, Any] | None = None
+) -> tuple[DictConfig, dict[str, Any]]:
+    """`cfg` with its data, model and module composed from this conf/, what `file` records and the user's command line;
+    and that composition's own record (for the prediction files it writes)."""
+    hydra = HydraConfig.get()
+    user = list(hydra.overrides.task)
+    user_keys = {override.key_or_group for override in OverridesParser.create().parse_overrides(user)}
+    recorded = recorded_overrides(experiment, file, user_keys)
+    try:
+        rebuilt = compose(config_name=hydra.job.config_name, overrides=[*recorded, *user], return_hydra_config=True)
+    except (HydraException, OmegaConfBaseException) as error:
+        raise UserError(
+            f"{file} records choices or overrides that this installation's conf/ cannot compose ({' '.join(str(error).split())}): give the model and data on the command line."
+        ) from None
+    restored = cfg.copy()
+    for key in ("data", "model", "module"):
+        restored[key] = rebuilt[key]
+    check_same_as_trained(restored, stored_config, file, user_keys)
+    choices = {
+        group: option for group, option in rebuilt.hydra.runtime.choices.items() if not group.startswith("hydra")
+    }
+    return restored, {"choices": choices, "overrides": [*recorded, *user]}
+
+
+def check_same_as_trained(
+    rebuilt: DictConfig, stored: dict[str, Any] | None, file: str | Path, user_keys: set[str]
+) -> None:
+    """Compare (never build from) the file's stored config: a network setting or data identity that this conf/ now
+    composes differently (a default changed since) would evaluate other images or another network."""
+    for group in ("data", "model"):
+        before = stored.get(group) if isinstance(stored, dict) else None
+        if not isinstance(before, dict) or group in user_keys:
+            continue
+        for name, value in OmegaConf.to_container(rebuilt[group], resolve=True).items():
+            key = f"{group}.{name}"
+            if (
+                (group == "data" and name not in DATA_IDENTITY)
+                or not replayed(key)
+                or key in user_keys
+                or name not in before
+            ):
+                continue
+            if isinstance(value, (int, float, str, bool, list)) and before[name] != value:
+                raise UserError(
+                    f"{file} was trained with {key}={before[name]!r}, but this installation's conf/ composes {key}={value!r} for it: give {key}={before[name]!r} on the command line to evaluate what was trained."
+                )
+
+
+def rebuild_from_checkpoint(
+    cfg: DictConfig,
+) -> tuple[DictConfig, dict[str, Any], ImageDataModule, LightningModule, dict]:
+    """(config, checkpoint, datamodule, module with its weights, the composition's record) for cfg.ckpt_path."""
+    checkpoint = load_checkpoint(cfg.ckpt_path)
+    cfg, experiment = rebuild_config(cfg, checkpoint[EXPERIMENT_KEY], cfg.ckpt_path, checkpoint[RUN_CONFIG_KEY])
+    check_config(cfg)
+    datamodule = build_datamodule(cfg)
+    module = build_module(cfg, datamodule)
+    load_weights(module, checkpoint, cfg.ckpt_path)
+    return cfg, checkpoint, datamodule, module, experiment
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    unknown = sorted(set(cfg.splits) - {"val", "test"})
+    if unknown:
+        raise UserError(f"splits may name val and test, not {unknown}.")
+    cfg, checkpoint, datamodule, module, experiment = rebuild_from_checkpoint(cfg)
+    trainer = build_trainer(cfg, build_callbacks(cfg), build_loggers(cfg))
+    for callback in trainer.callbacks:
+        if isinstance(callback, PerSamplePredictions):
+            callback.weights_from(cfg.ckpt_path, checkpoint["epoch"])
+            callback.experiment = experiment  # what these rows index: the data evaluated
+    metrics: dict[str, float] = {}
+    for split in cfg.splits:
+        run = trainer.validate if split == "val" else trainer.test
+        (split_metrics,) = run(module, datamodule=datamodule, verbose=False)
+        metrics.update(split_metrics)
+        print(
+            f" * {split}: top-1 {100 * split_metrics[f'{split}/top1']:.2f}%  top-5 {100 * split_metrics[f'{split}/top5']:.2f}%  "
+            f"loss {split_metrics[f'{split}/loss']:.4f}  ({cfg.ckpt_path}, epoch {checkpoint.get('epoch', '?')})"
+        )
+    path = Path(cfg.paths.output_dir, FINAL_METRICS_FILE)
+    with writing(str(path)):
+        path.write_text(json.dumps({"ckpt_path": str(cfg.ckpt_path), **metrics}, indent=2))
+    return metrics

@@ -1,10 +1,9 @@
-"""One validation layer for every user-settable value, run before anything is built or written.
+"""Every user-settable value checked before anything is built or written, each group importing only its target's module.
 
-Each config node with a `_target_` is checked against that target's own signature: OmegaConf typed nodes,
-made from the parameter annotations, convert or refuse each value (a wrong type); a key the target does not
-take is refused (a typo such as `+optimizer.lrr`), and so is a key the program sets itself (`+model.num_classes`,
-which the datamodule decides). RANGES then bounds the values a type alone does not. So a new model or dataset
-needs no schema of its own: its constructor is the schema.
+Each node with a `_target_` is merged into a structured config made from its target's signature: OmegaConf's typed
+nodes convert or refuse each value, and a key the target does not take, or one the program sets itself, is refused.
+RANGES bounds, per group, what a type does not. Custom because a hand-written schema per model and dataset would
+repeat its constructor, and importing every target to register ConfigStore schemas would slow every start.
 """
 
 import dataclasses
@@ -14,8 +13,7 @@ import inspect
 import os
 import types
 import typing
-from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -26,18 +24,17 @@ from user_errors import UserError
 # Parameters the program passes itself; a value in the config would be silently overridden.
 SET_BY_THE_PROGRAM = {
     "model": {"input_shape": "the data's image shape", "num_classes": "the data's number of classes"},
-    "module": {
-        name: "the groups model/optimizer/scheduler and the data"
-        for name in ("net", "optimizer", "scheduler", "input_shape", "num_classes")
-    },
+    "module": dict.fromkeys(
+        ("net", "optimizer", "scheduler", "input_shape", "num_classes"),
+        "the groups model/optimizer/scheduler and the data",
+    ),
     "optimizer": {"params": "the network's parameters"},
     "scheduler.scheduler": {"optimizer": "the optimizer group"},
     "trainer": {"callbacks": "the callbacks group", "logger": "the logger group"},
 }
 
 
-@dataclasses.dataclass(frozen=True)
-class Range:
+class Range(NamedTuple):
     low: float | None = None
     high: float | None = None
     low_open: bool = False
@@ -45,70 +42,38 @@ class Range:
 
     def holds(self, value: float) -> bool:
         above = self.low is None or (value > self.low if self.low_open else value >= self.low)
-        below = self.high is None or (value < self.high if self.high_open else value <= self.high)
-        return above and below
+        return above and (self.high is None or (value < self.high if self.high_open else value <= self.high))
 
     def __str__(self) -> str:
-        parts = []
-        if self.low is not None:
-            parts.append(f"{'>' if self.low_open else '>='} {self.low}")
-        if self.high is not None:
-            parts.append(f"{'<' if self.high_open else '<='} {self.high}")
-        return " and ".join(parts)
+        low = [] if self.low is None else [f"{'>' if self.low_open else '>='} {self.low}"]
+        return " and ".join(low + ([] if self.high is None else [f"{'<' if self.high_open else '<='} {self.high}"]))
 
 
-POSITIVE = Range(0, low_open=True)
-NON_NEGATIVE = Range(0)
-AT_LEAST_ONE = Range(1)
-FRACTION = Range(0, 1, high_open=True)
-# bounds by parameter name, wherever it appears (null is always allowed where the type allows it)
+POSITIVE, NON_NEGATIVE, AT_LEAST_ONE, FRACTION = (
+    Range(0, low_open=True),
+    Range(0),
+    Range(1),
+    Range(0, 1, high_open=True),
+)
+# bounds a type does not give, by group and parameter name, at any depth of the group (null passes where its type does)
 RANGES = {
-    "lr": POSITIVE,
-    "max_lr": POSITIVE,
-    "head_lr": POSITIVE,
-    "momentum": NON_NEGATIVE,
-    "dampening": NON_NEGATIVE,
-    "weight_decay": NON_NEGATIVE,
-    "eps": POSITIVE,
-    "betas": FRACTION,
-    "lr_decay": NON_NEGATIVE,
-    "eta_min": NON_NEGATIVE,
-    "gamma": POSITIVE,
-    "step_size": AT_LEAST_ONE,
-    "T_max": AT_LEAST_ONE,
-    "total_steps": AT_LEAST_ONE,
-    "pct_start": Range(0, 1, low_open=True, high_open=True),
-    "factor": POSITIVE,
-    "total_iters": NON_NEGATIVE,
-    "batch_size": AT_LEAST_ONE,
-    "eval_batch_size": AT_LEAST_ONE,
-    "num_workers": NON_NEGATIVE,
-    "val_size": AT_LEAST_ONE,
-    "train_size": AT_LEAST_ONE,
-    "test_size": AT_LEAST_ONE,
-    "split_seed": NON_NEGATIVE,
-    "padding": NON_NEGATIVE,
-    "label_smoothing": FRACTION,
-    "dropout": FRACTION,
-    "hidden_size": AT_LEAST_ONE,
-    "num_layers": AT_LEAST_ONE,
-    "max_epochs": AT_LEAST_ONE,
-    "min_epochs": NON_NEGATIVE,
-    "num_nodes": AT_LEAST_ONE,
-    "check_val_every_n_epoch": AT_LEAST_ONE,
-    "log_every_n_steps": AT_LEAST_ONE,
-    "accumulate_grad_batches": AT_LEAST_ONE,
-    "gradient_clip_val": NON_NEGATIVE,
-    "limit_train_batches": POSITIVE,  # 0 would train nothing and save no checkpoint
-    "val_check_interval": POSITIVE,
-    "num_classes": Range(2),
-    "limit_val_batches": NON_NEGATIVE,
-    "limit_test_batches": NON_NEGATIVE,
-    "num_sanity_val_steps": Range(-1),
-    "save_top_k": Range(-1),
-    "every_n_epochs": NON_NEGATIVE,
-    "refresh_rate": NON_NEGATIVE,
-    "check_every_n_steps": AT_LEAST_ONE,
+    "optimizer": {"lr": POSITIVE, "momentum": NON_NEGATIVE, "dampening": NON_NEGATIVE, "weight_decay": NON_NEGATIVE}
+    | {"eps": POSITIVE, "betas": FRACTION, "lr_decay": NON_NEGATIVE},
+    "scheduler": {"max_lr": POSITIVE, "eta_min": NON_NEGATIVE, "gamma": POSITIVE, "factor": POSITIVE}
+    | {"step_size": AT_LEAST_ONE, "T_max": AT_LEAST_ONE, "total_steps": AT_LEAST_ONE, "total_iters": NON_NEGATIVE}
+    | {"pct_start": Range(0, 1, low_open=True, high_open=True)},
+    "data": dict.fromkeys(("batch_size", "eval_batch_size", "val_size", "train_size", "test_size"), AT_LEAST_ONE)
+    | {"num_workers": NON_NEGATIVE, "split_seed": NON_NEGATIVE, "padding": NON_NEGATIVE, "num_classes": Range(2)},
+    "model": {"dropout": FRACTION, "hidden_size": AT_LEAST_ONE, "num_layers": AT_LEAST_ONE, "head_lr": POSITIVE},
+    "module": {"label_smoothing": FRACTION},
+    "trainer": dict.fromkeys(
+        ("max_epochs", "num_nodes", "check_val_every_n_epoch", "log_every_n_steps", "accumulate_grad_batches"),
+        AT_LEAST_ONE,
+    )
+    | dict.fromkeys(("min_epochs", "gradient_clip_val", "limit_val_batches", "limit_test_batches"), NON_NEGATIVE)
+    | {"limit_train_batches": POSITIVE, "val_check_interval": POSITIVE, "num_sanity_val_steps": Range(-1)},
+    "callbacks": {"save_top_k": Range(-1), "every_n_epochs": NON_NEGATIVE, "refresh_rate": NON_NEGATIVE}
+    | {"check_every_n_steps": AT_LEAST_ONE},
 }
 SEED_RANGE = Range(0, 2**32 - 1)  # what numpy's and Lightning's seeding accept
 
@@ -128,136 +93,109 @@ def check_config(
     cfg: DictConfig,
     groups: tuple[str, ...] = ("optimizer", "scheduler", "model", "data", "module", "trainer", "callbacks", "logger"),
 ) -> None:
-    """Raise a UserError naming the first value that is of the wrong type, out of range, unknown or ignored.
-
-    Each group's check imports only its target's module, and the groups whose targets need only torch come first:
-    a mistake there is refused before Lightning is imported."""
-    # Hydra's own node (composed in tests, `--cfg hydra`) is not ours to check, and holds values only its run fills
-    values = {key: _resolved(cfg, key) for key in cfg if key != "hydra" and not OmegaConf.is_missing(cfg, key)}
-    _check_top_level(values)
+    """Raise a UserError naming the first value of the wrong type, out of range, unknown or ignored; the groups whose
+    targets need only torch come first, so such a mistake is refused before Lightning is imported."""
+    # Hydra's own node (composed in tests, `--cfg hydra`) is not ours to check
+    values = {
+        key: OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key]) else cfg[key]
+        for key in cfg
+        if key != "hydra" and not OmegaConf.is_missing(cfg, key)
+    }
+    fields = {field.name for field in dataclasses.fields(RunSettings)}
+    _typed(RunSettings, {key: value for key, value in values.items() if key in fields}, "")
+    if values.get("seed") is not None and not SEED_RANGE.holds(values["seed"]):
+        raise UserError(
+            f"seed={values['seed']} is out of range: give a whole number {SEED_RANGE}, or seed=null for a random run."
+        )
     for group in groups:
-        node = values.get(group)
-        if isinstance(node, dict):
-            _check_tree(group, node)
+        if isinstance(values.get(group), dict):
+            _check_tree(group, values[group], RANGES.get(group, {}))
     if isinstance(values.get("trainer"), dict):
         _check_devices(values["trainer"])
 
 
-def _resolved(cfg: DictConfig, key: str) -> Any:
-    value = cfg[key]
-    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
-
-
-def _check_top_level(values: dict[str, Any]) -> None:
-    wanted = {field.name for field in dataclasses.fields(RunSettings)}
-    _typed(RunSettings, {key: value for key, value in values.items() if key in wanted}, "")
-    seed = values.get("seed")
-    if seed is not None and not SEED_RANGE.holds(seed):
-        raise UserError(
-            f"seed={seed} is out of range: give a whole number {SEED_RANGE}, or seed=null for a random run."
-        )
-
-
-def _check_tree(path: str, node: dict[str, Any]) -> None:
-    """Check `node` if it names a target, then every nested node (callbacks.*, data.augment, scheduler.scheduler, ...)."""
+def _check_tree(path: str, node: dict[str, Any], ranges: dict[str, Range]) -> None:
+    """`node` if it names a target, then every nested node (callbacks.*, data.augment, scheduler.scheduler, ...)."""
     if "_target_" in node:
-        _check_target_node(path, node)
+        _check_target(path, node, ranges)
     for key, value in node.items():
-        if isinstance(value, dict):
-            _check_tree(f"{path}.{key}", value)
-        elif isinstance(value, list):
-            for index, item in enumerate(value):
-                if isinstance(item, dict):
-                    _check_tree(f"{path}.{key}[{index}]", item)
+        for index, item in enumerate(value if isinstance(value, list) else [value]):
+            if isinstance(item, dict):
+                _check_tree(f"{path}.{key}[{index}]" if isinstance(value, list) else f"{path}.{key}", item, ranges)
 
 
-def _check_target_node(path: str, node: dict[str, Any]) -> None:
-    target = _locate(node["_target_"], path)
-    parameters = _parameters(target)
+def _check_target(path: str, node: dict[str, Any], ranges: dict[str, Range]) -> None:
+    module_name, _, attribute = str(node["_target_"]).rpartition(".")
+    try:
+        target = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError, ValueError):
+        raise UserError(
+            f"{path}._target_={node['_target_']} names nothing that can be imported: check the spelling of the class."
+        ) from None
     settings = {key: value for key, value in node.items() if not key.startswith("_")}
     set_by_program = SET_BY_THE_PROGRAM.get(path, {})
-    for key in settings:
-        if key in set_by_program:
-            raise UserError(
-                f"{path}.{key} is set by the program from {set_by_program[key]}, so a value here would be ignored: remove {path}.{key}."
-            )
+    key = next((key for key in settings if key in set_by_program), None)
+    if key is not None:
+        raise UserError(
+            f"{path}.{key} is set by the program from {set_by_program[key]}, so a value here would be ignored: remove {path}.{key}."
+        )
+    parameters = _parameters(target)
     if parameters is None:  # the target takes **kwargs it forwards somewhere we cannot see
         return
-    unknown = sorted(set(settings) - set(parameters))
+    unknown = sorted(settings.keys() - parameters.keys())
     if unknown:
         takes = [name for name in parameters if name not in set_by_program]
         close = difflib.get_close_matches(unknown[0], takes, n=1)
         hint = (
             f"did you mean {path}.{close[0]}?"
             if close
-            else f"it takes {', '.join(takes[:12])}{', ...' if len(takes) > 12 else ''}"
+            else f"it takes {', '.join(takes[:12])}{', ...' * (len(takes) > 12)}"
         )
         raise UserError(
             f"{path}.{unknown[0]} is not a setting of {node['_target_']} ({hint}): check the spelling, or remove it."
         )
-    schema = dataclasses.make_dataclass(
-        f"{path}_settings",
-        [(name, _omegaconf_type(parameters[name]), dataclasses.field(default=MISSING)) for name in settings],
-    )
-    _typed(schema, {key: value for key, value in settings.items() if not isinstance(value, dict)}, f"{path}.")
+    fields = [
+        (name, _omegaconf_type(parameters[name].annotation), dataclasses.field(default=MISSING)) for name in settings
+    ]
+    _typed(dataclasses.make_dataclass(f"{path}_settings", fields), settings, f"{path}.")
     for key, value in settings.items():
-        _check_range(f"{path}.{key}", key, value)
+        bounds = ranges.get(key)
+        if bounds is None or value is None or isinstance(value, bool):
+            continue
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(item, (int, float)) and not bounds.holds(item):
+                raise UserError(f"{path}.{key}={_shown(value)} is out of range: it must be {bounds}.")
 
 
 def _typed(schema: type, values: dict[str, Any], prefix: str) -> None:
-    """Let OmegaConf's typed nodes convert `values`; a value they refuse becomes one sentence."""
+    """OmegaConf's typed nodes convert `values`; a value they refuse becomes one sentence."""
+    values = {key: value for key, value in values.items() if not isinstance(value, dict)}
     try:
         OmegaConf.merge(OmegaConf.structured(schema), values)
     except ValidationError as error:
-        key = f"{prefix}{error.full_key}"
-        expected = getattr(schema, "__annotations__", {}).get(str(error.full_key).split(".")[0])
+        expected = _described(schema.__annotations__.get(str(error.full_key).split(".")[0]))
         raise UserError(
-            f"{key}={_shown(values.get(error.full_key))} is not {_described(expected)}: give {_described(expected)} (`--cfg job` shows the current value)."
+            f"{prefix}{error.full_key}={_shown(values.get(error.full_key))} is not {expected}: give {expected} (`--cfg job` shows the current value)."
         ) from None
     except ConfigKeyError as error:  # only the top level, whose unknown keys Hydra stops first
         raise UserError(f"{prefix}{error.full_key} is not a setting: check the spelling.") from None
 
 
-def _check_range(full_key: str, name: str, value: Any) -> None:
-    bounds = RANGES.get(name)
-    if bounds is None or value is None or isinstance(value, bool):
-        return
-    items = value if isinstance(value, (list, tuple)) else [value]
-    for item in items:
-        if isinstance(item, (int, float)) and not bounds.holds(item):
-            raise UserError(f"{full_key}={_shown(value)} is out of range: it must be {bounds}.")
-
-
-def _locate(target: str, path: str) -> Callable:
-    module_name, _, attribute = str(target).rpartition(".")
-    try:
-        return getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError, ValueError):
-        raise UserError(
-            f"{path}._target_={target} names nothing that can be imported: check the spelling of the class."
-        ) from None
-
-
-def _parameters(target: Callable) -> dict[str, inspect.Parameter] | None:
+def _parameters(target: Any) -> dict[str, inspect.Parameter] | None:
     """The target's keyword parameters, following **kwargs up the class hierarchy; None when they lead out of sight."""
     found: dict[str, inspect.Parameter] = {}
-    callables = (
+    functions = (
         [cls.__init__ for cls in target.__mro__ if "__init__" in vars(cls)] if inspect.isclass(target) else [target]
     )
-    for function in callables:
+    for function in functions:
         try:
-            signature = inspect.signature(function)
+            parameters = inspect.signature(function).parameters.values()
         except (TypeError, ValueError):
             return None
-        forwards = False
-        for name, parameter in signature.parameters.items():
-            if name == "self" or parameter.kind is inspect.Parameter.VAR_POSITIONAL:
-                continue
-            if parameter.kind is inspect.Parameter.VAR_KEYWORD:
-                forwards = True
-                continue
-            found.setdefault(name, parameter)
-        if not forwards:
+        for parameter in parameters:
+            if parameter.name != "self" and parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+                found.setdefault(parameter.name, parameter)
+        if not any(parameter.kind is parameter.VAR_KEYWORD for parameter in parameters):
             return found
     return None
 
@@ -265,20 +203,14 @@ def _parameters(target: Callable) -> dict[str, inspect.Parameter] | None:
 PLAIN_TYPES = (bool, int, float, str)
 
 
-def _omegaconf_type(parameter: inspect.Parameter) -> Any:
-    """A type OmegaConf can check for this parameter: its plain scalar type (or Optional of it), else Any."""
-    annotation = parameter.annotation
-    if isinstance(annotation, str):  # postponed annotations are not evaluated here
-        return Any
+def _omegaconf_type(annotation: Any) -> Any:
+    """A type OmegaConf can check: the plain scalar type (or Optional of it; `float | Tensor` is a float here), else Any."""
     if annotation in PLAIN_TYPES:
         return annotation
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        members = typing.get_args(annotation)
-        optional = type(None) in members
-        plain = [member for member in members if member in PLAIN_TYPES]
-        others = [member for member in members if member not in PLAIN_TYPES and member is not type(None)]
-        if len(plain) == 1 and all(other is torch.Tensor for other in others):  # lr: float | Tensor is a float here
-            return plain[0] | None if optional else plain[0]
+        members = [member for member in typing.get_args(annotation) if member not in (type(None), torch.Tensor)]
+        if len(members) == 1 and members[0] in PLAIN_TYPES:
+            return members[0] | None if type(None) in typing.get_args(annotation) else members[0]
     return Any
 
 
@@ -295,17 +227,17 @@ def _shown(value: Any) -> str:
 
 
 def _check_devices(trainer: dict[str, Any]) -> None:
-    """A device count the machine cannot provide, said in its own terms (Lightning would start 64 CPU
-    processes for devices=64, or report "No supported gpu backend found!")."""
-    accelerator, devices = str(trainer.get("accelerator", "auto")), trainer.get("devices", "auto")
-    gpus = torch.cuda.device_count()
+    """A device count the machine cannot provide, in its own terms (Lightning would start 64 CPU processes for devices=64)."""
+    accelerator, devices, gpus = (
+        str(trainer.get("accelerator", "auto")),
+        trainer.get("devices", "auto"),
+        torch.cuda.device_count(),
+    )
     if accelerator in ("gpu", "cuda") and gpus == 0:
         raise UserError(
             f"trainer.accelerator={accelerator} asks for a GPU but this machine has none that torch can use: use trainer=cpu (or trainer.accelerator=auto)."
         )
-    if (
-        not isinstance(devices, int) or isinstance(devices, bool) or devices < 1
-    ):  # "auto", -1 (all) or a list of indices: Lightning checks those
+    if not isinstance(devices, int) or isinstance(devices, bool) or devices < 1:  # "auto", -1 or indices: Lightning's
         return
     uses_gpus = accelerator in ("gpu", "cuda") or (accelerator == "auto" and gpus > 0)
     available, unit = (gpus, "GPUs") if uses_gpus else (os.cpu_count() or 1, "CPU cores")

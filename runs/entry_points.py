@@ -1,23 +1,39 @@
-"""What every entry script does first and last.
+"""How every entry script starts and ends, importing only Hydra: its run directory, resolvers, Hydra callbacks and exit codes.
 
-Library notices a user can do nothing about, kept out of the run's output; real warnings stay visible.
-
-How an entry script ends: a user's mistake as one sentence and exit 2, a stop on a signal as its message.
+Custom because Hydra has no resolver that finds the latest run of the same experiment (resume=true), locks a run
+directory, or removes the run directory of a start that failed.
 """
 
+import fcntl
+import json
 import logging
+import os
+import re
+import shutil
 import signal
+import socket
 import sys
+import time
 import traceback
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
+import yaml
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
 
 from user_errors import USER_ERROR_EXIT_CODE, UserError
+
+log = logging.getLogger(__name__)
+LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
+LOCK_FILE = "run.lock"
 
 
 class DropAdverts(logging.Filter):
@@ -32,28 +48,21 @@ def quiet_library_notices() -> None:
     logging.getLogger("onnxscript").setLevel(logging.WARNING)  # the ONNX exporter's progress lines
     # TensorBoard's graph writer has no other way than torch.jit.trace, which torch deprecates
     warnings.filterwarnings("ignore", message=r"`torch\.jit\.trace(_method)?` is deprecated", category=FutureWarning)
-    # inside Lightning's own pytree helper, with this torch release
-    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
-
-
-log = logging.getLogger(__name__)
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")  # Lightning's own
 
 
 def _in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+_job_failure: str | None = None  # the failure of this process's job, for its status.json
+
+
 @contextmanager
 def exit_on_user_error():
-    """Turn a UserError into its message and exit code 2, and a stop on a signal into its message and 128 + the signal's number.
-
-    In a multirun the job's failure (a UserError, or any other exception) is recorded instead, as the one
-    sentence a single run would end with (runs/hydra_callbacks.py writes it to status.json), and not raised:
-    Hydra's sweepers re-raise a failed job's exception after the whole sweep, which would end it with a
-    traceback before its summary; the sweep ends with a line that counts the failed jobs instead
-    (runs/hydra_callbacks.py). The task function then returns whatever follows its `with` block. A signal
-    ends the whole sweep.
-    """
+    """A UserError as its message and exit 2, a stop on a signal as its message and 128 + its number. In a multirun a
+    failed job is recorded (status.json) and not raised: Hydra would end the sweep with its traceback."""
+    global _job_failure
     try:
         yield
     except Exception as error:
@@ -67,10 +76,10 @@ def exit_on_user_error():
                 print(f"error: {error}", file=sys.stderr)
                 raise SystemExit(USER_ERROR_EXIT_CODE) from None
             raise
-        record_job_failure(error)
+        _job_failure = failure_reason(error)
         if isinstance(error, UserError):
             log.error(str(error))
-        else:  # a bug: its traceback, as a single run shows it
+        else:
             log.error(f"This job failed: {error.__class__.__name__}: {error}", exc_info=error)
 
 
@@ -82,8 +91,7 @@ def as_user_error(error: Exception) -> Exception:
 
 
 def _stopped_by_signal(error: Exception) -> tuple[int, str] | None:
-    """(signal number, message) when `error` is a stop on a signal; those exceptions exist only once training has imported Lightning."""
-    if "lightning" not in sys.modules:
+    if "lightning" not in sys.modules:  # those exceptions exist only once training has imported Lightning
         return None
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -91,16 +99,13 @@ def _stopped_by_signal(error: Exception) -> tuple[int, str] | None:
 
     if isinstance(error, TrainingStopped):
         return error.signum, str(error)
-    if isinstance(
-        error, SIGTERMException
-    ):  # Lightning's own stop on SIGTERM, outside the training loop (e.g. in the sanity check)
+    if isinstance(error, SIGTERMException):  # Lightning's own, outside the training loop (e.g. the sanity check)
         return signal.SIGTERM, "SIGTERM before training started; nothing was trained, so nothing needed saving."
     return None
 
 
 def failure_reason(error: BaseException) -> str:
-    """One line: the message of a UserError (already a sentence), else the last line of the traceback a single
-    run would show (the exception's type and message), with where it was raised when the message is empty."""
+    """One line: a UserError's sentence, else the exception's type and message (where it was raised, if it has none)."""
     message = " ".join(str(error).split())
     if isinstance(error, UserError) and message:
         return message
@@ -111,34 +116,344 @@ def failure_reason(error: BaseException) -> str:
     return f"{error.__class__.__name__} (without a message) raised{where}; the job's train.log has the traceback."
 
 
-_job_failure: str | None = None
-
-
-def record_job_failure(error: BaseException) -> None:
-    """The failure of the job running in this process, for its status.json (RecordJobStatus writes it when the job ends)."""
-    global _job_failure
-    _job_failure = failure_reason(error)
-
-
-def take_job_failure() -> str | None:
-    """The recorded failure of the job that just ended (None if it did not fail), cleared for the next job."""
-    global _job_failure
-    failure, _job_failure = _job_failure, None
-    return failure
-
-
 def quoted(value: str) -> str:
     """`value` as a single-quoted Hydra override value: paths with spaces, commas or '=' stay one string."""
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def positional_to_overrides(arguments: Sequence[str], keys: Sequence[str]) -> list[str]:
-    """`A B ...` -> `a=A b=B ...` for keys ("a", "b"): the leading arguments that are neither key=value nor flags,
-    one per key, quoted for Hydra (a path with spaces, commas or digits only stays one string)."""
+    """`A B ...` -> `a='A' b='B' ...`: the leading arguments that are neither key=value nor flags, one per key."""
     rewritten = list(arguments)
     for position, key in enumerate(keys):
-        if position < len(rewritten) and "=" not in rewritten[position] and not rewritten[position].startswith("-"):
-            rewritten[position] = f"{key}={quoted(rewritten[position])}"
-        else:
+        if position >= len(rewritten) or "=" in rewritten[position] or rewritten[position].startswith("-"):
             break
+        rewritten[position] = f"{key}={quoted(rewritten[position])}"
     return rewritten
+
+
+def launcher_run_name() -> str | None:
+    """`torchrun-<rdzv id>` or `slurm-<job id>`: every process of a launched job, on every node, picks the same folder."""
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID")
+    if run_id == "none":  # torchrun's default --rdzv-id: every job would share it
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise UserError(
+                "torchrun was started without --rdzv-id, so its processes cannot agree on a run directory: give every node "
+                "the same --rdzv-id=NAME (a job id), or name the directory with hydra.run.dir=PATH."
+            )
+        return None
+    if run_id is not None:
+        if not re.fullmatch(r"[\w.-]+", run_id):
+            raise UserError(
+                f"torchrun's --rdzv-id={run_id!r} cannot name a run directory: use letters, digits, '.', '_' and '-' only."
+            )
+        return f"torchrun-{run_id}"
+    if "SLURM_JOB_ID" not in os.environ:  # not under SLURM: no need to import Lightning's detector
+        return None
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
+    return f"slurm-{SLURMEnvironment.job_id()}" if SLURMEnvironment.detect() and SLURMEnvironment.job_id() else None
+
+
+def global_rank() -> int:
+    """This process's global rank from the variables Lightning reads, in its order (its reader takes seconds to import)."""
+    for variable in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+        if variable in os.environ:
+            return int(os.environ[variable])
+    return 0
+
+
+def experiment_identity(cfg: DictConfig) -> dict[str, Any]:
+    """The config as written (unresolved), without the keys that say how to start rather than what is trained."""
+    plain = OmegaConf.to_container(cfg, resolve=False)
+    return {key: value for key, value in plain.items() if key not in ("hydra", "resume", "ckpt_path")}
+
+
+def latest_run_of(cfg: DictConfig, runs_root: Path) -> Path | None:
+    """The run below `runs_root` of the same experiment as `cfg` whose last.ckpt is the newest."""
+    wanted = experiment_identity(cfg)
+    for last in sorted(runs_root.glob(f"*/{LAST_CHECKPOINT}"), key=lambda path: path.stat().st_mtime, reverse=True):
+        stored = last.parent.parent / ".hydra" / "config.yaml"
+        try:  # compared unresolved: nothing in the file is evaluated
+            if stored.is_file() and experiment_identity(OmegaConf.load(stored)) == wanted:
+                return last.parent.parent
+        except (OSError, ValueError, AttributeError, OmegaConfBaseException, yaml.YAMLError):
+            log.warning(f"resume=true: {stored} cannot be read as a run's config; that run is not considered.")
+    return None
+
+
+def sweep_identity(task_overrides: Any) -> list[str]:
+    return sorted(str(item) for item in task_overrides or [] if not str(item).startswith(("resume=", "ckpt_path=")))
+
+
+def latest_sweep_of(cfg: DictConfig, sweeps_root: Path) -> Path | None:
+    """The newest sweep below `sweeps_root` whose multirun.yaml records the same command line as `cfg`'s."""
+    wanted = sweep_identity(OmegaConf.select(cfg, "hydra.overrides.task"))
+    for multirun in sorted(sweeps_root.glob("*/multirun.yaml"), key=lambda path: path.stat().st_mtime, reverse=True):
+        try:  # plain YAML: an interpolation in the file is text here, never evaluated
+            recorded = (yaml.safe_load(multirun.read_text()) or {}).get("hydra", {}).get("overrides", {}).get("task")
+        except (OSError, ValueError, AttributeError, yaml.YAMLError):
+            log.warning(f"resume=true: {multirun} cannot be read as a sweep's record; that sweep is not considered.")
+            continue
+        if isinstance(recorded, list) and sweep_identity(recorded) == wanted:
+            return multirun.parent
+    return None
+
+
+_chosen: dict[tuple, str] = {}  # Hydra resolves hydra.run.dir more than once: the answer must not change
+_created_run_dirs: dict[Path, Path] = {}  # run directories this process created -> their highest new folder
+_new_output_dirs: dict[Path, Path | None] = {}  # report.py's and sweep_summary.py's folders -> their highest new one
+
+
+def _highest_new_folder(folder: Path) -> Path:
+    while not folder.parent.exists():
+        folder = folder.parent
+    return folder
+
+
+def resolve_run_dir(resume: bool, runs_root: str, new_run_name: str, _root_: DictConfig) -> str:
+    """hydra.run.dir: a new `<runs_root>/<name>` (the launcher's job id or the time), or with resume=true the latest
+    run of this experiment; created here, before Hydra would report a failure with a traceback."""
+    key = (bool(resume), runs_root, new_run_name)
+    if key not in _chosen:
+        with exit_on_user_error():
+            run = latest_run_of(_root_, Path(runs_root)) if resume else None
+            chosen = Path(run or f"{runs_root}/{launcher_run_name() or new_run_name}")
+            if not chosen.exists():
+                _created_run_dirs[chosen.resolve()] = _highest_new_folder(chosen.resolve())
+            try:
+                chosen.mkdir(parents=True, exist_ok=True)
+                if not os.access(chosen, os.W_OK | os.X_OK):
+                    raise PermissionError(f"no permission to write in {chosen}")
+            except OSError as error:
+                raise UserError(
+                    f"Cannot write the run directory {chosen} ({error.strerror or error}): point paths.log_dir at a folder you can write to."
+                ) from error
+        _chosen[key] = str(chosen)
+    return _chosen[key]
+
+
+def resolve_sweep_dir(resume: bool, sweeps_root: str, new_sweep_name: str, _root_: DictConfig) -> str:
+    """hydra.sweep.dir: a new folder, or with resume=true the latest sweep of the same command line (each job then
+    continues from its own last.ckpt)."""
+    key = (bool(resume), sweeps_root, f"sweep {new_sweep_name}")
+    if key not in _chosen:
+        earlier = latest_sweep_of(_root_, Path(sweeps_root)) if resume else None
+        if earlier is not None:
+            log.info(f"resume=true: continuing the sweep {earlier}")
+        _chosen[key] = str(earlier or f"{sweeps_root}/{new_sweep_name}")
+    return _chosen[key]
+
+
+def resolve_output_dir(source: str | None, out: str) -> str:
+    """hydra.run.dir of report.py and sweep_summary.py: `out`, checked before Hydra creates it inside `source`."""
+    with exit_on_user_error():
+        expected = (
+            "a directory that train.py wrote, a run (logs/train/runs/<run>) or a sweep (logs/train/multiruns/<sweep>)"
+        )
+        if not source:
+            raise UserError(f"No folder given: pass {expected}, as the first argument.")
+        if not Path(source).is_dir():
+            raise UserError(f"No folder at {source}: pass {expected}.")
+        folder = Path(out).resolve()
+        if folder.exists() and not folder.is_dir():
+            raise UserError(
+                f"out={out} is a file: give a folder to write the report into (a new one, or one of yours)."
+            )
+    _new_output_dirs.setdefault(folder, None if folder.exists() else _highest_new_folder(folder))
+    return out
+
+
+# what a command writes as its results: checkpoints, predictions, metrics, exported models and their contract
+RESULT_SUFFIXES = (".ckpt", ".csv", ".json", ".onnx", ".pt2", ".ts")
+
+
+@contextmanager
+def discarded_if_nothing_was_trained(run_dir: str) -> Iterator[None]:
+    """On a UserError, remove the run directory this process created unless it holds a result of the command."""
+    try:
+        yield
+    except Exception as error:
+        if isinstance(as_user_error(error), UserError):
+            folder = Path(run_dir).resolve()
+            written = (
+                path.is_file() and ".hydra" not in path.parts and path.suffix in RESULT_SUFFIXES
+                for path in folder.rglob("*")
+            )
+            if folder in _created_run_dirs and not any(written):
+                shutil.rmtree(_created_run_dirs[folder], ignore_errors=True)
+        raise
+
+
+@contextmanager
+def discarded_on_user_error(out: str) -> Iterator[None]:
+    """On a UserError, remove the folders that Hydra created for `out` (resolve_output_dir)."""
+    try:
+        yield
+    except UserError:
+        new = _new_output_dirs.get(Path(out).resolve())
+        if new is not None:
+            shutil.rmtree(new, ignore_errors=True)
+        raise
+
+
+def tensorboard_run_name(mode: object, override_dirname: str) -> str:
+    """A multirun job's TensorBoard version folder: its overrides (TensorBoard names a run by its folder)."""
+    if not str(mode).endswith("MULTIRUN") or not override_dirname:
+        return ""
+    return override_dirname.replace("/", "_").replace(os.sep, "_")[:200]
+
+
+def register_resolvers() -> None:
+    """The resolvers the configs use, registered by each entry script before @hydra.main."""
+    resolvers = {
+        "run_dir": resolve_run_dir,
+        "sweep_dir": resolve_sweep_dir,
+        "output_dir": resolve_output_dir,
+        "on_rank_zero": lambda value, otherwise=None: value if global_rank() == 0 else otherwise,
+        "rank_suffix": lambda: "" if global_rank() == 0 else f".rank{global_rank()}",
+        "tensorboard_run_name": tensorboard_run_name,
+    }
+    for name, resolver in resolvers.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)
+
+
+def read_named_files(config: DictConfig) -> None:
+    """Each checkpoint, prediction file or exported model the config names, read as its command will read it: a file
+    that is not ours is refused before the run directory holds anything."""
+    named = [
+        (key, Path(config[key]))
+        for key in ("ckpt_path", "a", "b", "exported")
+        if isinstance(config.get(key), str) and config[key] and Path(config[key]).is_file()
+    ]
+    if (
+        config.get("resume")
+        and not config.get("ckpt_path")
+        and (Path(config.hydra.run.dir) / LAST_CHECKPOINT).is_file()
+    ):
+        named.append(("ckpt_path", Path(config.hydra.run.dir) / LAST_CHECKPOINT))
+    if not named:
+        return
+    from analysis.prediction_files import PREDICTION_FILE_SUFFIXES, read_predictions
+    from checkpoints.loading import load_checkpoint
+    from deployment.exporting import read_contract
+
+    for key, path in named:
+        if key == "exported":
+            read_contract(path)
+        elif key != "ckpt_path" and path.suffix in PREDICTION_FILE_SUFFIXES:
+            read_predictions(path)
+        else:
+            load_checkpoint(path, mmap=True)
+
+
+def lock_run_directory(run_dir: Path) -> int:
+    """An OS lock (flock) on `<run_dir>/run.lock`, released by the kernel however its process ends; its descriptor."""
+    descriptor = os.open(Path(run_dir) / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = (
+            os.read(descriptor, 4096).decode(errors="replace").strip() or "a process that has not written its pid yet"
+        )
+        os.close(descriptor)
+        raise UserError(
+            f"Another process ({holder}) is running in {run_dir}: wait for it to end or stop it, then run this command again "
+            "(with resume=true it then continues from that run's last.ckpt)."
+        ) from None
+    os.ftruncate(descriptor, 0)
+    os.pwrite(
+        descriptor,
+        f"pid {os.getpid()} on {socket.gethostname()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}".encode(),
+        0,
+    )
+    return descriptor
+
+
+# the temporary file of a checkpoint write (checkpoints/loading.py): `.<name>.ckpt.` + mkstemp's 8 characters + `.tmp`
+INTERRUPTED_CHECKPOINT_WRITE = re.compile(r"^\..+\.ckpt\.[a-z0-9_]{8}\.tmp$")
+
+
+def _write_status(job_dir: Path, status: dict[str, Any]) -> None:
+    partial = Path(job_dir) / ".status.json.partial"  # renamed: a kill never leaves half a status
+    partial.write_text(json.dumps(status, indent=2))
+    os.replace(partial, partial.with_name("status.json"))
+
+
+class RunCallbacks(Callback):
+    """Hydra callback (conf/hydra/default.yaml): a run's named files read and its directory locked before it starts;
+    a multirun job's status.json, and the sweep's summary after every job and at its end."""
+
+    def __init__(self) -> None:
+        self._lock: int | None = None
+        self._ended: dict[Path, dict[str, Any]] = {}  # the summary rows of ended jobs, not read again
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        with exit_on_user_error():
+            read_named_files(config)
+            if global_rank() != 0:  # another process of a DDP run: rank 0 holds the lock for all of them
+                return
+            run_dir = Path(config.hydra.run.dir)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            self._lock = lock_run_directory(run_dir)
+        stale = [
+            path for path in (run_dir / "checkpoints").glob(".*.tmp") if INTERRUPTED_CHECKPOINT_WRITE.match(path.name)
+        ]
+        for path in stale:  # writes of a killed process: no live write can own them while we hold the lock
+            path.unlink(missing_ok=True)
+        if stale:
+            log.info(
+                f"Removed {len(stale)} temporary file(s) of interrupted checkpoint writes: {', '.join(map(str, stale))}"
+            )
+
+    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if config.hydra.mode == RunMode.MULTIRUN and global_rank() == 0:
+            self._started = time.time()
+            _write_status(Path(config.hydra.runtime.output_dir), {"status": "running", "started": self._started})
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        global _job_failure
+        if config.hydra.mode != RunMode.MULTIRUN or global_rank() != 0:
+            return
+        from analysis.run_records import COMPLETED, FAILED
+        from analysis.sweep_table import write_summary
+
+        status: dict[str, Any] = {"started": self._started, "wall_s": time.time() - self._started}
+        failure, _job_failure = _job_failure, None
+        if failure is not None:
+            status.update(status=FAILED, reason=failure)
+        elif job_return.status == JobStatus.FAILED:
+            try:
+                _ = job_return.return_value  # raises the job's exception: Hydra's public way to read it
+                status.update(status=FAILED, reason="the job failed without an exception to say why")
+            except Exception as error:
+                status.update(status=FAILED, reason=failure_reason(error))
+        else:
+            result = job_return.return_value
+            status.update(
+                status=COMPLETED,
+                result=result if isinstance(result, (int, float, str, bool, type(None))) else repr(result),
+            )
+        _write_status(Path(config.hydra.runtime.output_dir), status)
+        write_summary(Path(config.hydra.sweep.dir), self._ended)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        """The closing line `N of M jobs failed, ...` and exit 2, here: failed jobs returned normally (exit_on_user_error)."""
+        from analysis.run_records import FAILED
+        from analysis.sweep_table import job_dirs, summarize, write_summary
+
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if global_rank() != 0 or not job_dirs(sweep_dir):
+            return
+        markdown_path, csv_path, markdown = write_summary(sweep_dir, self._ended)
+        log.info(f"Sweep summary: {markdown_path} and {csv_path}\n{markdown}")
+        rows, _ = summarize(sweep_dir, self._ended)
+        failed = sum(row["status"] == FAILED for row in rows)
+        if failed:
+            print(f"{failed} of {len(rows)} jobs failed, reasons in {markdown_path}", file=sys.stderr, flush=True)
+            raise SystemExit(USER_ERROR_EXIT_CODE)

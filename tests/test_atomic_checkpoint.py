@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from checkpoints.atomic_io import AtomicCheckpointIO, atomic_torch_save, temporary_files_of
+from checkpoints.loading import AtomicCheckpointIO, atomic_torch_save, temporary_files_of
 from runs.build import build_trainer
 from tests.helpers.commands import REPO
 from tests.helpers.compose import compose_config
@@ -18,7 +18,7 @@ from tests.helpers.compose import compose_config
 # spent inside a write, so a kill at a random moment usually lands in one.
 WRITER = """
 import sys, torch
-from checkpoints.atomic_io import atomic_torch_save
+from checkpoints.loading import atomic_torch_save
 for version in range(1, 10**9):
     atomic_torch_save({"version": version, "weights": torch.full((4_000_000,), float(version))}, sys.argv[1])
 """

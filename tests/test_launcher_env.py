@@ -41,19 +41,19 @@ def launcher_environment(monkeypatch):
     ],
 )
 def test_the_launchers_job_id_names_the_run(environment, name, launcher_environment):
-    from runs.run_dir import _launcher_run_name
+    from runs.entry_points import launcher_run_name
 
     for variable, value in environment.items():
         launcher_environment.setenv(variable, value)
-    assert _launcher_run_name() == name
+    assert launcher_run_name() == name
 
 
 def test_an_rdzv_id_that_is_no_folder_name_is_refused(launcher_environment):
-    from runs.run_dir import _launcher_run_name
+    from runs.entry_points import launcher_run_name
 
     launcher_environment.setenv("TORCHELASTIC_RUN_ID", "../elsewhere")
     with pytest.raises(UserError, match="cannot name a run directory"):
-        _launcher_run_name()
+        launcher_run_name()
 
 
 def test_torchrun_of_several_processes_without_rdzv_id_stops_before_any_run_directory(tmp_path, launcher_environment):
