@@ -1,10 +1,11 @@
-"""The training loader: DistributedSampler's order and sharding, cut into index tensors, resumable mid-epoch."""
+"""The training loader: DistributedSampler's order and sharding, cut into index tensors, resumable mid-epoch from
+the state Lightning saves (StatefulDataLoader.state_dict)."""
 
 import pytest
 import torch
 from torch.utils.data import DistributedSampler
 
-from datamodules.array_dataset import ArrayImageDataset
+from datamodules.base import ArrayImageDataset
 from datamodules.resumable_loader import EpochShuffleSampler, ResumableDataLoader
 
 
@@ -40,9 +41,7 @@ def loader_over(size: int, batch_size: int) -> tuple[ResumableDataLoader, Record
         torch.arange(size, dtype=torch.uint8).view(size, 1, 1, 1), torch.arange(size), torch.arange(size)
     )
     dataset.received = []
-    return ResumableDataLoader(
-        dataset, EpochShuffleSampler(size, seed=5, batch_size=batch_size), generator=torch.Generator()
-    ), dataset
+    return ResumableDataLoader(dataset, EpochShuffleSampler(size, seed=5, batch_size=batch_size)), dataset
 
 
 def test_the_dataset_gets_each_batch_as_one_index_tensor():
@@ -53,34 +52,45 @@ def test_the_dataset_gets_each_batch_as_one_index_tensor():
     assert sorted(torch.cat([batch["index"] for batch in batches]).tolist()) == list(range(100))
 
 
-def test_a_resumed_epoch_serves_the_batches_not_yet_served():
-    loader, _ = loader_over(100, 16)
-    loader.sampler.set_epoch(4)
-    uninterrupted = [batch["index"] for batch in loader]
-    interrupted, _ = loader_over(100, 16)
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_a_resumed_epoch_serves_the_batches_not_yet_served(num_workers):
+    def loader() -> ResumableDataLoader:
+        dataset = loader_over(100, 16)[1]
+        return ResumableDataLoader(
+            dataset,
+            EpochShuffleSampler(100, seed=5, batch_size=16),
+            num_workers=num_workers,
+            persistent_workers=num_workers > 0,
+        )
+
+    uninterrupted = loader()
+    uninterrupted.sampler.set_epoch(4)
+    expected = [batch["index"] for batch in uninterrupted]
+    interrupted = loader()
     interrupted.sampler.set_epoch(4)
     served = iter(interrupted)
     for _ in range(3):
         next(served)
-    position = interrupted.position()
-    assert position == {"epoch": 4, "batches": 3}
-    resumed, _ = loader_over(100, 16)
-    resumed.resume_from(position)
+    state = interrupted.state_dict()
+    # as Lightning resumes: the state is loaded, then the epoch set, then the first batch asked for
+    resumed = loader()
+    resumed.load_state_dict(state)
+    batches = iter(resumed)
     resumed.sampler.set_epoch(4)
-    rest = [batch["index"] for batch in resumed]
-    assert len(rest) == len(uninterrupted) - 3 and all(torch.equal(a, b) for a, b in zip(rest, uninterrupted[3:]))
-    assert resumed.position() == {"epoch": 4, "batches": len(uninterrupted)}
-    resumed.resume_from(position)
-    resumed.sampler.set_epoch(5)  # a position in another epoch skips nothing
-    assert len(list(resumed)) == len(uninterrupted)
+    rest = [batch["index"] for batch in batches]
+    assert len(rest) == len(expected) - 3 and all(torch.equal(a, b) for a, b in zip(rest, expected[3:]))
+    # a checkpoint after an epoch's last batch: the next epoch is served whole
+    after_last = loader()
+    after_last.load_state_dict(resumed.state_dict())
+    batches = iter(after_last)
+    after_last.sampler.set_epoch(5)
+    assert len(list(batches)) == len(expected)
 
 
 def test_loader_processes_serve_the_same_batches():
     in_process, _ = loader_over(100, 16)
     dataset = in_process.dataset.dataset
-    with_workers = ResumableDataLoader(
-        dataset, EpochShuffleSampler(100, seed=5, batch_size=16), generator=torch.Generator(), num_workers=2
-    )
+    with_workers = ResumableDataLoader(dataset, EpochShuffleSampler(100, seed=5, batch_size=16), num_workers=2)
     for loader in (in_process, with_workers):
         loader.sampler.set_epoch(1)
     for ours, theirs in zip(in_process, with_workers, strict=True):
