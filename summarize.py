@@ -1,18 +1,11 @@
-"""List a network's layers: python summarize.py model=alexnet data=fake [any override of train.py]
-
-For every layer in the order it runs: qualified name, type, output shape for one input of the dataset's
-shape, parameters and multiply-accumulates; then the totals. The network is built as train.py builds it
-(input channels, image size and classes from the datamodule); the data itself is not read. The report
-is printed and written to layers.txt in this command's run directory.
-"""
+"""List a network's layers as train.py would build it: python summarize.py model=alexnet data=fake (printed and in layers.txt)."""
 
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from runs.entry_points import exit_on_user_error
-from runs.run_dir import discarded_if_nothing_was_trained, register_resolvers
+from runs.entry_points import discarded_if_nothing_was_trained, exit_on_user_error, register_resolvers
 
 register_resolvers()  # conf/hydra/default.yaml uses ${run_dir:...}: registered before Hydra composes
 

@@ -69,30 +69,16 @@ def write_predictions(
         writer = csv.writer(file)
         writer.writerow(header)
         for row, sample in enumerate(index):
-            truth = (
-                ["", "", ""]
-                if label is None
-                else [int(label[row]), class_names[label[row]], int(top_ids[row, 0] == label[row])]
-            )
+            true = None if label is None else int(label[row])
+            truth = ["", "", ""] if true is None else [true, class_names[true], int(top_ids[row, 0] == true)]
             guesses = [
                 cell for i, p in zip(top_ids[row], top_probs[row]) for cell in (int(i), class_names[i], f"{p:.6g}")
             ]
-            sample_loss = "" if loss is None else f"{loss[row]:.6g}"
-            cells = [
-                split,
-                int(sample),
-                sources[row],
-                *truth,
-                sample_loss,
-                *guesses,
-                "" if epoch is None else epoch,
-                checkpoint,
-            ]
+            loss_cell, epoch_cell = "" if loss is None else f"{loss[row]:.6g}", "" if epoch is None else epoch
+            cells = [split, int(sample), sources[row], *truth, loss_cell, *guesses, epoch_cell, checkpoint]
             writer.writerow(as_spreadsheet_text(cells))
-    meta = dict(
-        split=split, stage=stage, epoch=epoch, checkpoint=checkpoint, num_samples=len(index), experiment=experiment
-    )
-    sidecar_path(path).write_text(json.dumps(meta, indent=2))
+    meta = {"split": split, "stage": stage, "epoch": epoch, "checkpoint": checkpoint, "num_samples": len(index)}
+    sidecar_path(path).write_text(json.dumps(meta | {"experiment": experiment}, indent=2))
 
 
 def read_predictions(path: str | Path) -> Predictions:

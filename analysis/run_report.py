@@ -163,28 +163,26 @@ def run_section(run: RunRecord, overfitting: Overfitting | None, targets: Sequen
             lines.append(f"| {label(tag)} | {show(last(run, tag), tag)} | {show(best, tag)} ({epoch}) |")
     lines += [f"| {label(tag)} (best checkpoint) | {show(value, tag)} | |" for tag, value in sorted(run.final.items())]
     lines += ["", "### Time and throughput", ""]
-    t = {
-        key: run.timing.get(key, math.nan) for key in ("train_s", "val_s", "samples_per_s", "samples", "peak_memory_mb")
-    }
+
+    def timing(key: str, spec: str = ".0f") -> str:
+        return show(run.timing.get(key, math.nan), spec=spec)
+
     if run.timing:
         lines += [
-            f"- training time {show(t['train_s'], spec='.1f')} s, validation time {show(t['val_s'], spec='.1f')} s; "
+            f"- training time {timing('train_s', '.1f')} s, validation time {timing('val_s', '.1f')} s; "
             f"{show(run.wall_s, spec='.1f')} s from the first to the last logged point (a resumed run's pause included)",
-            f"- throughput {show(t['samples_per_s'], spec='.0f')} training images/s over {show(t['samples'], spec='.0f')} images; "
-            f"{show(run.timing.get('data_wait_frac', math.nan))} of the training time spent waiting for data",
-            f"- peak memory {show(t['peak_memory_mb'], spec='.0f')} MB",
+            f"- throughput {timing('samples_per_s')} training images/s over {timing('samples')} images; "
+            f"{timing('data_wait_frac', '.2%')} of the training time spent waiting for data",
+            f"- peak memory {timing('peak_memory_mb')} MB",
         ]
     else:
         lines.append(
             f"No timing summary in {run.path / 'timing.csv'} (the timing callback was off, or training did not finish)."
         )
     lines += ["", "### Observations", "", *observations(run, overfitting, targets), "", "### Config", ""]
-    lines += [
-        f"Overrides: `{' '.join(run.overrides) or '(none recorded)'}`",
-        "",
-        "<details><summary>composed config</summary>",
-    ]
-    return lines + ["", "```yaml", yaml.safe_dump(run.config, sort_keys=False).rstrip(), "```", "", "</details>"]
+    overrides, config = " ".join(run.overrides) or "(none recorded)", yaml.safe_dump(run.config, sort_keys=False)
+    details = ["<details><summary>composed config</summary>", "", "```yaml", config.rstrip(), "```", "", "</details>"]
+    return lines + [f"Overrides: `{overrides}`", "", *details]
 
 
 def fold_statistics(runs: Sequence[RunRecord], labels: Sequence[str]) -> list[str]:
