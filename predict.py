@@ -31,8 +31,8 @@ register_resolvers()  # conf/hydra/default.yaml uses ${run_dir:...}: registered 
 @hydra.main(version_base="1.3", config_path="conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
     with exit_on_user_error(), discarded_if_nothing_was_trained(cfg.paths.output_dir):
+        from runs.deploying import predict  # torch and Lightning only once Hydra has composed
         from runs.entry_points import quiet_library_notices
-        from runs.predicting import predict  # torch and Lightning only once Hydra has composed
 
         quiet_library_notices()
         predict(cfg)

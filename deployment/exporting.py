@@ -1,5 +1,5 @@
-"""Exported models through torch's own exporters, with the datamodule's normalisation folded in and a JSON contract
-beside them (no library writes one), and a user's image brought to their input."""
+"""Exported models through torch's own exporters, the datamodule's normalisation folded in, with a JSON contract
+beside them that no library writes; and a user's image brought to their input as the datasets decode theirs."""
 
 import importlib.util
 import json
@@ -17,9 +17,7 @@ from user_errors import UserError
 
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".ts", "torch_export": ".pt2"}
 ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")
-INPUT_NAME, OUTPUT_NAME = "images", "logits"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
-MAX_IMAGE_SIDE = 4096
 AGAIN = "export the model again with export.py"
 
 
@@ -28,8 +26,7 @@ class NormalizedNet(nn.Module):
 
     def __init__(self, net: nn.Module, mean: Sequence[float], std: Sequence[float]):
         super().__init__()
-        self.net = net
-        std = torch.tensor(std).view(1, -1, 1, 1)
+        self.net, std = net, torch.tensor(std).view(1, -1, 1, 1)
         self.register_buffer("scale", 1.0 / (255.0 * std))
         self.register_buffer("shift", -torch.tensor(mean).view(1, -1, 1, 1) / std)
 
@@ -49,18 +46,15 @@ def check_format(name: str) -> None:
 
 def export(model: nn.Module, example: torch.Tensor, file_format: str, path: Path) -> None:
     """`model` in eval mode, traced on `example` (uint8 images) with a dynamic batch dimension, written to `path`."""
-    model.eval()
     dynamic = ({0: torch.export.Dim("batch")},)
     if file_format == "torch_export":
-        torch.export.save(torch.export.export(model, (example,), dynamic_shapes=dynamic), path)
+        torch.export.save(torch.export.export(model.eval(), (example,), dynamic_shapes=dynamic), path)
     elif file_format == "onnx":
-        names = {"input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME]}
-        torch.onnx.export(
-            model, (example,), str(path), dynamo=True, dynamic_shapes=dynamic, external_data=False, **names
-        )
+        names = {"input_names": ["images"], "output_names": ["logits"], "external_data": False}
+        torch.onnx.export(model.eval(), (example,), str(path), dynamo=True, dynamic_shapes=dynamic, **names)
     else:
         with torch.no_grad():
-            torch.jit.trace(model, (example,)).save(str(path))
+            torch.jit.trace(model.eval(), (example,)).save(str(path))
 
 
 def load_exported(path: Path, file_format: str) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -69,55 +63,44 @@ def load_exported(path: Path, file_format: str) -> Callable[[torch.Tensor], torc
         import onnxruntime  # optional: check_format names the packages
 
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        return lambda images: torch.from_numpy(session.run([OUTPUT_NAME], {INPUT_NAME: images.cpu().numpy()})[0])
+        return lambda images: torch.from_numpy(session.run(["logits"], {"images": images.cpu().numpy()})[0])
     loaded = torch.export.load(path).module() if file_format == "torch_export" else torch.jit.load(str(path), "cpu")
-
-    def run(images: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return loaded(images)
-
-    return run
+    return torch.no_grad()(loaded)
 
 
 def read_contract(model_path: Path) -> dict[str, Any]:
-    """The contract JSON beside an exported model, checked; the model file's suffix, never the contract, picks the runtime."""
+    """The contract beside an exported model, checked; the model's suffix, never the contract, picks the runtime."""
     contract_path = model_path.with_suffix(".json")
     if not model_path.is_file():
         raise UserError(f"No exported model at {model_path}: pass exported=PATH of a file written by export.py.")
     if not contract_path.is_file():
-        raise UserError(
-            f"{model_path} has no preprocessing contract {contract_path.name} beside it: export it again with export.py, which writes both."
-        )
+        raise UserError(f"{model_path} has no preprocessing contract {contract_path.name} beside it: {AGAIN}.")
     try:
         contract = json.loads(contract_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
         raise UserError(f"{contract_path} is not valid JSON ({error.__class__.__name__}): {AGAIN}.") from error
     contract = contract if isinstance(contract, dict) else {}
-    file_format = contract.get("format")
+    file_format, shape, names = contract.get("format"), contract.get("input"), contract.get("class_names")
+    shape = shape.get("shape") if isinstance(shape, dict) else None
     if file_format not in tuple(SUFFIXES):
         raise UserError(f"{contract_path} names no known format (format: {file_format!r}): {AGAIN}.")
     if SUFFIXES[file_format] != model_path.suffix:
         raise UserError(
             f"{contract_path} says {file_format}, whose files end in {SUFFIXES[file_format]}, but the model is {model_path.name}: {AGAIN}."
         )
-    shape = contract["input"].get("shape") if isinstance(contract.get("input"), dict) else None
-    if not (
-        isinstance(shape, list)
-        and len(shape) == 4
-        and shape[1] in (1, 3)
-        and all(isinstance(side, int) and 0 < side <= MAX_IMAGE_SIDE for side in shape[2:])
+    if not (isinstance(shape, list) and len(shape) == 4 and shape[1] in (1, 3)) or not all(
+        isinstance(side, int) and 0 < side <= 4096 for side in shape[2:]
     ):
         raise UserError(
             f"{contract_path} gives no input shape [batch, 1 or 3, height, width] (input.shape: {str(shape)[:60]}): {AGAIN}."
         )
-    names = contract.get("class_names")
     if not (isinstance(names, list) and len(names) >= 2 and all(isinstance(name, str) for name in names)):
         raise UserError(f"{contract_path} gives no list of class names (class_names: {str(names)[:60]}): {AGAIN}.")
     return contract
 
 
-def load_as_input(path: Path | str, input_shape: tuple[int, int, int]) -> torch.Tensor:
-    """uint8 (C, H, W): the mode converted as the datasets convert theirs, the whole image resized to H x W (PIL bilinear)."""
+def load_as_input(path: Path | str, input_shape: Sequence[int]) -> torch.Tensor:
+    """uint8 (C, H, W): the mode converted as the datasets convert theirs, the whole image resized (PIL bilinear)."""
     channels, height, width = input_shape
     try:
         with Image.open(path) as image:
@@ -131,7 +114,7 @@ def load_as_input(path: Path | str, input_shape: tuple[int, int, int]) -> torch.
         raise BadImageFile(f"{path} cannot be read as an image ({error})") from error
 
 
-def image_files(paths: list[str]) -> list[Path]:
+def image_files(paths: Sequence[str]) -> list[Path]:
     """The files named, a folder standing for the image files in it (sorted by name)."""
     found = []
     for path in map(Path, paths):

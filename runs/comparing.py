@@ -1,5 +1,5 @@
-"""compare.py: two checkpoints or prediction files judged sample by sample (no library compares two models' per-sample
-predictions), with a contact sheet of the images they judge differently."""
+"""compare.py once composed: two checkpoints or prediction files judged sample by sample (no library compares two
+models' per-sample predictions), with a contact sheet of the images they judge differently."""
 
 import copy
 import csv
@@ -13,24 +13,17 @@ from matplotlib.figure import Figure
 from omegaconf import DictConfig
 
 from analysis.figures import CELL_HEIGHT, CELL_WIDTH, draw_captioned_grid, short_name
-from analysis.prediction_files import (
-    PREDICTION_FILE_SUFFIXES,
-    Predictions,
-    as_spreadsheet_text,
-    read_predictions,
-    sidecar_path,
-)
+from analysis.prediction_files import PREDICTION_FILE_SUFFIXES, as_spreadsheet_text, read_predictions, sidecar_path
 from runs.build import build_datamodule, build_loggers, evaluate, rebuild_config
 from runs.config_check import check_config
 from user_errors import UserError
 
 FIX = "compare predictions of the same split of the same dataset (with checkpoints, pass split=val or split=test)"
-# the contact sheet's sections: the flip, the side that is wrong, the title
-SECTIONS = (("right->wrong", "B", "A right, B wrong"), ("wrong->right", "A", "A wrong, B right"))
-Pair = tuple[dict[str, str], dict[str, str]]  # the rows of A and B of one sample
+# the contact sheet's sections: the flip, the side that is wrong (0: A, 1: B), the title
+SECTIONS = (("right->wrong", 1, "A right, B wrong"), ("wrong->right", 0, "A wrong, B right"))
 
 
-def predictions_of(cfg: DictConfig, side: str) -> Predictions:
+def predictions_of(cfg: DictConfig, side: str):
     """The file given as `side`, or the predictions of the checkpoint given, evaluated into <run>/<side>."""
     path = Path(cfg[side])
     if path.suffix in PREDICTION_FILE_SUFFIXES:
@@ -43,13 +36,7 @@ def predictions_of(cfg: DictConfig, side: str) -> Predictions:
     return read_predictions(written)
 
 
-def describe(predictions: Predictions) -> str:
-    name = Path(predictions.meta.get("checkpoint") or predictions.path).name
-    epoch = predictions.meta.get("epoch")
-    return name if epoch is None else f"{name} (epoch {epoch})"
-
-
-def check_comparable(a: Predictions, b: Predictions) -> None:
+def check_comparable(a, b) -> None:
     if (a.dataset, a.split) != (b.dataset, b.split):
         raise UserError(
             f"A ({a.path}) holds {a.split} predictions of {a.dataset} but B ({b.path}) holds {b.split} predictions of {b.dataset}: {FIX}."
@@ -60,10 +47,10 @@ def check_comparable(a: Predictions, b: Predictions) -> None:
             f"A ({a.path}) and B ({b.path}) hold predictions of different {a.split} samples ({len(a_labels.keys() - b_labels.keys())} only in A, "
             f"{len(b_labels.keys() - a_labels.keys())} only in B; another validation split or a limited evaluation): {FIX}."
         )
-    differing = next((index for index, label in a_labels.items() if label != b_labels[index]), None)
-    if differing is not None:
+    differing = [index for index, label in a_labels.items() if label != b_labels[index]]
+    if differing:
         raise UserError(
-            f"A ({a.path}) and B ({b.path}) give sample {differing} different true labels, so they come from different datasets: {FIX}."
+            f"A ({a.path}) and B ({b.path}) give sample {differing[0]} different true labels, so they come from different datasets: {FIX}."
         )
     if "" in a_labels.values():
         raise UserError(
@@ -71,88 +58,67 @@ def check_comparable(a: Predictions, b: Predictions) -> None:
         )
 
 
-def flip(pair: Pair) -> str:
-    return (
-        "right->wrong" if pair[0]["correct"] == "1" else "wrong->right" if pair[1]["correct"] == "1" else "both wrong"
-    )
+def flip(p) -> str:
+    return "right->wrong" if p[0]["correct"] == "1" else "wrong->right" if p[1]["correct"] == "1" else "both wrong"
 
 
-def says(row: dict[str, str]) -> str:
-    return f"{short_name(row['pred1_name'])} ({float(row['prob1']):.2f})"
+def describe(predictions) -> str:
+    name, epoch = Path(predictions.meta.get("checkpoint") or predictions.path).name, predictions.meta.get("epoch")
+    return name if epoch is None else f"{name} (epoch {epoch})"
 
 
-def report(a: Predictions, b: Predictions, pairs: list[Pair], max_listed: int) -> str:
-    n, flips = len(a.rows), Counter(map(flip, pairs))
+def report(a, b, pairs: list, max_listed: int) -> list[str]:
+    """What compare.py prints: accuracies, agreement, flips, then the samples judged differently."""
+    n, flips, agree = len(a.rows), Counter(map(flip, pairs)), len(a.rows) - len(pairs)
     lines = []
     for side, predictions in (("A", a), ("B", b)):
         right = sum(row["correct"] == "1" for row in predictions.rows)
         lines.append(f"{side}: {describe(predictions)}  top-1 {100 * right / n:.2f}% ({right}/{n})")
     lines.append(
-        f"on {n} {a.split} samples: agreement {100 * (n - len(pairs)) / n:.2f}% ({n - len(pairs)}/{n}); {len(pairs)} judged differently: "
+        f"on {n} {a.split} samples: agreement {100 * agree / n:.2f}% ({agree}/{n}); {len(pairs)} judged differently: "
         f"{flips['right->wrong']} right->wrong, {flips['wrong->right']} wrong->right, {flips['both wrong']} wrong in both"
     )
-    if pairs:
-        lines.append(f"{'index':>7}  {'true':<20} {'A predicts':<26} {'B predicts':<26} change")
-    for pair in pairs[:max_listed]:
-        a_row, b_row = pair
+    lines += [f"{'index':>7}  {'true':<20} {'A predicts':<26} {'B predicts':<26} change"] if pairs else []
+    for a_row, b_row in pairs[:max_listed]:
+        a_says, b_says = (f"{short_name(row['pred1_name'])} ({float(row['prob1']):.2f})" for row in (a_row, b_row))
         lines.append(
-            f"{a_row['index']:>7}  {short_name(a_row['label_name']):<20} {says(a_row):<26} {says(b_row):<26} {flip(pair)}"
+            f"{a_row['index']:>7}  {short_name(a_row['label_name']):<20} {a_says:<26} {b_says:<26} {flip((a_row, b_row))}"
         )
     if len(pairs) > max_listed:
         lines.append(f"... and {len(pairs) - max_listed} more (all of them are in disagreements.csv)")
-    return "\n".join(lines)
+    return lines
 
 
-def write_disagreements(pairs: list[Pair], path: Path) -> None:
-    with path.open("w", newline="") as file:
-        writer = csv.writer(file)
-        predicted = [f"{side}_{column}" for side in "ab" for column in ("pred", "pred_name", "prob")]
-        writer.writerow(["index", "source", "label", "label_name", *predicted, "change"])
-        for a_row, b_row in pairs:
-            cells = [a_row[key] for key in ("index", "source", "label", "label_name")]
-            cells += [row[key] for row in (a_row, b_row) for key in ("pred1", "pred1_name", "prob1")]
-            writer.writerow(as_spreadsheet_text([*cells, flip((a_row, b_row))]))
+def sheet_selection(pairs: list, num_images: int) -> dict[str, list]:
+    """Up to num_images flips, half of each direction (one with fewer leaves its room to the other), the wrong
+    model's most confident mistakes first: those say the most about what changed."""
 
+    def most_confident_first(change: str, wrong: int) -> list:
+        flips = [p for p in pairs if flip(p) == change]
+        return sorted(flips, key=lambda p: (-float(p[wrong]["prob1"]), int(p[0]["index"])))
 
-def sheet_selection(pairs: list[Pair], num_images: int) -> dict[str, list[Pair]]:
-    """Up to num_images flips, half of each direction (one with fewer leaves its room to the other), the most
-    confident mistakes first: those say the most about what changed."""
-    found = {}
-    for change, wrong, _ in SECTIONS:
-        side = "AB".index(wrong)
-        flips = [pair for pair in pairs if flip(pair) == change]
-        found[change] = sorted(flips, key=lambda pair, s=side: (-float(pair[s]["prob1"]), int(pair[0]["index"])))
-    first, second = found.values()
+    first, second = (most_confident_first(change, wrong) for change, wrong, _ in SECTIONS)
     take = min(len(first), max(num_images // 2, num_images - len(second)))
     return {"right->wrong": first[:take], "wrong->right": second[: num_images - take]}
 
 
-def sample_images(datamodule, split: str, indices: list[str]) -> torch.Tensor:
-    """uint8 images (N, C, H, W) of the samples with these source indices (the files' `index` column)."""
-    dataset = datamodule.dataset(split)
-    position = {str(index): position for position, index in enumerate(dataset.source_index.tolist())}
-    missing = [index for index in indices if index not in position]
-    if missing:
-        raise UserError(
-            f"The {split} split rebuilt from the prediction file's data config lacks samples {missing[:5]}: the dataset on disk has changed since the predictions were made."
-        )
-    return dataset.__getitems__([position[index] for index in indices])["image"]
-
-
-def contact_sheet(a: Predictions, b: Predictions, pairs: list[Pair], selection, images, columns: int = 4) -> Figure:
-    """A section per direction of flip; each image captioned with its index, true class and both predictions."""
+def contact_sheet(a, b, pairs: list, selection: dict[str, list], images: dict, columns: int = 4) -> Figure:
+    """A section per direction of flip, each image captioned with its index, true class and both predictions."""
 
     def marked(row: dict[str, str]) -> str:
         return f"{short_name(row['pred1_name'])} {float(row['prob1']):.2f} {'✓' if row['correct'] == '1' else '✗'}"
 
-    sections = [(change, wrong, title, selection[change]) for change, wrong, title in SECTIONS if selection[change]]
+    sections = [
+        (change, "AB"[wrong], title, selection[change]) for change, wrong, title in SECTIONS if selection[change]
+    ]
     rows = [math.ceil(len(items) / columns) for *_, items in sections]
     figure = Figure(
         figsize=(columns * CELL_WIDTH, sum(rows) * CELL_HEIGHT + 0.5 * len(sections) + 0.8), layout="constrained"
     )
     totals = Counter(map(flip, pairs))
-    subfigures = figure.subfigures(len(sections), 1, height_ratios=rows, squeeze=False)[:, 0]
-    for subfigure, (change, wrong, title, items) in zip(subfigures, sections):
+    for subfigure, (change, wrong, title, items) in zip(
+        figure.subfigures(len(sections), 1, height_ratios=rows, squeeze=False)[:, 0], sections
+    ):
         captions = [
             f"#{a_row['index']} true: {short_name(a_row['label_name'])}\nA: {marked(a_row)}\nB: {marked(b_row)}"
             for a_row, b_row in items
@@ -178,11 +144,20 @@ def compare(cfg: DictConfig) -> None:
     a, b = predictions_of(cfg, "a"), predictions_of(cfg, "b")
     check_comparable(a, b)
     b_rows = {row["index"]: row for row in b.rows}
-    pairs = [(row, b_rows[row["index"]]) for row in a.rows if row["pred1"] != b_rows[row["index"]]["pred1"]]
-    pairs.sort(key=lambda pair: int(pair[0]["index"]))
-    print(report(a, b, pairs, cfg.max_listed))
+    pairs = sorted(
+        ((row, b_rows[row["index"]]) for row in a.rows if row["pred1"] != b_rows[row["index"]]["pred1"]),
+        key=lambda pair: int(pair[0]["index"]),
+    )
+    print("\n".join(report(a, b, pairs, cfg.max_listed)))
     output_dir = Path(cfg.paths.output_dir)
-    write_disagreements(pairs, output_dir / "disagreements.csv")
+    with (output_dir / "disagreements.csv").open("w", newline="") as file:
+        writer = csv.writer(file)
+        predicted = [f"{side}_{column}" for side in "ab" for column in ("pred", "pred_name", "prob")]
+        writer.writerow(["index", "source", "label", "label_name", *predicted, "change"])
+        for pair in pairs:
+            cells = [pair[0][key] for key in ("index", "source", "label", "label_name")]
+            cells += [row[key] for row in pair for key in ("pred1", "pred1_name", "prob1")]
+            writer.writerow(as_spreadsheet_text([*cells, flip(pair)]))
     selection = sheet_selection(pairs, cfg.num_images)
     shown = [a_row["index"] for items in selection.values() for a_row, _ in items]
     if not shown:
@@ -191,13 +166,20 @@ def compare(cfg: DictConfig) -> None:
     check_config(data_cfg, groups=("data",))
     datamodule = build_datamodule(data_cfg)
     datamodule.setup("validate" if a.split == "val" else "test")
-    images = dict(zip(shown, sample_images(datamodule, a.split, shown)))
+    dataset = datamodule.dataset(a.split)
+    position = {str(index): position for position, index in enumerate(dataset.source_index.tolist())}
+    if missing := [index for index in shown if index not in position]:
+        raise UserError(
+            f"The {a.split} split rebuilt from the prediction file's data config lacks samples {missing[:5]}: the dataset on disk has changed since the predictions were made."
+        )
+    images = dict(zip(shown, dataset.__getitems__([position[index] for index in shown])["image"]))
     figure = contact_sheet(a, b, pairs, selection, images)
     figure.savefig(output_dir / "contact_sheet.png", dpi=100)
     print(f"contact sheet of {len(shown)} disagreeing images: {output_dir / 'contact_sheet.png'}")
     for change, items in selection.items():
-        listed = " ".join(f"#{a_row['index']}" for a_row, _ in items) or "(none)"
-        print(f"  {change}, most confident mistake first: {listed}")
+        print(
+            f"  {change}, most confident mistake first: {' '.join('#' + row['index'] for row, _ in items) or '(none)'}"
+        )
     for logger in build_loggers(cfg):
         if isinstance(logger, TensorBoardLogger):
             logger.experiment.add_figure("compare/contact_sheet", figure)

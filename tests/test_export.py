@@ -12,7 +12,7 @@ from deployment.exporting import ONNX_PACKAGES, NormalizedNet, check_format, exp
 from lightning_modules.classifier import ImageClassifier
 from lightning_modules.nets.rnn import RowRNN
 from runs.build import build_datamodule, build_module
-from runs.exporting import export_checkpoint
+from runs.deploying import export_checkpoint
 from tests.helpers.commands import run_entry
 from tests.helpers.compose import compose_config, group_options
 from tests.helpers.tiny_runs import tiny_run
