@@ -7,7 +7,6 @@ memory-mapped uint8 .npy file (reused while the files' paths, sizes and times ar
 
 import contextlib
 import errno
-import functools
 import hashlib
 import json
 import logging
@@ -25,7 +24,7 @@ from urllib.parse import urlparse
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
-from torchvision.datasets.utils import check_integrity, download_url, extract_archive
+from torchvision.datasets.utils import download_url, extract_archive
 from tqdm import tqdm
 
 from datamodules.base import ArrayImageDataset, ImageDataModule
@@ -56,10 +55,6 @@ def read_lines(path: Path) -> list[str]:
         data = path.read_bytes()
     except OSError as error:
         raise UserError(f"{path} cannot be read ({error.strerror or error}): restore the official file.") from error
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise UserError(
-            f"{path} line 1 starts with a UTF-16 byte order mark: the file is UTF-16 text, not UTF-8; save it as UTF-8, or restore the official file."
-        )
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
@@ -130,22 +125,9 @@ class TinyImageNetFolder:
 
     @cached_property
     def wnids(self) -> list[str]:
-        if not self.exists():
-            raise UserError(
-                f"{self.wnids_file} is missing: {self.root} is not a complete {FOLDER_NAME} folder; download and unzip the dataset again."
-            )
-        wnids = []
-        for number, line in enumerate(read_lines(self.wnids_file), start=1):
-            wnid = line.strip()
-            if wnid and (not wnid.isprintable() or any(character.isspace() for character in wnid)):
-                raise UserError(
-                    f"{self.wnids_file} line {number} holds {wnid!r}, which is not a class id (one wnid such as n01443537 per line): restore the official file."
-                )
-            wnids += [wnid] if wnid else []
-        repeated = sorted({wnid for wnid in wnids if wnids.count(wnid) > 1})
-        if not wnids or repeated:
-            what = f"repeats {repeated[:3]}" if repeated else "lists no classes"
-            raise UserError(f"{self.wnids_file} {what}: it must list each class once; restore the official file.")
+        wnids = [line.strip() for line in read_lines(self.wnids_file) if line.strip()]
+        if not wnids or len(set(wnids)) < len(wnids):
+            raise UserError(f"{self.wnids_file} must list each class once, one per line: restore the official file.")
         return wnids
 
     @cached_property
@@ -183,10 +165,6 @@ class TinyImageNetFolder:
                 f"{train} holds folders that are not classes of {self.wnids_file} ({_some(unknown)}): the folder and wnids.txt "
                 "disagree; restore the official wnids.txt, or move those folders out."
             )
-        if not _subfolders(train):
-            raise UserError(
-                f"{train} holds no class folders (train/<wnid>/images/*.JPEG, one per line of {self.wnids_file}): download and unzip the dataset again."
-            )
         if not val.is_dir():
             raise self._missing(val, VAL_LAYOUTS)
         folders = [name for name in _subfolders(val) if name != "images"]
@@ -219,15 +197,10 @@ class TinyImageNetFolder:
             raise UserError(
                 f"{test} is in no layout this reader knows (it holds neither test/images/ nor images): it reads test/images/*.JPEG (the official zip) or test/*.JPEG; restore one of them."
             )
-        if layout == OFFICIAL_VAL:
-            log.info(
-                f"Tiny-ImageNet in {self.root}: val/ is the official layout (val/images/ labelled by val/val_annotations.txt)"
-            )
-        else:
-            ignored = f"; {self.annotations_file.name} is not used" if self.annotations_file.is_file() else ""
-            log.info(
-                f"Tiny-ImageNet in {self.root}: val/ is sorted into class folders (val/<wnid>/[images/]*.JPEG, labelled by the folder{ignored})"
-            )
+        ignored = f"; {self.annotations_file.name} is not used" if self.annotations_file.is_file() else ""
+        how = "sorted into class folders (val/<wnid>/[images/]*.JPEG, labelled by the folder" + ignored
+        how = "the official layout (val/images/ labelled by val/val_annotations.txt" if layout == OFFICIAL_VAL else how
+        log.info(f"Tiny-ImageNet in {self.root}: val/ is {how})")
         return layout
 
     def list_split(self, split: str) -> SplitFiles:
@@ -285,18 +258,6 @@ class TinyImageNetFolder:
         return SplitFiles(files, np.array([label_of[path.name] for path in files], dtype=np.int64), problems)
 
 
-def _decode_chunk(files: list[Path], shape: tuple[int, ...], start: int) -> tuple[list[int], np.ndarray, dict]:
-    """Files start..start+CHUNK decoded: the positions kept, their pixels, and why each other one failed."""
-    kept, images, bad = [], [], {}
-    for position in range(start, min(start + CHUNK, len(files))):
-        try:
-            images.append(decode_image(files[position], shape))
-            kept.append(position)
-        except BadImageFile as error:
-            bad[position] = str(error)
-    return kept, np.stack(images) if images else np.empty((0, *shape), np.uint8), bad
-
-
 def _reserve(path: Path) -> None:
     """Allocate a memory-mapped file's blocks now: a full disk is then an OSError here, not a SIGBUS mid-write."""
     with open(path, "r+b") as file:
@@ -347,10 +308,10 @@ def _build(folder: Path, files: list[Path], shape: tuple[int, ...], fingerprint:
         _reserve(partial["images"])
         workers = min(len(os.sched_getaffinity(0)), -(-len(files) // CHUNK))
         chunks = DataLoader(
-            range(0, len(files), CHUNK),
+            [range(start, min(start + CHUNK, len(files))) for start in range(0, len(files), CHUNK)],
             batch_size=None,
             num_workers=workers if workers > 1 else 0,
-            collate_fn=functools.partial(_decode_chunk, files, tuple(shape)),
+            collate_fn=ImageFiles(files, None, shape).decode,
         )
         kept, bad, started = [], {}, time.perf_counter()
         with tqdm(total=len(files), unit="img", desc=f"Decoding {description}", mininterval=0.5) as progress:
@@ -382,10 +343,10 @@ def _build(folder: Path, files: list[Path], shape: tuple[int, ...], fingerprint:
 
 
 class ImageFiles(Dataset):
-    """data.cache=false: each image decoded when its batch is fetched; a bad one stops the run or, skipping, is left
-    out of its batch with a warning (once per loader process)."""
+    """Files decoded as they are fetched: the cache's decoding workers, and data.cache=false, where a bad file stops the
+    run or, skipping, is left out of its batch with a warning (once per loader process)."""
 
-    def __init__(self, files: list[Path], labels: torch.Tensor | None, shape: tuple[int, ...], skip_bad_files: bool):
+    def __init__(self, files: list[Path], labels: torch.Tensor | None, shape: tuple, skip_bad_files: bool = False):
         self.files, self.labels, self.shape, self.skip_bad_files = files, labels, tuple(shape), skip_bad_files
         self.source_index = torch.arange(len(files))
         self._reported: set[int] = set()
@@ -393,22 +354,28 @@ class ImageFiles(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitems__(self, positions) -> dict[str, torch.Tensor]:
-        images, kept = [], []
-        for position in torch.as_tensor(positions, dtype=torch.long).tolist():
+    def decode(self, positions) -> tuple[list[int], np.ndarray, dict[int, str]]:
+        """The positions decoded, their pixels (K, C, H, W), and why each other one failed."""
+        kept, images, bad = [], [], {}
+        for position in positions:
             try:
                 images.append(decode_image(self.files[position], self.shape))
                 kept.append(position)
             except BadImageFile as error:
-                if not self.skip_bad_files:
-                    raise UserError(
-                        f"{error}: replace it with the original file, or set data.skip_bad_files=true to skip bad files."
-                    ) from error
-                if position not in self._reported:
-                    self._reported.add(position)
-                    log.warning(f"Skipping a bad file: {error}.")
+                bad[position] = str(error)
+        return kept, np.stack(images) if images else np.empty((0, *self.shape), np.uint8), bad
+
+    def __getitems__(self, positions) -> dict[str, torch.Tensor]:
+        kept, pixels, bad = self.decode(torch.as_tensor(positions, dtype=torch.long).tolist())
+        for position, error in bad.items():
+            if not self.skip_bad_files:
+                raise UserError(
+                    f"{error}: replace it with the original file, or set data.skip_bad_files=true to skip bad files."
+                )
+            if position not in self._reported:
+                self._reported.add(position)
+                log.warning(f"Skipping a bad file: {error}.")
         kept = torch.as_tensor(kept, dtype=torch.long)
-        pixels = np.stack(images) if images else np.empty((0, *self.shape), np.uint8)
         batch = {"image": torch.from_numpy(pixels), "index": kept}
         if self.labels is not None:
             batch["label"] = self.labels[kept]
@@ -477,13 +444,7 @@ class TinyImageNetDataModule(ImageDataModule):
 
     def read_splits(self, stage: str | None) -> tuple[Dataset | None, Dataset | None, Dataset | None]:
         """The official folders `stage` reads, each loaded once: train/, and val/ as both val and test."""
-        if not self.folder.exists():
-            raise UserError(self._absent("prepare_data() has not downloaded it"))
         self.folder.check_structure()  # on every process: prepare_data runs on one per node
-        if len(self.folder.wnids) != self.num_classes:
-            raise UserError(
-                f"{self.folder.wnids_file} lists {len(self.folder.wnids)} classes but the network was built for {self.num_classes} before the folder was there: run again."
-            )
         for folder in self._folders_of(stage):
             if folder not in self._datasets:
                 self._datasets[folder] = self._checked(folder)
@@ -530,19 +491,13 @@ class TinyImageNetDataModule(ImageDataModule):
                 f"{problems[0]}{more}: restore the official files, or set data.skip_bad_files=true to leave bad inputs out."
             )
 
-    def _absent(self, why: str) -> str:
-        return (
-            f"Tiny-ImageNet is not in {self.folder.root} (no wnids.txt there) and {why}: download {self.url}, unzip it "
-            f"in {self.data_dir}, or point data.data_dir at the folder that holds {FOLDER_NAME}/."
-        )
-
     def _download(self) -> None:
-        """Download the zip (kept, and reused while its checksum holds), verify it, and extract it."""
-        if not self.download:
-            raise UserError(self._absent("data.download=false"))
+        """Download the zip (kept, and reused while its checksum holds), verify it, extract it beside, move it in place."""
         archive = self.data_dir / Path(urlparse(self.url).path).name
-        if archive.is_file() and not check_integrity(archive, self.md5):
-            log.warning(f"{archive} does not have the md5 checksum {self.md5}: downloading it again")
+        absent = f"Tiny-ImageNet is not in {self.folder.root} (no wnids.txt there) and"
+        to_do = f"download {self.url}, unzip it in {self.data_dir}, or point data.data_dir at the folder that holds {FOLDER_NAME}/."
+        if not self.download:
+            raise UserError(f"{absent} data.download=false: {to_do}")
         try:
             download_url(self.url, self.data_dir, archive.name, self.md5)
         except RuntimeError as error:  # torchvision: the downloaded file fails the checksum
@@ -551,21 +506,16 @@ class TinyImageNetDataModule(ImageDataModule):
                 f"zip: delete it and run again, or download and unzip the dataset in {self.data_dir} yourself."
             ) from error
         except (urllib.error.URLError, OSError) as error:
-            raise UserError(
-                self._absent(f"it could not be downloaded from {self.url} ({getattr(error, 'reason', error)})")
-            ) from error
-        extracting = (
-            self.data_dir / f".{FOLDER_NAME}.extracting"
-        )  # then moved: an interrupted one leaves no half folder
+            reason = getattr(error, "reason", error)
+            raise UserError(f"{absent} it could not be downloaded from {self.url} ({reason}): {to_do}") from error
+        extracting = self.data_dir / f".{FOLDER_NAME}.extracting"  # an interrupted extraction leaves no half folder
         shutil.rmtree(extracting, ignore_errors=True)
         try:
             extract_archive(str(archive), str(extracting))
-        except (zipfile.BadZipFile, OSError) as error:
-            raise UserError(f"{archive} is not a readable zip file ({error}): delete it and run again.") from error
-        if not (extracting / FOLDER_NAME / "wnids.txt").is_file():
+            (extracting / FOLDER_NAME).rename(self.folder.root)
+        except (zipfile.BadZipFile, OSError, RuntimeError) as error:
             raise UserError(
-                f"{archive} does not hold {FOLDER_NAME}/wnids.txt: it is not the Tiny-ImageNet zip; delete it, or set data.url to the official {OFFICIAL_URL}."
-            )
-        (extracting / FOLDER_NAME).rename(self.folder.root)
+                f"{archive} is not the Tiny-ImageNet zip, which holds {FOLDER_NAME}/ ({error}): delete it, or set data.url to the official {OFFICIAL_URL}."
+            ) from error
         shutil.rmtree(extracting)
         log.info(f"Extracted {archive} into {self.folder.root}")
