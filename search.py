@@ -1,8 +1,6 @@
-"""Hyperparameter search with Optuna: python search.py [hparams_search=mnist_optuna] [search.n_trials=20] [train.py's overrides ...]
+"""Optuna search: python search.py [hparams_search=mnist_optuna] [search.n_trials=20] [train.py's overrides ...]
 
-The same command again, at once or later, is another worker on the same study (runs/search.py, docs/scale.md).
-Only Hydra is imported before it has composed, as in train.py: help, `--cfg` and a mistyped value answer at once.
-"""
+The same command again, at once or later, is another worker on the same study (docs/scale.md)."""
 
 import os
 

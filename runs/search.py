@@ -1,9 +1,7 @@
-"""search.py's work: an Optuna study whose trials are runs of train.py's config, pruned at each validation.
+"""An Optuna study whose trials are runs of train.py's config, each composed by Hydra's loader and run by its run_job.
 
-Not a Hydra sweeper: the pruner must reach the training loop, and a sweeper hands its launcher only overrides
-(hydra-optuna-sweeper also needs Optuna < 3). Each trial is composed by Hydra's config loader and run by Hydra's
-run_job, as its basic launcher runs a job, so it is the run train.py would make (docs/devices_and_sweeps.md).
-"""
+Not a Hydra sweeper: the pruner must reach the training loop, a sweeper hands its launcher only overrides, and
+hydra-optuna-sweeper needs Optuna < 3 (docs/devices_and_sweeps.md)."""
 
 import csv
 import fcntl
@@ -37,7 +35,6 @@ from user_errors import UserError
 log = logging.getLogger(__name__)
 
 RUN_DIR, FAILURE, STOPPED = "run_dir", "failure", "stopped"  # a trial's user attributes
-STATES = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running"}
 
 
 def run_search(cfg: DictConfig) -> None:
@@ -49,8 +46,9 @@ def run_search(cfg: DictConfig) -> None:
     study = open_study(settings)
 
     def stop_when_full(study: optuna.Study, trial: Any = None) -> bool:
-        write_summary(study, settings)
-        full = counted(study) >= settings.n_trials
+        write_summary(study, settings)  # trials towards n_trials: all but those stopped with their worker
+        trials = study.get_trials(deepcopy=False, states=[state for state in TrialState if state != TrialState.WAITING])
+        full = sum(STOPPED not in trial.user_attrs for trial in trials) >= settings.n_trials
         if full:
             study.stop()
         return full
@@ -61,7 +59,7 @@ def run_search(cfg: DictConfig) -> None:
         else:
             study.optimize(objective(settings, space), callbacks=[stop_when_full], gc_after_trial=True)
     except KeyboardInterrupt:  # outside a trial's training, where StopOnSignal ends it with its own message
-        print("stopped: interrupted (Ctrl-C); the same command continues the study.", file=sys.stderr)
+        print("stopped: interrupted; the same command continues the study.", file=sys.stderr)
         raise SystemExit(128 + signal.SIGINT) from None
     finally:
         path = write_summary(study, settings)
@@ -72,17 +70,12 @@ def check_settings(cfg: DictConfig) -> dict[str, Any]:
     """The search's settings and the command line's own mistakes, before any trial starts; returns the space."""
     settings = cfg.search
     if OmegaConf.is_missing(settings, "study_name"):
-        raise UserError(
-            "search.study_name is not set: name the study in its hparams_search file or give search.study_name=NAME."
-        )
+        raise UserError("search.study_name is not set: give search.study_name=NAME.")
     if isinstance(settings.n_trials, bool) or not isinstance(settings.n_trials, int) or settings.n_trials < 1:
         raise UserError(f"search.n_trials={settings.n_trials} must be a whole number of trials, 1 or more.")
-    if settings.direction not in ("maximize", "minimize"):
-        raise UserError(f"search.direction={settings.direction} must be maximize or minimize.")
     if not settings.params:
         raise UserError(
-            "search.params is empty: give the search space in conf/hparams_search/<name>.yaml, e.g. "
-            "optimizer.lr: tag(log, interval(1e-4, 0.1))."
+            "search.params is empty: give a search space, e.g. optimizer.lr: tag(log, interval(1e-4, 0.1))."
         )
     if several_processes(cfg.trainer):  # DDP would start its other processes with the whole search's command line
         raise UserError(
@@ -128,18 +121,11 @@ def distribution(override: Any) -> tuple[str, dict[str, Any]] | str:
     raise ValueError(f"{type(value).__name__} has no Optuna distribution")
 
 
-def made(settings: DictConfig, key: str) -> Any:
-    try:
-        return instantiate(settings[key])
-    except Exception as error:
-        message = " ".join(str(error).split())
-        raise UserError(f"search.{key} could not be made ({message}); check its _target_ and arguments.") from None
-
-
 def open_study(settings: DictConfig) -> optuna.Study:
     """The study in a storage several workers open at once: a database URL, or a journal file's path (no "://")."""
-    sampler, pruner, storage = made(settings, "sampler"), made(settings, "pruner"), str(settings.storage)
+    storage = str(settings.storage)
     try:
+        sampler, pruner = instantiate(settings.sampler), instantiate(settings.pruner) or optuna.pruners.NopPruner()
         Path(settings.dir).mkdir(parents=True, exist_ok=True)
         with open(Path(settings.dir) / "create.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # two workers creating a new SQLite file's tables at once can collide
@@ -152,14 +138,14 @@ def open_study(settings: DictConfig) -> optuna.Study:
                 storage=opened,
                 study_name=settings.study_name,
                 sampler=sampler,
-                pruner=pruner or optuna.pruners.NopPruner(),
+                pruner=pruner,
                 direction=settings.direction,
                 load_if_exists=True,
             )
     except Exception as error:
         raise UserError(
-            f"search.storage={storage} cannot be opened ({' '.join(str(error).split())}); give a database URL or a "
-            "journal file's path that this machine reaches."
+            f"The study cannot be opened ({' '.join(str(error).split())}): check search.storage={storage} (a database "
+            "URL or a journal file's path this machine reaches), search.sampler, search.pruner and search.direction."
         ) from None
     if study.direction.name.lower() != settings.direction:
         raise UserError(
@@ -167,12 +153,6 @@ def open_study(settings: DictConfig) -> optuna.Study:
             f"{settings.direction}: give the search another search.study_name."
         )
     return study
-
-
-def counted(study: optuna.Study) -> int:
-    """Trials towards search.n_trials: finished or running in any worker, but not those stopped with their worker."""
-    finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.FAIL)
-    return sum(t.state in finished and STOPPED not in t.user_attrs for t in study.get_trials(deepcopy=False))
 
 
 def objective(settings: DictConfig, space: dict[str, Any]):
@@ -213,9 +193,9 @@ def objective(settings: DictConfig, space: dict[str, Any]):
                 job_subdir_key=None,
                 hydra_context=HydraContext(config_loader=loader, callbacks=JobCallbacks(config)),
             )
-        except KeyboardInterrupt:
-            trial.set_user_attr(STOPPED, "interrupted (Ctrl-C)")
-            raise
+        except (KeyboardInterrupt, SystemExit):  # Ctrl-C outside training, or Lightning's exit on a signal in testing
+            trial.set_user_attr(STOPPED, "interrupted outside training")
+            raise KeyboardInterrupt from None
         finally:
             configure_log(*worker_logging)  # back to search.log after the trial's train.log
         try:
@@ -230,19 +210,18 @@ def objective(settings: DictConfig, space: dict[str, Any]):
                 raise
             if not isinstance(error, UserError):
                 log.error(f"Trial {trial.number} failed", exc_info=error)  # a bug: its traceback, as a run shows it
-            return failed(trial, failure_reason(error))
-        if settings.objective in metrics:
-            return metrics[settings.objective]
-        reason = f"the run returned no {settings.objective} (search.objective), only {', '.join(sorted(metrics))}"
-        return failed(trial, f"{reason}; callbacks=none keeps no best checkpoint")
+            reason = failure_reason(error)
+        else:
+            if settings.objective in metrics:
+                return metrics[settings.objective]
+            reason = (
+                f"the run returned no {settings.objective} (search.objective); callbacks=none keeps no best checkpoint"
+            )
+        trial.set_user_attr(FAILURE, reason)
+        log.error(f"Trial {trial.number} failed: {reason}")
+        return math.nan  # Optuna records a trial whose value is nan as failed, and the search goes on
 
     return run_trial
-
-
-def failed(trial: optuna.Trial, reason: str) -> float:
-    trial.set_user_attr(FAILURE, reason)
-    log.error(f"Trial {trial.number} failed: {reason}")
-    return math.nan  # Optuna records a trial whose value is nan as failed, and the search goes on
 
 
 def train_trial(cfg: DictConfig, trial: optuna.Trial, report: str) -> dict[str, float]:
@@ -282,7 +261,7 @@ def write_summary(study: optuna.Study, settings: DictConfig) -> Path:
         rows.append(
             {
                 "trial": trial.number,
-                "state": STATES.get(trial.state.name, trial.state.name.lower()),
+                "state": {"FAIL": "failed"}.get(trial.state.name, trial.state.name.lower()),
                 "value": "" if trial.value is None or trial.state == TrialState.PRUNED else trial.value,
                 **trial.params,
                 "epochs": len(steps),
@@ -295,16 +274,10 @@ def write_summary(study: optuna.Study, settings: DictConfig) -> Path:
     counts = {
         state: sum(row["state"] == state for row in rows) for state in ("complete", "pruned", "failed", "running")
     }
-    pruner = (
-        settings.pruner and f"{settings.pruner._target_.rsplit('.', 1)[-1]} on {settings.report} at each validation"
-    )
     lines = [
         f"# Study {study.study_name}",
         "",
-        f"Storage: `{settings.storage}` (open it with `optuna-dashboard {settings.storage}`); "
-        f"{settings.direction} {settings.objective}; {pruner or 'no pruning'}.",
-        "",
-        f"{len(rows)} trials: " + ", ".join(f"{count} {state}" for state, count in counts.items()) + ".",
+        f"{len(rows)} trials: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + ".",
         "",
     ]
     if counts["complete"]:
