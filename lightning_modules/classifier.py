@@ -14,6 +14,7 @@ from user_errors import UserError
 
 # schedulers that cycle the momentum with the learning rate, which an optimizer without momentum lacks
 CYCLING_MOMENTUM = (torch.optim.lr_scheduler.OneCycleLR, torch.optim.lr_scheduler.CyclicLR)
+STAGES = ("train", "val", "test")
 
 
 class ImageClassifier(LightningModule):
@@ -41,11 +42,7 @@ class ImageClassifier(LightningModule):
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.example_input_array = torch.zeros(2, *input_shape)
         self._channels_last, self._compiled = bool(channels_last), False  # channels_last None: decided in setup
-        self.train_accuracy, self.val_accuracy, self.test_accuracy = (
-            top1_top5(num_classes, stage) for stage in ("train", "val", "test")
-        )
-        # nan_strategy="disable": a NaN loss (a diverged epoch) shows, and no update waits for the device to look for one
-        self.train_loss, self.val_loss, self.test_loss = (MeanMetric(nan_strategy="disable") for _ in range(3))
+        self.train_metrics, self.val_metrics, self.test_metrics = (epoch_metrics(num_classes, s) for s in STAGES)
 
     @property
     def lr(self) -> float:
@@ -86,50 +83,44 @@ class ImageClassifier(LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         logits, labels = self(batch["image"]), batch["label"]
         loss = self.loss_fn(logits, labels)
-        self.train_accuracy.update(logits.detach(), labels)
-        self.train_loss.update(
-            loss.detach().expand(len(labels))
-        )  # once per sample, as the evaluation's per-sample losses
+        # the batch's mean loss once per sample: the epoch's loss is a mean over samples, as in evaluation
+        self.train_metrics.update(preds=logits.detach(), target=labels, value=loss.detach().expand(len(labels)))
         step_top1 = (logits.detach().argmax(dim=1) == labels).float().mean()
         # written to the loggers every trainer.log_every_n_steps steps
         self.log_dict({"train_step/loss": loss.detach(), "train_step/top1": step_top1}, on_epoch=False, prog_bar=True)
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
-        return self._evaluate(batch, self.val_loss, self.val_accuracy)
+        return self._evaluate(batch, self.val_metrics)
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
-        return self._evaluate(batch, self.test_loss, self.test_accuracy)
+        return self._evaluate(batch, self.test_metrics)
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         return {"logits": self(batch["image"])}
 
-    def _evaluate(
-        self, batch: dict[str, torch.Tensor], loss: MeanMetric, accuracy: MetricCollection
-    ) -> dict[str, torch.Tensor]:
+    def _evaluate(self, batch: dict[str, torch.Tensor], metrics: MetricCollection) -> dict[str, torch.Tensor]:
         """Updates the epoch metrics; returns each sample's logits and loss for the callbacks (prediction files, figures)."""
-        logits = self(batch["image"])
-        losses = F.cross_entropy(logits, batch["label"], reduction="none", label_smoothing=self.loss_fn.label_smoothing)
-        loss.update(losses)
-        accuracy.update(logits, batch["label"])
+        logits, labels = self(batch["image"]), batch["label"]
+        losses = F.cross_entropy(logits, labels, reduction="none", label_smoothing=self.loss_fn.label_smoothing)
+        metrics.update(preds=logits, target=labels, value=losses)
         return {"logits": logits, "loss": losses}
 
     def on_train_epoch_end(self) -> None:
-        self._log_epoch("train", self.train_loss, self.train_accuracy)
+        self._log_epoch(self.train_metrics)
 
     def on_validation_epoch_end(self) -> None:
-        self._log_epoch("val", self.val_loss, self.val_accuracy)
+        self._log_epoch(self.val_metrics, prog_bar=True)
 
     def on_test_epoch_end(self) -> None:
-        self._log_epoch("test", self.test_loss, self.test_accuracy)
+        self._log_epoch(self.test_metrics)
 
-    def _log_epoch(self, stage: str, loss: MeanMetric, accuracy: MetricCollection) -> None:
-        # computed once per epoch (summed across DDP processes) and logged as the same value on every process;
-        # sync_dist keeps Lightning from warning that epoch values are not synced
-        values = {f"{stage}/loss": loss.compute(), **accuracy.compute()}
-        loss.reset()
-        accuracy.reset()
-        self.log_dict(values, on_step=False, on_epoch=True, prog_bar=stage == "val", sync_dist=True)
+    def _log_epoch(self, metrics: MetricCollection, prog_bar: bool = False) -> None:
+        # computed once per epoch (summed across DDP processes), logged as the same value on every process (sync_dist
+        # only keeps Lightning from warning that epoch values are not synced)
+        values = metrics.compute()
+        metrics.reset()
+        self.log_dict(values, on_step=False, on_epoch=True, prog_bar=prog_bar, sync_dist=True)
 
     def configure_optimizers(self) -> dict[str, Any]:
         # a network may offer parameter groups (its head with its own learning rate, frozen layers left out);
@@ -160,12 +151,15 @@ class ImageClassifier(LightningModule):
         }
 
 
-def top1_top5(num_classes: int, stage: str) -> MetricCollection:
-    """<stage>/top1 and <stage>/top5: the fraction of samples whose label is the prediction, or among the five best."""
+def epoch_metrics(num_classes: int, stage: str) -> MetricCollection:
+    """<stage>/loss, the mean over samples, and <stage>/top1, top5: the fraction of samples whose label is the
+    prediction, or among the five best."""
     # validate_args=False: its label check waits for the device every batch (a bad label fails the loss anyway);
+    # nan_strategy="disable": a NaN loss (a diverged epoch) shows, and no update waits for the device to look for one;
     # compute_groups=False: torchmetrics would merge top-1 and top-5 into one state if their first counts agreed
     top = {"top1": 1, "top5": min(5, num_classes)}
-    accuracies = {
+    accuracy = {
         name: MulticlassAccuracy(num_classes, top_k=k, average="micro", validate_args=False) for name, k in top.items()
     }
-    return MetricCollection(accuracies, prefix=f"{stage}/", compute_groups=False)
+    metrics = {"loss": MeanMetric(nan_strategy="disable"), **accuracy}
+    return MetricCollection(metrics, prefix=f"{stage}/", compute_groups=False)

@@ -31,8 +31,8 @@ def test_top1_and_top5_match_a_hand_computed_case():
     logits = torch.stack([logits_ranking(label.item(), rank) for label, rank in zip(labels, ranks)])
     assert logits.argmax(1)[0] == 3 and logits.argmax(1)[1] != 0
     module = classifier()
-    module.val_accuracy.update(logits, labels)
-    result = module.val_accuracy.compute()
+    module.val_metrics.update(preds=logits, target=labels, value=torch.zeros(5))
+    result = module.val_metrics.compute()
     assert result["val/top1"].item() == pytest.approx(1 / 5)
     assert result["val/top5"].item() == pytest.approx(3 / 5)
 
@@ -41,8 +41,8 @@ def test_accuracy_is_over_samples_not_averaged_over_classes():
     # class 0 has 3 samples all right, class 1 one sample wrong: micro accuracy 3/4, a macro average would say 1/2
     logits = torch.stack([logits_ranking(0, 1), logits_ranking(0, 1), logits_ranking(0, 1), logits_ranking(1, 2)])
     module = classifier()
-    module.test_accuracy.update(logits, torch.tensor([0, 0, 0, 1]))
-    assert module.test_accuracy.compute()["test/top1"].item() == pytest.approx(3 / 4)
+    module.test_metrics.update(preds=logits, target=torch.tensor([0, 0, 0, 1]), value=torch.zeros(4))
+    assert module.test_metrics.compute()["test/top1"].item() == pytest.approx(3 / 4)
 
 
 def test_label_smoothing_reaches_the_loss():

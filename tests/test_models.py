@@ -9,7 +9,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torchvision.models import get_model_weights
 
 from callbacks.layer_report import classifier_layer_report, layer_report
-from lightning_modules.nets.rnn import RowRNN, RowsAsSequence
+from lightning_modules.nets.rnn import RowRNN
 from runs.build import build_datamodule, build_module
 from tests.helpers.commands import REPO, run_entry
 from tests.helpers.compose import compose_config, group_options
@@ -192,7 +192,7 @@ def test_recurrent_options_change_the_parameter_count_as_expected(cell, layers, 
 
 def test_image_is_read_row_by_row_with_each_pixels_channels_together():
     image = torch.arange(2 * 3 * 4).reshape(1, 2, 3, 4)  # C=2, H=3, W=4
-    sequence = RowsAsSequence()(image)
+    sequence = RowRNN.to_sequence(image)
     assert sequence.shape == (1, 3, 8)
     assert sequence[0, 1].tolist() == [image[0, c, 1, w].item() for w in range(4) for c in range(2)]
 

@@ -10,13 +10,6 @@ CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 READOUTS = {"last": None, "mean": torch.mean, "max": torch.amax}  # last: the final hidden state
 
 
-class RowsAsSequence(nn.Module):
-    """(B, C, H, W) images -> (B, H, W*C) sequences: one step per row."""
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return images.permute(0, 2, 3, 1).flatten(2)
-
-
 class RowRNN(nn.Module):
     """readout: last (the last layer's final hidden state, both directions), mean or max (of every step's outputs)."""
 
@@ -36,7 +29,6 @@ class RowRNN(nn.Module):
         pick(READOUTS, readout, "readout")
         channels, _, width = input_shape
         options = {"nonlinearity": nonlinearity} if cell == "rnn" else {}  # LSTM and GRU have their gates
-        self.to_sequence = RowsAsSequence()
         self.rnn = pick(CELLS, cell, "cell")(
             width * channels,
             hidden_size,
@@ -48,6 +40,11 @@ class RowRNN(nn.Module):
         )
         self.directions, self.readout = 1 + bidirectional, readout
         self.head = nn.Linear(self.directions * hidden_size, num_classes)
+
+    @staticmethod
+    def to_sequence(images: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) images -> (B, H, W*C) sequences: one step per row."""
+        return images.permute(0, 2, 3, 1).flatten(2)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         outputs, state = self.rnn(self.to_sequence(images))

@@ -51,9 +51,7 @@ class TorchvisionNet(nn.Module):
         if arch not in names:
             close = difflib.get_close_matches(arch, names, n=5, cutoff=0.5)
             hint = (
-                f"did you mean {' or '.join(close)}?"
-                if close
-                else "see torchvision.models.list_models(module=torchvision.models)."
+                "did you mean " + " or ".join(close) + "?" if close else "see list_models(module=torchvision.models)."
             )
             raise UserError(f"model.arch={arch} is not a torchvision image classification model: {hint}")
         if batch_norm and f"{arch}_bn" not in names:
@@ -93,9 +91,8 @@ class TorchvisionNet(nn.Module):
         stem_name = next(path for path, module in self.model.named_modules() if isinstance(module, nn.Conv2d))
         stem = self.model.get_submodule(stem_name)
         # null: small from scratch, the ImageNet stem for weights learned with it; ViT's stem cuts patches, one token each
-        small = (not (pretrained or weights_path) if small_input_stem is None else small_input_stem) and not isinstance(
-            self.model, VisionTransformer
-        )
+        small = not (pretrained or weights_path) if small_input_stem is None else small_input_stem
+        small = small and not isinstance(self.model, VisionTransformer)
         own = {"kernel_size": stem.kernel_size, "stride": stem.stride, "padding": stem.padding}
         geometry = SMALL_STEM if small else own
         if channels != stem.in_channels or geometry != own:
@@ -159,11 +156,9 @@ class TorchvisionNet(nn.Module):
     def parameter_groups(self) -> list[dict[str, Any]]:
         """The trainable parameters for the optimizer; with head_lr, the head in a group of its own with that learning rate."""
         trainable = [(path, p) for path, p in self.model.named_parameters() if p.requires_grad]
-        if self.head_lr is None:
-            return [{"params": [p for _, p in trainable]}]
-        in_head = [path.startswith(f"{self.head_name}.") for path, _ in trainable]
-        groups = [{"params": [p for (_, p), head in zip(trainable, in_head) if not head]}]
-        groups += [{"params": [p for (_, p), head in zip(trainable, in_head) if head], "lr": self.head_lr}]
+        in_head = lambda path: self.head_lr is not None and path.startswith(f"{self.head_name}.")  # noqa: E731
+        groups = [{"params": [p for path, p in trainable if not in_head(path)]}]
+        groups += [{"params": [p for path, p in trainable if in_head(path)], "lr": self.head_lr}]
         return [group for group in groups if group["params"]]
 
 
@@ -176,13 +171,10 @@ def imagenet_state_dict(name: str) -> dict[str, Tensor]:
     except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as error:
         reason = f"{error.__class__.__name__}: {' '.join(str(error).split())}"
         if cached.is_file():
-            raise UserError(
-                f"The cached ImageNet weights {cached} of {name} cannot be read ({reason}); delete the file so that it is downloaded again, or pass model.weights_path=FILE."
-            ) from error
-        raise UserError(
-            f"The ImageNet weights of {name} are not in the torch cache ({cached}) and could not be downloaded ({reason}): "
-            f"copy {weights.url} there (TORCH_HOME moves the cache) or pass model.weights_path=FILE."
-        ) from error
+            fix = f"cannot be read from {cached} ({reason}): delete the file so that it is downloaded again"
+        else:
+            fix = f"are not in the torch cache ({cached}) and could not be downloaded ({reason}): copy {weights.url} there (TORCH_HOME moves the cache)"
+        raise UserError(f"The ImageNet weights of {name} {fix}, or pass model.weights_path=FILE.") from error
 
 
 def read_weights_file(path: str) -> dict[str, Tensor]:
@@ -190,10 +182,9 @@ def read_weights_file(path: str) -> dict[str, Tensor]:
     expected = "a state dict saved with torch.save(model.state_dict()) or a checkpoint of train.py"
     content = read_weights_only(path, "model.weights_path", expected)
     if isinstance(content, dict) and "state_dict" in content:
+        state = content["state_dict"]
         content = {
-            key.removeprefix(CHECKPOINT_PREFIX): value
-            for key, value in content["state_dict"].items()
-            if key.startswith(CHECKPOINT_PREFIX)
+            key.removeprefix(CHECKPOINT_PREFIX): state[key] for key in state if key.startswith(CHECKPOINT_PREFIX)
         }
         if not content:
             raise UserError(
