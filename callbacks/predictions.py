@@ -1,11 +1,4 @@
-"""Writes a per-sample prediction file for each evaluated split: validation epochs, test, predict.
-
-Files go to `<dirpath>/<split>-epochNNN.csv` (predict: `predict-<split>-epochNNN.csv`) with a JSON
-sidecar; the format is described in analysis/prediction_files.py. Under DDP every process keeps its own
-samples on its device until the end of the epoch; then one gather collects them, duplicates that
-DistributedSampler adds to even out the processes are dropped by sample index, and process 0 writes
-exactly one row per sample.
-"""
+"""What the network answered for each sample of an evaluated split: prediction files, and validation figures in TensorBoard."""
 
 import logging
 from pathlib import Path
@@ -14,8 +7,12 @@ from typing import Any
 import numpy as np
 import torch
 from lightning import Callback, LightningModule, Trainer
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
+from matplotlib.figure import Figure
+from torchmetrics.classification import MulticlassConfusionMatrix
 from torchmetrics.utilities.distributed import gather_all_tensors
+from torchvision.utils import make_grid
 
 from analysis.prediction_files import write_predictions
 from user_errors import writing
@@ -23,46 +20,41 @@ from user_errors import writing
 log = logging.getLogger(__name__)
 
 
-class PerSamplePredictions(Callback):
-    """Needs the LightningModule's evaluation steps to return {"logits": (B, K), "loss": (B,)}; predict_step {"logits": (B, K)}.
+def _every_n_epochs(trainer: Trainer, every_n_epochs: int) -> bool:
+    """Not the sanity check; in training, epochs n-1, 2n-1, ... (as the periodic checkpoints); 0: none."""
+    if trainer.sanity_checking or trainer.fast_dev_run:
+        return False
+    fitting = trainer.state.fn == TrainerFn.FITTING
+    return not fitting or (every_n_epochs > 0 and (trainer.current_epoch + 1) % every_n_epochs == 0)
 
-    Args:
-        dirpath: folder of the files (the run directory's predictions/).
-        every_n_epochs: during training, write the validation predictions of every n-th epoch
-            (epochs n-1, 2n-1, ..., as the periodic checkpoints); 0 for none. Test and predict are always written.
-        top_k: predictions kept per sample (at most the number of classes).
-    """
+
+class PerSamplePredictions(Callback):
+    """<dirpath>/<split>-epochNNN.csv for validation epochs, test and predict (format: analysis/prediction_files.py).
+
+    Custom because Lightning's BasePredictionWriter covers predict only and writes no labels or losses. Needs the
+    evaluation steps to return {"logits": (B, K), "loss": (B,)} (predict: {"logits"}). Each process keeps its
+    samples on its device until the epoch ends; one gather then collects them, DistributedSampler's padding
+    duplicates are dropped by sample index, and process 0 writes one row per sample."""
 
     def __init__(self, dirpath: str, every_n_epochs: int = 1, top_k: int = 5):
         self.dirpath = Path(dirpath)
+        self.every_n_epochs, self.top_k = every_n_epochs, top_k
         # the experiment whose data the rows index, set by runs/build.py (the sidecar records it for compare.py)
         self.experiment: dict[str, Any] = {"choices": {}, "overrides": []}
-        self.every_n_epochs = every_n_epochs
-        self.top_k = top_k
         self._collected: list[dict[str, torch.Tensor]] | None = None
-        # the checkpoint the evaluated weights were loaded from, and its epoch
-        self._checkpoint, self._checkpoint_epoch = "", None
+        self._checkpoint, self._checkpoint_epoch = "", None  # where the evaluated weights come from
 
     def weights_from(self, checkpoint: str, epoch: int) -> None:
-        """Says which checkpoint the module's weights come from, for weights loaded outside Lightning (eval.py)."""
+        """Names the checkpoint of weights loaded outside Lightning (eval.py)."""
         self._checkpoint, self._checkpoint_epoch = str(checkpoint), epoch
 
     def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
         self.weights_from(trainer.ckpt_path or "", checkpoint["epoch"])
 
-    # -- collecting, without moving anything off the device before the epoch ends
+    def _start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._collected = [] if _every_n_epochs(trainer, self.every_n_epochs) else None
 
-    def _start(self, trainer: Trainer) -> None:
-        self._collected = (
-            None if trainer.sanity_checking or trainer.fast_dev_run or not self._epoch_selected(trainer) else []
-        )
-
-    def _epoch_selected(self, trainer: Trainer) -> bool:
-        if trainer.state.fn != TrainerFn.FITTING:
-            return True
-        return self.every_n_epochs > 0 and (trainer.current_epoch + 1) % self.every_n_epochs == 0
-
-    def _collect(self, outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> None:
+    def _collect(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, *_: int) -> None:
         if self._collected is None:
             return
         logits = outputs["logits"].detach().float()
@@ -74,23 +66,31 @@ class PerSamplePredictions(Callback):
             columns["loss"] = outputs["loss"].detach().float()
         self._collected.append(columns)
 
+    on_validation_epoch_start = on_test_epoch_start = on_predict_epoch_start = _start
+    on_validation_batch_end = on_test_batch_end = on_predict_batch_end = _collect
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._finish(trainer, "val", "val")
+
+    def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._finish(trainer, "test", "test")
+
+    def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._finish(trainer, trainer.datamodule.predict_split, "predict")
+
     def _finish(self, trainer: Trainer, split: str, stage: str) -> None:
-        if not self._collected:
+        collected, self._collected = self._collected, None
+        if not collected:
             return
-        columns = {name: torch.cat([batch[name] for batch in self._collected]) for name in self._collected[0]}
-        self._collected = None
-        if trainer.world_size > 1:  # every process calls this: one gather per column, once per epoch
+        columns = {name: torch.cat([batch[name] for batch in collected]) for name in collected[0]}
+        if trainer.world_size > 1:  # every process takes part: one gather per column
             columns = {name: torch.cat(gather_all_tensors(values)) for name, values in columns.items()}
         if not trainer.is_global_zero:
             return
-        columns = {name: values.cpu().numpy() for name, values in columns.items()}
-        _, first = np.unique(columns["index"], return_index=True)  # sorted by index, each sample once
-        columns = {name: values[first] for name, values in columns.items()}
-        epoch, checkpoint = (
-            (trainer.current_epoch, "")
-            if trainer.state.fn == TrainerFn.FITTING
-            else (self._checkpoint_epoch, self._checkpoint)
-        )
+        _, first = np.unique(columns["index"].cpu().numpy(), return_index=True)  # by index, each sample once
+        columns = {name: values.cpu().numpy()[first] for name, values in columns.items()}
+        fitting = trainer.state.fn == TrainerFn.FITTING
+        epoch, checkpoint = (trainer.current_epoch, "") if fitting else (self._checkpoint_epoch, self._checkpoint)
         name = split if stage == split else f"{stage}-{split}"
         path = self.dirpath / (f"{name}.csv" if epoch is None else f"{name}-epoch{epoch:03d}.csv")
         datamodule = trainer.datamodule
@@ -112,55 +112,98 @@ class PerSamplePredictions(Callback):
             )
         log.info(f"Wrote the predictions for {len(first)} {split} samples to {path}")
 
-    # -- Lightning hooks
+
+class ValidationFigures(Callback):
+    """TensorBoard, each validation epoch of training: the confusion matrix (torchmetrics' plot; for more than
+    `max_matrix_classes` classes a table of the `num_pairs` most frequent confusions), and up to `num_images`
+    misclassified samples (torchvision's make_grid) with a table of their labels.
+
+    Needs validation_step to return {"logits": (B, K)}. Per batch, work on the device with fixed shapes (no host
+    sync); per epoch, one sync of the matrix. The samples shown are the first ones of process 0's share."""
+
+    def __init__(
+        self, every_n_epochs: int = 1, num_images: int = 16, max_matrix_classes: int = 20, num_pairs: int = 20
+    ):
+        self.every_n_epochs, self.num_images = every_n_epochs, num_images
+        self.max_matrix_classes, self.num_pairs = max_matrix_classes, num_pairs
+        self._writer, self._active = None, False
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        tensorboard = [logger for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
+        if stage == TrainerFn.FITTING and tensorboard:
+            self._writer = tensorboard[0].experiment
+            # no label check: it would wait for the device
+            self.confusion = MulticlassConfusionMatrix(trainer.datamodule.num_classes, validate_args=False)
 
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._start(trainer)
+        fitting = trainer.state.fn == TrainerFn.FITTING
+        self._active = self._writer is not None and fitting and _every_n_epochs(trainer, self.every_n_epochs)
+        if self._active:
+            self.confusion = self.confusion.to(pl_module.device)
+            self.confusion.reset()
+            self._kept: dict[str, torch.Tensor] | None = None
 
     def on_validation_batch_end(
-        self,
-        trainer: Trainer,
-        pl_module: LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, *_: int
     ) -> None:
-        self._collect(outputs, batch)
+        if not self._active:
+            return
+        logits = outputs["logits"].detach()
+        self.confusion.update(logits, batch["label"])
+        predicted = logits.argmax(dim=1)
+        candidates = {"image": batch["image"], "index": batch["index"], "label": batch["label"], "predicted": predicted}
+        candidates["wrong"] = predicted != batch["label"]
+        if self._kept is not None:
+            candidates = {name: torch.cat([self._kept[name], values]) for name, values in candidates.items()}
+        # misclassified first, each group in order of arrival; a fixed number kept
+        order = torch.argsort(candidates["wrong"].to(torch.uint8), descending=True, stable=True)[: self.num_images]
+        self._kept = {name: values[order] for name, values in candidates.items()}
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._finish(trainer, "val", "val")
+        if not self._active:
+            return
+        matrix = self.confusion.compute().cpu()  # every process takes part in the sync
+        if not trainer.is_global_zero:
+            return
+        names, step = trainer.datamodule.class_names, trainer.global_step
+        if len(names) <= self.max_matrix_classes:
+            self._writer.add_figure(
+                "val/confusion_matrix", confusion_matrix_figure(self.confusion, matrix, names), step
+            )
+        else:
+            self._writer.add_text("val/most_confused", most_confused_table(matrix, names, self.num_pairs), step)
+        if self._kept is not None and self._kept["wrong"].any():
+            wrong = {name: values[self._kept["wrong"]].cpu() for name, values in self._kept.items()}
+            mean, std = (
+                torch.tensor(values).view(1, -1, 1, 1) for values in (trainer.datamodule.mean, trainer.datamodule.std)
+            )
+            images = (wrong["image"].float() * std + mean).mul(255).round().clamp(0, 255).to(torch.uint8)
+            self._writer.add_image("val/misclassified", make_grid(images, nrow=4, pad_value=255), step)
+            rows = zip(wrong["index"].tolist(), wrong["label"].tolist(), wrong["predicted"].tolist())
+            table = [
+                f"| {place} | {index} | {names[label]} | {names[predicted]} |"
+                for place, (index, label, predicted) in enumerate(rows, 1)
+            ]
+            header = "the misclassified images, row by row\n\n| image | sample | true | predicted |\n| --- | --- | --- | --- |"
+            self._writer.add_text("val/misclassified_labels", "\n".join([header, *table]), step)
 
-    def on_test_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._start(trainer)
 
-    def on_test_batch_end(
-        self,
-        trainer: Trainer,
-        pl_module: LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        self._collect(outputs, batch)
+def confusion_matrix_figure(metric: MulticlassConfusionMatrix, matrix: torch.Tensor, names: list[str]) -> Figure:
+    """torchmetrics' plot of the matrix with its counts, on a figure that grows with the number of classes."""
+    size = 3 + 0.6 * len(names)
+    figure = Figure(figsize=(size + 1, size), layout="constrained")
+    _, axes = metric.plot(matrix, ax=figure.add_subplot(), labels=list(names), cmap="Blues")
+    axes.set_title(f"validation confusion matrix ({int(matrix.sum())} samples)")
+    return figure
 
-    def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._finish(trainer, "test", "test")
 
-    def on_predict_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._start(trainer)
-
-    def on_predict_batch_end(
-        self,
-        trainer: Trainer,
-        pl_module: LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        self._collect(outputs, batch)
-
-    def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._finish(trainer, trainer.datamodule.predict_split, "predict")
+def most_confused_table(matrix: torch.Tensor, names: list[str], num_pairs: int) -> str:
+    """A Markdown table of the most frequent (true, predicted) pairs of different classes, most frequent first."""
+    confusions = matrix.clone().fill_diagonal_(0).flatten()
+    counts, positions = confusions.sort(descending=True, stable=True)
+    rows = [
+        f"| {names[position // len(names)]} | {names[position % len(names)]} | {count} |"
+        for count, position in zip(counts[:num_pairs].tolist(), positions[:num_pairs].tolist())
+        if count > 0
+    ]
+    return "\n".join(["| true | predicted | validation samples |", "| --- | --- | --- |", *rows])

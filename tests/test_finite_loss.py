@@ -1,12 +1,12 @@
-"""callbacks/finite_loss.py keeps each step's loss and tests them together: it must still name the first bad batch,
-for the scalar losses of automatic optimization and for the other shapes a manual-optimization step may return."""
+"""StopOnNonFiniteLoss (callbacks/checkpointing.py) keeps each step's loss and tests them together: it must still name
+the first bad batch, for the scalar losses of automatic optimization and for the other shapes a manual-optimization step may return."""
 
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-from callbacks.finite_loss import StopOnNonFiniteLoss
+from callbacks.checkpointing import StopOnNonFiniteLoss
 from user_errors import UserError
 
 

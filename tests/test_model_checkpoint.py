@@ -1,17 +1,13 @@
-"""callbacks/checkpointing.py: last.ckpt's ModelCheckpoint keeps a state key of its own beside the configured
-ModelCheckpoints (Lightning refuses two stateful callbacks with one key), and theirs stay Lightning's."""
+"""conf/callbacks: last.ckpt's ModelCheckpoint keeps a state key of its own beside the periodic one's (Lightning refuses
+two stateful callbacks with one key), and theirs stay the keys under which earlier checkpoints hold their state."""
 
-from lightning.pytorch.callbacks import ModelCheckpoint
+from hydra.utils import instantiate
 
-from callbacks.checkpointing import LastCheckpoint
+from tests.helpers.compose import compose_config
 
 
 def test_last_checkpoint_keeps_a_key_of_its_own(tmp_path):
-    last, periodic = (
-        LastCheckpoint(dirpath=str(tmp_path)),
-        ModelCheckpoint(dirpath=tmp_path, every_n_epochs=1, save_top_k=-1),
-    )
-    assert last.state_key.startswith("LastCheckpoint{") and last.state_key != periodic.state_key
-    assert periodic.state_key.startswith(
-        "ModelCheckpoint{"
-    )  # the key under which checkpoints written before hold its state
+    callbacks = compose_config([], tmp_path).callbacks
+    last, periodic = (instantiate(callbacks[name]) for name in ("last_checkpoint", "periodic_checkpoint"))
+    assert last.state_key != periodic.state_key
+    assert periodic.state_key.startswith("ModelCheckpoint{")

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import torch
 from lightning import Callback, LightningModule, Trainer
-from lightning.pytorch.callbacks import Checkpoint
+from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 
-from callbacks.checkpointing import LAST, LastCheckpoint
 from user_errors import UserError
 
 
@@ -36,7 +35,7 @@ class KillAt(Checkpoint):
     """SIGKILLs its own process at a chosen moment, as a power cut or the OOM killer would (tests add it with
     +callbacks.kill=...). `epoch_end`: right after the epoch's last.ckpt is written, before Lightning logs the
     epoch's train/* means (a Checkpoint's on_train_epoch_end runs after the others', and this one after
-    LastCheckpoint's: it checks that last.ckpt holds this epoch). `saving`: while the epoch's first checkpoint is
+    last_checkpoint's: it checks that last.ckpt holds this epoch). `saving`: while the epoch's first checkpoint is
     being written, so that last.ckpt still holds the epoch before. `test_start`: in the test phase.
     It kills only while the file `once` does not exist, and creates it first: resume=true with the same config lives."""
 
@@ -52,13 +51,13 @@ class KillAt(Checkpoint):
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.moment == "epoch_end" and trainer.current_epoch == self.epoch and not self.once.exists():
             (last,) = (
-                Path(callback.dirpath) / f"{LAST}.ckpt"
+                Path(callback.dirpath) / "last.ckpt"
                 for callback in trainer.callbacks
-                if isinstance(callback, LastCheckpoint)
+                if isinstance(callback, ModelCheckpoint) and callback.filename == "last"
             )
             saved_epoch = torch.load(last, map_location="cpu", weights_only=True)["epoch"]
             assert saved_epoch == self.epoch, (
-                f"{last} holds epoch {saved_epoch}, not {self.epoch}: KillAt ran before LastCheckpoint"
+                f"{last} holds epoch {saved_epoch}, not {self.epoch}: KillAt ran before last_checkpoint"
             )
             self._kill()
 
