@@ -6,9 +6,10 @@ import re
 import pytest
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities.model_summary import get_human_readable_count, summarize
 from torchvision.models import get_model_weights
 
-from callbacks.layer_report import classifier_layer_report, layer_report
+from callbacks.layer_report import classifier_layer_report
 from lightning_modules.nets.rnn import RowRNN
 from runs.build import build_datamodule, build_module
 from tests.helpers.commands import REPO, run_entry
@@ -39,12 +40,12 @@ def first_batch(datamodule) -> dict[str, torch.Tensor]:
 
 
 ROW = re.compile(
-    r"^\s*(?P<name>\S+)\s+(?P<type>\S+)\s+(?P<shape>[\[(].*[\])]|not called)\s+(?P<params>[\d,]+)\s+(?P<macs>[\d,]+)$"
+    r"^\d+ +\| (?P<name>\S+) +\| (?P<type>\S+) +\| (?P<params>[^|]+?) +\| \S+ +\| (?P<flops>[^|]+?) +\| [^|]+\| (?P<shape>.+?) *$"
 )
 
 
 def report_rows(report: str) -> dict[str, dict[str, str]]:
-    """layer name -> its type, output shape, params and MACs, as the report prints them."""
+    """layer name -> its type, params, FLOPs and output sizes, as Lightning's summary prints them."""
     return {match["name"]: match.groupdict() for match in map(ROW.match, report.splitlines()) if match}
 
 
@@ -96,11 +97,11 @@ def test_model_trains_on_the_dataset_shape(model, dataset, tmp_path, mnist_dir):
         f"{model}: one step on a fixed batch took the loss from {before.item():.4f} to {after.item():.4f}"
     )
 
-    report = classifier_layer_report(module)
+    rows = report_rows(classifier_layer_report(module))
     total = sum(parameter.numel() for parameter in module.net.parameters())
-    assert f"parameters: {total:,} ({total:,} trainable" in report
-    assert f"output: [1, {datamodule.num_classes}]" in report
-    assert len(report_rows(report)) == len(list(module.net.named_modules())) - 1  # every layer but the network itself
+    assert rows["net"]["params"] == get_human_readable_count(total)
+    assert rows["net"]["shape"] == f"[2, {datamodule.num_classes}]"  # the module's example input: two images
+    assert len([name for name in rows if name.split(".")[0] == "net"]) == len(list(module.net.named_modules()))
 
 
 # tracing and converting a graph of thousands of nodes takes these 5-15 s each
@@ -148,8 +149,8 @@ def test_small_input_stem_is_a_3x3_stride_1_convolution_without_the_max_pool(tmp
     count = lambda module: sum(parameter.numel() for parameter in module.parameters())  # noqa: E731
     assert count(imagenet.net) - count(small.net) == 64 * 1 * (7 * 7 - 3 * 3)
     # the last stage sees 4x4 of a 28x28 digit with the small stem, 1x1 with the ImageNet stem
-    assert report_rows(classifier_layer_report(small))["model.layer4"]["shape"] == "[1, 512, 4, 4]"
-    assert report_rows(classifier_layer_report(imagenet))["model.layer4"]["shape"] == "[1, 512, 1, 1]"
+    assert report_rows(classifier_layer_report(small))["net.model.layer4"]["shape"] == "[2, 512, 4, 4]"
+    assert report_rows(classifier_layer_report(imagenet))["net.model.layer4"]["shape"] == "[2, 512, 1, 1]"
 
 
 @pytest.mark.parametrize("model", ["alexnet", "vgg11", "densenet121", "nin"])
@@ -214,44 +215,34 @@ def test_last_readout_reads_both_directions_final_states_and_pooling_reads_every
         assert torch.allclose(seen["features"], pooled, atol=1e-6)
 
 
-def test_layer_report_of_lenet_matches_a_hand_count():
-    from lightning_modules.nets.lenet import LeNet5
-
-    report = layer_report(LeNet5((1, 28, 28), 10), (1, 28, 28), "LeNet-5")
-    assert report.splitlines()[0] == "LeNet-5"
-    rows = report_rows(report)
-    assert list(rows) == [
-        "features",
-        *(f"features.{i}" for i in range(7)),
-        "classifier",
-        *(f"classifier.{i}" for i in range(5)),
+def test_layer_report_of_lenet_matches_a_hand_count(tmp_path, mnist_dir):
+    _, module = build(["model=lenet", *data_overrides("mnist", mnist_dir)], tmp_path)
+    rows = report_rows(classifier_layer_report(module))
+    assert [name for name in rows if name.startswith("net")] == [
+        "net",
+        "net.features",
+        *(f"net.features.{i}" for i in range(7)),
+        "net.classifier",
+        *(f"net.classifier.{i}" for i in range(5)),
     ]
-    # 16x6x5x5 weights + 16 biases; 10x10 outputs x 16 channels x 6x5x5 inputs each
-    assert rows["features.3"] == {
-        "name": "features.3",
+    # 16x6x5x5 weights + 16 biases; 2 images x 10x10 outputs x 16 channels x 6x5x5 inputs, 2 FLOPs each
+    assert rows["net.features.3"] == {
+        "name": "net.features.3",
         "type": "Conv2d",
-        "shape": "[1, 16, 10, 10]",
-        "params": "2,416",
-        "macs": "240,000",
+        "params": "2.4 K",
+        "flops": "960 K",
+        "shape": "[2, 16, 10, 10]",
     }
-    assert rows["features.6"]["shape"] == "[1, 400]" and rows["classifier.4"]["shape"] == "[1, 10]"
-    # 28*28*6*25 + 10*10*16*150 + 400*120 + 120*84 + 84*10
-    assert "multiply-accumulates per input: 416,520" in report
-    assert "parameters: 61,706 (61,706 trainable, 0 frozen)" in report
-
-
-def test_layer_report_counts_recurrent_multiply_accumulates():
-    net = RowRNN((1, 28, 28), 10, cell="lstm", hidden_size=16)
-    report = layer_report(net, (1, 28, 28), "LSTM")
-    steps, gates = 28, 4
-    expected = steps * gates * (28 * 16 + 16 * 16) + 16 * 10
-    assert f"multiply-accumulates per input: {expected:,}" in report
+    assert rows["net.features.6"]["shape"] == "[2, 400]" and rows["net.classifier.4"]["shape"] == "[2, 10]"
+    # 28*28*6*25 + 10*10*16*150 + 400*120 + 120*84 + 84*10 multiply-accumulates per image
+    summary = summarize(module, max_depth=-1)
+    assert summary.total_flops == 2 * 2 * 416_520 and summary.total_parameters == 61_706
 
 
 def test_summarize_prints_every_layer_with_the_train_overrides(tmp_path):
     result = run_entry("summarize.py", "model=alexnet", "data=fake", "data.num_classes=7", f"hydra.run.dir={tmp_path}")
-    assert report_rows(result.stdout)["model.features.3"]["shape"] == "[1, 192, 31, 31]"
-    assert "output: [1, 7]" in result.stdout
+    rows = report_rows(result.stdout)
+    assert rows["net.model.features.3"]["shape"] == "[2, 192, 31, 31]" and rows["net"]["shape"] == "[2, 7]"
     assert (tmp_path / "layers.txt").read_text() in result.stdout
 
 
@@ -289,7 +280,7 @@ def test_any_torchvision_classifier_by_name_prints_its_layer_report(arch, tmp_pa
         "data.num_classes=7",
         f"hydra.run.dir={tmp_path}",
     )
-    assert "output: [1, 7]" in result.stdout and "parameters: " in result.stdout
+    assert report_rows(result.stdout)["net"]["shape"] == "[2, 7]" and "Total params" in result.stdout
 
 
 def test_squeezenets_head_is_its_final_1x1_convolution(tmp_path):
