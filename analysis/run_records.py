@@ -39,16 +39,14 @@ def find_runs(folder: Path) -> list[Path]:
         raise UserError(
             f"{folder} is not a folder: pass a run directory (logs/train/runs/<run>) or a sweep directory (logs/train/multiruns/<sweep>)."
         )
-    runs = [
-        path
-        for path in (folder, *sorted(folder.iterdir(), key=job_order))
-        if any(path.glob(f"tensorboard/**/{EVENTS}"))
-    ]
+    if any(folder.glob(f"tensorboard/**/{EVENTS}")):
+        return [folder]
+    runs = [path for path in sorted(folder.iterdir(), key=job_order) if any(path.glob(f"tensorboard/**/{EVENTS}"))]
     if not runs:
         raise UserError(
             f"{folder} holds no run with TensorBoard event files (<run>/tensorboard/events.out.tfevents.*): pass the directory of a run of train.py (logger=tensorboard) or of a sweep of them."
         )
-    return runs[:1] if runs[0] == folder else runs
+    return runs
 
 
 def job_order(path: Path) -> tuple:
