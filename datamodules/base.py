@@ -35,9 +35,6 @@ class ArrayImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.source_index)
 
-    def __getitem__(self, position: int) -> dict[str, torch.Tensor]:
-        return {key: value[0] for key, value in self.__getitems__([position]).items()}
-
     def __getitems__(self, positions: Sequence[int] | torch.Tensor) -> dict[str, torch.Tensor]:
         positions = torch.as_tensor(positions, dtype=torch.long)
         if isinstance(self.images, np.ndarray):  # a memory-mapped cache: reads only these rows
@@ -76,11 +73,11 @@ def check_fold_settings(num_folds: int | None, fold: int) -> None:
             raise UserError(
                 f"data.fold={fold} needs data.num_folds, the number of folds: e.g. data.num_folds=5 data.fold={fold}."
             )
-    elif not isinstance(num_folds, int) or num_folds < 2:
+    elif num_folds < 2:
         raise UserError(
             f"data.num_folds must be at least 2 (train on K-1 folds, validate on one), got {num_folds}; data.num_folds=null keeps the single seeded validation split."
         )
-    elif not isinstance(fold, int) or not 0 <= fold < num_folds:
+    elif not 0 <= fold < num_folds:
         raise UserError(
             f"data.fold must be between 0 and {num_folds - 1} (data.num_folds={num_folds} folds, counted from 0), got {fold}."
         )
@@ -96,11 +93,6 @@ def fold_of_each_sample(labels: torch.Tensor, num_folds: int, seed: int) -> torc
     by_class = shuffled[torch.sort(labels[shuffled], stable=True).indices]  # class by class, shuffled within
     folds = torch.empty(len(labels), dtype=torch.long)
     folds[by_class] = torch.arange(len(labels)) % num_folds
-    classes, counts = torch.unique(labels, return_counts=True)
-    if (counts < num_folds).any():
-        log.warning(
-            f"Classes {classes[counts < num_folds][:10].tolist()} have fewer images than the {num_folds} folds: some folds validate without them."
-        )
     return folds
 
 
@@ -144,9 +136,7 @@ class ImageDataModule(LightningDataModule):
         self.augment = augment
         # the training order's seed, drawn from the run's seeded generator: the same `seed` gives the same order
         self.shuffle_seed = int(torch.randint(2**31, ()))
-        self.train_set: Dataset | None = None
-        self.val_set: Dataset | None = None
-        self.test_set: Dataset | None = None
+        self.train_set = self.val_set = self.test_set = None
         self._normalizations: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property
