@@ -77,13 +77,9 @@ def detect_overfitting(train_loss: Curve, val_loss: Curve, patience=3, min_rise=
     )
 
 
-def first_reaching(curve: Curve, target: float) -> int | None:
-    return next((epoch for epoch, value in zip(*curve) if value >= target), None)
-
-
 def target_sentence(tag: str, curve: Curve, target: float) -> str:
     """E.g. "train top-5 reached 95% at epoch 12", or how far it got."""
-    reached = first_reaching(curve, target)
+    reached = next((epoch for epoch, value in zip(*curve) if value >= target), None)
     if not curve[1]:
         return f"{label(tag)}: not logged."
     if reached is not None:
@@ -117,9 +113,7 @@ def last(run: RunRecord, tag: str) -> float:
 
 
 def labels_of(runs: Sequence[RunRecord]) -> list[str]:
-    """Each run's overrides that not every run shares, its legend label; a single run's name."""
-    if len(runs) == 1:
-        return [runs[0].path.name]
+    """Each run's overrides that not every run shares (its legend label), else its folder's name."""
     shared = set.intersection(*(set(run.overrides) for run in runs))
     return [" ".join(item for item in run.overrides if item not in shared) or run.path.name for run in runs]
 

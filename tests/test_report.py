@@ -10,7 +10,7 @@ import yaml
 from PIL import Image
 from torch.utils.tensorboard import SummaryWriter
 
-from analysis.run_report import detect_overfitting, first_reaching, target_sentence, targets_of, write_report
+from analysis.run_report import detect_overfitting, target_sentence, targets_of, write_report
 from runs.entry_points import quoted
 from tests.helpers.commands import files_left, run_entry
 from tests.helpers.csv_rows import read_rows
@@ -62,7 +62,6 @@ def test_overfitting_needs_a_sustained_rise_and_a_falling_train_loss():
 
 def test_targets_name_the_first_epoch_that_reached_them():
     top5 = curve([0.5, 0.8, 0.94, 0.951, 0.93, 0.97])
-    assert first_reaching(top5, 0.95) == 3
     assert target_sentence("train/top5", top5, 0.95) == "train top-5 reached 95% at epoch 3."
     assert target_sentence("val/top1", top5, 0.99) == "val top-1 never reached 99% (best 97.00% at epoch 5)."
 
