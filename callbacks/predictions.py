@@ -66,22 +66,12 @@ class PerSamplePredictions(Callback):
             columns["loss"] = outputs["loss"].detach().float()
         self._collected.append(columns)
 
-    on_validation_epoch_start = on_test_epoch_start = on_predict_epoch_start = _start
-    on_validation_batch_end = on_test_batch_end = on_predict_batch_end = _collect
-
-    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._finish(trainer, "val", "val")
-
-    def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._finish(trainer, "test", "test")
-
-    def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._finish(trainer, trainer.datamodule.predict_split, "predict")
-
-    def _finish(self, trainer: Trainer, split: str, stage: str) -> None:
+    def _finish(self, trainer: Trainer, pl_module: LightningModule) -> None:
         collected, self._collected = self._collected, None
         if not collected:
             return
+        stage = "val" if trainer.validating else "test" if trainer.testing else "predict"
+        split = trainer.datamodule.predict_split if stage == "predict" else stage
         columns = {name: torch.cat([batch[name] for batch in collected]) for name in collected[0]}
         if trainer.world_size > 1:  # every process takes part: one gather per column
             columns = {name: torch.cat(gather_all_tensors(values)) for name, values in columns.items()}
@@ -97,13 +87,9 @@ class PerSamplePredictions(Callback):
         with writing(f"the prediction file {path}"):
             write_predictions(
                 path,
+                **{"label": None, "loss": None, **columns},  # index, top_ids, top_probs; label and loss where known
                 split=split,
                 stage=stage,
-                index=columns["index"],
-                label=columns.get("label"),
-                loss=columns.get("loss"),
-                top_ids=columns["top_ids"],
-                top_probs=columns["top_probs"],
                 class_names=datamodule.class_names,
                 sources=[datamodule.source(split, index) for index in columns["index"].tolist()],
                 epoch=epoch,
@@ -111,6 +97,10 @@ class PerSamplePredictions(Callback):
                 experiment=self.experiment,
             )
         log.info(f"Wrote the predictions for {len(first)} {split} samples to {path}")
+
+    on_validation_epoch_start = on_test_epoch_start = on_predict_epoch_start = _start
+    on_validation_batch_end = on_test_batch_end = on_predict_batch_end = _collect
+    on_validation_epoch_end = on_test_epoch_end = on_predict_epoch_end = _finish
 
 
 class ValidationFigures(Callback):
@@ -180,12 +170,12 @@ class ValidationFigures(Callback):
             images = (wrong["image"].float() * std + mean).mul(255).round().clamp(0, 255).to(torch.uint8)
             self._writer.add_image("val/misclassified", make_grid(images, nrow=4, pad_value=255), step)
             rows = zip(wrong["index"].tolist(), wrong["label"].tolist(), wrong["predicted"].tolist())
-            table = [
-                f"| {place} | {index} | {names[label]} | {names[predicted]} |"
+            rows = [
+                (place, index, names[label], names[predicted])
                 for place, (index, label, predicted) in enumerate(rows, 1)
             ]
-            header = "the misclassified images, row by row\n\n| image | sample | true | predicted |\n| --- | --- | --- | --- |"
-            self._writer.add_text("val/misclassified_labels", "\n".join([header, *table]), step)
+            table = _table(("image, row by row", "sample", "true", "predicted"), rows)
+            self._writer.add_text("val/misclassified_labels", table, step)
 
 
 def confusion_matrix_figure(metric: MulticlassConfusionMatrix, matrix: torch.Tensor, names: list[str]) -> Figure:
@@ -201,9 +191,12 @@ def most_confused_table(matrix: torch.Tensor, names: list[str], num_pairs: int) 
     """A Markdown table of the most frequent (true, predicted) pairs of different classes, most frequent first."""
     confusions = matrix.clone().fill_diagonal_(0).flatten()
     counts, positions = confusions.sort(descending=True, stable=True)
-    rows = [
-        f"| {names[position // len(names)]} | {names[position % len(names)]} | {count} |"
-        for count, position in zip(counts[:num_pairs].tolist(), positions[:num_pairs].tolist())
-        if count > 0
-    ]
-    return "\n".join(["| true | predicted | validation samples |", "| --- | --- | --- |", *rows])
+    pairs = zip(counts[:num_pairs].tolist(), positions[:num_pairs].tolist())
+    rows = [(names[position // len(names)], names[position % len(names)], count) for count, position in pairs if count]
+    return _table(("true", "predicted", "validation samples"), rows)
+
+
+def _table(header: tuple[str, ...], rows: list[tuple]) -> str:
+    """A Markdown table, as TensorBoard's text tab shows it."""
+    lines = [header, ["---"] * len(header), *rows]
+    return "\n".join("| " + " | ".join(map(str, line)) + " |" for line in lines)
