@@ -41,9 +41,7 @@ def is_experiment_record(record: Any) -> bool:
 
 
 def read_weights_only(path: str | Path, setting: str, expected: str, mmap: bool = False) -> Any:
-    """torch.load(path, weights_only=True): tensors and plain data, no code; each way it can fail is one
-    sentence telling the user to pass `setting`=`expected` instead. mmap=True leaves the tensors on disk
-    until they are used."""
+    """torch.load(path, weights_only=True), each way it can fail one sentence asking for `setting`=`expected`."""
     if not path:
         raise UserError(f"No file given: pass {setting}={expected}.")
     path = Path(path)
@@ -74,8 +72,7 @@ def read_weights_only(path: str | Path, setting: str, expected: str, mmap: bool 
 
 
 def load_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
-    """The contents of a checkpoint of train.py, read with weights_only=True, its shape checked: weights (names to
-    tensors), an epoch, the record of its experiment and its config (plain data)."""
+    """A checkpoint of train.py, its shape checked: weights (names to tensors), an epoch, its config and experiment."""
     checkpoint = read_weights_only(path, "ckpt_path", "<run dir>/checkpoints/<name>.ckpt of a run of train.py", mmap)
     well_formed = (
         isinstance(checkpoint, dict)
@@ -95,39 +92,9 @@ def load_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
     return checkpoint
 
 
-EVALUATE_ADVICE = "evaluate it with the model and data it was trained with (leave out model=/data= overrides)"
-
-
-def load_weights(module: Module, checkpoint: dict[str, Any], path: str | Path, advice: str = EVALUATE_ADVICE) -> None:
-    """Copy the checkpoint's weights into `module`, refusing weights of another network or dataset."""
-    try:
-        missing, unexpected = module.load_state_dict(checkpoint["state_dict"], strict=False)
-    except RuntimeError as error:  # same names, other shapes: e.g. another number of classes or channels
-        mismatch = next((line.strip() for line in str(error).splitlines() if "size mismatch" in line), str(error))
-        raise UserError(
-            f"The weights in {path} have other shapes than the network built from this config ({mismatch}): {advice}."
-        ) from error
-    if missing or unexpected:
-        raise UserError(
-            f"The weights in {path} belong to another network than the one built from this config "
-            f"({len(missing)} missing, e.g. {missing[:1]}; {len(unexpected)} unexpected, e.g. {unexpected[:1]}): {advice}."
-        )
-
-
-def check_resumable(choices: dict[str, Any], module: Module, checkpoint: dict[str, Any], path: str | Path) -> None:
-    """Refuse to continue a checkpoint with another network or dataset than the one it was trained on (`choices`:
-    this run's options of conf/, as runs/build.experiment_record gives them).
-
-    Only names and shapes are compared: the weights themselves are loaded once, by Lightning's fit (read the
-    checkpoint with mmap=True and its tensors are not read from disk here at all)."""
-    advice = "resume it with the model and data it was trained with (leave out model=/data= overrides), or start a new run without ckpt_path"
-    stored = checkpoint[EXPERIMENT_KEY]["choices"]
-    for group in ("model", "data"):
-        if group in stored and group in choices and stored[group] != choices[group]:
-            raise UserError(
-                f"{path} was trained with {group}={stored[group]}, this run has {group}={choices[group]}: {advice}."
-            )
-    expected, saved = module.state_dict(), checkpoint["state_dict"]
+def check_same_network(module: Module, saved: dict[str, Any], path: str | Path, advice: str) -> None:
+    """Refuse weights of another network or dataset, comparing names and shapes only (a memory-mapped file stays on disk)."""
+    expected = module.state_dict()
     missing, unexpected = sorted(expected.keys() - saved.keys()), sorted(saved.keys() - expected.keys())
     if missing or unexpected:
         raise UserError(
@@ -140,6 +107,25 @@ def check_resumable(choices: dict[str, Any], module: Module, checkpoint: dict[st
                 f"The weights in {path} have other shapes than the network built from this config (size mismatch for "
                 f"{name}: {tuple(saved[name].shape)} in the checkpoint, {tuple(tensor.shape)} here): {advice}."
             )
+
+
+def load_weights(module: Module, checkpoint: dict[str, Any], path: str | Path) -> None:
+    advice = "evaluate it with the model and data it was trained with (leave out model=/data= overrides)"
+    check_same_network(module, checkpoint["state_dict"], path, advice)
+    module.load_state_dict(checkpoint["state_dict"])
+
+
+def check_resumable(choices: dict[str, Any], module: Module, checkpoint: dict[str, Any], path: str | Path) -> None:
+    """Refuse to continue a checkpoint with another network or dataset than this run's (`choices`: its options of
+    conf/); its weights are loaded once, by Lightning's fit."""
+    advice = "resume it with the model and data it was trained with (leave out model=/data= overrides), or start a new run without ckpt_path"
+    stored = checkpoint[EXPERIMENT_KEY]["choices"]
+    for group in ("model", "data"):
+        if group in stored and group in choices and stored[group] != choices[group]:
+            raise UserError(
+                f"{path} was trained with {group}={stored[group]}, this run has {group}={choices[group]}: {advice}."
+            )
+    check_same_network(module, checkpoint["state_dict"], path, advice)
 
 
 def temporary_files_of(path: Path) -> list[Path]:

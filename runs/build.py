@@ -59,8 +59,11 @@ def experiment_record() -> dict[str, Any]:
     if not HydraConfig.initialized():
         return {"choices": {}, "overrides": []}
     hydra = HydraConfig.get()
-    choices = {group: option for group, option in hydra.runtime.choices.items() if not group.startswith("hydra")}
-    return {"choices": choices, "overrides": list(hydra.overrides.task)}
+    return {"choices": _choices(hydra), "overrides": list(hydra.overrides.task)}
+
+
+def _choices(hydra: DictConfig) -> dict[str, str | None]:
+    return {group: option for group, option in hydra.runtime.choices.items() if not group.startswith("hydra")}
 
 
 def _root_cause(error: BaseException) -> BaseException:
@@ -157,21 +160,13 @@ def build_trainer(cfg: DictConfig, callbacks: list[Callback], loggers: list[Logg
 def build_finder_trainer(cfg: DictConfig, steps: int) -> Trainer:
     """The run's trainer settings without callbacks, loggers or checkpoints: a finder's steps leave no records; a finite
     run length that `steps` ends first (schedulers whose length is filled in from the run need one)."""
-    return build_trainer(
-        cfg,
-        [],
-        [],
-        **{"max_epochs": steps, "max_steps": steps, "min_epochs": None, "num_sanity_val_steps": 0},
-        **{"enable_checkpointing": False, "enable_progress_bar": False, "enable_model_summary": False},
-    )
+    options = {"max_epochs": steps, "max_steps": steps, "min_epochs": None, "num_sanity_val_steps": 0}
+    options |= {"enable_checkpointing": False, "enable_progress_bar": False, "enable_model_summary": False}
+    return build_trainer(cfg, [], [], **options)
 
 
-# Lightning's DDP strategies that start processes 1..N-1 by running the command line again -> their spawning counterparts
-RELAUNCHING_DDP = {
-    "ddp": "ddp_spawn",
-    "ddp_find_unused_parameters_true": "ddp_spawn_find_unused_parameters_true",
-    "ddp_find_unused_parameters_false": "ddp_spawn_find_unused_parameters_false",
-}
+# Lightning's DDP strategies that start processes 1..N-1 by running the command line again
+RELAUNCHING_DDP = ("ddp", "ddp_find_unused_parameters_true", "ddp_find_unused_parameters_false")
 
 
 def _strategy(trainer_cfg: DictConfig) -> Any:
@@ -184,27 +179,17 @@ def _strategy(trainer_cfg: DictConfig) -> Any:
     multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     if not multirun or not isinstance(strategy, str) or strategy not in RELAUNCHING_DDP or SLURMEnvironment.detect():
         return requested
-    log.info(
-        f"Multirun: trainer.strategy={requested} runs as {RELAUNCHING_DDP[strategy]} (ddp would relaunch the sweep)"
-    )
-    return RELAUNCHING_DDP[strategy]
+    spawning = strategy.replace("ddp", "ddp_spawn", 1)
+    log.info(f"Multirun: trainer.strategy={requested} runs as {spawning} (ddp would relaunch the whole sweep)")
+    return spawning
 
 
-# The hparams tab's columns: what a sweep usually varies, plus every key this job's command line sets
-HPARAM_KEYS = (
-    "model/_target_",
-    "data/_target_",
-    "data/torchvision_dataset",  # MNIST, FashionMNIST or KMNIST: one _target_ serves the three
-    "optimizer/_target_",
-    "optimizer/lr",
-    "optimizer/weight_decay",
-    "optimizer/momentum",
-    "scheduler/scheduler/_target_",
-    "data/batch_size",
-    "trainer/max_epochs",
-    "trainer/precision",
-    "module/label_smoothing",
-    "seed",
+# The hparams tab's columns: what a sweep usually varies (data/torchvision_dataset: MNIST, FashionMNIST or KMNIST), plus
+# every key this job's command line sets
+HPARAM_KEYS = tuple(
+    "model/_target_ data/_target_ data/torchvision_dataset optimizer/_target_ optimizer/lr optimizer/weight_decay "
+    "optimizer/momentum scheduler/scheduler/_target_ data/batch_size trainer/max_epochs trainer/precision "
+    "module/label_smoothing seed".split()
 )
 NOT_HPARAMS = ("callbacks", "logger", "paths", "hydra", "data/data_dir", "ckpt_path", "resume")
 FINAL_METRICS = ("best_val_top1", "val_top1", "val_top5", "val_loss", "train_top1", "train_top5", "train_loss")
@@ -235,10 +220,8 @@ def hyperparameter_row(cfg: DictConfig, module: LightningModule) -> dict[str, An
     for override in HydraConfig.get().overrides.task if HydraConfig.initialized() else []:
         key = override.lstrip("+~").split("=", 1)[0].replace(".", "/")
         overridden.append(key if key in flat else f"{key}/_target_")
-    keys = [
-        key for key in dict.fromkeys([*HPARAM_KEYS, *overridden]) if key in flat and not key.startswith(NOT_HPARAMS)
-    ]
-    params = {key: flat[key] for key in keys}
+    keys = dict.fromkeys([*HPARAM_KEYS, *overridden])
+    params = {key: flat[key] for key in keys if key in flat and not key.startswith(NOT_HPARAMS)}
     params["model/params_total"] = sum(p.numel() for p in module.parameters())
     params["model/params_trainable"] = sum(p.numel() for p in module.parameters() if p.requires_grad)
     return params
@@ -257,15 +240,10 @@ def log_hyperparameters_at_start(loggers: list[Logger], cfg: DictConfig, module:
             logger.experiment.flush()
 
 
-def log_hyperparameters(
-    loggers: list[Logger], cfg: DictConfig, module: LightningModule, final: dict[str, float]
-) -> None:
+def log_hyperparameters(loggers: list[Logger], cfg: DictConfig, module: LightningModule, final: dict) -> None:
     """The row's final metrics (TensorBoard has its row already; other loggers get both)."""
-    metrics = {
-        f"hp/{name.replace('/', '_')}": value
-        for name, value in final.items()
-        if not name.startswith(("train_step/", "train/lr"))
-    }
+    ignored = ("train_step/", "train/lr")
+    metrics = {f"hp/{name.replace('/', '_')}": value for name, value in final.items() if not name.startswith(ignored)}
     for logger in loggers:
         if not isinstance(logger, TensorBoardLogger):
             logger.log_hyperparams(hyperparameter_row(cfg, module))
@@ -466,10 +444,7 @@ def rebuild_config(
     for key in ("data", "model", "module"):
         restored[key] = rebuilt[key]
     check_same_as_trained(restored, stored_config, file, user_keys)
-    choices = {
-        group: option for group, option in rebuilt.hydra.runtime.choices.items() if not group.startswith("hydra")
-    }
-    return restored, {"choices": choices, "overrides": [*recorded, *user]}
+    return restored, {"choices": _choices(rebuilt.hydra), "overrides": [*recorded, *user]}
 
 
 def check_same_as_trained(

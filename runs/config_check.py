@@ -10,10 +10,11 @@ import dataclasses
 import difflib
 import importlib
 import inspect
+import operator
 import os
 import types
 import typing
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -34,36 +35,23 @@ SET_BY_THE_PROGRAM = {
 }
 
 
-class Range(NamedTuple):
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False
-    high_open: bool = False
-
-    def holds(self, value: float) -> bool:
-        above = self.low is None or (value > self.low if self.low_open else value >= self.low)
-        return above and (self.high is None or (value < self.high if self.high_open else value <= self.high))
-
-    def __str__(self) -> str:
-        low = [] if self.low is None else [f"{'>' if self.low_open else '>='} {self.low}"]
-        return " and ".join(low + ([] if self.high is None else [f"{'<' if self.high_open else '<='} {self.high}"]))
+POSITIVE, NON_NEGATIVE, AT_LEAST_ONE, FRACTION = "> 0", ">= 0", ">= 1", ">= 0 and < 1"
+COMPARISONS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
 
 
-POSITIVE, NON_NEGATIVE, AT_LEAST_ONE, FRACTION = (
-    Range(0, low_open=True),
-    Range(0),
-    Range(1),
-    Range(0, 1, high_open=True),
-)
+def _holds(value: float, bounds: str) -> bool:
+    return all(COMPARISONS[op](value, float(bound)) for op, bound in map(str.split, bounds.split(" and ")))
+
+
 # bounds a type does not give, by group and parameter name, at any depth of the group (null passes where its type does)
 RANGES = {
     "optimizer": {"lr": POSITIVE, "momentum": NON_NEGATIVE, "dampening": NON_NEGATIVE, "weight_decay": NON_NEGATIVE}
     | {"eps": POSITIVE, "betas": FRACTION, "lr_decay": NON_NEGATIVE},
     "scheduler": {"max_lr": POSITIVE, "eta_min": NON_NEGATIVE, "gamma": POSITIVE, "factor": POSITIVE}
     | {"step_size": AT_LEAST_ONE, "T_max": AT_LEAST_ONE, "total_steps": AT_LEAST_ONE, "total_iters": NON_NEGATIVE}
-    | {"pct_start": Range(0, 1, low_open=True, high_open=True)},
+    | {"pct_start": "> 0 and < 1"},
     "data": dict.fromkeys(("batch_size", "eval_batch_size", "val_size", "train_size", "test_size"), AT_LEAST_ONE)
-    | {"num_workers": NON_NEGATIVE, "split_seed": NON_NEGATIVE, "padding": NON_NEGATIVE, "num_classes": Range(2)},
+    | {"num_workers": NON_NEGATIVE, "split_seed": NON_NEGATIVE, "padding": NON_NEGATIVE, "num_classes": ">= 2"},
     "model": {"dropout": FRACTION, "hidden_size": AT_LEAST_ONE, "num_layers": AT_LEAST_ONE, "head_lr": POSITIVE},
     "module": {"label_smoothing": FRACTION},
     "trainer": dict.fromkeys(
@@ -71,11 +59,11 @@ RANGES = {
         AT_LEAST_ONE,
     )
     | dict.fromkeys(("min_epochs", "gradient_clip_val", "limit_val_batches", "limit_test_batches"), NON_NEGATIVE)
-    | {"limit_train_batches": POSITIVE, "val_check_interval": POSITIVE, "num_sanity_val_steps": Range(-1)},
-    "callbacks": {"save_top_k": Range(-1), "every_n_epochs": NON_NEGATIVE, "refresh_rate": NON_NEGATIVE}
+    | {"limit_train_batches": POSITIVE, "val_check_interval": POSITIVE, "num_sanity_val_steps": ">= -1"},
+    "callbacks": {"save_top_k": ">= -1", "every_n_epochs": NON_NEGATIVE, "refresh_rate": NON_NEGATIVE}
     | {"check_every_n_steps": AT_LEAST_ONE},
 }
-SEED_RANGE = Range(0, 2**32 - 1)  # what numpy's and Lightning's seeding accept
+SEED_RANGE = f">= 0 and <= {2**32 - 1}"  # what numpy's and Lightning's seeding accept
 
 
 @dataclasses.dataclass
@@ -103,7 +91,7 @@ def check_config(
     }
     fields = {field.name for field in dataclasses.fields(RunSettings)}
     _typed(RunSettings, {key: value for key, value in values.items() if key in fields}, "")
-    if values.get("seed") is not None and not SEED_RANGE.holds(values["seed"]):
+    if values.get("seed") is not None and not _holds(values["seed"], SEED_RANGE):
         raise UserError(
             f"seed={values['seed']} is out of range: give a whole number {SEED_RANGE}, or seed=null for a random run."
         )
@@ -114,7 +102,7 @@ def check_config(
         _check_devices(values["trainer"])
 
 
-def _check_tree(path: str, node: dict[str, Any], ranges: dict[str, Range]) -> None:
+def _check_tree(path: str, node: dict[str, Any], ranges: dict[str, str]) -> None:
     """`node` if it names a target, then every nested node (callbacks.*, data.augment, scheduler.scheduler, ...)."""
     if "_target_" in node:
         _check_target(path, node, ranges)
@@ -124,7 +112,7 @@ def _check_tree(path: str, node: dict[str, Any], ranges: dict[str, Range]) -> No
                 _check_tree(f"{path}.{key}[{index}]" if isinstance(value, list) else f"{path}.{key}", item, ranges)
 
 
-def _check_target(path: str, node: dict[str, Any], ranges: dict[str, Range]) -> None:
+def _check_target(path: str, node: dict[str, Any], ranges: dict[str, str]) -> None:
     module_name, _, attribute = str(node["_target_"]).rpartition(".")
     try:
         target = getattr(importlib.import_module(module_name), attribute)
@@ -163,7 +151,7 @@ def _check_target(path: str, node: dict[str, Any], ranges: dict[str, Range]) -> 
         if bounds is None or value is None or isinstance(value, bool):
             continue
         for item in value if isinstance(value, (list, tuple)) else [value]:
-            if isinstance(item, (int, float)) and not bounds.holds(item):
+            if isinstance(item, (int, float)) and not _holds(item, bounds):
                 raise UserError(f"{path}.{key}={_shown(value)} is out of range: it must be {bounds}.")
 
 

@@ -36,23 +36,13 @@ LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 LOCK_FILE = "run.lock"
 
 
-class DropAdverts(logging.Filter):
-    """Lightning's "💡 Tip: ... try installing [litlogger|litmodels]" lines: adverts, not about this run."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("💡 Tip")
-
-
 def quiet_library_notices() -> None:
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(DropAdverts())
+    # Lightning's "💡 Tip: ... try installing [litlogger|litmodels]" lines: adverts, not about this run
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda record: "💡 Tip" not in str(record.msg))
     logging.getLogger("onnxscript").setLevel(logging.WARNING)  # the ONNX exporter's progress lines
     # TensorBoard's graph writer has no other way than torch.jit.trace, which torch deprecates
     warnings.filterwarnings("ignore", message=r"`torch\.jit\.trace(_method)?` is deprecated", category=FutureWarning)
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")  # Lightning's own
-
-
-def _in_multirun() -> bool:
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 _job_failure: str | None = None  # the failure of this process's job, for its status.json
@@ -71,7 +61,7 @@ def exit_on_user_error():
         if stop is not None:
             print(f"stopped: {stop[1]}", file=sys.stderr)
             raise SystemExit(128 + stop[0]) from None
-        if not _in_multirun():
+        if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
             if isinstance(error, UserError):
                 print(f"error: {error}", file=sys.stderr)
                 raise SystemExit(USER_ERROR_EXIT_CODE) from None
