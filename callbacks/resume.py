@@ -116,29 +116,26 @@ def _step(row: dict[str, str]) -> int:
 
 
 class ContinueLogs(Callback):
-    """Logs that continue across a resume, each epoch once. Loggers are flushed before every checkpoint. A resumed run
+    """Logs that go on across a resume, each epoch once. Loggers are flushed before every checkpoint. A resumed run
     tells TensorBoard that the session restarted at the checkpoint's step (the SessionLog START event of
     SummaryWriter(purge_step=...)), so it drops the points logged after that checkpoint, and removes those rows from
     metrics.csv. Lightning logs an epoch's train/* means after the hooks that write last.ckpt: they go into that
     checkpoint too, and a run resumed in its own directory writes them to each logger that lacks them."""
 
     def __init__(self) -> None:
-        self._at_epoch_end = False
+        # set from an epoch's end to the next batch: a checkpoint written then marks the epoch done
+        self._ended: Trainer | None = None
         self._epoch_end_row: dict[str, Any] | None = None  # of the checkpoint being resumed
-        self._trainer: Trainer | None = None
-
-    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        self._trainer = trainer
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._at_epoch_end = True  # the checkpoints written from here to the next batch mark this epoch done
+        self._ended = trainer
 
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
-        self._at_epoch_end = False
+        self._ended = None
 
     def state_dict(self) -> dict[str, Any]:
-        trainer, metrics = self._trainer, {}
-        if trainer is not None and self._at_epoch_end:  # the learning rate is logged at its own steps, before
+        trainer, metrics = self._ended, {}
+        if trainer is not None:  # the learning rate is logged at its own steps, before
             metrics = {
                 k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/") and k != "train/lr"
             }
@@ -159,19 +156,15 @@ class ContinueLogs(Callback):
         # only the checkpoint's own run directory (resume=true): a new directory starts after the checkpoint
         run_dir = Path(trainer.ckpt_path).resolve().parent.parent
         for logger in trainer.loggers:
+            missing = False
             if not Path(logger.log_dir).resolve().is_relative_to(run_dir):
                 continue
             if isinstance(logger, TensorBoardLogger):
                 scalars = read_scalars(Path(logger.log_dir), set(row["metrics"]))
                 missing = any(row["step"] not in {e.step for e in scalars.get(tag, [])} for tag in row["metrics"])
-            elif isinstance(logger, CSVLogger):
-                metrics_file = Path(logger.experiment.metrics_file_path)
-                missing = metrics_file.is_file() and not any(
-                    _step(r) == row["step"] and all(r.get(key) for key in row["metrics"])
-                    for r in _csv_rows(metrics_file)[1]
-                )
-            else:
-                missing = False
+            elif isinstance(logger, CSVLogger) and Path(logger.experiment.metrics_file_path).is_file():
+                rows = _csv_rows(Path(logger.experiment.metrics_file_path))[1]
+                missing = not any(_step(r) == row["step"] and all(r.get(key) for key in row["metrics"]) for r in rows)
             if missing:
                 logger.log_metrics({**row["metrics"], "epoch": row["epoch"]}, step=row["step"])
                 logger.save()
@@ -186,17 +179,13 @@ class ContinueLogs(Callback):
                 logger.experiment.file_writer.add_event(restart)
                 logger.experiment.flush()
             elif isinstance(logger, CSVLogger) and Path(logger.experiment.metrics_file_path).is_file():
-                metrics_file = Path(logger.experiment.metrics_file_path)
-                columns, rows = _csv_rows(metrics_file)
+                columns, rows = _csv_rows(Path(logger.experiment.metrics_file_path))
                 text = io.StringIO()
                 writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
                 writer.writeheader()
                 writer.writerows(row for row in rows if _step(row) < trainer.global_step)
-                atomic_write_bytes(text.getvalue().encode(), metrics_file)
-
-    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        for logger in trainer.loggers:
-            logger.save()
+                atomic_write_bytes(text.getvalue().encode(), Path(logger.experiment.metrics_file_path))
 
     def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
-        self.on_train_epoch_start(trainer, pl_module)
+        for logger in trainer.loggers:
+            logger.save()
