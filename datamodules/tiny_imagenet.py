@@ -6,7 +6,6 @@ memory-mapped uint8 .npy file (reused while the files' paths, sizes and times ar
 """
 
 import contextlib
-import errno
 import hashlib
 import json
 import logging
@@ -45,7 +44,7 @@ VAL_LAYOUTS = (
 # the official test labels are not public: the labelled stages read val/, only predict reads test/
 FOLDER_OF_SPLIT = {"train": "train", "val": "val", "test": "val", "predict": "test"}
 FOLDERS_OF_STAGE = {"fit": ("train", "val"), "validate": ("val",), "test": ("val",), "predict": ("test",)}
-CACHE_FORMAT = 2  # 2: 16-bit, transparent and CMYK images decoded without clipping
+CACHE_FORMAT = 3  # 3: each row's file position in manifest.json (kept.npy before)
 CHUNK = 256  # images per decoding task
 
 
@@ -258,16 +257,6 @@ class TinyImageNetFolder:
         return SplitFiles(files, np.array([label_of[path.name] for path in files], dtype=np.int64), problems)
 
 
-def _reserve(path: Path) -> None:
-    """Allocate a memory-mapped file's blocks now: a full disk is then an OSError here, not a SIGBUS mid-write."""
-    with open(path, "r+b") as file:
-        try:
-            os.posix_fallocate(file.fileno(), 0, os.fstat(file.fileno()).st_size)
-        except OSError as error:
-            if error.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # a filesystem that cannot reserve
-                raise
-
-
 def decoded(
     folder: Path, files: list[Path], shape: tuple[int, ...], description: str
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -292,20 +281,15 @@ def decoded(
     else:
         return np.empty((0, *shape), np.uint8), np.empty(0, np.int64), []
     images = np.load(folder / "images.npy", mmap_mode="r")[: manifest["images"]]  # rows beyond: files left out
-    return images, np.load(folder / "kept.npy"), manifest["bad_files"]
+    return images, np.array(manifest["kept"], dtype=np.int64), manifest["bad_files"]
 
 
 def _build(folder: Path, files: list[Path], shape: tuple[int, ...], fingerprint: str, description: str) -> dict:
     # this process's own temporary names: builders on several nodes sharing the folder do not mix their rows
-    partial = {
-        name: folder / f"{name}.{os.getpid()}.partial{suffix}"
-        for name, suffix in (("images", ".npy"), ("kept", ".npy"), ("manifest", ".json"))
-    }
+    partial = {name: folder / f"{name}.{os.getpid()}.partial" for name in ("images.npy", "manifest.json")}
     try:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "manifest.json").unlink(missing_ok=True)  # from here until the end the cache is invalid
-        images = np.lib.format.open_memmap(partial["images"], mode="w+", dtype=np.uint8, shape=(len(files), *shape))
-        _reserve(partial["images"])
         workers = min(len(os.sched_getaffinity(0)), -(-len(files) // CHUNK))
         chunks = DataLoader(
             [range(start, min(start + CHUNK, len(files))) for start in range(0, len(files), CHUNK)],
@@ -314,20 +298,23 @@ def _build(folder: Path, files: list[Path], shape: tuple[int, ...], fingerprint:
             collate_fn=ImageFiles(files, None, shape).decode,
         )
         kept, bad, started = [], {}, time.perf_counter()
-        with tqdm(total=len(files), unit="img", desc=f"Decoding {description}", mininterval=0.5) as progress:
-            for chunk_kept, chunk_images, chunk_bad in chunks:  # in order: the kept rows are written one after another
-                images[len(kept) : len(kept) + len(chunk_kept)] = chunk_images
-                kept += chunk_kept
-                bad.update(chunk_bad)
-                progress.update(len(chunk_kept) + len(chunk_bad))
-        images.flush()
-        del images
+        # written, not memory-mapped: a full disk is an OSError (one sentence), not a SIGBUS
+        with open(partial["images.npy"], "wb") as out:
+            header = {"descr": "|u1", "fortran_order": False, "shape": (len(files), *shape)}
+            np.lib.format.write_array_header_1_0(out, header)
+            with tqdm(total=len(files), unit="img", desc=f"Decoding {description}", mininterval=0.5) as progress:
+                for chunk_kept, chunk_images, chunk_bad in chunks:  # in order: kept rows one after another
+                    out.write(chunk_images.tobytes())
+                    kept += chunk_kept
+                    bad.update(chunk_bad)
+                    progress.update(len(chunk_kept) + len(chunk_bad))
+            out.truncate(out.tell() + len(bad) * int(np.prod(shape)))  # the rows of files left out: never read
         seconds = time.perf_counter() - started
-        np.save(partial["kept"], np.array(kept, dtype=np.int64))
-        manifest = {"fingerprint": fingerprint, "images": len(kept), "bad_files": [bad[p] for p in sorted(bad)]}
-        partial["manifest"].write_text(json.dumps(manifest, indent=1))
-        for name in ("images", "kept", "manifest"):  # the manifest last: it marks the cache complete
-            os.replace(partial[name], folder / f"{name}{partial[name].suffix}")
+        bad_files = [bad[position] for position in sorted(bad)]
+        manifest = {"fingerprint": fingerprint, "images": len(kept), "bad_files": bad_files, "kept": kept}
+        partial["manifest.json"].write_text(json.dumps(manifest))
+        for name, path in partial.items():  # the manifest last: it marks the cache complete
+            os.replace(path, folder / name)
     except OSError as error:  # not writable, disk full, ...
         for path in partial.values():
             with contextlib.suppress(OSError):
