@@ -45,19 +45,20 @@ def run_search(cfg: DictConfig) -> None:
     optuna.logging.enable_propagation()
     study = open_study(settings)
 
-    def stop_when_full(study: optuna.Study, trial: Any = None) -> bool:
-        write_summary(study, settings)  # trials towards n_trials: all but those stopped with their worker
+    def full(study: optuna.Study) -> bool:  # trials towards n_trials: all but those stopped with their worker
         trials = study.get_trials(deepcopy=False, states=[state for state in TrialState if state != TrialState.WAITING])
-        full = sum(STOPPED not in trial.user_attrs for trial in trials) >= settings.n_trials
-        if full:
+        return sum(STOPPED not in trial.user_attrs for trial in trials) >= settings.n_trials
+
+    def after_trial(study: optuna.Study, trial: Any) -> None:
+        write_summary(study, settings)
+        if full(study):
             study.stop()
-        return full
 
     try:
-        if stop_when_full(study):
+        if full(study):
             log.info(f"The study {settings.study_name} has its {settings.n_trials} trials already (search.n_trials).")
         else:
-            study.optimize(objective(settings, space), callbacks=[stop_when_full], gc_after_trial=True)
+            study.optimize(objective(settings, space), callbacks=[after_trial], gc_after_trial=True)
     except KeyboardInterrupt:  # outside a trial's training, where StopOnSignal ends it with its own message
         print("stopped: interrupted; the same command continues the study.", file=sys.stderr)
         raise SystemExit(128 + signal.SIGINT) from None
