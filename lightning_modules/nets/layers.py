@@ -1,7 +1,6 @@
 """What the networks share: activations by name, and a clear refusal of an input a network shrinks to nothing."""
 
 import itertools
-from typing import Any
 
 import torch
 from torch import nn
@@ -10,13 +9,6 @@ from torch.func import functional_call
 from user_errors import UserError
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU}
-
-
-def pick(table: dict[str, Any], name: str, what: str) -> Any:
-    """table[name], or an error naming the choices (the config check cannot type a choice)."""
-    if name not in table:
-        raise ValueError(f"unknown {what} {name!r}; choose one of {sorted(table)}")
-    return table[name]
 
 
 def check_input_fits(net: nn.Module, input_shape: tuple[int, ...], small_input_stem: bool) -> None:

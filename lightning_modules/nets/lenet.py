@@ -4,7 +4,7 @@ The first convolution pads by 2, so a 28x28 digit is seen as the paper's 32x32 i
 import torch
 from torch import nn
 
-from lightning_modules.nets.layers import ACTIVATIONS, pick
+from lightning_modules.nets.layers import ACTIVATIONS
 
 POOLING = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
 
@@ -20,7 +20,7 @@ class LeNet5(nn.Module):
         dropout: float = 0.0,
     ):
         super().__init__()
-        act, pool = pick(ACTIVATIONS, activation, "activation"), pick(POOLING, pooling, "pooling")
+        act, pool = ACTIVATIONS[activation], POOLING[pooling]
         blocks = []
         for in_channels, out_channels, padding in ((input_shape[0], 6, 2), (6, 16, 0)):
             blocks += [nn.Conv2d(in_channels, out_channels, 5, padding=padding, bias=not batch_norm)]

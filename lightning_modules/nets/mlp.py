@@ -4,7 +4,7 @@ import math
 
 from torch import nn
 
-from lightning_modules.nets.layers import ACTIVATIONS, pick
+from lightning_modules.nets.layers import ACTIVATIONS
 
 
 class MLP(nn.Sequential):
@@ -17,7 +17,7 @@ class MLP(nn.Sequential):
         batch_norm: bool = False,
         dropout: float = 0.0,
     ):
-        act, layers, width = pick(ACTIVATIONS, activation, "activation"), [nn.Flatten()], math.prod(input_shape)
+        act, layers, width = ACTIVATIONS[activation], [nn.Flatten()], math.prod(input_shape)
         for hidden in hidden_sizes:
             layers += [nn.Linear(width, hidden), *([nn.BatchNorm1d(hidden)] if batch_norm else [])]
             layers += [act(), *([nn.Dropout(dropout)] if dropout else [])]

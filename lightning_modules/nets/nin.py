@@ -7,15 +7,9 @@ from lightning_modules.nets.layers import check_input_fits
 
 
 def nin_block(in_channels: int, out_channels: int, kernel_size: int, stride: int, padding: int) -> nn.Sequential:
-    conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding)
-    return nn.Sequential(
-        conv,
-        nn.ReLU(),
-        nn.Conv2d(out_channels, out_channels, 1),
-        nn.ReLU(),
-        nn.Conv2d(out_channels, out_channels, 1),
-        nn.ReLU(),
-    )
+    convs = [nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding)]
+    convs += [nn.Conv2d(out_channels, out_channels, 1) for _ in range(2)]  # the "micro network" of 1x1 convolutions
+    return nn.Sequential(*(layer for conv in convs for layer in (conv, nn.ReLU())))
 
 
 class NiN(nn.Sequential):

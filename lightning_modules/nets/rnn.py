@@ -4,8 +4,6 @@ features, 3x64x64 is 64 steps of 192 (each pixel's channels side by side)."""
 import torch
 from torch import nn
 
-from lightning_modules.nets.layers import pick
-
 CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 READOUTS = {"last": None, "mean": torch.mean, "max": torch.amax}  # last: the final hidden state
 
@@ -26,19 +24,11 @@ class RowRNN(nn.Module):
         nonlinearity: str = "tanh",
     ):
         super().__init__()
-        pick(READOUTS, readout, "readout")
         channels, _, width = input_shape
-        options = {"nonlinearity": nonlinearity} if cell == "rnn" else {}  # LSTM and GRU have their gates
-        self.rnn = pick(CELLS, cell, "cell")(
-            width * channels,
-            hidden_size,
-            num_layers,
-            batch_first=True,
-            dropout=dropout,
-            bidirectional=bidirectional,
-            **options,
-        )
-        self.directions, self.readout = 1 + bidirectional, readout
+        options = {"batch_first": True, "dropout": dropout, "bidirectional": bidirectional}
+        options |= {"nonlinearity": nonlinearity} if cell == "rnn" else {}  # LSTM and GRU have their gates
+        self.rnn = CELLS[cell](width * channels, hidden_size, num_layers, **options)
+        self.directions, self.pool = 1 + bidirectional, READOUTS[readout]
         self.head = nn.Linear(self.directions * hidden_size, num_classes)
 
     @staticmethod
@@ -48,8 +38,8 @@ class RowRNN(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         outputs, state = self.rnn(self.to_sequence(images))
-        if READOUTS[self.readout]:
-            return self.head(READOUTS[self.readout](outputs, dim=1))
+        if self.pool is not None:
+            return self.head(self.pool(outputs, dim=1))
         hidden = state[0] if isinstance(state, tuple) else state  # an LSTM's state is (hidden, cell)
         # (layers * directions, B, H): the last layer's final states, forward then backward, side by side
         return self.head(hidden[-self.directions :].transpose(0, 1).flatten(1))
