@@ -458,12 +458,7 @@ def check_same_as_trained(
             continue
         for name, value in OmegaConf.to_container(rebuilt[group], resolve=True).items():
             key = f"{group}.{name}"
-            if (
-                (group == "data" and name not in DATA_IDENTITY)
-                or not replayed(key)
-                or key in user_keys
-                or name not in before
-            ):
+            if not replayed(key) or key in user_keys or name not in before:
                 continue
             if isinstance(value, (int, float, str, bool, list)) and before[name] != value:
                 raise UserError(

@@ -387,7 +387,9 @@ class RunCallbacks(Callback):
             run_dir.mkdir(parents=True, exist_ok=True)
             self._lock = lock_run_directory(run_dir)
         stale = [
-            path for path in (run_dir / "checkpoints").glob(".*.tmp") if INTERRUPTED_CHECKPOINT_WRITE.match(path.name)
+            path
+            for path in (run_dir / "checkpoints").glob(".*.tmp")
+            if path.is_file() and INTERRUPTED_CHECKPOINT_WRITE.match(path.name)
         ]
         for path in stale:  # writes of a killed process: no live write can own them while we hold the lock
             path.unlink(missing_ok=True)
