@@ -21,21 +21,21 @@ class EpochShuffleSampler(DistributedSampler):
     def __init__(self, size: int, seed: int, batch_size: int, num_replicas: int = 1, rank: int = 0, device=None):
         super().__init__(range(size), num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
         self.batch_size, self.device = batch_size, device
-        self.served, self._resume = 0, {"epoch": -1, "served": 0}
+        self._served = self._resume = {"epoch": -1, "served": 0}
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         order = torch.from_numpy(np.fromiter(super().__iter__(), dtype=np.int64)).to(self.device)
-        self.served = self._resume["served"] if self._resume["epoch"] == self.epoch else 0
-        self._resume = {"epoch": -1, "served": 0}
-        for batch in order[self.served * self.batch_size :].split(self.batch_size):
-            self.served += 1
+        start = self._resume["served"] if self._resume["epoch"] == self.epoch else 0
+        self._served, self._resume = {"epoch": self.epoch, "served": start}, {"epoch": -1, "served": 0}
+        for batch in order[start * self.batch_size :].split(self.batch_size):
+            self._served["served"] += 1
             yield batch
 
     def __len__(self) -> int:
         return math.ceil(self.num_samples / self.batch_size)
 
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "served": self.served}
+        return dict(self._resume if self._resume["epoch"] >= 0 else self._served)  # a resume not yet begun: its place
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self._resume = dict(state)
