@@ -20,9 +20,7 @@ def gather_images(arguments: list[str]) -> list[str]:
             images.append(argument)
         else:
             rest.append(argument)
-    if not images:
-        return rest
-    return rest + [f"images=[{','.join(quoted(image) for image in images)}]"]
+    return rest + ([f"images=[{','.join(quoted(image) for image in images)}]"] if images else [])
 
 
 register_resolvers()  # conf/hydra/default.yaml uses ${run_dir:...}: registered before Hydra composes
