@@ -14,7 +14,6 @@ from user_errors import UserError
 
 # schedulers that cycle the momentum with the learning rate, which an optimizer without momentum lacks
 CYCLING_MOMENTUM = (torch.optim.lr_scheduler.OneCycleLR, torch.optim.lr_scheduler.CyclicLR)
-STAGES = ("train", "val", "test")
 
 
 class ImageClassifier(LightningModule):
@@ -42,7 +41,9 @@ class ImageClassifier(LightningModule):
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.example_input_array = torch.zeros(2, *input_shape)
         self._channels_last, self._compiled = bool(channels_last), False  # channels_last None: decided in setup
-        self.train_metrics, self.val_metrics, self.test_metrics = (epoch_metrics(num_classes, s) for s in STAGES)
+        self.train_metrics, self.val_metrics, self.test_metrics = (
+            epoch_metrics(num_classes, s) for s in ("train", "val", "test")
+        )
 
     @property
     def lr(self) -> float:
@@ -75,7 +76,7 @@ class ImageClassifier(LightningModule):
             self._compiled = True
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if self._channels_last and images.dim() == 4:
+        if self._channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         # the TensorBoard graph: TorchScript cannot trace a compiled module, its plain forward it can
         return self.net.forward(images) if torch.jit.is_tracing() else self.net(images)

@@ -7,7 +7,7 @@ from lightning import Trainer
 from lightning.pytorch.plugins.precision import MixedPrecision
 from lightning.pytorch.profilers import PassThroughProfiler, SimpleProfiler
 
-from datamodules.array_dataset import ArrayImageDataset
+from datamodules.base import ArrayImageDataset
 from datamodules.fake import FakeDataModule
 from lightning_modules.classifier import ImageClassifier
 from runs.build import build_trainer

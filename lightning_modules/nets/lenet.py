@@ -4,8 +4,7 @@ The first convolution pads by 2, so a 28x28 digit is seen as the paper's 32x32 i
 import torch
 from torch import nn
 
-from lightning_modules.nets.layers import ACTIVATIONS
-
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU}
 POOLING = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
 
 

@@ -4,7 +4,7 @@ import math
 
 from torch import nn
 
-from lightning_modules.nets.layers import ACTIVATIONS
+from lightning_modules.nets.lenet import ACTIVATIONS
 
 
 class MLP(nn.Sequential):

@@ -3,7 +3,7 @@ one map per class. `small_input_stem` makes AlexNet's 11x11 stride-4 first convo
 
 from torch import nn
 
-from lightning_modules.nets.layers import check_input_fits
+from lightning_modules.nets.torchvision_net import check_input_fits
 
 
 def nin_block(in_channels: int, out_channels: int, kernel_size: int, stride: int, padding: int) -> nn.Sequential:

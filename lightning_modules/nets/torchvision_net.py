@@ -4,6 +4,7 @@ stride-1 convolution for small images), and weights for fine-tuning are copied i
 or Conv2d with the class count). Custom: torchvision's builders take neither other channels nor small images."""
 
 import difflib
+import itertools
 import logging
 import pickle
 import zipfile
@@ -14,10 +15,10 @@ from urllib.parse import urlparse
 import torch
 import torchvision.models
 from torch import Tensor, nn
+from torch.func import functional_call
 from torchvision.models import VisionTransformer, get_model, get_model_weights, list_models
 
 from checkpoints.loading import read_weights_only
-from lightning_modules.nets.layers import check_input_fits
 from user_errors import UserError
 
 log = logging.getLogger(__name__)
@@ -195,3 +196,22 @@ def read_weights_file(path: str) -> dict[str, Tensor]:
             f"{path} holds neither a state dict nor a checkpoint of train.py: pass model.weights_path={expected}."
         )
     return content
+
+
+def check_input_fits(net: nn.Module, input_shape: tuple[int, ...], small_input_stem: bool) -> None:
+    """One sentence, not a traceback at the first step, when `net` shrinks an input of `input_shape` to nothing;
+    run on the meta device (shapes only, free even for VGG-16), in eval mode, leaving `net` as it was."""
+    tensors = {name: tensor.to("meta") for name, tensor in itertools.chain(net.named_parameters(), net.named_buffers())}
+    was_training = net.training
+    try:
+        with torch.no_grad():
+            functional_call(net.eval(), tensors, (torch.zeros(1, *input_shape, device="meta"),))
+    except RuntimeError as error:
+        reason = str(error).strip().splitlines()[0]
+        fix = "use larger images or another model"
+        if not small_input_stem:
+            fix = "set model.small_input_stem=true (a 3x3 stride-1 first convolution, for small images)"
+        shape = "x".join(map(str, input_shape))
+        raise UserError(f"{type(net).__name__} cannot process a {shape} input ({reason}): {fix}.") from error
+    finally:
+        net.train(was_training)
