@@ -1,4 +1,4 @@
-"""callbacks/stop_on_signal.py: a single process looks at its flag after every batch; DDP processes agree on
+"""callbacks/resume.py StopOnSignal: a single process looks at its flag after every batch; DDP processes agree on
 stopping (a collective that waits for the devices) only every check_every_n_steps steps, and then stop together.
 The signals themselves, through the real train.py, are in tests/test_resume.py."""
 
@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from callbacks.stop_on_signal import StopOnSignal, TrainingStopped
+from callbacks.resume import StopOnSignal, TrainingStopped
 from runs.config_check import check_config
 from tests.helpers.compose import compose_config
 from user_errors import UserError
