@@ -20,14 +20,10 @@ FINDERS = {
 
 
 def several_processes(trainer: DictConfig) -> bool:
-    """Whether these trainer settings start more than one process (devices -1, above 1, or a list of several)."""
-    devices = trainer.get("devices")
-    if isinstance(devices, str):
-        devices = devices.strip()
-        count = len(devices.split(",")) if "," in devices else int(devices) if devices.lstrip("-").isdigit() else 1
-    else:
-        count = devices if isinstance(devices, int) else 1 if devices is None else len(devices)
-    return count == -1 or count > 1 or (trainer.get("num_nodes") or 1) > 1
+    """Whether these trainer settings start more than one process: devices -1, above 1, or several ids ("0,1", [0, 1])."""
+    devices = str(trainer.get("devices")).strip()
+    several = devices == "-1" or "," in devices or (devices.isdigit() and int(devices) > 1)
+    return several or (trainer.get("num_nodes") or 1) > 1
 
 
 def check_finder(setting: str, cfg: DictConfig, ckpt_path: str | None) -> None:
