@@ -77,12 +77,8 @@ class TorchvisionNet(nn.Module):
                 )
             options = {"image_size": height}  # position embeddings for the dataset's image size
         self.model, self.head_lr = get_model(name, num_classes=num_classes, **options), head_lr
-        heads = [
-            path
-            for path, module in self.model.named_modules()
-            if isinstance(module, (nn.Linear, nn.Conv2d))
-            and getattr(module, "out_features", getattr(module, "out_channels", 0)) == num_classes
-        ]
+        outputs = lambda module: getattr(module, "out_features", getattr(module, "out_channels", None))  # noqa: E731
+        heads = [path for path, module in self.model.named_modules() if outputs(module) == num_classes]
         if not heads:
             raise UserError(
                 f"model.arch={arch} has no final Linear or Conv2d with {num_classes} outputs that this adapter could treat as its head; choose another architecture."
@@ -127,11 +123,8 @@ class TorchvisionNet(nn.Module):
             source[f"{stem}.weight"] = fit
             fitted = f"; {stem} loaded with its {weight.shape[1]} input channels fitted to {wanted[1]}"
         problems = [f"{key} missing" for key in target if key not in source and not key.startswith(fresh)]
-        problems += [
-            f"{key} has shape {tuple(value.shape)}, the network {tuple(target[key].shape)}"
-            for key, value in source.items()
-            if key in target and value.shape != target[key].shape
-        ]
+        shapes = lambda key: f"{key} has shape {tuple(source[key].shape)}, the network {tuple(target[key].shape)}"  # noqa: E731
+        problems += [shapes(key) for key in source if key in target and source[key].shape != target[key].shape]
         problems += [f"{key} unexpected" for key in sorted(source) if key not in target]
         if problems:
             raise UserError(
