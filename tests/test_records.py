@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from runs.hydra_callbacks import LOCK_FILE, lock_run_directory
+from runs.entry_points import LOCK_FILE, lock_run_directory
 from tests.helpers.commands import run_entry, start, wait_for
 from tests.helpers.tensorboard_events import read_scalars, read_scalars_as_shown
 

@@ -7,7 +7,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict, read_write
 
-from runs.run_dir import register_resolvers
+from runs.entry_points import register_resolvers
 from tests.helpers.commands import REPO
 
 CONF = REPO / "conf"
