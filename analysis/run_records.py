@@ -13,7 +13,7 @@ import yaml
 from user_errors import UserError
 
 TIMING_FILE = "timing.csv"  # callbacks/timing.py: a row per epoch ("0", "1", ...) and the run's ("all")
-STATUS_FILE = "status.json"  # runs/hydra_callbacks.py: how a job of a multirun ended
+STATUS_FILE = "status.json"  # runs/entry_points.py: how a job of a multirun ended
 RUNNING, COMPLETED, FAILED = "running", "completed", "failed"
 EVENTS = "events.out.tfevents.*"
 

@@ -491,7 +491,7 @@ def section_tiny_imagenet(report: Report) -> None:
     seconds = time.perf_counter() - started
     report.row(
         stage="decoded cache",
-        setting=f"{workers} processes (datamodules/decoded_cache.py)",
+        setting=f"{workers} processes (datamodules/tiny_imagenet.py)",
         images=images,
         seconds=seconds,
         images_per_s=images / seconds,

@@ -4,7 +4,7 @@
 
 Each model is trained by the real train.py (a subprocess, its own run directory under --out) with the
 recipe below, then tested on MNIST's test images (the heavy CNNs: a limited number of training steps and
-test images, as the table's recipe column says). Figures come from the run directory: parameters from layers.txt,
+test images, as the table's recipe column says). Figures come from the run directory: parameters from layers.txt (Lightning's summary),
 test top-1 from the TensorBoard events, training speed from the wall-clock times of the per-step loss
 events (training steps only: no start-up, validation or test). Seconds per epoch are 55,000 training
 images divided by that speed. Prints a Markdown table with the machine, date and load, and writes it
@@ -72,7 +72,7 @@ def train(model: str, data_dir: str, run_dir: Path) -> float:
 
 def figures(model: str, run_dir: Path, wall: float) -> dict[str, str]:
     report = (run_dir / "layers.txt").read_text()
-    params = re.search(r"^parameters: ([\d,]+)", report, re.MULTILINE).group(1)
+    params = re.search(r"^(\S+(?: [KMGT])?)\s+Total params", report, re.MULTILINE).group(1)  # Lightning's summary
     scalars = read_scalars(run_dir / "tensorboard")
     images_per_second = training_speed(scalars["train_step/loss"], [event.step for event in scalars["train/loss"]])
     trained_steps = scalars["train/loss"][-1].step + 1

@@ -72,7 +72,10 @@ def cached_datamodule(data_dir: Path, cache_dir: Path, batch_size: int, workers:
     print(
         f"decoded cache built: {decoded} images in {seconds:.1f} s, {decoded / seconds:.0f} images/s on {len(os.sched_getaffinity(0))} cores (once)"
     )
-    datamodule.trainer = SimpleNamespace(training=True)  # on_after_batch_transfer augments training batches only
+    # a stand-in trainer: training batches are augmented (on_after_batch_transfer), one process, on the CPU
+    datamodule.trainer = SimpleNamespace(
+        training=True, distributed_sampler_kwargs=None, strategy=SimpleNamespace(root_device=torch.device("cpu"))
+    )
     return datamodule
 
 

@@ -18,7 +18,7 @@ CYCLING_MOMENTUM = (torch.optim.lr_scheduler.OneCycleLR, torch.optim.lr_schedule
 
 class ImageClassifier(LightningModule):
     """Trains `net` (a config with `_target_`) on batches {"image", "label"}. The arguments are plain data, saved as
-    hyperparameters: rebuild a shared checkpoint with runs.evaluation, never load_from_checkpoint (it builds what the file names)."""
+    hyperparameters: rebuild a shared checkpoint with runs.build, never load_from_checkpoint (it builds what the file names)."""
 
     def __init__(
         self,

@@ -85,7 +85,7 @@ def _stopped_by_signal(error: Exception) -> tuple[int, str] | None:
         return None
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-    from callbacks.stop_on_signal import TrainingStopped
+    from callbacks.resume import TrainingStopped
 
     if isinstance(error, TrainingStopped):
         return error.signum, str(error)

@@ -204,7 +204,7 @@ def objective(settings: DictConfig, space: dict[str, Any]):
         except optuna.TrialPruned:
             raise
         except Exception as error:
-            from callbacks.stop_on_signal import TrainingStopped
+            from callbacks.resume import TrainingStopped
 
             if isinstance(error, TrainingStopped):  # the search stops with its message; the trial does not count
                 trial.set_user_attr(STOPPED, " ".join(str(error).split()))

@@ -1,4 +1,4 @@
-"""Which run directory name a launcher's environment gives (runs/run_dir.py), and the refusal of a multi-process
+"""Which run directory name a launcher's environment gives (runs/entry_points.py), and the refusal of a multi-process
 torchrun without --rdzv-id through train.py; fast: no training (tests/test_multinode.py trains on two "nodes")."""
 
 import pytest

@@ -19,7 +19,7 @@ ONE_EPOCH = [
     "trainer.max_epochs=1",
     "test=false",
 ]
-DIVERGING_LR = "1e9"  # the loss is NaN after a step or two: callbacks/finite_loss.py stops the job
+DIVERGING_LR = "1e9"  # the loss is NaN after a step or two: callbacks/checkpointing.py stops the job
 NAN_REASON = "The training loss became NaN or infinite at epoch 0"
 
 

@@ -18,7 +18,7 @@ ONE_EPOCH = [
 
 @pytest.fixture(scope="module")
 def sweep(mnist_dir, tmp_path_factory):
-    """optimizer.lr=0.05 trains, optimizer.lr=1e9 diverges (callbacks/finite_loss.py fails the job)."""
+    """optimizer.lr=0.05 trains, optimizer.lr=1e9 diverges (callbacks/checkpointing.py fails the job)."""
     log_dir = tmp_path_factory.mktemp("logs")
     run_entry(
         "train.py",

@@ -17,7 +17,7 @@ def compose_config(overrides: list[str], output_dir: Path, config_name: str = "t
     """The composed config with `${hydra:...}` resolvable, output going to `output_dir`."""
     register_resolvers()
     GlobalHydra.instance().clear()
-    # left initialized, as @hydra.main leaves it: rebuilding from a checkpoint composes conf/ again (runs/evaluation.py)
+    # left initialized, as @hydra.main leaves it: rebuilding from a checkpoint composes conf/ again (runs/build.py)
     initialize_config_dir(config_dir=str(CONF), version_base="1.3")
     cfg = compose(
         config_name=config_name, overrides=[f"hydra.run.dir={output_dir}", *overrides], return_hydra_config=True
