@@ -759,6 +759,6 @@ def test_the_cpu_recipe_as_typed_trains_resnet18_with_the_imagenet_stem(pristine
     assert config.model.small_input_stem is False and config.model.arch == "resnet18"
     assert (config.data.batch_size, config.optimizer.lr, config.trainer.accelerator) == (128, 0.05, "cpu")
     maxpool = next(line for line in (run / "layers.txt").read_text().splitlines() if "model.maxpool " in line)
-    assert "[1, 64, 16, 16]" in maxpool  # the ImageNet stem: 64x64 images are 16x16 after it
+    assert "[2, 64, 16, 16]" in maxpool  # the ImageNet stem: 64x64 images are 16x16 after it (two example images)
     assert (run / "checkpoints" / "last.ckpt").is_file()
     assert len(read_scalars(run / "tensorboard")["val/top1"]) == 2
