@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from hydra._internal.callbacks import Callbacks
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -106,8 +107,7 @@ def check_settings(cfg: DictConfig) -> dict[str, Any]:
 
 
 def distribution(override: Any) -> tuple[str, dict[str, Any]] | str:
-    """Hydra's sweep syntax as (Optuna's suggest_<kind>, its arguments), as hydra-optuna-sweeper read it; a plain
-    value is an override of every trial."""
+    """Hydra's sweep syntax as (Optuna's suggest_<kind>, its arguments), as hydra-optuna-sweeper read it, or a plain value."""
     if not override.is_sweep_override():
         return override.get_value_element_as_str()
     value = override.value()
@@ -158,6 +158,8 @@ def open_study(settings: DictConfig) -> optuna.Study:
 
 def objective(settings: DictConfig, space: dict[str, Any]):
     """One trial: its values as overrides of the worker's command line, composed and run as a run of train.py."""
+    from callbacks.resume import TrainingStopped
+
     hydra, loader = HydraConfig.get(), GlobalHydra.instance().config_loader()
     worker_logging = (hydra.job_logging, hydra.verbose)
     task = [o for o in hydra.overrides.task if o.lstrip("+~").split("=", 1)[0] not in space]  # the trial's replace them
@@ -192,7 +194,7 @@ def objective(settings: DictConfig, space: dict[str, Any]):
                 config=config,
                 job_dir_key="hydra.run.dir",
                 job_subdir_key=None,
-                hydra_context=HydraContext(config_loader=loader, callbacks=JobCallbacks(config)),
+                hydra_context=HydraContext(config_loader=loader, callbacks=Callbacks(config)),
             )
         except (KeyboardInterrupt, SystemExit):  # Ctrl-C outside training, or Lightning's exit on a signal in testing
             trial.set_user_attr(STOPPED, "interrupted outside training")
@@ -201,14 +203,11 @@ def objective(settings: DictConfig, space: dict[str, Any]):
             configure_log(*worker_logging)  # back to search.log after the trial's train.log
         try:
             metrics = job.return_value  # raises a failed job's exception
-        except optuna.TrialPruned:
-            raise
-        except Exception as error:
-            from callbacks.resume import TrainingStopped
-
+        except (optuna.TrialPruned, TrainingStopped) as error:
             if isinstance(error, TrainingStopped):  # the search stops with its message; the trial does not count
                 trial.set_user_attr(STOPPED, " ".join(str(error).split()))
-                raise
+            raise
+        except Exception as error:
             if not isinstance(error, UserError):
                 log.error(f"Trial {trial.number} failed", exc_info=error)  # a bug: its traceback, as a run shows it
             reason = failure_reason(error)
@@ -235,21 +234,6 @@ def train_trial(cfg: DictConfig, trial: optuna.Trial, report: str) -> dict[str, 
     return train(cfg, [PyTorchLightningPruningCallback(trial, monitor=report)])
 
 
-class JobCallbacks:
-    """A trial's hydra.callbacks around its job, as Hydra's launchers call them (Hydra's own collection is internal)."""
-
-    def __init__(self, config: DictConfig):
-        self.callbacks = [instantiate(callback) for callback in (config.hydra.get("callbacks") or {}).values()]
-
-    def on_job_start(self, **kwargs: Any) -> None:
-        for callback in self.callbacks:
-            callback.on_job_start(**kwargs)
-
-    def on_job_end(self, **kwargs: Any) -> None:
-        for callback in reversed(self.callbacks):
-            callback.on_job_end(**kwargs)
-
-
 def write_summary(study: optuna.Study, settings: DictConfig) -> Path:
     """summary.md and summary.csv in the study's folder: every trial of every worker, and the best."""
     rows = []
@@ -272,9 +256,7 @@ def write_summary(study: optuna.Study, settings: DictConfig) -> Path:
             }
         )
     columns = list(dict.fromkeys(key for row in rows for key in row)) or ["trial", "state", "value"]
-    counts = {
-        state: sum(row["state"] == state for row in rows) for state in ("complete", "pruned", "failed", "running")
-    }
+    counts = {s: sum(row["state"] == s for row in rows) for s in ("complete", "pruned", "failed", "running")}
     lines = [
         f"# Study {study.study_name}",
         "",
@@ -297,7 +279,6 @@ def write_summary(study: optuna.Study, settings: DictConfig) -> Path:
     writer.writeheader()
     writer.writerows(rows)
     folder = Path(settings.dir)
-    folder.mkdir(parents=True, exist_ok=True)
     for name, text in (("summary.csv", table.getvalue()), ("summary.md", "\n".join(lines) + "\n")):
         partial = folder / f".{name}.{os.getpid()}.partial"  # replaced whole: another worker never reads half a file
         partial.write_text(text)
