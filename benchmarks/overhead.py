@@ -54,9 +54,8 @@ from benchmarks.runs import (
     timed_run,
     train_py_overrides,
 )
-from datamodules.base import already_collated
+from datamodules.base import Batches, EpochShuffleSampler, already_collated
 from datamodules.mnist import MNISTDataModule
-from datamodules.resumable_loader import Batches, EpochShuffleSampler
 from lightning_modules.nets.lenet import LeNet5
 
 VARIANTS = ("plain", "lightning", "train.py")

@@ -1,14 +1,16 @@
-"""What every image DataModule shares: splits held as uint8 arrays, the choice of what validates, loaders, normalisation."""
+"""What every image DataModule shares: splits held as uint8 arrays, folds, resumable loaders, normalisation."""
 
 import logging
-from collections.abc import Callable, Sequence
+import math
+import warnings
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
 from lightning import LightningDataModule
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from torchdata.stateful_dataloader import StatefulDataLoader
 
-from datamodules.resumable_loader import EpochShuffleSampler, ResumableDataLoader
 from user_errors import UserError
 
 log = logging.getLogger(__name__)
@@ -23,9 +25,8 @@ class ArrayImageDataset(Dataset):
     def to(self, device: torch.device) -> "ArrayImageDataset":
         if isinstance(self.images, np.ndarray):  # a memory-mapped cache: read whole
             self.images = torch.from_numpy(np.ascontiguousarray(self.images))
-        self.images = self.images.to(device)
+        self.images, self.source_index = self.images.to(device), self.source_index.to(device)
         self.labels = self.labels.to(device) if self.labels is not None else None
-        self.source_index = self.source_index.to(device)
         return self
 
     def take(self, positions: torch.Tensor) -> "ArrayImageDataset":
@@ -35,7 +36,7 @@ class ArrayImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.source_index)
 
-    def __getitems__(self, positions: Sequence[int] | torch.Tensor) -> dict[str, torch.Tensor]:
+    def __getitems__(self, positions) -> dict[str, torch.Tensor]:
         positions = torch.as_tensor(positions, dtype=torch.long)
         if isinstance(self.images, np.ndarray):  # a memory-mapped cache: reads only these rows
             images = torch.from_numpy(self.images[positions.numpy()])
@@ -63,21 +64,20 @@ class FoldSubset(Subset):
     def source_index(self) -> torch.Tensor:
         return self.dataset.source_index[self.indices]
 
-    def __getitems__(self, positions: Sequence[int]) -> dict[str, torch.Tensor]:
+    def __getitems__(self, positions) -> dict[str, torch.Tensor]:
         return self.dataset.__getitems__(self.indices[torch.as_tensor(positions, dtype=torch.long)])
 
 
 def check_fold_settings(num_folds: int | None, fold: int) -> None:
-    if num_folds is None:
-        if fold != 0:  # otherwise every "fold" of a sweep would silently train the same split
-            raise UserError(
-                f"data.fold={fold} needs data.num_folds, the number of folds: e.g. data.num_folds=5 data.fold={fold}."
-            )
-    elif num_folds < 2:
+    if num_folds is None and fold != 0:  # otherwise every "fold" of a sweep would silently train the same split
+        raise UserError(
+            f"data.fold={fold} needs data.num_folds, the number of folds: e.g. data.num_folds=5 data.fold={fold}."
+        )
+    if num_folds is not None and num_folds < 2:
         raise UserError(
             f"data.num_folds must be at least 2 (train on K-1 folds, validate on one), got {num_folds}; data.num_folds=null keeps the single seeded validation split."
         )
-    elif not 0 <= fold < num_folds:
+    if num_folds is not None and not 0 <= fold < num_folds:
         raise UserError(
             f"data.fold must be between 0 and {num_folds - 1} (data.num_folds={num_folds} folds, counted from 0), got {fold}."
         )
@@ -102,6 +102,62 @@ def fold_positions(labels: torch.Tensor, num_folds: int, fold: int, seed: int) -
     return torch.nonzero(folds != fold).flatten(), torch.nonzero(folds == fold).flatten()
 
 
+class EpochShuffleSampler(DistributedSampler):
+    """DistributedSampler's order, sharding and padding (so Lightning uses it under DDP as it is), cut into index
+    tensors of `batch_size` on `device`: a list of ints per batch would be copied to a GPU from pageable memory,
+    waiting for its queued work at every step. Its state is (epoch, batches served): a resumed epoch skips what was
+    served, another epoch (a checkpoint after an epoch's last batch) skips nothing."""
+
+    def __init__(self, size: int, seed: int, batch_size: int, num_replicas: int = 1, rank: int = 0, device=None):
+        super().__init__(range(size), num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        self.batch_size, self.device = batch_size, device
+        self._served = self._resume = {"epoch": -1, "served": 0}
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        order = torch.from_numpy(np.fromiter(super().__iter__(), dtype=np.int64)).to(self.device)
+        start = self._resume["served"] if self._resume["epoch"] == self.epoch else 0
+        self._served, self._resume = {"epoch": self.epoch, "served": start}, {"epoch": -1, "served": 0}
+        for batch in order[start * self.batch_size :].split(self.batch_size):
+            self._served["served"] += 1
+            yield batch
+
+    def __len__(self) -> int:
+        return math.ceil(self.num_samples / self.batch_size)
+
+    def state_dict(self) -> dict[str, int]:
+        return dict(self._resume if self._resume["epoch"] >= 0 else self._served)  # a resume not yet begun: its place
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._resume = dict(state)
+
+
+class Batches(Dataset):
+    """`dataset` indexed a batch at a time: item `positions` is `dataset.__getitems__(positions)`."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, positions: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.dataset.__getitems__(positions)
+
+
+class ResumableDataLoader(StatefulDataLoader):
+    """torchdata's loader, whose place Lightning saves in every checkpoint, over `sampler`'s batches; `generator`
+    keeps the worker seeds off the global generator."""
+
+    def __init__(self, dataset: Dataset, sampler: EpochShuffleSampler, **kwargs):
+        with warnings.catch_warnings():  # torchdata 0.11 calls torch's deprecated set_vital
+            warnings.filterwarnings("ignore", message="'set_vital' is deprecated")
+            super().__init__(Batches(dataset), sampler=sampler, batch_size=None, generator=torch.Generator(), **kwargs)
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        # lazily: workers would start drawing the epoch's batches before Lightning has set the epoch
+        yield from super().__iter__()
+
+
 class ImageDataModule(LightningDataModule):
     """Serves batches {"image": uint8 (B,C,H,W), "label", "index"}; float conversion, normalisation and augmentation
     run on whole batches on the device. A subclass sets input_shape, num_classes, mean, std, class_names and read_splits."""
@@ -117,23 +173,19 @@ class ImageDataModule(LightningDataModule):
         batch_size: int = 128,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
-        pin_memory: bool | None = None,
+        pin_memory: bool | None = None,  # None: when training on a GPU
         augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
         val_size: int = 5000,
         num_folds: int | None = None,
         fold: int = 0,
         split_seed: int = 0,
-        on_device: bool = False,
+        on_device: bool = False,  # on a GPU, hold each split there whole and cut batches there
     ):
         super().__init__()
         check_fold_settings(num_folds, fold)
         self.num_folds, self.fold, self.split_seed, self.val_size = num_folds, fold, split_seed, val_size
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
-        self.num_workers = num_workers
-        self.pin_memory = pin_memory  # None: when training on a GPU
-        self.on_device = on_device  # on a GPU, hold each split there whole and cut batches there
-        self.augment = augment
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
+        self.num_workers, self.pin_memory, self.on_device, self.augment = num_workers, pin_memory, on_device, augment
         # the training order's seed, drawn from the run's seeded generator: the same `seed` gives the same order
         self.shuffle_seed = int(torch.randint(2**31, ()))
         self.train_set = self.val_set = self.test_set = None
@@ -167,15 +219,14 @@ class ImageDataModule(LightningDataModule):
             return  # set up by an earlier stage
         train, val, test = self.read_splits(stage)
         if self.num_folds and train is not None:
-            train, val = self.cross_validation_split(train)
+            positions = fold_positions(train.labels, self.num_folds, self.fold, self.split_seed)
+            log.info(
+                f"Fold {self.fold} of {self.num_folds}: training on {len(positions[0])} images, validating on {len(positions[1])}"
+            )
+            train, val = (FoldSubset(train, part) for part in positions)
         elif val is None and train is not None:
             train, val = self.carve_val_set(train)
         self.train_set, self.val_set, self.test_set = train, val, test
-
-    def cross_validation_split(self, train_set: Dataset) -> tuple[Dataset, Dataset]:
-        train, val = fold_positions(train_set.labels, self.num_folds, self.fold, self.split_seed)
-        log.info(f"Fold {self.fold} of {self.num_folds}: training on {len(train)} images, validating on {len(val)}")
-        return FoldSubset(train_set, train), FoldSubset(train_set, val)
 
     def carve_val_set(self, train_set: ArrayImageDataset) -> tuple[ArrayImageDataset, ArrayImageDataset]:
         if not 0 < self.val_size < len(train_set):
@@ -186,15 +237,14 @@ class ImageDataModule(LightningDataModule):
         return train_set.take(order[self.val_size :]), train_set.take(order[: self.val_size].sort().values)
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled by epoch and resumable mid-epoch (datamodules/resumable_loader.py)."""
         sharding = (
             self.trainer.distributed_sampler_kwargs if self.trainer else None
         ) or {}  # DDP: this process's share
-        train_set = self._placed(self.train_set)
+        train_set, options = self._placed(self.train_set)
         # the batches' positions are cut where the images are: on the GPU when they were placed there
-        device = train_set.images.device if self._is_on_gpu(train_set) else None
+        device = train_set.images.device if self._on_gpu(train_set) else None
         sampler = EpochShuffleSampler(len(train_set), self.shuffle_seed, self.batch_size, device=device, **sharding)
-        return ResumableDataLoader(train_set, sampler=sampler, **self._loader_options(train_set))
+        return ResumableDataLoader(train_set, sampler=sampler, **options)
 
     def val_dataloader(self) -> DataLoader:
         return self._evaluation_loader(self.val_set)
@@ -206,42 +256,29 @@ class ImageDataModule(LightningDataModule):
         return self._evaluation_loader(self.dataset(self.predict_split))
 
     def _evaluation_loader(self, dataset: Dataset) -> DataLoader:
-        dataset = self._placed(dataset)
-        return DataLoader(dataset, batch_size=self.eval_batch_size, **self._loader_options(dataset))
-
-    def _training_device(self) -> torch.device:
-        return self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
-
-    def _placed(self, dataset: Dataset) -> Dataset:
-        """The dataset, moved whole to the training GPU once when `on_device` asks for it (in-memory arrays only)."""
-        if self.on_device and self._training_device().type == "cuda" and isinstance(dataset, ArrayImageDataset):
-            dataset.to(self._training_device())
-        return dataset
+        dataset, options = self._placed(dataset)
+        return DataLoader(dataset, batch_size=self.eval_batch_size, **options)
 
     @staticmethod
-    def _is_on_gpu(dataset: Dataset) -> bool:
-        return (
-            isinstance(dataset, ArrayImageDataset)
-            and isinstance(dataset.images, torch.Tensor)
-            and dataset.images.is_cuda
-        )
+    def _on_gpu(dataset: Dataset) -> bool:
+        return isinstance(getattr(dataset, "images", None), torch.Tensor) and dataset.images.is_cuda
 
-    def _loader_options(self, dataset: Dataset) -> dict:
-        on_device = self._is_on_gpu(dataset)  # batches cut on the GPU: nothing to pin, no workers (CUDA does not fork)
-        num_workers = 0 if on_device else self.num_workers
-        pin_memory = self._training_device().type == "cuda" if self.pin_memory is None else self.pin_memory
-        return dict(
-            num_workers=num_workers,
-            pin_memory=pin_memory and not on_device,
-            persistent_workers=num_workers > 0,
-            collate_fn=already_collated,
-        )
+    def _placed(self, dataset: Dataset) -> tuple[Dataset, dict]:
+        """The dataset, moved whole to the training GPU once when `on_device` asks for it, and its loader's options:
+        batches cut on the GPU have nothing to pin and no workers (CUDA does not fork)."""
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        if self.on_device and device.type == "cuda" and isinstance(dataset, ArrayImageDataset):
+            dataset.to(device)
+        on_gpu = self._on_gpu(dataset)
+        num_workers = 0 if on_gpu else self.num_workers
+        pin_memory = (device.type == "cuda" if self.pin_memory is None else self.pin_memory) and not on_gpu
+        options = dict(num_workers=num_workers, pin_memory=pin_memory, persistent_workers=num_workers > 0)
+        return dataset, {**options, "collate_fn": already_collated}
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (B,C,H,W) -> float, normalised with the dataset's mean and std: one multiply-add on a copy."""
         if images.device not in self._normalizations:
-            mean = torch.tensor(self.mean, device=images.device).view(1, -1, 1, 1)
-            std = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1)
+            mean, std = (torch.tensor(v, device=images.device).view(1, -1, 1, 1) for v in (self.mean, self.std))
             self._normalizations[images.device] = (1.0 / (255.0 * std), -mean / std)
         scale, shift = self._normalizations[images.device]
         return images.to(torch.float32, copy=True).mul_(scale).add_(shift)

@@ -5,8 +5,7 @@ import pytest
 import torch
 from torch.utils.data import DistributedSampler
 
-from datamodules.base import ArrayImageDataset
-from datamodules.resumable_loader import EpochShuffleSampler, ResumableDataLoader
+from datamodules.base import ArrayImageDataset, EpochShuffleSampler, ResumableDataLoader
 
 
 @pytest.mark.parametrize(("size", "replicas", "batch_size"), [(1000, 1, 128), (1001, 3, 10), (5, 4, 2), (7, 3, 1)])
