@@ -7,7 +7,7 @@ from hydra.utils import instantiate
 from lightning import LightningModule
 from torch import nn
 from torch.nn import functional as F
-from torchmetrics import MeanMetric, Metric, MetricCollection
+from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from user_errors import UserError
@@ -17,8 +17,7 @@ CYCLING_MOMENTUM = (torch.optim.lr_scheduler.OneCycleLR, torch.optim.lr_schedule
 
 
 class ImageClassifier(LightningModule):
-    """Trains `net` (a config with `_target_`) on batches {"image", "label"}. The arguments are plain data, saved as
-    hyperparameters: rebuild a shared checkpoint with runs.build, never load_from_checkpoint (it builds what the file names)."""
+    """Trains `net` on batches {"image", "label"}; rebuild a checkpoint with runs.build, never load_from_checkpoint."""
 
     def __init__(
         self,
@@ -47,26 +46,23 @@ class ImageClassifier(LightningModule):
 
     @property
     def lr(self) -> float:
-        """optimizer.lr: the attribute Lightning's learning-rate finder reads and sets."""
+        """optimizer.lr in the hyperparameters (checkpoints keep it), which Lightning's learning-rate finder sets."""
         return self.hparams.optimizer["lr"]
 
     @lr.setter
     def lr(self, value: float) -> None:
-        # in the hyperparameters, so checkpoints (and a resume) keep the learning rate trained with
         previous, self.hparams.optimizer["lr"] = self.hparams.optimizer["lr"], value
         scheduler = (self.hparams.scheduler or {}).get("scheduler") or {}
         if scheduler.get("max_lr") == previous:  # OneCycle's peak follows optimizer.lr (conf/scheduler/onecycle.yaml)
             scheduler["max_lr"] = value
 
     def reset_metrics(self) -> None:
-        """Empties the epoch metrics: steps outside training proper (the finders') must not count."""
-        for metric in self.modules():
-            if isinstance(metric, Metric):
-                metric.reset()
+        """Empties the epoch metrics: the finders' steps must not count."""
+        for metrics in (self.train_metrics, self.val_metrics, self.test_metrics):
+            metrics.reset()
 
     def setup(self, stage: str) -> None:
-        # the device is known here, before Lightning moves the module there (keeping memory formats); no Lightning
-        # option sets channels-last, and Module.compile keeps parameter names (checkpoints those of the plain network)
+        # the device is known here; no Lightning option sets channels-last; Module.compile keeps parameter names
         if self.hparams.channels_last is None:
             self._channels_last = self.trainer.strategy.root_device.type == "cuda"
         if self._channels_last:
@@ -87,7 +83,6 @@ class ImageClassifier(LightningModule):
         # the batch's mean loss once per sample: the epoch's loss is a mean over samples, as in evaluation
         self.train_metrics.update(preds=logits.detach(), target=labels, value=loss.detach().expand(len(labels)))
         step_top1 = (logits.detach().argmax(dim=1) == labels).float().mean()
-        # written to the loggers every trainer.log_every_n_steps steps
         self.log_dict({"train_step/loss": loss.detach(), "train_step/top1": step_top1}, on_epoch=False, prog_bar=True)
         return loss
 
@@ -101,7 +96,7 @@ class ImageClassifier(LightningModule):
         return {"logits": self(batch["image"])}
 
     def _evaluate(self, batch: dict[str, torch.Tensor], metrics: MetricCollection) -> dict[str, torch.Tensor]:
-        """Updates the epoch metrics; returns each sample's logits and loss for the callbacks (prediction files, figures)."""
+        """Each sample's logits and loss, for the callbacks (prediction files, figures)."""
         logits, labels = self(batch["image"]), batch["label"]
         losses = F.cross_entropy(logits, labels, reduction="none", label_smoothing=self.loss_fn.label_smoothing)
         metrics.update(preds=logits, target=labels, value=losses)
@@ -117,46 +112,37 @@ class ImageClassifier(LightningModule):
         self._log_epoch(self.test_metrics)
 
     def _log_epoch(self, metrics: MetricCollection, prog_bar: bool = False) -> None:
-        # computed once per epoch (summed across DDP processes), logged as the same value on every process (sync_dist
-        # only keeps Lightning from warning that epoch values are not synced)
+        # computed once per epoch across DDP processes; sync_dist only silences Lightning's warning
         values = metrics.compute()
         metrics.reset()
         self.log_dict(values, on_step=False, on_epoch=True, prog_bar=prog_bar, sync_dist=True)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        # a network may offer parameter groups (its head with its own learning rate, frozen layers left out);
-        # _partial_: Hydra would turn the groups' dicts into DictConfigs, which torch.optim does not take
+        # _partial_: Hydra would turn the parameter groups' dicts into DictConfigs, which torch.optim does not take
         params = self.net.parameter_groups() if hasattr(self.net, "parameter_groups") else self.parameters()
         optimizer = instantiate({**self.hparams.optimizer, "lr": self.lr}, _partial_=True)(params)
         config = self.hparams.scheduler
         if not config:
-            return {"optimizer": optimizer}
+            return optimizer
         factory, interval, filled = instantiate(config["scheduler"]), config.get("interval", "epoch"), {}
         # conf/scheduler/*.yaml names the argument that measures the run (T_max, total_steps), known only now
         run_length = config.get("run_length")
         if run_length and factory.keywords.get(run_length) is None:
-            filled[run_length] = (
-                self.trainer.estimated_stepping_batches if interval == "step" else self.trainer.max_epochs
-            )
-        if "max_lr" in factory.keywords and len(optimizer.param_groups) > 1:
-            # each group's peak keeps its ratio to the base learning rate (one max_lr would erase the groups' own)
+            trainer = self.trainer
+            filled[run_length] = trainer.estimated_stepping_batches if interval == "step" else trainer.max_epochs
+        if "max_lr" in factory.keywords and len(optimizer.param_groups) > 1:  # each group's peak keeps its ratio
             base = optimizer.defaults["lr"]
             filled["max_lr"] = [factory.keywords["max_lr"] * group["lr"] / base for group in optimizer.param_groups]
         momentum = optimizer.defaults.get("momentum", 0) > 0 or "betas" in optimizer.defaults
         if factory.func in CYCLING_MOMENTUM and not momentum:
             filled["cycle_momentum"] = False  # it would add momentum (or fail, for Adagrad)
-        scheduler = factory(optimizer, **filled)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": interval, "name": "train/lr"},
-        }
+        scheduler = {"scheduler": factory(optimizer, **filled), "interval": interval, "name": "train/lr"}
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
 
 def epoch_metrics(num_classes: int, stage: str) -> MetricCollection:
-    """<stage>/loss, the mean over samples, and <stage>/top1, top5: the fraction of samples whose label is the
-    prediction, or among the five best."""
-    # validate_args=False: its label check waits for the device every batch (a bad label fails the loss anyway);
-    # nan_strategy="disable": a NaN loss (a diverged epoch) shows, and no update waits for the device to look for one;
+    """<stage>/loss (the mean over samples), <stage>/top1 and top5."""
+    # validate_args=False and nan_strategy="disable": no update waits for the device (a NaN loss shows);
     # compute_groups=False: torchmetrics would merge top-1 and top-5 into one state if their first counts agreed
     top = {"top1": 1, "top5": min(5, num_classes)}
     accuracy = {
