@@ -18,10 +18,7 @@ register_resolvers()  # conf/hydra/default.yaml uses ${run_dir:...}
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="search")
 def main(cfg: DictConfig) -> None:
-    with (
-        exit_on_user_error(),
-        discarded_if_nothing_was_trained(cfg.paths.output_dir),
-    ):  # a refused start leaves no folder
+    with exit_on_user_error(), discarded_if_nothing_was_trained(cfg.paths.output_dir):
         from runs.search import run_search
 
         run_search(cfg)

@@ -1,7 +1,5 @@
-"""Any torchvision classifier (`torchvision.models.list_models(module=torchvision.models)`) shaped for the dataset:
-torchvision builds it for the classes, the stem (first Conv2d) is rebuilt for the images' channels (and as a 3x3
-stride-1 convolution for small images), and weights for fine-tuning are copied in, all but the head (the last Linear
-or Conv2d with the class count). Custom: torchvision's builders take neither other channels nor small images."""
+"""Any torchvision classifier, its stem (first Conv2d) rebuilt for the images' channels or small images, and weights
+copied in all but the head. Custom: torchvision's builders take neither other channels nor small images."""
 
 import difflib
 import itertools
@@ -23,8 +21,7 @@ from user_errors import UserError
 
 log = logging.getLogger(__name__)
 SMALL_STEM = {"kernel_size": (3, 3), "stride": (1, 1), "padding": (1, 1)}
-# the small stem also drops the first max-pool of stems that halve the image twice (and of VGG, whose five pools
-# leave nothing of 28x28), so the image stays 4x larger as with AlexNet's 3x3 stride-1 stem
+# the small stem also drops the first max-pool of these (VGG's five pools leave nothing of 28x28)
 DROPS_POOL = ("vgg", "resnet", "wide_resnet", "resnext", "densenet", "googlenet")
 # without auxiliary classifiers: forward returns the logits alone, in training too
 WITHOUT_AUX = {"googlenet", "inception_v3"}
@@ -51,9 +48,7 @@ class TorchvisionNet(nn.Module):
         names, (channels, height, width) = list_models(module=torchvision.models), input_shape
         if arch not in names:
             close = difflib.get_close_matches(arch, names, n=5, cutoff=0.5)
-            hint = (
-                "did you mean " + " or ".join(close) + "?" if close else "see list_models(module=torchvision.models)."
-            )
+            hint = f"did you mean {' or '.join(close)}?" if close else "see list_models(module=torchvision.models)."
             raise UserError(f"model.arch={arch} is not a torchvision image classification model: {hint}")
         if batch_norm and f"{arch}_bn" not in names:
             with_bn = sorted(name.removesuffix("_bn") for name in names if name.endswith("_bn"))
@@ -109,8 +104,7 @@ class TorchvisionNet(nn.Module):
             self._load(read_weights_file(weights_path), str(weights_path), stem_name, small, freeze_backbone)
 
     def _load(self, source: dict[str, Tensor], origin: str, stem: str, small: bool, freeze: bool) -> None:
-        """Copies `source` in, all but the head (and a small stem it does not fit); a grey stem from RGB weights sums
-        their colour filters (a grey image then gives what RGB gives for it in all channels), RGB from grey spreads them."""
+        """`source` copied in but the head (and a small stem); a grey stem sums RGB filters, an RGB one spreads grey."""
         target, fitted = self.model.state_dict(), ""
         weight, wanted = source.get(f"{stem}.weight"), target[f"{stem}.weight"].shape
         new_stem = weight is not None and small and weight.shape[2:] != wanted[2:]
@@ -192,10 +186,8 @@ def read_weights_file(path: str) -> dict[str, Tensor]:
 
 
 def check_input_fits(net: nn.Module, input_shape: tuple[int, ...], small_input_stem: bool) -> None:
-    """One sentence, not a traceback at the first step, when `net` shrinks an input of `input_shape` to nothing;
-    run on the meta device (shapes only, free even for VGG-16), in eval mode, leaving `net` as it was."""
+    """One sentence, not a traceback at the first step, when `net` shrinks `input_shape` to nothing (on the meta device)."""
     tensors = {name: tensor.to("meta") for name, tensor in itertools.chain(net.named_parameters(), net.named_buffers())}
-    was_training = net.training
     try:
         with torch.no_grad():
             functional_call(net.eval(), tensors, (torch.zeros(1, *input_shape, device="meta"),))
@@ -207,4 +199,4 @@ def check_input_fits(net: nn.Module, input_shape: tuple[int, ...], small_input_s
         shape = "x".join(map(str, input_shape))
         raise UserError(f"{type(net).__name__} cannot process a {shape} input ({reason}): {fix}.") from error
     finally:
-        net.train(was_training)
+        net.train()  # a network under construction
