@@ -1,8 +1,6 @@
 """Evaluate a checkpoint of train.py: python eval.py ckpt_path=PATH [splits=[val,test]] [data.batch_size=...]
 
-The model and data are rebuilt from this installation's conf/ with the experiment the checkpoint records (docs/trust.md);
-overrides given here apply on top, and the data is read from this command's data folder (data.data_dir).
-Writes metrics.json and, for each split, a per-sample prediction file (predictions/<split>-epochNNN.csv).
+Model and data are rebuilt from this conf/ and the checkpoint's recorded choices (docs/trust.md), overrides on top.
 """
 
 import hydra

@@ -1,8 +1,6 @@
 """Train a network: python train.py [model=lenet] [data=mnist] [optimizer=adam] [trainer.max_epochs=5] ...
 
-Everything the run writes goes into one run directory; `ckpt_path=PATH` continues from a checkpoint in a new one,
-`resume=true` continues the latest run of the same experiment in its own. Only Hydra is imported before it has
-composed: help, `--cfg`, completion and a mistyped value answer without torch or Lightning.
+Only Hydra is imported until it has composed: help, `--cfg`, completion and a mistyped value answer without torch.
 """
 
 import math

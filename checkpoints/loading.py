@@ -1,9 +1,4 @@
-"""Checkpoints of train.py as data: read without executing anything stored in them, and written atomically.
-
-A checkpoint holds weights and states (read with weights_only=True) and a record of its experiment (the options chosen
-from conf/ and the overrides) that runs/build.py composes with this installation's conf/; nothing in it names a class
-to build or a place to read, write or download (docs/trust.md).
-"""
+"""Checkpoints as data: read with weights_only=True, naming no code or places (docs/trust.md); written atomically."""
 
 import errno
 import os
@@ -21,22 +16,19 @@ from torch.nn import Module
 
 from user_errors import UserError
 
-# where callbacks/checkpointing.py stores, in every checkpoint of train.py, the composed config (a record, never
-# built from) and the experiment (choices and overrides, composed again with this installation's conf/)
+# callbacks/checkpointing.py stores the composed config (never built from) and the experiment (conf/ choices, overrides)
 RUN_CONFIG_KEY = "run_config"
 EXPERIMENT_KEY = "experiment"
 
 
 def is_experiment_record(record: Any) -> bool:
     """{"choices": {group: option or None}, "overrides": [override, ...]}: what a file may say about its experiment."""
+    choices, overrides = (record.get("choices"), record.get("overrides")) if isinstance(record, dict) else (None, None)
     return (
-        isinstance(record, dict)
-        and isinstance(record.get("choices"), dict)
-        and all(
-            isinstance(key, str) and isinstance(value, (str, type(None))) for key, value in record["choices"].items()
-        )
-        and isinstance(record.get("overrides"), list)
-        and all(isinstance(override, str) for override in record["overrides"])
+        isinstance(choices, dict)
+        and isinstance(overrides, list)
+        and all(isinstance(key, str) and isinstance(value, (str, type(None))) for key, value in choices.items())
+        and all(isinstance(override, str) for override in overrides)
     )
 
 
@@ -48,8 +40,6 @@ def read_weights_only(path: str | Path, setting: str, expected: str, mmap: bool 
     if not path.is_file():
         raise UserError(f"No checkpoint file at {path}: pass {setting}={expected}.")
     not_a_checkpoint = f"{path} is truncated or not a PyTorch checkpoint; pass {setting}={expected}."
-    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; a cut-off one lacks its directory
-        raise UserError(not_a_checkpoint)
     try:
         with zipfile.ZipFile(path) as archive:  # every member's CRC: torch.load would read flipped bytes as weights
             damaged = archive.testzip()
@@ -77,10 +67,7 @@ def load_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
     well_formed = (
         isinstance(checkpoint, dict)
         and isinstance(checkpoint.get("state_dict"), dict)
-        and all(
-            isinstance(name, str) and isinstance(value, torch.Tensor)
-            for name, value in checkpoint["state_dict"].items()
-        )
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in checkpoint["state_dict"].items())
         and isinstance(checkpoint.get("epoch"), int)
         and isinstance(checkpoint.get(RUN_CONFIG_KEY), dict)
         and is_experiment_record(checkpoint.get(EXPERIMENT_KEY))
@@ -116,8 +103,7 @@ def load_weights(module: Module, checkpoint: dict[str, Any], path: str | Path) -
 
 
 def check_resumable(choices: dict[str, Any], module: Module, checkpoint: dict[str, Any], path: str | Path) -> None:
-    """Refuse to continue a checkpoint with another network or dataset than this run's (`choices`: its options of
-    conf/); its weights are loaded once, by Lightning's fit."""
+    """Refuse to continue a checkpoint of another network or dataset than this run's conf/ `choices`."""
     advice = "resume it with the model and data it was trained with (leave out model=/data= overrides), or start a new run without ckpt_path"
     stored = checkpoint[EXPERIMENT_KEY]["choices"]
     for group in ("model", "data"):
@@ -129,7 +115,6 @@ def check_resumable(choices: dict[str, Any], module: Module, checkpoint: dict[st
 
 
 def temporary_files_of(path: Path) -> list[Path]:
-    """Temporary files left beside `path` by writes that were killed before their rename."""
     return sorted(path.parent.glob(f".{path.name}.*.tmp"))
 
 
@@ -169,8 +154,7 @@ def _atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> 
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """TorchCheckpointIO with atomic local writes: Lightning stages its file in the system temp folder, so on another
-    filesystem its final move is a copy that a kill leaves truncated. Remote URLs keep Lightning's fsspec path."""
+    """Atomic local writes: Lightning stages in the system temp folder, whose move to another disk a kill truncates."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         if storage_options is not None or "://" in str(path):

@@ -1,10 +1,7 @@
-"""Building a run from its composed config (DataModule, LightningModule, callbacks, loggers, Trainer), training it, and
-rebuilding one from what a file records of it to evaluate it (eval.py; compare, export and predict start there too).
+"""Build a run from its composed config and train it; rebuild one from a file's record of its experiment to evaluate it.
 
-A file from elsewhere records its experiment as data: the options it chose from conf/ and its command line's overrides.
-The rebuild composes this installation's own conf/ with those choices, the overrides of the network's and module's
-hyperparameters and of the data's identity (DATA_IDENTITY), then the user's own command line: the classes built come
-only from conf/, and every place only from the user's config (docs/trust.md).
+A file records only its conf/ choices and overrides, composed again with this installation's conf/ and the user's
+command line: classes come only from conf/, places only from the user's config (docs/trust.md).
 """
 
 import json
@@ -66,12 +63,6 @@ def _choices(hydra: DictConfig) -> dict[str, str | None]:
     return {group: option for group, option in hydra.runtime.choices.items() if not group.startswith("hydra")}
 
 
-def _root_cause(error: BaseException) -> BaseException:
-    while error.__cause__ is not None:
-        error = error.__cause__
-    return error
-
-
 def _instantiate(node: DictConfig, what: str, **kwargs: Any) -> Any:
     """hydra.utils.instantiate, with a failure as one sentence that names the config group."""
     try:
@@ -94,8 +85,7 @@ def build_datamodule(cfg: DictConfig) -> ImageDataModule:
 
 
 def build_module(cfg: DictConfig, datamodule: ImageDataModule) -> LightningModule:
-    """The LightningModule, its network shaped by the datamodule, tried on two images of the data's shape: a network
-    that cannot take them fails here, in one sentence, not at the first training step."""
+    """The LightningModule, tried on two images of the data's shape: a network that cannot take them fails here."""
     shape = tuple(datamodule.input_shape)
     log.info(f"Model: {cfg.model._target_} for input {shape} and {datamodule.num_classes} classes")
     try:
@@ -115,7 +105,9 @@ def build_module(cfg: DictConfig, datamodule: ImageDataModule) -> LightningModul
             module(module.example_input_array)
         module.train()
     except (UserError, RuntimeError) as error:  # RuntimeError: torch's shape errors, e.g. a net sizing its layers
-        cause = _root_cause(error)
+        cause = error
+        while cause.__cause__ is not None:
+            cause = cause.__cause__
         if not isinstance(cause, RuntimeError):
             raise
         raise UserError(
@@ -138,8 +130,7 @@ def build_loggers(cfg: DictConfig) -> list[Logger]:
 
 
 def build_training_callbacks(cfg: DictConfig) -> list[Callback]:
-    """The callbacks group, and what every training run needs whatever it says: checkpoints that rebuild their run,
-    an exact resume and logs that continue; prediction files record which experiment's data their rows index."""
+    """The callbacks group plus what every run needs: checkpoints that rebuild it, an exact resume, continued logs."""
     experiment = experiment_record()
     callbacks = build_callbacks(cfg)
     for callback in callbacks:
@@ -158,8 +149,7 @@ def build_trainer(cfg: DictConfig, callbacks: list[Callback], loggers: list[Logg
 
 
 def build_finder_trainer(cfg: DictConfig, steps: int) -> Trainer:
-    """The run's trainer settings without callbacks, loggers or checkpoints: a finder's steps leave no records; a finite
-    run length that `steps` ends first (schedulers whose length is filled in from the run need one)."""
+    """The run's trainer without records, with a finite length that `steps` ends first (schedulers may need one)."""
     options = {"max_epochs": steps, "max_steps": steps, "min_epochs": None, "num_sanity_val_steps": 0}
     options |= {"enable_checkpointing": False, "enable_progress_bar": False, "enable_model_summary": False}
     return build_trainer(cfg, [], [], **options)
@@ -170,22 +160,20 @@ RELAUNCHING_DDP = ("ddp", "ddp_find_unused_parameters_true", "ddp_find_unused_pa
 
 
 def _strategy(trainer_cfg: DictConfig) -> Any:
-    """trainer.strategy, except that in a multirun (not under SLURM) `ddp` becomes `ddp_spawn`: `ddp` would run the
-    whole sweep's command line again in every extra process. `auto` with several devices counts as `ddp`."""
+    """trainer.strategy, but `ddp` (or `auto` on several devices) as `ddp_spawn` in a multirun outside SLURM."""
     strategy = requested = trainer_cfg.get("strategy", "auto")
     devices, num_nodes = trainer_cfg.get("devices"), trainer_cfg.get("num_nodes") or 1
     if strategy == "auto" and ((isinstance(devices, int) and devices > 1) or num_nodes > 1):
         strategy = "ddp"
     multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-    if not multirun or not isinstance(strategy, str) or strategy not in RELAUNCHING_DDP or SLURMEnvironment.detect():
+    if not multirun or strategy not in RELAUNCHING_DDP or SLURMEnvironment.detect():
         return requested
     spawning = strategy.replace("ddp", "ddp_spawn", 1)
     log.info(f"Multirun: trainer.strategy={requested} runs as {spawning} (ddp would relaunch the whole sweep)")
     return spawning
 
 
-# The hparams tab's columns: what a sweep usually varies (data/torchvision_dataset: MNIST, FashionMNIST or KMNIST), plus
-# every key this job's command line sets
+# The hparams tab's columns: what a sweep usually varies, plus every key this job's command line sets
 HPARAM_KEYS = tuple(
     "model/_target_ data/_target_ data/torchvision_dataset optimizer/_target_ optimizer/lr optimizer/weight_decay "
     "optimizer/momentum scheduler/scheduler/_target_ data/batch_size trainer/max_epochs trainer/precision "
@@ -229,8 +217,7 @@ def hyperparameter_row(cfg: DictConfig, module: LightningModule) -> dict[str, An
 
 @rank_zero_only
 def log_hyperparameters_at_start(loggers: list[Logger], cfg: DictConfig, module: LightningModule) -> None:
-    """The hparams row with its final metrics declared, written before fitting so that a failed run shows too; by hand
-    because TensorBoardLogger.log_hyperparams would also log the metrics' values, not known yet."""
+    """The hparams row, written before fitting so a failed run shows too (log_hyperparams would need the metrics)."""
     names = [f"hp/{name}" for name in FINAL_METRICS + (TEST_METRICS if cfg.get("test") else ())]
     for logger in loggers:
         if isinstance(logger, TensorBoardLogger):
@@ -287,15 +274,11 @@ def log_global_batch(cfg: DictConfig, trainer: Trainer) -> None:
 
 def train(cfg: DictConfig, extra_callbacks: list[Callback] = ()) -> dict[str, float]:
     """Fit, then test the best checkpoint; the final metrics. `extra_callbacks`: a search's pruning callback."""
-    final = Path(cfg.paths.output_dir) / FINAL_METRICS_FILE
+    out = Path(cfg.paths.output_dir)
+    final = out / FINAL_METRICS_FILE
     if cfg.resume and final.is_file():  # training and testing again would log every final row twice
-        log.info(
-            f"resume=true: the latest run of this experiment, {cfg.paths.output_dir}, has finished ({final}); nothing to resume."
-        )
-        try:
-            return json.loads(final.read_text())
-        except (OSError, ValueError):
-            return {}
+        log.info(f"resume=true: the latest run of this experiment, {out}, has finished; nothing to resume.")
+        return json.loads(final.read_text())
     ckpt_path = checkpoint_to_resume(cfg)
     if cfg.seed is not None:
         L.seed_everything(cfg.seed, workers=True)
@@ -309,12 +292,12 @@ def train(cfg: DictConfig, extra_callbacks: list[Callback] = ()) -> dict[str, fl
         if cfg.get("batch_size_find"):  # first: the learning rate that suits a batch depends on its size
             check_finder("batch_size_find", cfg, ckpt_path)
             trainer = build_finder_trainer(cfg, cfg.batch_size_finder.steps_per_trial)
-            if find_batch_size(cfg, module, datamodule, trainer, Path(cfg.paths.output_dir)):
+            if find_batch_size(cfg, module, datamodule, trainer, out):
                 cfg.data.batch_size = datamodule.batch_size  # the stored config and hparams row say what was trained
         if cfg.get("lr_find"):
             check_finder("lr_find", cfg, ckpt_path)
             trainer = build_finder_trainer(cfg, cfg.lr_finder.num_training)
-            find_lr(cfg, module, datamodule, trainer, Path(cfg.paths.output_dir))
+            find_lr(cfg, module, datamodule, trainer, out)
             cfg.optimizer.lr = module.lr
     loggers = build_loggers(cfg)
     trainer = build_trainer(cfg, [*build_training_callbacks(cfg), *extra_callbacks], loggers)
@@ -334,13 +317,12 @@ def train(cfg: DictConfig, extra_callbacks: list[Callback] = ()) -> dict[str, fl
         metrics["best_val_top1"] = float(score)
         log.info(f"Best checkpoint: {best} (val top-1 {metrics['best_val_top1']:.4f})")
     if cfg.test:
-        (test_metrics,) = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
-        metrics.update(test_metrics)
+        metrics.update(*trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True))
     log_hyperparameters(loggers, cfg, module, metrics)
     if trainer.is_global_zero:  # the run has finished: resume=true of it says so (above)
         with writing(str(final)):
             atomic_write_bytes(json.dumps(metrics, indent=2).encode(), final)
-    log.info(f"Output dir: {cfg.paths.output_dir}")
+    log.info(f"Output dir: {out}")
     return metrics
 
 
@@ -369,8 +351,7 @@ ADVICE = "use a file written by this version of train.py or eval.py, or give tha
 
 
 def replayed(key: str) -> bool:
-    """Whether a recorded override of `key` is composed again: the network's hyperparameters (never a `_target_` nor a
-    source of initial weights: those come from the file), the module's MODULE_SETTINGS and the data's identity."""
+    """Whether a recorded override of `key` is composed again: network settings (not its weights), module and data."""
     group, _, name = key.partition(".")
     if not name or any(part.startswith("_") for part in name.split(".")):
         return False
@@ -425,11 +406,8 @@ def recorded_overrides(experiment: dict[str, Any], file: str | Path, user_keys: 
     return overrides
 
 
-def rebuild_config(
-    cfg: DictConfig, experiment: dict[str, Any], file: str | Path, stored_config: dict[str, Any] | None = None
-) -> tuple[DictConfig, dict[str, Any]]:
-    """`cfg` with its data, model and module composed from this conf/, what `file` records and the user's command line;
-    and that composition's own record (for the prediction files it writes)."""
+def rebuild_config(cfg: DictConfig, experiment: dict, file: str | Path, stored: dict | None = None) -> tuple:
+    """`cfg` with data, model and module composed from this conf/, `file`'s record and the user's; and that record."""
     hydra = HydraConfig.get()
     user = list(hydra.overrides.task)
     user_keys = {override.key_or_group for override in OverridesParser.create().parse_overrides(user)}
@@ -443,20 +421,11 @@ def rebuild_config(
     restored = cfg.copy()
     for key in ("data", "model", "module"):
         restored[key] = rebuilt[key]
-    check_same_as_trained(restored, stored_config, file, user_keys)
-    return restored, {"choices": _choices(rebuilt.hydra), "overrides": [*recorded, *user]}
-
-
-def check_same_as_trained(
-    rebuilt: DictConfig, stored: dict[str, Any] | None, file: str | Path, user_keys: set[str]
-) -> None:
-    """Compare (never build from) the file's stored config: a network setting or data identity that this conf/ now
-    composes differently (a default changed since) would evaluate other images or another network."""
-    for group in ("data", "model"):
-        before = stored.get(group) if isinstance(stored, dict) else None
+    for group in ("data", "model"):  # `stored`, the file's config, only compared: has a default changed since?
+        before = (stored or {}).get(group)
         if not isinstance(before, dict) or group in user_keys:
             continue
-        for name, value in OmegaConf.to_container(rebuilt[group], resolve=True).items():
+        for name, value in OmegaConf.to_container(restored[group], resolve=True).items():
             key = f"{group}.{name}"
             if not replayed(key) or key in user_keys or name not in before:
                 continue
@@ -464,11 +433,10 @@ def check_same_as_trained(
                 raise UserError(
                     f"{file} was trained with {key}={before[name]!r}, but this installation's conf/ composes {key}={value!r} for it: give {key}={before[name]!r} on the command line to evaluate what was trained."
                 )
+    return restored, {"choices": _choices(rebuilt.hydra), "overrides": [*recorded, *user]}
 
 
-def rebuild_from_checkpoint(
-    cfg: DictConfig,
-) -> tuple[DictConfig, dict[str, Any], ImageDataModule, LightningModule, dict]:
+def rebuild_from_checkpoint(cfg: DictConfig) -> tuple[DictConfig, dict, ImageDataModule, LightningModule, dict]:
     """(config, checkpoint, datamodule, module with its weights, the composition's record) for cfg.ckpt_path."""
     checkpoint = load_checkpoint(cfg.ckpt_path)
     cfg, experiment = rebuild_config(cfg, checkpoint[EXPERIMENT_KEY], cfg.ckpt_path, checkpoint[RUN_CONFIG_KEY])

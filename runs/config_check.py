@@ -1,9 +1,6 @@
-"""Every user-settable value checked before anything is built or written, each group importing only its target's module.
+"""Every user-settable value checked before anything is built: each `_target_` node typed by its target's signature.
 
-Each node with a `_target_` is merged into a structured config made from its target's signature: OmegaConf's typed
-nodes convert or refuse each value, and a key the target does not take, or one the program sets itself, is refused.
-RANGES bounds, per group, what a type does not. Custom because a hand-written schema per model and dataset would
-repeat its constructor, and importing every target to register ConfigStore schemas would slow every start.
+Custom because a hand-written schema per model and dataset would repeat its constructor (RANGES bounds what types don't).
 """
 
 import dataclasses
@@ -67,9 +64,7 @@ SEED_RANGE = f">= 0 and <= {2**32 - 1}"  # what numpy's and Lightning's seeding 
 
 
 @dataclasses.dataclass
-class RunSettings:
-    """The top-level keys of conf/train.yaml."""
-
+class RunSettings:  # the top-level keys of conf/train.yaml
     task_name: str = MISSING
     seed: int | None = MISSING
     ckpt_path: str | None = MISSING
@@ -77,20 +72,17 @@ class RunSettings:
     test: bool = MISSING
 
 
-def check_config(
-    cfg: DictConfig,
-    groups: tuple[str, ...] = ("optimizer", "scheduler", "model", "data", "module", "trainer", "callbacks", "logger"),
-) -> None:
-    """Raise a UserError naming the first value of the wrong type, out of range, unknown or ignored; the groups whose
-    targets need only torch come first, so such a mistake is refused before Lightning is imported."""
-    # Hydra's own node (composed in tests, `--cfg hydra`) is not ours to check
+GROUPS = ("optimizer", "scheduler", "model", "data", "module", "trainer", "callbacks", "logger")
+
+
+def check_config(cfg: DictConfig, groups: tuple[str, ...] = GROUPS) -> None:
+    """A UserError for the first value of the wrong type, out of range, unknown or ignored (torch-only groups first)."""
     values = {
         key: OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key]) else cfg[key]
         for key in cfg
         if key != "hydra" and not OmegaConf.is_missing(cfg, key)
     }
-    fields = {field.name for field in dataclasses.fields(RunSettings)}
-    _typed(RunSettings, {key: value for key, value in values.items() if key in fields}, "")
+    _typed(RunSettings, {key: value for key, value in values.items() if key in RunSettings.__annotations__}, "")
     if values.get("seed") is not None and not _holds(values["seed"], SEED_RANGE):
         raise UserError(
             f"seed={values['seed']} is out of range: give a whole number {SEED_RANGE}, or seed=null for a random run."
@@ -103,7 +95,6 @@ def check_config(
 
 
 def _check_tree(path: str, node: dict[str, Any], ranges: dict[str, str]) -> None:
-    """`node` if it names a target, then every nested node (callbacks.*, data.augment, scheduler.scheduler, ...)."""
     if "_target_" in node:
         _check_target(path, node, ranges)
     for key, value in node.items():
@@ -142,9 +133,7 @@ def _check_target(path: str, node: dict[str, Any], ranges: dict[str, str]) -> No
         raise UserError(
             f"{path}.{unknown[0]} is not a setting of {node['_target_']} ({hint}): check the spelling, or remove it."
         )
-    fields = [
-        (name, _omegaconf_type(parameters[name].annotation), dataclasses.field(default=MISSING)) for name in settings
-    ]
+    fields = [(name, _omegaconf_type(parameters[name].annotation), MISSING) for name in settings]
     _typed(dataclasses.make_dataclass(f"{path}_settings", fields), settings, f"{path}.")
     for key, value in settings.items():
         bounds = ranges.get(key)
@@ -156,7 +145,6 @@ def _check_target(path: str, node: dict[str, Any], ranges: dict[str, str]) -> No
 
 
 def _typed(schema: type, values: dict[str, Any], prefix: str) -> None:
-    """OmegaConf's typed nodes convert `values`; a value they refuse becomes one sentence."""
     values = {key: value for key, value in values.items() if not isinstance(value, dict)}
     try:
         OmegaConf.merge(OmegaConf.structured(schema), values)
@@ -170,7 +158,7 @@ def _typed(schema: type, values: dict[str, Any], prefix: str) -> None:
 
 
 def _parameters(target: Any) -> dict[str, inspect.Parameter] | None:
-    """The target's keyword parameters, following **kwargs up the class hierarchy; None when they lead out of sight."""
+    """The target's keyword parameters, following **kwargs up its classes; None where they lead out of sight."""
     found: dict[str, inspect.Parameter] = {}
     functions = (
         [cls.__init__ for cls in target.__mro__ if "__init__" in vars(cls)] if inspect.isclass(target) else [target]
@@ -204,10 +192,8 @@ def _omegaconf_type(annotation: Any) -> Any:
 
 def _described(annotation: Any) -> str:
     names = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        inner = next(member for member in typing.get_args(annotation) if member is not type(None))
-        return f"{names.get(inner, 'a value')} or null"
-    return names.get(annotation, "a valid value")
+    inner = [member for member in typing.get_args(annotation) if member is not type(None)]
+    return f"{names.get(inner[0], 'a value')} or null" if inner else names.get(annotation, "a valid value")
 
 
 def _shown(value: Any) -> str:
@@ -215,12 +201,9 @@ def _shown(value: Any) -> str:
 
 
 def _check_devices(trainer: dict[str, Any]) -> None:
-    """A device count the machine cannot provide, in its own terms (Lightning would start 64 CPU processes for devices=64)."""
-    accelerator, devices, gpus = (
-        str(trainer.get("accelerator", "auto")),
-        trainer.get("devices", "auto"),
-        torch.cuda.device_count(),
-    )
+    """A device count the machine cannot provide (Lightning would start 64 CPU processes for devices=64)."""
+    accelerator, devices = str(trainer.get("accelerator", "auto")), trainer.get("devices", "auto")
+    gpus = torch.cuda.device_count()
     if accelerator in ("gpu", "cuda") and gpus == 0:
         raise UserError(
             f"trainer.accelerator={accelerator} asks for a GPU but this machine has none that torch can use: use trainer=cpu (or trainer.accelerator=auto)."

@@ -1,7 +1,6 @@
 """How every entry script starts and ends, importing only Hydra: its run directory, resolvers, Hydra callbacks and exit codes.
 
-Custom because Hydra has no resolver that finds the latest run of the same experiment (resume=true), locks a run
-directory, or removes the run directory of a start that failed.
+Custom: Hydra cannot find the latest run of an experiment, lock a run directory, or remove one whose start failed.
 """
 
 import fcntl
@@ -50,8 +49,7 @@ _job_failure: str | None = None  # the failure of this process's job, for its st
 
 @contextmanager
 def exit_on_user_error():
-    """A UserError as its message and exit 2, a stop on a signal as its message and 128 + its number. In a multirun a
-    failed job is recorded (status.json) and not raised: Hydra would end the sweep with its traceback."""
+    """A UserError as its message and exit 2, a signal's stop as 128 + its number; a multirun's failed job as its status."""
     global _job_failure
     try:
         yield
@@ -97,10 +95,8 @@ def _stopped_by_signal(error: Exception) -> tuple[int, str] | None:
 def failure_reason(error: BaseException) -> str:
     """One line: a UserError's sentence, else the exception's type and message (where it was raised, if it has none)."""
     message = " ".join(str(error).split())
-    if isinstance(error, UserError) and message:
-        return message
     if message:
-        return f"{error.__class__.__name__}: {message}"
+        return message if isinstance(error, UserError) else f"{error.__class__.__name__}: {message}"
     frames = traceback.extract_tb(error.__traceback__)
     where = f" in {frames[-1].name} ({frames[-1].filename}, line {frames[-1].lineno})" if frames else ""
     return f"{error.__class__.__name__} (without a message) raised{where}; the job's train.log has the traceback."
@@ -201,8 +197,7 @@ def _highest_new_folder(folder: Path) -> Path:
 
 
 def resolve_run_dir(resume: bool, runs_root: str, new_run_name: str, _root_: DictConfig) -> str:
-    """hydra.run.dir: a new `<runs_root>/<name>` (the launcher's job id or the time), or with resume=true the latest
-    run of this experiment; created here, before Hydra would report a failure with a traceback."""
+    """hydra.run.dir, created here: `<runs_root>/<launcher id or time>`, or with resume=true the experiment's latest."""
     key = (bool(resume), runs_root, new_run_name)
     if key not in _chosen:
         with exit_on_user_error():
@@ -223,8 +218,7 @@ def resolve_run_dir(resume: bool, runs_root: str, new_run_name: str, _root_: Dic
 
 
 def resolve_sweep_dir(resume: bool, sweeps_root: str, new_sweep_name: str, _root_: DictConfig) -> str:
-    """hydra.sweep.dir: a new folder, or with resume=true the latest sweep of the same command line (each job then
-    continues from its own last.ckpt)."""
+    """hydra.sweep.dir: a new folder, or with resume=true the latest sweep of the same command line."""
     key = (bool(resume), sweeps_root, f"sweep {new_sweep_name}")
     if key not in _chosen:
         earlier = latest_sweep_of(_root_, Path(sweeps_root)) if resume else None
@@ -246,9 +240,7 @@ def resolve_output_dir(source: str | None, out: str) -> str:
             raise UserError(f"No folder at {source}: pass {expected}.")
         folder = Path(out).resolve()
         if folder.exists() and not folder.is_dir():
-            raise UserError(
-                f"out={out} is a file: give a folder to write the report into (a new one, or one of yours)."
-            )
+            raise UserError(f"out={out} is a file: give a folder to write the report into.")
     _new_output_dirs.setdefault(folder, None if folder.exists() else _highest_new_folder(folder))
     return out
 
@@ -263,13 +255,12 @@ def discarded_if_nothing_was_trained(run_dir: str) -> Iterator[None]:
     try:
         yield
     except Exception as error:
-        if isinstance(as_user_error(error), UserError):
-            folder = Path(run_dir).resolve()
-            written = (
-                path.is_file() and ".hydra" not in path.parts and path.suffix in RESULT_SUFFIXES
-                for path in folder.rglob("*")
-            )
-            if folder in _created_run_dirs and not any(written):
+        folder = Path(run_dir).resolve()
+        if isinstance(as_user_error(error), UserError) and folder in _created_run_dirs:
+            results = [
+                path for path in folder.rglob("*") if path.suffix in RESULT_SUFFIXES and ".hydra" not in path.parts
+            ]
+            if not results:
                 shutil.rmtree(_created_run_dirs[folder], ignore_errors=True)
         raise
 
@@ -295,33 +286,27 @@ def tensorboard_run_name(mode: object, override_dirname: str) -> str:
 
 def register_resolvers() -> None:
     """The resolvers the configs use, registered by each entry script before @hydra.main."""
-    resolvers = {
+    for name, resolver in {
         "run_dir": resolve_run_dir,
         "sweep_dir": resolve_sweep_dir,
         "output_dir": resolve_output_dir,
         "on_rank_zero": lambda value, otherwise=None: value if global_rank() == 0 else otherwise,
         "rank_suffix": lambda: "" if global_rank() == 0 else f".rank{global_rank()}",
         "tensorboard_run_name": tensorboard_run_name,
-    }
-    for name, resolver in resolvers.items():
-        if not OmegaConf.has_resolver(name):
-            OmegaConf.register_new_resolver(name, resolver)
+    }.items():
+        OmegaConf.register_new_resolver(name, resolver, replace=True)
 
 
 def read_named_files(config: DictConfig) -> None:
-    """Each checkpoint, prediction file or exported model the config names, read as its command will read it: a file
-    that is not ours is refused before the run directory holds anything."""
+    """Each file the config names, read as its command will: a file not ours is refused before the run writes anything."""
     named = [
         (key, Path(config[key]))
         for key in ("ckpt_path", "a", "b", "exported")
         if isinstance(config.get(key), str) and config[key] and Path(config[key]).is_file()
     ]
-    if (
-        config.get("resume")
-        and not config.get("ckpt_path")
-        and (Path(config.hydra.run.dir) / LAST_CHECKPOINT).is_file()
-    ):
-        named.append(("ckpt_path", Path(config.hydra.run.dir) / LAST_CHECKPOINT))
+    if config.get("resume") and not config.get("ckpt_path"):  # hydra.run.dir only now: resolving it creates it
+        last = Path(config.hydra.run.dir) / LAST_CHECKPOINT
+        named += [("ckpt_path", last)] if last.is_file() else []
     if not named:
         return
     from analysis.prediction_files import PREDICTION_FILE_SUFFIXES, read_predictions
@@ -343,20 +328,15 @@ def lock_run_directory(run_dir: Path) -> int:
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = (
-            os.read(descriptor, 4096).decode(errors="replace").strip() or "a process that has not written its pid yet"
-        )
+        holder = os.read(descriptor, 4096).decode(errors="replace").strip() or "a process without its pid written yet"
         os.close(descriptor)
         raise UserError(
             f"Another process ({holder}) is running in {run_dir}: wait for it to end or stop it, then run this command again "
             "(with resume=true it then continues from that run's last.ckpt)."
         ) from None
     os.ftruncate(descriptor, 0)
-    os.pwrite(
-        descriptor,
-        f"pid {os.getpid()} on {socket.gethostname()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}".encode(),
-        0,
-    )
+    holder = f"pid {os.getpid()} on {socket.gethostname()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}"
+    os.pwrite(descriptor, holder.encode(), 0)
     return descriptor
 
 
@@ -371,8 +351,7 @@ def _write_status(job_dir: Path, status: dict[str, Any]) -> None:
 
 
 class RunCallbacks(Callback):
-    """Hydra callback (conf/hydra/default.yaml): a run's named files read and its directory locked before it starts;
-    a multirun job's status.json, and the sweep's summary after every job and at its end."""
+    """Hydra callback: named files read and the run directory locked at its start; a multirun's status and summary."""
 
     def __init__(self) -> None:
         self._lock: int | None = None
@@ -387,16 +366,12 @@ class RunCallbacks(Callback):
             run_dir.mkdir(parents=True, exist_ok=True)
             self._lock = lock_run_directory(run_dir)
         stale = [
-            path
-            for path in (run_dir / "checkpoints").glob(".*.tmp")
-            if path.is_file() and INTERRUPTED_CHECKPOINT_WRITE.match(path.name)
+            path for path in (run_dir / "checkpoints").glob(".*.tmp") if INTERRUPTED_CHECKPOINT_WRITE.match(path.name)
         ]
         for path in stale:  # writes of a killed process: no live write can own them while we hold the lock
             path.unlink(missing_ok=True)
         if stale:
-            log.info(
-                f"Removed {len(stale)} temporary file(s) of interrupted checkpoint writes: {', '.join(map(str, stale))}"
-            )
+            log.info(f"Removed the temporary files of interrupted checkpoint writes: {', '.join(map(str, stale))}")
 
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self._lock is not None:
@@ -427,15 +402,13 @@ class RunCallbacks(Callback):
                 status.update(status=FAILED, reason=failure_reason(error))
         else:
             result = job_return.return_value
-            status.update(
-                status=COMPLETED,
-                result=result if isinstance(result, (int, float, str, bool, type(None))) else repr(result),
-            )
+            plain = isinstance(result, (int, float, str, bool, type(None)))
+            status.update(status=COMPLETED, result=result if plain else repr(result))
         _write_status(Path(config.hydra.runtime.output_dir), status)
         write_summary(Path(config.hydra.sweep.dir), self._ended)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        """The closing line `N of M jobs failed, ...` and exit 2, here: failed jobs returned normally (exit_on_user_error)."""
+        """`N of M jobs failed, ...` and exit 2: failed jobs returned normally (exit_on_user_error)."""
         from analysis.run_records import FAILED
         from analysis.sweep_table import job_dirs, summarize, write_summary
 
