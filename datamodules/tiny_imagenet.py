@@ -1,8 +1,7 @@
-"""Tiny-ImageNet: 200 classes of 64x64 colour JPEGs in the tiny-imagenet-200 folder, decoded once into a cache.
+"""Tiny-ImageNet (200 classes of 64x64 JPEGs), each split decoded once into a memory-mapped uint8 cache.
 
-Custom because torchvision has no Tiny-ImageNet: ImageFolder reads neither val/val_annotations.txt nor an unlabelled
-test/, and decoding 100k small JPEGs every epoch costs more than a GPU step, so each split is decoded once into a
-memory-mapped uint8 .npy file (reused while the files' paths, sizes and times are unchanged) and cut in whole batches.
+Custom because torchvision has no Tiny-ImageNet (ImageFolder reads neither val_annotations.txt nor an unlabelled test/),
+and decoding 100k small JPEGs every epoch costs more than a GPU step; the cache is reused while the files are unchanged.
 """
 
 import contextlib
@@ -136,11 +135,8 @@ class TinyImageNetFolder:
     @cached_property
     def class_names(self) -> list[str]:
         """The first name of each class in words.txt (e.g. "goldfish"); the wnid where it has none."""
-        names = {}
-        if (self.root / "words.txt").is_file():
-            for line in read_lines(self.root / "words.txt"):
-                wnid, _, words = line.partition("\t")
-                names[wnid] = words.split(",")[0].strip()
+        words = read_lines(self.root / "words.txt") if (self.root / "words.txt").is_file() else []
+        names = {wnid: rest.split(",")[0].strip() for wnid, _, rest in (line.partition("\t") for line in words)}
         return [names.get(wnid) or wnid for wnid in self.wnids]
 
     def _missing(self, folder: Path, holds: str) -> UserError:
@@ -149,17 +145,16 @@ class TinyImageNetFolder:
         )
 
     def check_structure(self) -> str:
+        """OFFICIAL_VAL or CLASS_FOLDERS_VAL, once every split's structure is checked (once); one sentence otherwise."""
         return self.val_layout
 
     @cached_property
     def val_layout(self) -> str:
-        """OFFICIAL_VAL or CLASS_FOLDERS_VAL, once every split's structure is checked; one sentence otherwise."""
         _ = self.class_names  # words.txt is refused, if it is not text, before anything is decoded
         train, val, test = (self.root / split for split in SPLITS)
         if not train.is_dir():
             raise self._missing(train, "train/<wnid>/images/*.JPEG")
-        unknown = [name for name in _subfolders(train) if name not in self.class_index]
-        if unknown:
+        if unknown := [name for name in _subfolders(train) if name not in self.class_index]:
             raise UserError(
                 f"{train} holds folders that are not classes of {self.wnids_file} ({_some(unknown)}): the folder and wnids.txt "
                 "disagree; restore the official wnids.txt, or move those folders out."
@@ -169,21 +164,25 @@ class TinyImageNetFolder:
         folders = [name for name in _subfolders(val) if name != "images"]
         classes = [name for name in folders if name in self.class_index]
         others = [name for name in folders if name not in self.class_index]
-        why, layout = None, CLASS_FOLDERS_VAL
+        layout = CLASS_FOLDERS_VAL if classes or not (val / "images").is_dir() else OFFICIAL_VAL
         if classes and _jpegs(val / "images"):
             why = f"it holds both images in val/images/ and class folders ({_some(classes)}), as a sorting script stopped halfway leaves it"
-        elif classes and others:
-            why = f"besides class folders it holds folders that are not classes of wnids.txt ({_some(others)})"
-        elif not classes and (val / "images").is_dir():
-            layout = OFFICIAL_VAL
-            if not self.annotations_file.exists():
-                why = f"it holds val/images/ but no {self.annotations_file.name} to label its images"
-        elif not classes:
+        elif classes:
             why = (
-                f"its folders ({_some(others)}) are not classes of wnids.txt"
-                if others
-                else f"it holds {len(_jpegs(val))} images directly in val/, which say nothing of their classes"
-                if _jpegs(val)
+                others and f"besides class folders it holds folders that are not classes of wnids.txt ({_some(others)})"
+            )
+        elif layout == OFFICIAL_VAL:
+            why = (
+                not self.annotations_file.exists()
+                and f"it holds val/images/ but no {self.annotations_file.name} to label its images"
+            )
+        elif others:
+            why = f"its folders ({_some(others)}) are not classes of wnids.txt"
+        else:
+            flat = len(_jpegs(val))
+            why = (
+                f"it holds {flat} images directly in val/, which say nothing of their classes"
+                if flat
                 else "it holds neither val/images/ nor class folders"
             )
         if why:
@@ -197,7 +196,7 @@ class TinyImageNetFolder:
                 f"{test} is in no layout this reader knows (it holds neither test/images/ nor images): it reads test/images/*.JPEG (the official zip) or test/*.JPEG; restore one of them."
             )
         ignored = f"; {self.annotations_file.name} is not used" if self.annotations_file.is_file() else ""
-        how = "sorted into class folders (val/<wnid>/[images/]*.JPEG, labelled by the folder" + ignored
+        how = f"sorted into class folders (val/<wnid>/[images/]*.JPEG, labelled by the folder{ignored}"
         how = "the official layout (val/images/ labelled by val/val_annotations.txt" if layout == OFFICIAL_VAL else how
         log.info(f"Tiny-ImageNet in {self.root}: val/ is {how})")
         return layout
@@ -214,20 +213,22 @@ class TinyImageNetFolder:
         for index, wnid in enumerate(self.wnids):
             folder = _image_folder(self.root / split / wnid)
             class_files, class_problems = _images_in(folder)
-            problems += class_problems
             if not class_files:
                 what = "holds no JPEG images" if folder.is_dir() else "is missing"
-                problems.append(f"{folder} {what} (class {wnid}, line {index + 1} of {self.wnids_file})")
-            files += class_files
-            labels += [index] * len(class_files)
+                class_problems.append(f"{folder} {what} (class {wnid}, line {index + 1} of {self.wnids_file})")
+            files, labels, problems = (
+                files + class_files,
+                labels + [index] * len(class_files),
+                problems + class_problems,
+            )
         return SplitFiles(files, np.array(labels, dtype=np.int64), problems)
 
     def _val_annotated(self) -> SplitFiles:
-        folder = self.root / "val" / "images"
+        folder, annotations = self.root / "val" / "images", self.annotations_file
         present, problems = _images_in(folder)
         label_of, line_of, named_on_bad_lines = {}, {}, set()
-        for number, line in enumerate(read_lines(self.annotations_file), start=1):
-            fields, where = line.split("\t"), f"{self.annotations_file} line {number}"
+        for number, line in enumerate(read_lines(annotations), start=1):
+            fields, where = line.split("\t"), f"{annotations} line {number}"
             if not line.strip():
                 continue
             if len(fields) < 2 or fields[1] not in self.class_index:
@@ -243,12 +244,12 @@ class TinyImageNetFolder:
                 label_of[fields[0]], line_of[fields[0]] = self.class_index[fields[1]], number
         entries = {path.name for path in _jpegs(folder)}  # an unreadable entry was reported, not as missing
         problems += [
-            f"{self.annotations_file} line {line_of[name]} names {name}, which is not in {folder}"
+            f"{annotations} line {line_of[name]} names {name}, which is not in {folder}"
             for name in label_of
             if name not in entries
         ]
         problems += [
-            f"{path} has no line in {self.annotations_file}"
+            f"{path} has no line in {annotations}"
             for path in present
             if path.name not in label_of and path.name not in named_on_bad_lines
         ]
@@ -262,6 +263,8 @@ def decoded(
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(images memory-mapped, each row's position in `files`, why each file left out failed), from the cache in
     `folder` when its manifest's fingerprint matches the files, else decoded now (one worker per core) into it."""
+    if not files:
+        return np.empty((0, *shape), np.uint8), np.empty(0, np.int64), []
     digest = hashlib.sha256(f"format {CACHE_FORMAT}, shape {tuple(shape)}\n".encode())
     for path in files:
         try:
@@ -269,17 +272,14 @@ def decoded(
             digest.update(f"{path}\t{status.st_size}\t{status.st_mtime_ns}\n".encode())
         except OSError as error:  # decoding reports it as a bad file
             digest.update(f"{path}\tunreadable {error.errno}\n".encode())
-    fingerprint = digest.hexdigest()
     manifest_path = folder / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-    if manifest.get("fingerprint") == fingerprint:
+    if manifest.get("fingerprint") == digest.hexdigest():
         log.info(f"Using the decoded {description} in {folder} ({manifest['images']} images)")
-    elif files:
+    else:
         if manifest:
             log.info(f"The {description} files changed since {folder} was built: decoding them again")
-        manifest = _build(folder, files, shape, fingerprint, description)
-    else:
-        return np.empty((0, *shape), np.uint8), np.empty(0, np.int64), []
+        manifest = _build(folder, files, shape, digest.hexdigest(), description)
     images = np.load(folder / "images.npy", mmap_mode="r")[: manifest["images"]]  # rows beyond: files left out
     return images, np.array(manifest["kept"], dtype=np.int64), manifest["bad_files"]
 
@@ -287,27 +287,27 @@ def decoded(
 def _build(folder: Path, files: list[Path], shape: tuple[int, ...], fingerprint: str, description: str) -> dict:
     # this process's own temporary names: builders on several nodes sharing the folder do not mix their rows
     partial = {name: folder / f"{name}.{os.getpid()}.partial" for name in ("images.npy", "manifest.json")}
+    workers = min(len(os.sched_getaffinity(0)), -(-len(files) // CHUNK))
+    chunks = DataLoader(
+        [range(start, min(start + CHUNK, len(files))) for start in range(0, len(files), CHUNK)],
+        batch_size=None,
+        num_workers=workers if workers > 1 else 0,
+        collate_fn=ImageFiles(files, None, shape).decode,
+    )
     try:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "manifest.json").unlink(missing_ok=True)  # from here until the end the cache is invalid
-        workers = min(len(os.sched_getaffinity(0)), -(-len(files) // CHUNK))
-        chunks = DataLoader(
-            [range(start, min(start + CHUNK, len(files))) for start in range(0, len(files), CHUNK)],
-            batch_size=None,
-            num_workers=workers if workers > 1 else 0,
-            collate_fn=ImageFiles(files, None, shape).decode,
-        )
         kept, bad, started = [], {}, time.perf_counter()
         # written, not memory-mapped: a full disk is an OSError (one sentence), not a SIGBUS
-        with open(partial["images.npy"], "wb") as out:
+        progress = tqdm(total=len(files), unit="img", desc=f"Decoding {description}", mininterval=0.5)
+        with open(partial["images.npy"], "wb") as out, progress:
             header = {"descr": "|u1", "fortran_order": False, "shape": (len(files), *shape)}
             np.lib.format.write_array_header_1_0(out, header)
-            with tqdm(total=len(files), unit="img", desc=f"Decoding {description}", mininterval=0.5) as progress:
-                for chunk_kept, chunk_images, chunk_bad in chunks:  # in order: kept rows one after another
-                    out.write(chunk_images.tobytes())
-                    kept += chunk_kept
-                    bad.update(chunk_bad)
-                    progress.update(len(chunk_kept) + len(chunk_bad))
+            for chunk_kept, chunk_images, chunk_bad in chunks:  # in order: kept rows one after another
+                out.write(chunk_images.tobytes())
+                kept += chunk_kept
+                bad.update(chunk_bad)
+                progress.update(len(chunk_kept) + len(chunk_bad))
             out.truncate(out.tell() + len(bad) * int(np.prod(shape)))  # the rows of files left out: never read
         seconds = time.perf_counter() - started
         bad_files = [bad[position] for position in sorted(bad)]
@@ -343,14 +343,14 @@ class ImageFiles(Dataset):
 
     def decode(self, positions) -> tuple[list[int], np.ndarray, dict[int, str]]:
         """The positions decoded, their pixels (K, C, H, W), and why each other one failed."""
-        kept, images, bad = [], [], {}
+        kept, images, bad = [], [np.empty((0, *self.shape), np.uint8)], {}
         for position in positions:
             try:
-                images.append(decode_image(self.files[position], self.shape))
+                images.append(decode_image(self.files[position], self.shape)[None])
                 kept.append(position)
             except BadImageFile as error:
                 bad[position] = str(error)
-        return kept, np.stack(images) if images else np.empty((0, *self.shape), np.uint8), bad
+        return kept, np.concatenate(images), bad
 
     def __getitems__(self, positions) -> dict[str, torch.Tensor]:
         kept, pixels, bad = self.decode(torch.as_tensor(positions, dtype=torch.long).tolist())
@@ -389,9 +389,8 @@ class TinyImageNetDataModule(ImageDataModule):
         super().__init__(**loader_options)
         self.data_dir = Path(data_dir)
         self.folder = TinyImageNetFolder(self.data_dir / FOLDER_NAME)
-        self.download, self.url, self.md5, self.cache = download, url, md5, cache
+        self.download, self.url, self.md5, self.cache, self.skip_bad_files = download, url, md5, cache, skip_bad_files
         self.cache_dir = Path(cache_dir) if cache_dir else self.data_dir / f"{FOLDER_NAME}-decoded"
-        self.skip_bad_files = skip_bad_files
         self.predict_set: Dataset | None = None
         self.skipped: dict[str, int] = {}  # bad inputs left out, per official folder
         self._datasets: dict[str, Dataset] = {}
@@ -424,7 +423,7 @@ class TinyImageNetDataModule(ImageDataModule):
         if self.cache:
             stage = self.trainer.state.fn.value if self.trainer is not None else None
             listings = {f: self.folder.list_split(f) for f in self._folders_of(stage) if f not in self._datasets}
-            for folder, listing in listings.items():
+            for folder, listing in listings.items():  # every listing refused before anything is decoded
                 self._refuse(folder, listing.problems)
             for folder, listing in listings.items():
                 self._refuse(folder, self._load(folder, listing)[1])
