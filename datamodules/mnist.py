@@ -3,7 +3,6 @@
 import gzip
 import hashlib
 import logging
-import shutil
 from pathlib import Path
 
 import torch
@@ -39,17 +38,16 @@ def unpack_shipped_copy(raw_folder: Path) -> bool:
         target, partial = raw_folder / name, raw_folder / f".{name}.unpacking"
         if target.is_file():
             continue
-        try:
-            with gzip.open(SHIPPED_COPY / f"{name}.gz", "rb") as source, open(partial, "wb") as sink:
-                shutil.copyfileobj(source, sink, length=1 << 20)
-        except BaseException:  # a full disk, a kill: no half-unpacked file stays behind
-            partial.unlink(missing_ok=True)
-            raise
-        if hashlib.sha256(partial.read_bytes()).hexdigest() != expected:
-            partial.unlink()
+        data = gzip.decompress((SHIPPED_COPY / f"{name}.gz").read_bytes())
+        if hashlib.sha256(data).hexdigest() != expected:
             raise UserError(
                 f"The shipped copy {SHIPPED_COPY / name}.gz does not unpack to the official file (checksum differs): restore it with git checkout, or delete it to download MNIST instead."
             )
+        try:
+            partial.write_bytes(data)
+        except BaseException:  # a full disk, a kill: no half-unpacked file stays behind
+            partial.unlink(missing_ok=True)
+            raise
         partial.replace(target)
     log.info(f"MNIST unpacked from the copy shipped in {SHIPPED_COPY} into {raw_folder}")
     return True
@@ -72,11 +70,9 @@ class MNISTDataModule(ImageDataModule):
             raise UserError(
                 f"data.torchvision_dataset must be one of {', '.join(DATASETS)}, got {torchvision_dataset!r}."
             )
-        self.torchvision_dataset = torchvision_dataset
+        self.torchvision_dataset, self.data_dir = torchvision_dataset, Path(data_dir)
         self.dataset_class, self.mean, self.std = DATASETS[torchvision_dataset]
-        self.data_dir = Path(data_dir)
-        self.download = download
-        self.use_shipped_copy = use_shipped_copy
+        self.download, self.use_shipped_copy = download, use_shipped_copy
         self.raw_folder = self.data_dir / torchvision_dataset / "raw"  # where torchvision's class reads them
         self._raw_files = [self.raw_folder / Path(url).stem for url, _ in self.dataset_class.resources]
 
@@ -120,8 +116,7 @@ class MNISTDataModule(ImageDataModule):
         try:
             dataset = self.dataset_class(str(self.data_dir), train=train, download=download)
         except (RuntimeError, AssertionError, ValueError, TypeError, OSError) as error:
-            first_line = (str(error).strip().splitlines() or [""])[0]
-            reason = f"{error.__class__.__name__}: {first_line}" if first_line else error.__class__.__name__
+            reason = f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0]}".removesuffix(": ")
             if not all(path.is_file() for path in self._raw_files):
                 how = "could not be downloaded" if download else "are missing (data.download=false)"
                 raise UserError(
