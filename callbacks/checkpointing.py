@@ -22,11 +22,8 @@ class StoreRunConfig(Callback):
 
 
 class StopOnNonFiniteLoss(Callback):
-    """Stops on a NaN/inf training loss before any checkpoint of it is saved, with one sentence naming the batch.
-
-    Custom because EarlyStopping(check_finite=True) looks only at epoch ends, after the checkpoints of the diverged
-    state, and ends with exit 0; detect_anomaly slows every step and ends in a traceback. The losses are kept on
-    their device and tested together every `check_every_n_steps` steps and before every save, so no step waits."""
+    """Stops on a NaN/inf training loss before a checkpoint of it, naming the batch: EarlyStopping(check_finite=True)
+    looks only at epoch ends, after saving, and exits 0. Losses stay on the device, checked every n steps and at saves."""
 
     def __init__(self, check_every_n_steps: int = 50):
         self.check_every_n_steps = check_every_n_steps
@@ -64,11 +61,8 @@ class StopOnNonFiniteLoss(Callback):
             for path in (callback.best_model_path, callback.last_model_path)
             if path and Path(path).is_file()
         ]
-        kept = (
-            f"the last good checkpoint, {max(saved, key=lambda path: path.stat().st_mtime)}, is kept"
-            if saved
-            else "no checkpoint had been saved yet"
-        )
+        newest = max(saved, key=lambda path: path.stat().st_mtime, default=None)
+        kept = f"the last good checkpoint, {newest}, is kept" if newest else "no checkpoint had been saved yet"
         raise UserError(
             f"The training loss became NaN or infinite {where}; training stopped without saving that state and {kept}: "
             "lower optimizer.lr (or use gradient clipping, trainer.gradient_clip_val=1.0) and check the data."

@@ -29,12 +29,8 @@ def _every_n_epochs(trainer: Trainer, every_n_epochs: int) -> bool:
 
 
 class PerSamplePredictions(Callback):
-    """<dirpath>/<split>-epochNNN.csv for validation epochs, test and predict (format: analysis/prediction_files.py).
-
-    Custom because Lightning's BasePredictionWriter covers predict only and writes no labels or losses. Needs the
-    evaluation steps to return {"logits": (B, K), "loss": (B,)} (predict: {"logits"}). Each process keeps its
-    samples on its device until the epoch ends; one gather then collects them, DistributedSampler's padding
-    duplicates are dropped by sample index, and process 0 writes one row per sample."""
+    """<dirpath>/<split>-epochNNN.csv of the steps' {"logits", "loss"}: BasePredictionWriter covers predict only, without
+    labels or losses. One gather per epoch; DistributedSampler's padding duplicates dropped by sample index."""
 
     def __init__(self, dirpath: str, every_n_epochs: int = 1, top_k: int = 5):
         self.dirpath = Path(dirpath)
@@ -83,15 +79,14 @@ class PerSamplePredictions(Callback):
         epoch, checkpoint = (trainer.current_epoch, "") if fitting else (self._checkpoint_epoch, self._checkpoint)
         name = split if stage == split else f"{stage}-{split}"
         path = self.dirpath / (f"{name}.csv" if epoch is None else f"{name}-epoch{epoch:03d}.csv")
-        datamodule = trainer.datamodule
         with writing(f"the prediction file {path}"):
             write_predictions(
                 path,
                 **{"label": None, "loss": None, **columns},  # index, top_ids, top_probs; label and loss where known
                 split=split,
                 stage=stage,
-                class_names=datamodule.class_names,
-                sources=[datamodule.source(split, index) for index in columns["index"].tolist()],
+                class_names=trainer.datamodule.class_names,
+                sources=[trainer.datamodule.source(split, index) for index in columns["index"].tolist()],
                 epoch=epoch,
                 checkpoint=checkpoint,
                 experiment=self.experiment,
@@ -104,12 +99,8 @@ class PerSamplePredictions(Callback):
 
 
 class ValidationFigures(Callback):
-    """TensorBoard, each validation epoch of training: the confusion matrix (torchmetrics' plot; for more than
-    `max_matrix_classes` classes a table of the `num_pairs` most frequent confusions), and up to `num_images`
-    misclassified samples (torchvision's make_grid) with a table of their labels.
-
-    Needs validation_step to return {"logits": (B, K)}. Per batch, work on the device with fixed shapes (no host
-    sync); per epoch, one sync of the matrix. The samples shown are the first ones of process 0's share."""
+    """TensorBoard per validation epoch: the confusion matrix (or its most frequent confusions) and misclassified images
+    with their labels; per batch fixed shapes on the device, so no step waits for it."""
 
     def __init__(
         self, every_n_epochs: int = 1, num_images: int = 16, max_matrix_classes: int = 20, num_pairs: int = 20
@@ -169,17 +160,13 @@ class ValidationFigures(Callback):
             )
             images = (wrong["image"].float() * std + mean).mul(255).round().clamp(0, 255).to(torch.uint8)
             self._writer.add_image("val/misclassified", make_grid(images, nrow=4, pad_value=255), step)
-            rows = zip(wrong["index"].tolist(), wrong["label"].tolist(), wrong["predicted"].tolist())
-            rows = [
-                (place, index, names[label], names[predicted])
-                for place, (index, label, predicted) in enumerate(rows, 1)
-            ]
+            rows = zip(range(1, self.num_images + 1), *(wrong[key].tolist() for key in ("index", "label", "predicted")))
+            rows = [(place, index, names[label], names[predicted]) for place, index, label, predicted in rows]
             table = _table(("image, row by row", "sample", "true", "predicted"), rows)
             self._writer.add_text("val/misclassified_labels", table, step)
 
 
 def confusion_matrix_figure(metric: MulticlassConfusionMatrix, matrix: torch.Tensor, names: list[str]) -> Figure:
-    """torchmetrics' plot of the matrix with its counts, on a figure that grows with the number of classes."""
     size = 3 + 0.6 * len(names)
     figure = Figure(figsize=(size + 1, size), layout="constrained")
     _, axes = metric.plot(matrix, ax=figure.add_subplot(), labels=list(names), cmap="Blues")
@@ -188,7 +175,6 @@ def confusion_matrix_figure(metric: MulticlassConfusionMatrix, matrix: torch.Ten
 
 
 def most_confused_table(matrix: torch.Tensor, names: list[str], num_pairs: int) -> str:
-    """A Markdown table of the most frequent (true, predicted) pairs of different classes, most frequent first."""
     confusions = matrix.clone().fill_diagonal_(0).flatten()
     counts, positions = confusions.sort(descending=True, stable=True)
     pairs = zip(counts[:num_pairs].tolist(), positions[:num_pairs].tolist())
@@ -197,6 +183,5 @@ def most_confused_table(matrix: torch.Tensor, names: list[str], num_pairs: int) 
 
 
 def _table(header: tuple[str, ...], rows: list[tuple]) -> str:
-    """A Markdown table, as TensorBoard's text tab shows it."""
     lines = [header, ["---"] * len(header), *rows]
     return "\n".join("| " + " | ".join(map(str, line)) + " |" for line in lines)

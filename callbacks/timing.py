@@ -1,9 +1,5 @@
-"""Per-epoch wall times, global throughput, fraction of time waiting for data, peak memory -> timing.csv, time/*.
-
-Custom because no library measures the data wait: the gap from one training step's end to the next one's start,
-marked with the host clock on the CPU and with CUDA events on a GPU (which never block the host and are read at
-the epoch's end), so that a step never waits for the device. docs/analysis.md says how each column is measured.
-"""
+"""Per-epoch times, throughput, data wait and peak memory -> timing.csv and time/* (docs/analysis.md): no library
+measures the data wait, the gap between training steps, marked with CUDA events on a GPU so that no step waits."""
 
 import csv
 import math
@@ -109,7 +105,7 @@ class EpochTiming(Callback):
         }
         self.rows[row["epoch"]] = row
         metrics = {
-            f"time/{name}": float(value) for name, value in row.items() if name != "epoch" and not math.isnan(value)
+            f"time/{key}": float(value) for key, value in row.items() if key != "epoch" and not math.isnan(value)
         }
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):  # other loggers' metric files stay free of run-to-run noise
@@ -126,27 +122,17 @@ class EpochTiming(Callback):
             return
         rows = [self.rows[epoch] for epoch in sorted(self.rows)]
         if summary:  # totals; rates over the whole run, so long epochs weigh more
-            train_s = sum(row["train_s"] for row in rows)
-            samples = sum(row["samples"] for row in rows)
+            train_s, samples = sum(row["train_s"] for row in rows), sum(row["samples"] for row in rows)
             val_times = [row["val_s"] for row in rows if not math.isnan(row["val_s"])]
             wait_s = sum(row["data_wait_frac"] * row["train_s"] for row in rows)
-            rows.append(
-                {
-                    "epoch": "all",
-                    "train_s": train_s,
-                    "val_s": sum(val_times) if val_times else math.nan,
-                    "samples": samples,
-                    "samples_per_s": _ratio(samples, train_s),
-                    "data_wait_frac": _ratio(wait_s, train_s),
-                    "peak_memory_mb": max(row["peak_memory_mb"] for row in rows),
-                }
-            )
+            peak = max(row["peak_memory_mb"] for row in rows)
+            values = [train_s, sum(val_times) if val_times else math.nan, samples, _ratio(samples, train_s)]
+            rows.append(dict(zip(COLUMNS, ["all", *values, _ratio(wait_s, train_s), peak])))
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("w", newline="") as file:
             writer = csv.DictWriter(file, COLUMNS)
             writer.writeheader()
-            for row in rows:
-                writer.writerow({name: _format(value) for name, value in row.items()})
+            writer.writerows({key: _format(value) for key, value in row.items()} for row in rows)
 
 
 def _ratio(numerator: float, denominator: float) -> float:
@@ -154,6 +140,4 @@ def _ratio(numerator: float, denominator: float) -> float:
 
 
 def _format(value: Any) -> Any:
-    if isinstance(value, float):
-        return "" if math.isnan(value) else f"{value:.6g}"
-    return value
+    return ("" if math.isnan(value) else f"{value:.6g}") if isinstance(value, float) else value
