@@ -164,6 +164,7 @@ class ImageDataModule(LightningDataModule):
 
     input_shape: tuple[int, int, int]
     num_classes: int
+    class_names: list[str]
     mean: tuple[float, ...]
     std: tuple[float, ...]
     predict_split = "test"  # the split trainer.predict runs over
@@ -191,19 +192,15 @@ class ImageDataModule(LightningDataModule):
         self.train_set = self.val_set = self.test_set = None
         self._normalizations: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    @property
-    def class_names(self) -> list[str]:
-        raise NotImplementedError
-
     def source(self, split: str, index: int) -> str:
         """Where sample `index` of `split` comes from: a file path when the dataset has files."""
         return f"{split}[{index}]"
 
     def dataset(self, split: str) -> Dataset:
-        datasets = {"train": self.train_set, "val": self.val_set, "test": self.test_set}
-        if split not in datasets:
-            raise UserError(f"There is no split {split!r}: the splits are {sorted(datasets)}.")
-        return datasets[split]
+        splits = sorted({"train", "val", "test", self.predict_split})
+        if split not in splits:
+            raise UserError(f"There is no split {split!r}: the splits are {splits}.")
+        return getattr(self, f"{split}_set")
 
     def read_splits(self, stage: str | None) -> tuple[Dataset | None, Dataset | None, Dataset | None]:
         """The labelled (train, val, test) splits; val None: `val_size` images of train validate. Those `stage` does
@@ -212,18 +209,16 @@ class ImageDataModule(LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         """Validates on fold `fold` of train with num_folds set, else the dataset's own val, else `val_size` carved from train."""
-        splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": (self.predict_split,)}
-        if all(
-            self.dataset(split) is not None for split in splits.get(stage, ("train", "val", "test", self.predict_split))
-        ):
+        needs = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": (self.predict_split,)}
+        if all(self.dataset(split) is not None for split in needs.get(stage, sum(needs.values(), ()))):
             return  # set up by an earlier stage
         train, val, test = self.read_splits(stage)
         if self.num_folds and train is not None:
-            positions = fold_positions(train.labels, self.num_folds, self.fold, self.split_seed)
+            train_at, val_at = fold_positions(train.labels, self.num_folds, self.fold, self.split_seed)
             log.info(
-                f"Fold {self.fold} of {self.num_folds}: training on {len(positions[0])} images, validating on {len(positions[1])}"
+                f"Fold {self.fold} of {self.num_folds}: training on {len(train_at)} images, validating on {len(val_at)}"
             )
-            train, val = (FoldSubset(train, part) for part in positions)
+            train, val = FoldSubset(train, train_at), FoldSubset(train, val_at)
         elif val is None and train is not None:
             train, val = self.carve_val_set(train)
         self.train_set, self.val_set, self.test_set = train, val, test
@@ -237,9 +232,8 @@ class ImageDataModule(LightningDataModule):
         return train_set.take(order[self.val_size :]), train_set.take(order[: self.val_size].sort().values)
 
     def train_dataloader(self) -> DataLoader:
-        sharding = (
-            self.trainer.distributed_sampler_kwargs if self.trainer else None
-        ) or {}  # DDP: this process's share
+        # DDP: this process's share
+        sharding = (self.trainer.distributed_sampler_kwargs if self.trainer else None) or {}
         train_set, options = self._placed(self.train_set)
         # the batches' positions are cut where the images are: on the GPU when they were placed there
         device = train_set.images.device if self._on_gpu(train_set) else None

@@ -391,7 +391,6 @@ class TinyImageNetDataModule(ImageDataModule):
         self.folder = TinyImageNetFolder(self.data_dir / FOLDER_NAME)
         self.download, self.url, self.md5, self.cache, self.skip_bad_files = download, url, md5, cache, skip_bad_files
         self.cache_dir = Path(cache_dir) if cache_dir else self.data_dir / f"{FOLDER_NAME}-decoded"
-        self.predict_set: Dataset | None = None
         self.skipped: dict[str, int] = {}  # bad inputs left out, per official folder
         self._datasets: dict[str, Dataset] = {}
         self._files: dict[str, list[Path]] = {}
@@ -436,12 +435,9 @@ class TinyImageNetDataModule(ImageDataModule):
                 self._datasets[folder] = self._checked(folder)
         return self._datasets.get("train"), self._datasets.get("val"), self._datasets.get("val")
 
-    def setup(self, stage: str | None = None) -> None:
-        super().setup(stage)
-        self.predict_set = self._datasets.get("test")
-
-    def dataset(self, split: str) -> Dataset:
-        return self.predict_set if split == "predict" else super().dataset(split)
+    @property
+    def predict_set(self) -> Dataset | None:
+        return self._datasets.get("test")
 
     def _load(self, folder: str, listing: SplitFiles | None = None) -> tuple[Dataset, list[str]]:
         """The dataset of an official folder and the bad inputs left out of it."""
