@@ -7,8 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from checkpoints.loading import is_experiment_record
 from user_errors import UserError
 
@@ -31,13 +29,8 @@ class Predictions:
     meta: dict[str, Any]
     rows: list[dict[str, str]]
 
-    @property
-    def split(self) -> str:
-        return self.meta["split"]
-
-    @property
-    def dataset(self) -> str:
-        return str(self.meta["experiment"]["choices"].get("data"))
+    split = property(lambda self: self.meta["split"])
+    dataset = property(lambda self: str(self.meta["experiment"]["choices"].get("data")))
 
 
 def sidecar_path(path: Path) -> Path:
@@ -45,22 +38,9 @@ def sidecar_path(path: Path) -> Path:
 
 
 def write_predictions(
-    path: Path,
-    *,
-    split: str,
-    stage: str,
-    index: np.ndarray,
-    label: np.ndarray | None,
-    loss: np.ndarray | None,
-    top_ids: np.ndarray,
-    top_probs: np.ndarray,
-    class_names: Sequence[str],
-    sources: Sequence[str],
-    epoch: int | None,
-    checkpoint: str,
-    experiment: dict[str, Any],
+    path, *, split, stage, index, label, loss, top_ids, top_probs, class_names, sources, epoch, checkpoint, experiment
 ) -> None:
-    """The CSV, rows in the given order (`sources[i]`: where sample i comes from), and its JSON sidecar."""
+    """The CSV and its JSON sidecar from arrays of the samples (label and loss None where unknown, top-k (N, k))."""
     ranks = range(1, top_ids.shape[1] + 1)
     predicted = [name for rank in ranks for name in (f"pred{rank}", f"pred{rank}_name", f"prob{rank}")]
     header = ["split", "index", "source", "label", "label_name", "correct", "loss", *predicted, "epoch", "checkpoint"]
@@ -85,19 +65,15 @@ def read_predictions(path: str | Path) -> Predictions:
     """A prediction file and its sidecar, checked cell by cell: a missing or foreign file is a UserError."""
     path = Path(path).with_suffix(".csv") if Path(path).suffix == ".json" else Path(path)
     sidecar = sidecar_path(path)
-    if not path.is_file():
+    if not path.is_file() or not sidecar.is_file():
         raise UserError(
-            f"No prediction file at {path}: pass a <run dir>/predictions/*.csv written by train.py or eval.py, or a checkpoint."
-        )
-    if not sidecar.is_file():
-        raise UserError(
-            f"{path} has no sidecar {sidecar.name} beside it: pass a prediction file written by train.py or eval.py, with its .json."
+            f"No prediction file at {path} with its sidecar {sidecar.name}: pass a <run dir>/predictions/*.csv written by train.py or eval.py (with its .json), or a checkpoint."
         )
     try:
         meta = json.loads(sidecar.read_text())
         with path.open(newline="") as file:
             rows = list(csv.DictReader(file))
-    except (json.JSONDecodeError, UnicodeDecodeError, csv.Error, RecursionError) as error:
+    except (ValueError, csv.Error, RecursionError) as error:  # JSON and Unicode errors are ValueErrors
         raise UserError(
             f"{path} or its sidecar {sidecar.name} is not a prediction file ({error}): pass one written by train.py or eval.py."
         ) from error

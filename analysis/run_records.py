@@ -14,7 +14,7 @@ from user_errors import UserError
 
 TIMING_FILE = "timing.csv"  # callbacks/timing.py: a row per epoch ("0", "1", ...) and the run's ("all")
 STATUS_FILE = "status.json"  # runs/entry_points.py: how a job of a multirun ended
-RUNNING, COMPLETED, FAILED = "running", "completed", "failed"
+COMPLETED, FAILED = "completed", "failed"
 EVENTS = "events.out.tfevents.*"
 
 
@@ -87,10 +87,9 @@ def read_timing(run: Path) -> dict[str, dict[str, float]]:
     if not path.is_file():
         return {}
     with path.open(newline="") as file:
-        rows = list(csv.DictReader(file))
-    return {
-        row.pop("epoch"): {name: float(value) if value else math.nan for name, value in row.items()} for row in rows
-    }
+        return {
+            row.pop("epoch"): {k: float(v) if v else math.nan for k, v in row.items()} for row in csv.DictReader(file)
+        }
 
 
 def read_status(job_dir: Path) -> dict[str, Any] | None:
@@ -102,12 +101,10 @@ def read_status(job_dir: Path) -> dict[str, Any] | None:
 
 def read_config(run: Path) -> tuple[dict[str, Any], list[str]]:
     """.hydra/'s config and overrides, or the config stored in the run's latest checkpoint."""
-    hydra = run / ".hydra"
-    if (hydra / "config.yaml").is_file():
-        overrides = (
-            yaml.safe_load((hydra / "overrides.yaml").read_text()) if (hydra / "overrides.yaml").is_file() else []
-        )
-        return yaml.safe_load((hydra / "config.yaml").read_text()) or {}, list(overrides or [])
+    config, overrides = run / ".hydra" / "config.yaml", run / ".hydra" / "overrides.yaml"
+    if config.is_file():
+        overrides = yaml.safe_load(overrides.read_text()) if overrides.is_file() else []
+        return yaml.safe_load(config.read_text()) or {}, list(overrides or [])
     checkpoints = sorted((run / "checkpoints").glob("*.ckpt"), key=lambda path: path.stat().st_mtime)
     if not checkpoints:
         return {}, []
@@ -122,13 +119,11 @@ def read_run(run: Path) -> RunRecord:
     try:
         config, overrides = read_config(run)
         timing = read_timing(run).get("all", {})
-    except (yaml.YAMLError, UnicodeDecodeError, csv.Error, ValueError, KeyError, AttributeError) as error:
+        if not isinstance(config, dict) or not all(isinstance(override, str) for override in overrides):
+            raise ValueError(".hydra/ holds no composed config")
+    except (yaml.YAMLError, csv.Error, ValueError, KeyError, AttributeError) as error:
         reason = " ".join(str(error).split())[:120] or error.__class__.__name__
         raise UserError(
             f"The records of {run} (.hydra/config.yaml, .hydra/overrides.yaml, timing.csv) are not those train.py writes ({reason}): report a run of train.py."
         ) from error
-    if not isinstance(config, dict) or not all(isinstance(override, str) for override in overrides):
-        raise UserError(
-            f"The config of {run} (.hydra/config.yaml) is not a composed config of train.py: report a run of train.py."
-        )
     return RunRecord(run, curves, final, timing, config, overrides, wall_s)

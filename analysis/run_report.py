@@ -79,10 +79,9 @@ def detect_overfitting(train_loss: Curve, val_loss: Curve, patience=3, min_rise=
 
 def target_sentence(tag: str, curve: Curve, target: float) -> str:
     """E.g. "train top-5 reached 95% at epoch 12", or how far it got."""
-    reached = next((epoch for epoch, value in zip(*curve) if value >= target), None)
     if not curve[1]:
         return f"{label(tag)}: not logged."
-    if reached is not None:
+    if (reached := next((epoch for epoch, value in zip(*curve) if value >= target), None)) is not None:
         return f"{label(tag)} reached {100 * target:g}% at epoch {reached}."
     epoch, best = best_of(curve, tag)
     return f"{label(tag)} never reached {100 * target:g}% (best {best:.2%} at epoch {epoch})."
@@ -101,11 +100,9 @@ def best_of(curve: Curve, tag: str) -> tuple[int | None, float]:
     return curve[0][curve[1].index(best)], best
 
 
-def show(value: float | None, tag: str = "top1", spec: str = "") -> str:
+def show(value: float, tag: str = "top1", spec: str = "") -> str:
     """A loss with 4 decimals, an accuracy in percent, or `spec`; "–" for none."""
-    if value is None or math.isnan(value):
-        return "–"
-    return format(value, spec or (".4f" if tag.endswith("loss") else ".2%"))
+    return "–" if math.isnan(value) else format(value, spec or (".4f" if tag.endswith("loss") else ".2%"))
 
 
 def last(run: RunRecord, tag: str) -> float:
@@ -123,12 +120,8 @@ def observations(run: RunRecord, overfitting: Overfitting | None, targets: Seque
     epochs, values = run.series("val/top1")
     if values:
         epoch, best = best_of((epochs, values), "val/top1")
-        at = (
-            "the last epoch"
-            if epoch == epochs[-1]
-            else f"epoch {epoch}; the last epoch ({epochs[-1]}) has {show(values[-1])}"
-        )
-        found.append(f"best val top-1 {show(best)} at {at}.")
+        at = f"epoch {epoch}; the last epoch ({epochs[-1]}) has {show(values[-1])}" if epoch != epochs[-1] else ""
+        found.append(f"best val top-1 {show(best)} at {at or 'the last epoch'}.")
     losses = run.series("val/loss")[1]
     if overfitting is not None:
         found.append(overfitting.sentence)
@@ -189,7 +182,9 @@ def fold_statistics(runs: Sequence[RunRecord], labels: Sequence[str]) -> list[st
     columns = [("best val top-1", "val/top1", lambda run: best_of(run.series("val/top1"), "val/top1")[1])]
     columns += [(f"last-epoch val {label(m)}", f"val/{m}", lambda run, tag=f"val/{m}": last(run, tag)) for m in METRICS]
     lines = []
-    for rest, members in ((rest, members) for rest, members in groups.items() if len(members) > 1):
+    for rest, members in groups.items():
+        if len(members) < 2:
+            continue
         folds = ", ".join(str(run.config["data"]["fold"]) for run in members)
         heading = f"{len(members)} folds ({folds}) of data.num_folds={members[0].config['data']['num_folds']}"
         lines += ["", heading + (f", {rest}" if rest else "") + ":", ""]
@@ -197,13 +192,11 @@ def fold_statistics(runs: Sequence[RunRecord], labels: Sequence[str]) -> list[st
         for name, tag, measure in columns:
             values = [measure(run) for run in members]
             if not any(math.isnan(value) for value in values):  # logged by every fold
-                cells = [statistics.mean(values), statistics.stdev(values)]
+                mean, stdev = statistics.mean(values), statistics.stdev(values)
                 per_fold = ", ".join(show(value, tag) for value in values)
-                lines.append(f"| {name} | {' | '.join(show(value, tag) for value in cells)} | {per_fold} |")
-    if not lines:
-        return []
+                lines.append(f"| {name} | {show(mean, tag)} | {show(stdev, tag)} | {per_fold} |")
     note = "\nStandard deviation over the folds with the n-1 denominator (the sample standard deviation)."
-    return ["## K-fold cross-validation", *lines, note]
+    return ["## K-fold cross-validation", *lines, note] if lines else []
 
 
 def curves_figure(metric, runs, labels, overfitting, targets=()):
@@ -248,11 +241,9 @@ def curves_figure(metric, runs, labels, overfitting, targets=()):
         axes.yaxis.set_major_formatter(PercentFormatter(xmax=1))
     axes.grid(True, alpha=0.3)
     figure.supxlabel(AVERAGING_NOTE, fontsize=8, color="0.35")
-    if not axes.get_legend_handles_labels()[0]:
-        pass  # nothing logged for this metric
-    elif single:
+    if single and axes.get_legend_handles_labels()[0]:  # none: nothing logged for this metric
         axes.legend(loc="best", fontsize=9)
-    else:
+    elif axes.get_legend_handles_labels()[0]:
         figure.legend(loc="outside right upper", fontsize=8, title="run (val)", ncols=1 if len(runs) <= 16 else 2)
     return figure
 

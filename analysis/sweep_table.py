@@ -56,9 +56,7 @@ def job_row(job_dir: Path) -> dict[str, Any]:
     return row | {"reason": reason}
 
 
-def summarize(
-    sweep_dir: Path, ended: dict[Path, dict[str, Any]] | None = None
-) -> tuple[list[dict[str, Any]], list[str]]:
+def summarize(sweep_dir: Path, ended: dict[Path, dict] | None = None) -> tuple[list[dict[str, Any]], list[str]]:
     """The rows and the override columns; `ended`: rows of ended jobs, reused rather than read again, and added to."""
     jobs = job_dirs(sweep_dir)
     if not jobs:
@@ -80,23 +78,10 @@ def write_summary(sweep_dir: Path, ended: dict[Path, dict[str, Any]] | None = No
         table, ["job", "status", *override_columns, *METRIC_COLUMNS, "reason"], extrasaction="ignore"
     )
     writer.writeheader()
-    writer.writerows(
-        {key: "" if isinstance(value, float) and math.isnan(value) else value for key, value in row.items()}
-        for row in rows
-    )
+    writer.writerows({k: "" if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()} for row in rows)
     completed = sum(row["status"] == COMPLETED for row in rows)
-    markdown = (
-        "\n".join(
-            [
-                f"# Sweep {sweep_dir}",
-                "",
-                f"{len(rows)} jobs; {completed} completed.",
-                "",
-                *markdown_table(rows, override_columns),
-            ]
-        )
-        + "\n"
-    )
+    lines = [f"# Sweep {sweep_dir}", "", f"{len(rows)} jobs; {completed} completed.", ""]
+    markdown = "\n".join(lines + markdown_table(rows, override_columns)) + "\n"
     for path, text in ((sweep_dir / "summary.csv", table.getvalue()), (sweep_dir / "summary.md", markdown)):
         # jobs running at once each rewrite the summary: through a file of this process and a rename, never half of one
         partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
