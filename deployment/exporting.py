@@ -1,5 +1,4 @@
-"""Exported models through torch's own exporters, the datamodule's normalisation folded in, with a JSON contract
-beside them that no library writes; and a user's image brought to their input as the datasets decode theirs."""
+"""Exported models through torch's own exporters, normalisation folded in, with a JSON contract no library writes."""
 
 import importlib.util
 import json
@@ -82,7 +81,7 @@ def read_contract(model_path: Path) -> dict[str, Any]:
     contract = contract if isinstance(contract, dict) else {}
     file_format, shape, names = contract.get("format"), contract.get("input"), contract.get("class_names")
     shape = shape.get("shape") if isinstance(shape, dict) else None
-    if file_format not in tuple(SUFFIXES):
+    if file_format not in tuple(SUFFIXES):  # a tuple: an unhashable value is no key
         raise UserError(f"{contract_path} names no known format (format: {file_format!r}): {AGAIN}.")
     if SUFFIXES[file_format] != model_path.suffix:
         raise UserError(

@@ -1,5 +1,4 @@
-"""compare.py once composed: two checkpoints or prediction files judged sample by sample (no library compares two
-models' per-sample predictions), with a contact sheet of the images they judge differently."""
+"""compare.py: two checkpoints or prediction files judged sample by sample (no library does), with a contact sheet."""
 
 import copy
 import csv
@@ -90,8 +89,7 @@ def report(a, b, pairs: list, max_listed: int) -> list[str]:
 
 
 def sheet_selection(pairs: list, num_images: int) -> dict[str, list]:
-    """Up to num_images flips, half of each direction (one with fewer leaves its room to the other), the wrong
-    model's most confident mistakes first: those say the most about what changed."""
+    """Up to num_images flips, half of each direction, the wrong model's most confident mistakes first."""
 
     def most_confident_first(change: str, wrong: int) -> list:
         flips = [p for p in pairs if flip(p) == change]
@@ -103,8 +101,6 @@ def sheet_selection(pairs: list, num_images: int) -> dict[str, list]:
 
 
 def contact_sheet(a, b, pairs: list, selection: dict[str, list], images: dict, columns: int = 4) -> Figure:
-    """A section per direction of flip, each image captioned with its index, true class and both predictions."""
-
     def marked(row: dict[str, str]) -> str:
         return f"{short_name(row['pred1_name'])} {float(row['prob1']):.2f} {'✓' if row['correct'] == '1' else '✗'}"
 

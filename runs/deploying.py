@@ -1,5 +1,4 @@
-"""export.py and predict.py once composed: a checkpoint exported with its contract and verified against the eager
-network; the top-k classes of a user's own images from a checkpoint or an exported model."""
+"""export.py (a checkpoint exported with its contract, verified against the eager network) and predict.py."""
 
 import csv
 import json
@@ -108,10 +107,7 @@ def predict(cfg: DictConfig) -> None:
     else:
         _, _, datamodule, module, _ = rebuild_from_checkpoint(cfg)
         input_shape, class_names = datamodule.input_shape, datamodule.class_names
-
-        def classify(images: torch.Tensor) -> torch.Tensor:
-            return module.eval()(datamodule.normalize(images))
-
+        classify = lambda images: module.eval()(datamodule.normalize(images))  # noqa: E731
     readable = []
     for file in files:
         try:
