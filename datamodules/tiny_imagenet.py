@@ -216,11 +216,8 @@ class TinyImageNetFolder:
             if not class_files:
                 what = "holds no JPEG images" if folder.is_dir() else "is missing"
                 class_problems.append(f"{folder} {what} (class {wnid}, line {index + 1} of {self.wnids_file})")
-            files, labels, problems = (
-                files + class_files,
-                labels + [index] * len(class_files),
-                problems + class_problems,
-            )
+            files, problems = files + class_files, problems + class_problems
+            labels += [index] * len(class_files)
         return SplitFiles(files, np.array(labels, dtype=np.int64), problems)
 
     def _val_annotated(self) -> SplitFiles:
