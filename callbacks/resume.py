@@ -1,5 +1,5 @@
-"""Stopping on a signal with a checkpoint, and what a resume needs beyond Lightning's own restore: the global random
-generators, the loader's place, logs that go on. Everything is stored as tensors and plain numbers, so checkpoints load with torch.load(weights_only=True)."""
+"""What a resume needs beyond Lightning's restore (random generators, the loader's place, logs that go on), and a stop
+on a signal with a checkpoint; stored as tensors and plain numbers, so checkpoints load with weights_only=True."""
 
 import csv
 import io
@@ -25,39 +25,22 @@ from checkpoints.loading import atomic_write_bytes
 log = logging.getLogger(__name__)
 
 
-def capture_rng_states() -> dict[str, Any]:
-    kind, keys, position, has_gauss, gauss = np.random.get_state()
-    return {
-        "torch": torch.get_rng_state(),
-        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss),
-        "python": random.getstate(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
-    }
-
-
-def restore_rng_states(states: dict[str, Any]) -> None:
-    torch.set_rng_state(states["torch"])
-    kind, keys, position, has_gauss, gauss = states["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
-    random.setstate(states["python"])
-    if states["cuda"] and len(states["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(states["cuda"])
-
-
 class ExactResume(Callback):
-    """Lightning saves no global generator states: each process's go into every checkpoint. They, and the loader's place
-    that Lightning saved, are applied when training starts: Lightning draws random numbers before that (tracing the
-    TensorBoard graph) and never restores the loader's place once configure_optimizers has asked for
-    trainer.estimated_stepping_batches, as ours does (Lightning #20550)."""
+    """Lightning saves no global generator states, draws random numbers before training starts (the TensorBoard graph)
+    and skips the loader's place once configure_optimizers reads estimated_stepping_batches (Lightning #20550)."""
 
     def __init__(self) -> None:
         self._rng_per_rank: list[Any] = []
         self._loader_states: list[Any] = []
 
     def state_dict(self) -> dict[str, Any]:
-        per_rank = [capture_rng_states()]
+        kind, keys, *rest = np.random.get_state()
+        numpy = (kind, torch.from_numpy(keys.astype(np.int64)), *rest)
+        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []
+        states = {"torch": torch.get_rng_state(), "numpy": numpy, "python": random.getstate(), "cuda": cuda}
+        per_rank = [states]
         if torch.distributed.is_available() and torch.distributed.is_initialized():
-            per_rank, states = [None] * torch.distributed.get_world_size(), per_rank[0]
+            per_rank = [None] * torch.distributed.get_world_size()
             torch.distributed.all_gather_object(per_rank, states)
         return {"rng_per_rank": per_rank}
 
@@ -76,31 +59,31 @@ class ExactResume(Callback):
                 log.warning(
                     f"The checkpoint holds random states of {len(per_rank)} processes, this run has {trainer.world_size}: each process resumes with those of process 0."
                 )
-            restore_rng_states(per_rank[trainer.global_rank] if len(per_rank) == trainer.world_size else per_rank[0])
+            states = per_rank[trainer.global_rank] if len(per_rank) == trainer.world_size else per_rank[0]
+            torch.set_rng_state(states["torch"])
+            kind, keys, *rest = states["numpy"]
+            np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
+            random.setstate(states["python"])
+            if states["cuda"] and len(states["cuda"]) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(states["cuda"])
         if self._loader_states and hasattr(trainer.train_dataloader, "load_state_dict"):
             trainer.train_dataloader.load_state_dict(self._loader_states[0])  # read at its first batch, after this
         self._loader_states = []
 
 
 class ContinuingCSVLogger(CSVLogger):
-    """Lightning's CSVLogger deletes an existing metrics.csv, with no option to keep it: its content is put back and the
-    writer told its columns (its public `metrics_keys`), so that a resumed run appends below the earlier rows."""
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self._kept = False
+    """Lightning's CSVLogger deletes an existing metrics.csv: put back, with its columns, for a resumed run to append to."""
 
     @property
     @rank_zero_experiment
     def experiment(self) -> ExperimentWriter:
-        if self._kept:
-            return super().experiment
+        if self._experiment is not None:
+            return self._experiment
         metrics_file = Path(self.log_dir) / ExperimentWriter.NAME_METRICS_FILE
         earlier = metrics_file.read_bytes() if metrics_file.is_file() else None
         with warnings.catch_warnings():  # that earlier files "will be deleted": they are kept
             warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
             writer = super().experiment
-        self._kept = True
         if earlier is not None:
             atomic_write_bytes(earlier, metrics_file)
             writer.metrics_keys = list(csv.DictReader(io.StringIO(earlier.decode())).fieldnames or [])
@@ -118,11 +101,8 @@ def _step(row: dict[str, str]) -> int:
 
 
 class ContinueLogs(Callback):
-    """Logs that go on across a resume, each epoch once. Loggers are flushed before every checkpoint. A resumed run
-    tells TensorBoard that the session restarted at the checkpoint's step (the SessionLog START event of
-    SummaryWriter(purge_step=...)), so it drops the points logged after that checkpoint, and removes those rows from
-    metrics.csv. Lightning logs an epoch's train/* means after the hooks that write last.ckpt: they go into that
-    checkpoint too, and a run resumed in its own directory writes them to each logger that lacks them."""
+    """Logs that go on across a resume, each epoch once: points after the checkpoint dropped (TensorBoard's purge event,
+    metrics.csv's rows), and the epoch's train/* means that Lightning logs after saving last.ckpt written from it."""
 
     def __init__(self) -> None:
         # set from an epoch's end to the next batch: a checkpoint written then marks the epoch done
@@ -204,12 +184,8 @@ class TrainingStopped(Exception):
 
 
 class StopOnSignal(Callback):
-    """Ctrl-C and SIGTERM (what job schedulers send) stop training at the end of the current batch, or of the epoch if they
-    came during validation, after saving the whole state to `<dirpath>/<filename>.ckpt` for resume=true; a second one stops
-    at once, without saving. Lightning's own SIGTERM stop saves nothing and breaks off validation, and Ctrl-C raises
-    KeyboardInterrupt wherever it lands, possibly half-way through an optimizer step. Under DDP the processes agree on
-    stopping with a collective, which waits for the devices, every `check_every_n_steps` steps; one process looks at its
-    flag after every batch."""
+    """Ctrl-C and SIGTERM stop after the batch (or epoch, in validation) with `<dirpath>/<filename>.ckpt`, a second at once:
+    Lightning's SIGTERM stop saves nothing, and KeyboardInterrupt may land mid-step. DDP agrees every n steps."""
 
     def __init__(self, dirpath: str, filename: str = "last", check_every_n_steps: int = 50):
         self.path, self.check_every_n_steps = f"{dirpath}/{filename}.ckpt", check_every_n_steps
@@ -250,10 +226,9 @@ class StopOnSignal(Callback):
         return trainer.strategy.reduce_boolean_decision(self.received is not None, all=False)
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int) -> None:
-        if (trainer.world_size == 1 or trainer.global_step % self.check_every_n_steps == 0) and self._signalled(
-            trainer
-        ):
-            self._stop(trainer, f"after batch {batch_idx + 1} of epoch {trainer.current_epoch}")
+        if trainer.world_size == 1 or trainer.global_step % self.check_every_n_steps == 0:
+            if self._signalled(trainer):
+                self._stop(trainer, f"after batch {batch_idx + 1} of epoch {trainer.current_epoch}")
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self._signalled(trainer):  # during validation: stop after Lightning logs the epoch's train/* values
