@@ -173,12 +173,13 @@ def objective(settings: DictConfig, space: dict[str, Any]):
             key: getattr(trial, f"suggest_{how[0]}")(key, **how[1]) if isinstance(how, tuple) else how
             for key, how in space.items()
         }
-        log.info(f"Trial {trial.number}: {' '.join(f'{key}={value}' for key, value in values.items())} in {run_dir}")
+        chosen = [f"{key}={value}" for key, value in values.items()]
+        log.info(f"Trial {trial.number}: {' '.join(chosen)} in {run_dir}")
         trial_overrides = [f"hydra.run.dir={quoted(str(run_dir))}", "hydra.job.name=train", "task_name=train"]
         try:
             config = loader.load_configuration(
                 hydra.job.config_name,
-                [*overrides, *trial_overrides, *task, *(f"{key}={value}" for key, value in values.items())],
+                [*overrides, *trial_overrides, *task, *chosen],
                 run_mode=RunMode.RUN,
             )
         except (HydraException, OmegaConfBaseException) as error:
@@ -257,19 +258,13 @@ def write_summary(study: optuna.Study, settings: DictConfig) -> Path:
         )
     columns = list(dict.fromkeys(key for row in rows for key in row)) or ["trial", "state", "value"]
     counts = {s: sum(row["state"] == s for row in rows) for s in ("complete", "pruned", "failed", "running")}
-    lines = [
-        f"# Study {study.study_name}",
-        "",
-        f"{len(rows)} trials: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + ".",
-        "",
-    ]
+    states = ", ".join(f"{n} {s}" for s, n in counts.items())
+    lines = [f"# Study {study.study_name}", "", f"{len(rows)} trials: {states}.", ""]
     if counts["complete"]:
         best = study.best_trial
         values = ", ".join(f"{key}={value}" for key, value in best.params.items())
-        lines += [
-            f"Best: trial {best.number}, {settings.objective} {best.value:.4f} ({values}), {best.user_attrs.get(RUN_DIR)}",
-            "",
-        ]
+        where = best.user_attrs.get(RUN_DIR)
+        lines += [f"Best: trial {best.number}, {settings.objective} {best.value:.4f} ({values}), {where}", ""]
     lines += ["| " + " | ".join(settings.objective if column == "value" else column for column in columns) + " |"]
     lines += ["|" + " --- |" * len(columns)]
     cell = lambda value: f"{value:.4g}" if isinstance(value, float) else str(value).replace("|", "/")  # noqa: E731
