@@ -74,16 +74,21 @@ class ExactResume(Callback):
 class ContinuingCSVLogger(CSVLogger):
     """Lightning's CSVLogger deletes an existing metrics.csv: put back, with its columns, for a resumed run to append to."""
 
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._kept = False  # our own flag, not Lightning's private writer attribute
+
     @property
     @rank_zero_experiment
     def experiment(self) -> ExperimentWriter:
-        if self._experiment is not None:
-            return self._experiment
+        if self._kept:
+            return super().experiment
         metrics_file = Path(self.log_dir) / ExperimentWriter.NAME_METRICS_FILE
         earlier = metrics_file.read_bytes() if metrics_file.is_file() else None
         with warnings.catch_warnings():  # that earlier files "will be deleted": they are kept
             warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
             writer = super().experiment
+        self._kept = True
         if earlier is not None:
             atomic_write_bytes(earlier, metrics_file)
             writer.metrics_keys = list(csv.DictReader(io.StringIO(earlier.decode())).fieldnames or [])

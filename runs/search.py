@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from hydra._internal.callbacks import Callbacks
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -195,7 +194,7 @@ def objective(settings: DictConfig, space: dict[str, Any]):
                 config=config,
                 job_dir_key="hydra.run.dir",
                 job_subdir_key=None,
-                hydra_context=HydraContext(config_loader=loader, callbacks=Callbacks(config)),
+                hydra_context=HydraContext(config_loader=loader, callbacks=JobCallbacks(config)),
             )
         except (KeyboardInterrupt, SystemExit):  # Ctrl-C outside training, or Lightning's exit on a signal in testing
             trial.set_user_attr(STOPPED, "interrupted outside training")
@@ -279,3 +278,18 @@ def write_summary(study: optuna.Study, settings: DictConfig) -> Path:
         partial.write_text(text)
         os.replace(partial, folder / name)
     return folder / "summary.md"
+
+
+class JobCallbacks:
+    """A trial's hydra.callbacks around its job, as Hydra's launchers call them (Hydra's own collection is internal)."""
+
+    def __init__(self, config: DictConfig):
+        self.callbacks = [instantiate(callback) for callback in (config.hydra.get("callbacks") or {}).values()]
+
+    def on_job_start(self, **kwargs: Any) -> None:
+        for callback in self.callbacks:
+            callback.on_job_start(**kwargs)
+
+    def on_job_end(self, **kwargs: Any) -> None:
+        for callback in reversed(self.callbacks):
+            callback.on_job_end(**kwargs)
