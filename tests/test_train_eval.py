@@ -106,8 +106,8 @@ def test_eval_refuses_a_checkpoint_of_another_network(run_dir, tmp_path):
 @pytest.mark.parametrize(
     "content, message",
     [
-        (None, "No checkpoint file at"),
-        (b"not a checkpoint at all", "truncated or not a PyTorch checkpoint"),
+        pytest.param(None, "No checkpoint file at", marks=pytest.mark.slow),
+        pytest.param(b"not a checkpoint at all", "truncated or not a PyTorch checkpoint", marks=pytest.mark.slow),
         ("truncated", "truncated or not a PyTorch checkpoint"),
     ],
 )

@@ -120,7 +120,7 @@ def test_the_batch_size_finder_doubles_the_batch_and_the_run_and_the_lr_finder_u
     assert [step for step, _ in steps] == [4, 9, 14]
 
 
-@pytest.mark.parametrize("setting", ["batch_size_find", "lr_find"])
+@pytest.mark.parametrize("setting", [pytest.param("batch_size_find", marks=pytest.mark.slow), "lr_find"])
 def test_a_finder_on_several_processes_is_refused_in_one_sentence(setting, mnist_dir, tmp_path):
     result = run_entry(
         "train.py", *ONE_EPOCH, f"{setting}=true", "trainer.devices=2", f"data.data_dir={mnist_dir}", check=False

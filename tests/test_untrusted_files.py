@@ -173,26 +173,32 @@ def test_compare_of_prediction_files_choosing_places_shows_images_from_the_users
             "was made with data=../../evil, which this installation's conf/data/ does not have",
         ),
         ({"overrides": ["model.hidden=${oc.env:HOME}"]}, "records an override that no command line of train.py writes"),
-        (
+        pytest.param(
             {"overrides": ["model.batch_norm=[unclosed"]},
             "records the override 'model.batch_norm=[unclosed', which is not a valid override",
+            marks=pytest.mark.slow,
         ),
-        (
+        pytest.param(
             {"overrides": ["model.no_such_setting=3"]},
             "records choices or overrides that this installation's conf/ cannot compose",
+            marks=pytest.mark.slow,
         ),
         (
             {"overrides": ["model.batch_norm={_target_:builtins.open,file:'VICTIM/notes.txt',mode:w}"]},
             "whose value holds one of Hydra's instantiation keys",
         ),
-        (
+        pytest.param(
             {"overrides": ["module.label_smoothing=[{_target_:shutil.rmtree,path:'VICTIM'}]"]},
             "whose value holds one of Hydra's instantiation keys",
+            marks=pytest.mark.slow,
         ),
         ({"top": {"state_dict": "weights"}}, "is not a checkpoint written by this version of train.py"),
-        ({"top": {"epoch": "one"}}, "is not a checkpoint written by this version of train.py"),
-        ({"top": {RUN_CONFIG_KEY: "config"}}, "is not a checkpoint written by this version of train.py"),
-        ({"top": {EXPERIMENT_KEY: "experiment"}}, "is not a checkpoint written by this version of train.py"),
+        *(
+            pytest.param(
+                {"top": top}, "is not a checkpoint written by this version of train.py", marks=pytest.mark.slow
+            )
+            for top in ({"epoch": "one"}, {RUN_CONFIG_KEY: "config"}, {EXPERIMENT_KEY: "experiment"})
+        ),
     ],
 )
 def test_a_record_that_does_not_compose_is_one_sentence(change, said, run, mnist_dir, victim, tmp_path):
@@ -349,10 +355,15 @@ CONTRACT = {"format": "onnx", "input": {"shape": ["batch", 1, 28, 28]}, "class_n
             b"",
             "gives no input shape [batch, 1 or 3, height, width]",
         ),
-        ({**CONTRACT, "input": {"shape": "wrong"}}, b"", "gives no input shape"),
-        ({**CONTRACT, "input": {"shape": ["batch", 1, 28, 10**9]}}, b"", "gives no input shape"),
-        ({**CONTRACT, "class_names": ["a"]}, b"", "gives no list of class names"),
-        ("a string", b"", "names no known format"),
+        pytest.param({**CONTRACT, "input": {"shape": "wrong"}}, b"", "gives no input shape", marks=pytest.mark.slow),
+        pytest.param(
+            {**CONTRACT, "input": {"shape": ["batch", 1, 28, 10**9]}},
+            b"",
+            "gives no input shape",
+            marks=pytest.mark.slow,
+        ),
+        pytest.param({**CONTRACT, "class_names": ["a"]}, b"", "gives no list of class names", marks=pytest.mark.slow),
+        pytest.param("a string", b"", "names no known format", marks=pytest.mark.slow),
         (CONTRACT, b"garbage", "cannot be opened as a onnx model"),
     ],
 )
@@ -370,7 +381,14 @@ def test_a_broken_export_or_contract_is_one_sentence(contract, model_bytes, said
     assert not logs.exists()
 
 
-@pytest.mark.parametrize(("column", "value"), [("index", "abc"), ("prob1", "not-a-number"), ("pred1", "-3")])
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("index", "abc"),
+        pytest.param("prob1", "not-a-number", marks=pytest.mark.slow),
+        pytest.param("pred1", "-3", marks=pytest.mark.slow),
+    ],
+)
 def test_a_prediction_file_with_a_changed_cell_is_one_sentence(column, value, run, tmp_path):
     import csv
 
@@ -423,7 +441,7 @@ def test_report_into_an_existing_file_is_one_sentence(run, tmp_path):
     ("script", "said"),
     [
         ("eval.py", "No file given: pass ckpt_path="),
-        ("export.py", "No file given: pass ckpt_path="),
+        pytest.param("export.py", "No file given: pass ckpt_path=", marks=pytest.mark.slow),
         ("compare.py", "a has no value: give a=VALUE on the command line."),
     ],
 )
