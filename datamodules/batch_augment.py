@@ -1,7 +1,8 @@
 """Random crops and flips of a whole uint8 batch on its device, parameters drawn per image.
 
-torchvision's transforms draw one set of parameters per call, so a batch would be cropped all alike; per-image calls
-are one Python step per image. Here a padded crop is one gather, a resized crop one grid_sample with a matrix per image.
+torchvision's transforms draw one set of parameters per call, so a batch would be cropped all alike; per-image
+calls are one Python step per image. Here a padded crop is one index_select of pixel rows, a resized crop one
+grid_sample with an affine matrix per image.
 """
 
 import math
@@ -36,9 +37,11 @@ class BatchAugment:
         self.scale, self.ratio = (float(scale[0]), float(scale[1])), (float(ratio[0]), float(ratio[1]))
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        flipped = torch.zeros(len(images), dtype=torch.bool, device=images.device)
-        if self.flip:
-            flipped = torch.rand(len(images), device=images.device) < 0.5
+        flipped = (
+            torch.rand(len(images), device=images.device) < 0.5
+            if self.flip
+            else torch.zeros(len(images), dtype=torch.bool, device=images.device)
+        )
         if self.crop == "random_resized":
             return self._resize_boxes(
                 images, flipped, *self._random_boxes(len(images), *images.shape[2:], images.device)
@@ -46,21 +49,20 @@ class BatchAugment:
         return self._shifted_crop(images, flipped)
 
     def _shifted_crop(self, images: torch.Tensor, flipped: torch.Tensor) -> torch.Tensor:
-        """Each image's window of the padded batch, its columns read backwards where flipped: one gather."""
+        """Every run of W pixels of the padded batch (and its mirror) is a row of one strided view: one index_select."""
         batch, channels, height, width = images.shape
         device, pad = images.device, self.padding
         padded = TF.pad(images, [pad], padding_mode=self.padding_mode) if pad else images
-        top, left = (torch.randint(0, 2 * pad + 1, (batch, 1), device=device) for _ in range(2))
-        rows = top + torch.arange(height, device=device)
-        columns = left + torch.arange(width, device=device)
-        columns = torch.where(flipped[:, None], padded.shape[3] - 1 - columns, columns)
-        samples = torch.arange(batch, device=device).view(-1, 1, 1, 1)
-        return padded[
-            samples,
-            torch.arange(channels, device=device).view(1, -1, 1, 1),
-            rows[:, None, :, None],
-            columns[:, None, None, :],
-        ]
+        if self.flip:
+            padded = torch.cat([padded, padded.flip(3)])  # sample b mirrored is sample batch + b
+        padded_height, padded_width = padded.shape[2:]
+        source = torch.arange(batch, device=device) + batch * flipped
+        top = torch.randint(0, 2 * pad + 1, (batch, 1, 1), device=device)
+        left = torch.randint(0, 2 * pad + 1, (batch, 1, 1), device=device)
+        first_rows = (source[:, None, None] * channels + torch.arange(channels, device=device)[:, None]) * padded_height
+        starts = (first_rows + top + torch.arange(height, device=device)) * padded_width + left  # (B, C, H)
+        runs = padded.reshape(-1).unfold(0, width, 1)
+        return runs.index_select(0, starts.view(-1)).view(batch, channels, height, width)
 
     @staticmethod
     def _resize_boxes(images, flipped, box_height, box_width, top, left) -> torch.Tensor:
@@ -74,9 +76,11 @@ class BatchAugment:
         theta[:, 1, 2] = (2 * top + box_height) / height - 1
         grid = F.affine_grid(theta, list(images.shape), align_corners=False)
         # sample no further out than the centres of the box's edge pixels, as a crop before the resize does
-        low = torch.stack([(2 * left + 1) / width, (2 * top + 1) / height], dim=1) - 1
-        high = torch.stack([(2 * (left + box_width) - 1) / width, (2 * (top + box_height) - 1) / height], dim=1) - 1
-        grid = torch.minimum(torch.maximum(grid, low.view(batch, 1, 1, 2)), high.view(batch, 1, 1, 2))
+        low = torch.stack([(2 * left + 1) / width - 1, (2 * top + 1) / height - 1], dim=1).view(batch, 1, 1, 2)
+        high = torch.stack(
+            [(2 * (left + box_width) - 1) / width - 1, (2 * (top + box_height) - 1) / height - 1], dim=1
+        ).view(batch, 1, 1, 2)
+        grid = torch.minimum(torch.maximum(grid, low), high)
         return F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
 
     def _random_boxes(self, batch: int, height: int, width: int, device: torch.device) -> tuple[torch.Tensor, ...]:
@@ -87,8 +91,9 @@ class BatchAugment:
         fits = (box_width > 0) & (box_width <= width) & (box_height > 0) & (box_height <= height)
         first = fits.float().argmax(1, keepdim=True)
         box_width, box_height = box_width.gather(1, first)[:, 0], box_height.gather(1, first)[:, 0]
-        fallback_width = round(height * self.ratio[1]) if width / height > self.ratio[1] else width
-        fallback_height = round(width / self.ratio[0]) if width / height < self.ratio[0] else height
+        image_ratio = width / height
+        fallback_width = round(height * self.ratio[1]) if image_ratio > self.ratio[1] else width
+        fallback_height = round(width / self.ratio[0]) if image_ratio < self.ratio[0] else height
         any_fits = fits.any(1)
         box_width = torch.where(any_fits, box_width, float(fallback_width))
         box_height = torch.where(any_fits, box_height, float(fallback_height))
