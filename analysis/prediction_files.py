@@ -54,7 +54,11 @@ def write_predictions(
             guesses = [
                 cell for i, p in zip(top_ids[row], top_probs[row]) for cell in (int(i), class_names[i], f"{p:.6g}")
             ]
-            loss_cell, epoch_cell = "" if loss is None else f"{loss[row]:.6g}", "" if epoch is None else epoch
+            # + 0.0 turns a loss of -0.0 into 0: "-0" would be escaped as a formula and refused on reading
+            loss_cell, epoch_cell = (
+                "" if loss is None else f"{float(loss[row]) + 0.0:.6g}",
+                "" if epoch is None else epoch,
+            )
             cells = [split, int(sample), sources[row], *truth, loss_cell, *guesses, epoch_cell, checkpoint]
             writer.writerow(as_spreadsheet_text(cells))
     meta = {"split": split, "stage": stage, "epoch": epoch, "checkpoint": checkpoint, "num_samples": len(index)}

@@ -184,3 +184,24 @@ def test_contact_sheet_shows_the_most_confident_flips_of_both_directions(val_spl
         assert line.split(": ", 1)[1].split() == expected
     with Image.open(tmp_path / "out" / "contact_sheet.png") as sheet:
         assert sheet.height > 5 * 290  # two sections of 3 rows of 4
+
+
+def test_a_sample_predicted_with_certainty_reads_back(tmp_path):
+    """Cross-entropy rounds to -0.0 for a certain, right prediction: its row reads back like any other."""
+    path = tmp_path / "val-epoch000.csv"
+    write_predictions(
+        path,
+        split="val",
+        stage="val",
+        index=np.arange(2),
+        label=np.array([3, 4]),
+        loss=np.array([-0.0, 0.25]),
+        top_ids=np.array([[3], [1]]),
+        top_probs=np.array([[1.0], [0.7]]),
+        class_names=[str(digit) for digit in range(10)],
+        sources=["val[0]", "val[1]"],
+        epoch=0,
+        checkpoint="last.ckpt",
+        experiment={"choices": {"data": "mnist"}, "overrides": []},
+    )
+    assert [row["loss"] for row in read_predictions(path).rows] == ["0", "0.25"]
