@@ -21,6 +21,7 @@ from lightning.pytorch.loggers.logger import rank_zero_experiment
 from tensorboard.compat.proto.event_pb2 import Event, SessionLog
 
 from checkpoints.loading import atomic_write_bytes
+from user_errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,12 @@ class ExactResume(Callback):
         return {"rng_per_rank": per_rank}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if (
+            "train_loader" in state_dict
+        ):  # before the StatefulDataLoader: neither the loader's place nor these states fit
+            raise UserError(
+                "The checkpoint was written by an earlier version of train.py, whose loader and random-generator states this version cannot continue exactly: finish that run with the version that wrote it, or start a new run."
+            )
         self._rng_per_rank = state_dict["rng_per_rank"]
 
     def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:

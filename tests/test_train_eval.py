@@ -103,6 +103,21 @@ def test_eval_refuses_a_checkpoint_of_another_network(run_dir, tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_continuing_a_checkpoint_of_the_earlier_resume_format_is_one_sentence(run_dir, mnist_dir, tmp_path):
+    """Checkpoints before the StatefulDataLoader kept the loader's place as `train_loader` beside the random states."""
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    checkpoint["callbacks"]["ExactResume"]["train_loader"] = {"epoch": 1, "batches": 0}
+    earlier = tmp_path / "earlier.ckpt"
+    torch.save(checkpoint, earlier)
+    logs = tmp_path / "logs"
+    result = run_entry(
+        "train.py", *TINY, f"data.data_dir={mnist_dir}", f"paths.log_dir={logs}", f"ckpt_path={earlier}", check=False
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "written by an earlier version of train.py" in result.stderr and "Traceback" not in result.stderr
+    assert not (logs / "train" / "runs").exists() or not any((logs / "train" / "runs").iterdir())
+
+
 @pytest.mark.parametrize(
     "content, message",
     [
