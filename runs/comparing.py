@@ -6,12 +6,10 @@ import math
 from collections import Counter
 from pathlib import Path
 
-import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from matplotlib.figure import Figure
 from omegaconf import DictConfig
 
-from analysis.figures import CELL_HEIGHT, CELL_WIDTH, draw_captioned_grid, short_name
 from analysis.prediction_files import PREDICTION_FILE_SUFFIXES, as_spreadsheet_text, read_predictions, sidecar_path
 from runs.build import build_datamodule, build_loggers, evaluate, rebuild_config
 from runs.config_check import check_config
@@ -20,6 +18,13 @@ from user_errors import UserError
 FIX = "compare predictions of the same split of the same dataset (with checkpoints, pass split=val or split=test)"
 # the contact sheet's sections: the flip, the side that is wrong (0: A, 1: B), the title
 SECTIONS = (("right->wrong", 1, "A right, B wrong"), ("wrong->right", 0, "A wrong, B right"))
+CELL_WIDTH, CELL_HEIGHT = 2.3, 2.9  # inches per image, wide enough for three caption lines of a class name
+NAME_LENGTH = 24
+
+
+def short_name(name: str) -> str:
+    """A class name cut to fit a caption (Tiny-ImageNet's words.txt names can be long lists of synonyms)."""
+    return name if len(name) <= NAME_LENGTH else name[: NAME_LENGTH - 1] + "…"
 
 
 def predictions_of(cfg: DictConfig, side: str):
@@ -101,25 +106,26 @@ def sheet_selection(pairs: list, num_images: int) -> dict[str, list]:
 
 
 def contact_sheet(a, b, pairs: list, selection: dict[str, list], images: dict, columns: int = 4) -> Figure:
-    def marked(row: dict[str, str]) -> str:
-        return f"{short_name(row['pred1_name'])} {float(row['prob1']):.2f} {'✓' if row['correct'] == '1' else '✗'}"
+    """Each section's images `columns` to a row, each under its caption: matplotlib, as make_grid draws no captions."""
+
+    def marked(side: str, row: dict[str, str]) -> str:
+        return f"\n{side}: {short_name(row['pred1_name'])} {float(row['prob1']):.2f} {'✓' if row['correct'] == '1' else '✗'}"
 
     sections = [
         (change, "AB"[wrong], title, selection[change]) for change, wrong, title in SECTIONS if selection[change]
     ]
     rows = [math.ceil(len(items) / columns) for *_, items in sections]
-    figure = Figure(
-        figsize=(columns * CELL_WIDTH, sum(rows) * CELL_HEIGHT + 0.5 * len(sections) + 0.8), layout="constrained"
-    )
-    totals = Counter(map(flip, pairs))
-    for subfigure, (change, wrong, title, items) in zip(
-        figure.subfigures(len(sections), 1, height_ratios=rows, squeeze=False)[:, 0], sections
-    ):
-        captions = [
-            f"#{a_row['index']} true: {short_name(a_row['label_name'])}\nA: {marked(a_row)}\nB: {marked(b_row)}"
-            for a_row, b_row in items
-        ]
-        draw_captioned_grid(subfigure, torch.stack([images[a_row["index"]] for a_row, _ in items]), captions, columns)
+    height = sum(rows) * CELL_HEIGHT + 0.5 * len(sections) + 0.8
+    figure, totals = Figure(figsize=(columns * CELL_WIDTH, height), layout="constrained"), Counter(map(flip, pairs))
+    subfigures = figure.subfigures(len(sections), 1, height_ratios=rows, squeeze=False)[:, 0]
+    for subfigure, section_rows, (change, wrong, title, items) in zip(subfigures, rows, sections):
+        for position, (a_row, b_row) in enumerate(items):
+            axes = subfigure.add_subplot(section_rows, columns, position + 1)
+            # (C, H, W) uint8 as (H, W, 3): a grayscale image's one channel as gray
+            axes.imshow(images[a_row["index"]].permute(1, 2, 0).expand(-1, -1, 3), interpolation="nearest")
+            true = f"#{a_row['index']} true: {short_name(a_row['label_name'])}"
+            axes.set_title(true + marked("A", a_row) + marked("B", b_row), fontsize=9, loc="left")
+            axes.axis("off")
         subfigure.suptitle(
             f"{title} ({change}): {len(items)} of {totals[change]}, {wrong}'s most confident mistakes first",
             fontsize=10,
