@@ -46,11 +46,6 @@ from user_errors import UserError, writing
 log = logging.getLogger(__name__)
 
 
-def to_plain(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved config as plain dicts, lists and scalars (safe to pickle with weights_only)."""
-    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-
-
 def experiment_record() -> dict[str, Any]:
     """What a checkpoint or prediction file says of its experiment: the options chosen from conf/ and the overrides."""
     if not HydraConfig.initialized():
@@ -136,7 +131,8 @@ def build_training_callbacks(cfg: DictConfig) -> list[Callback]:
     for callback in callbacks:
         if isinstance(callback, PerSamplePredictions):
             callback.experiment = experiment
-    return callbacks + [StoreRunConfig(to_plain(cfg), experiment), ExactResume(), ContinueLogs()]
+    plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # safe to pickle with weights_only
+    return callbacks + [StoreRunConfig(plain, experiment), ExactResume(), ContinueLogs()]
 
 
 def build_trainer(cfg: DictConfig, callbacks: list[Callback], loggers: list[Logger], **options: Any) -> Trainer:
@@ -182,6 +178,7 @@ HPARAM_KEYS = tuple(
 NOT_HPARAMS = ("callbacks", "logger", "paths", "hydra", "data/data_dir", "ckpt_path", "resume")
 FINAL_METRICS = ("best_val_top1", "val_top1", "val_top5", "val_loss", "train_top1", "train_top5", "train_loss")
 TEST_METRICS = ("test_top1", "test_top5", "test_loss")
+NOT_FINAL = ("train_step/", "train/lr")
 # TensorBoard's Custom Scalars tab: train and val of each metric on one chart
 COMPARISON_LAYOUT = {
     "train vs val": {
@@ -191,51 +188,34 @@ COMPARISON_LAYOUT = {
 }
 
 
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}/"))
-        else:
-            flat[f"{prefix}{key}"] = value if isinstance(value, (int, float, str, bool)) else str(value)
-    return flat
-
-
 def hyperparameter_row(cfg: DictConfig, module: LightningModule) -> dict[str, Any]:
     """HPARAM_KEYS, the config keys set on the command line (a group's: its _target_), and the parameter counts."""
-    flat = _flatten(to_plain(cfg))
-    overridden = []
-    for override in HydraConfig.get().overrides.task if HydraConfig.initialized() else []:
-        key = override.lstrip("+~").split("=", 1)[0].replace(".", "/")
-        overridden.append(key if key in flat else f"{key}/_target_")
-    keys = dict.fromkeys([*HPARAM_KEYS, *overridden])
-    params = {key: flat[key] for key in keys if key in flat and not key.startswith(NOT_HPARAMS)}
-    params["model/params_total"] = sum(p.numel() for p in module.parameters())
-    params["model/params_trainable"] = sum(p.numel() for p in module.parameters() if p.requires_grad)
-    return params
+    overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
+    overridden = [override.lstrip("+~").split("=", 1)[0].replace(".", "/") for override in overrides]
+    row: dict[str, Any] = {}
+    for key in dict.fromkeys([*HPARAM_KEYS, *overridden]):
+        value = OmegaConf.select(cfg, key.replace("/", "."), default=KeyError)  # KeyError: not in the config
+        if OmegaConf.is_dict(value):  # a group chosen on the command line: its class
+            key, value = f"{key}/_target_", value.get("_target_", KeyError)
+        if value is not KeyError and not key.startswith(NOT_HPARAMS):
+            row[key] = value if isinstance(value, (int, float, str, bool)) else str(value)
+    row["model/params_total"] = sum(p.numel() for p in module.parameters())
+    row["model/params_trainable"] = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    return row
 
 
 @rank_zero_only
-def log_hyperparameters_at_start(loggers: list[Logger], cfg: DictConfig, module: LightningModule) -> None:
+def log_hyperparameters(loggers: list[Logger], cfg: DictConfig, module: LightningModule) -> None:
     """The hparams row, written before fitting so a failed run shows too (log_hyperparams would need the metrics)."""
-    names = [f"hp/{name}" for name in FINAL_METRICS + (TEST_METRICS if cfg.get("test") else ())]
-    for logger in loggers:
-        if isinstance(logger, TensorBoardLogger):
-            logger.experiment.add_custom_scalars(COMPARISON_LAYOUT)
-            for summary in tensorboard_hparams(hyperparameter_row(cfg, module), dict.fromkeys(names, 0.0)):
-                logger.experiment.file_writer.add_summary(summary)
-            logger.experiment.flush()
-
-
-def log_hyperparameters(loggers: list[Logger], cfg: DictConfig, module: LightningModule, final: dict) -> None:
-    """The row's final metrics (TensorBoard has its row already; other loggers get both)."""
-    ignored = ("train_step/", "train/lr")
-    metrics = {f"hp/{name.replace('/', '_')}": value for name, value in final.items() if not name.startswith(ignored)}
+    row, names = hyperparameter_row(cfg, module), FINAL_METRICS + (TEST_METRICS if cfg.get("test") else ())
     for logger in loggers:
         if not isinstance(logger, TensorBoardLogger):
-            logger.log_hyperparams(hyperparameter_row(cfg, module))
-        logger.log_metrics(metrics)
-        logger.finalize("success")  # the Trainer closed its writers already: flush these lines too
+            logger.log_hyperparams(row)
+            continue
+        logger.experiment.add_custom_scalars(COMPARISON_LAYOUT)
+        for summary in tensorboard_hparams(row, dict.fromkeys([f"hp/{name}" for name in names], 0.0)):
+            logger.experiment.file_writer.add_summary(summary)
+        logger.experiment.flush()
 
 
 # the final metrics of a finished run, in its run directory (test metrics included when it tested)
@@ -302,7 +282,7 @@ def train(cfg: DictConfig, extra_callbacks: list[Callback] = ()) -> dict[str, fl
     loggers = build_loggers(cfg)
     trainer = build_trainer(cfg, [*build_training_callbacks(cfg), *extra_callbacks], loggers)
     log_global_batch(cfg, trainer)
-    log_hyperparameters_at_start(loggers, cfg, module)
+    log_hyperparameters(loggers, cfg, module)
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     metrics = {name: value.item() for name, value in trainer.callback_metrics.items()}
@@ -318,7 +298,12 @@ def train(cfg: DictConfig, extra_callbacks: list[Callback] = ()) -> dict[str, fl
         log.info(f"Best checkpoint: {best} (val top-1 {metrics['best_val_top1']:.4f})")
     if cfg.test:
         metrics.update(*trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True))
-    log_hyperparameters(loggers, cfg, module, metrics)
+    final_row = {
+        f"hp/{key.replace('/', '_')}": value for key, value in metrics.items() if not key.startswith(NOT_FINAL)
+    }
+    for logger in loggers:  # the hparams row's final metrics
+        logger.log_metrics(final_row)
+        logger.finalize("success")  # the Trainer closed its writers already: flush these lines too
     if trainer.is_global_zero:  # the run has finished: resume=true of it says so (above)
         with writing(str(final)):
             atomic_write_bytes(json.dumps(metrics, indent=2).encode(), final)
