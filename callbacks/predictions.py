@@ -55,12 +55,9 @@ class PerSamplePredictions(Callback):
             return
         logits = outputs["logits"].detach().float()
         top_probs, top_ids = logits.softmax(dim=1).topk(min(self.top_k, logits.shape[1]), dim=1)
-        columns = {"index": batch["index"], "top_ids": top_ids, "top_probs": top_probs}
-        if "label" in batch:
-            columns["label"] = batch["label"]
-        if "loss" in outputs:
-            columns["loss"] = outputs["loss"].detach().float()
-        self._collected.append(columns)
+        columns = {"index": batch["index"], "top_ids": top_ids, "top_probs": top_probs, "label": batch.get("label")}
+        columns["loss"] = outputs["loss"].detach().float() if "loss" in outputs else None  # none in predict
+        self._collected.append({name: values for name, values in columns.items() if values is not None})
 
     def _finish(self, trainer: Trainer, pl_module: LightningModule) -> None:
         collected, self._collected = self._collected, None
@@ -79,18 +76,11 @@ class PerSamplePredictions(Callback):
         epoch, checkpoint = (trainer.current_epoch, "") if fitting else (self._checkpoint_epoch, self._checkpoint)
         name = split if stage == split else f"{stage}-{split}"
         path = self.dirpath / (f"{name}.csv" if epoch is None else f"{name}-epoch{epoch:03d}.csv")
-        with writing(f"the prediction file {path}"):
-            write_predictions(
-                path,
-                **{"label": None, "loss": None, **columns},  # index, top_ids, top_probs; label and loss where known
-                split=split,
-                stage=stage,
-                class_names=trainer.datamodule.class_names,
-                sources=[trainer.datamodule.source(split, index) for index in columns["index"].tolist()],
-                epoch=epoch,
-                checkpoint=checkpoint,
-                experiment=self.experiment,
-            )
+        sources = [trainer.datamodule.source(split, index) for index in columns["index"].tolist()]
+        meta = dict(split=split, stage=stage, epoch=epoch, checkpoint=checkpoint, experiment=self.experiment)
+        meta.update(sources=sources, class_names=trainer.datamodule.class_names)
+        with writing(f"the prediction file {path}"):  # label and loss None where not known
+            write_predictions(path, **{"label": None, "loss": None, **columns}, **meta)
         log.info(f"Wrote the predictions for {len(first)} {split} samples to {path}")
 
     on_validation_epoch_start = on_test_epoch_start = on_predict_epoch_start = _start
@@ -122,7 +112,7 @@ class ValidationFigures(Callback):
         if self._active:
             self.confusion = self.confusion.to(pl_module.device)
             self.confusion.reset()
-            self._kept: dict[str, torch.Tensor] | None = None
+            self._kept: dict[str, torch.Tensor] = {}
 
     def on_validation_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, *_: int
@@ -134,7 +124,7 @@ class ValidationFigures(Callback):
         predicted = logits.argmax(dim=1)
         candidates = {"image": batch["image"], "index": batch["index"], "label": batch["label"], "predicted": predicted}
         candidates["wrong"] = predicted != batch["label"]
-        if self._kept is not None:
+        if self._kept:
             candidates = {name: torch.cat([self._kept[name], values]) for name, values in candidates.items()}
         # misclassified first, each group in order of arrival; a fixed number kept
         order = torch.argsort(candidates["wrong"].to(torch.uint8), descending=True, stable=True)[: self.num_images]
@@ -148,16 +138,13 @@ class ValidationFigures(Callback):
             return
         names, step = trainer.datamodule.class_names, trainer.global_step
         if len(names) <= self.max_matrix_classes:
-            self._writer.add_figure(
-                "val/confusion_matrix", confusion_matrix_figure(self.confusion, matrix, names), step
-            )
+            figure = confusion_matrix_figure(self.confusion, matrix, names)
+            self._writer.add_figure("val/confusion_matrix", figure, step)
         else:
             self._writer.add_text("val/most_confused", most_confused_table(matrix, names, self.num_pairs), step)
-        if self._kept is not None and self._kept["wrong"].any():
+        if self._kept and self._kept["wrong"].any():
             wrong = {name: values[self._kept["wrong"]].cpu() for name, values in self._kept.items()}
-            mean, std = (
-                torch.tensor(values).view(1, -1, 1, 1) for values in (trainer.datamodule.mean, trainer.datamodule.std)
-            )
+            mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (trainer.datamodule.mean, trainer.datamodule.std))
             images = (wrong["image"].float() * std + mean).mul(255).round().clamp(0, 255).to(torch.uint8)
             self._writer.add_image("val/misclassified", make_grid(images, nrow=4, pad_value=255), step)
             rows = zip(range(1, self.num_images + 1), *(wrong[key].tolist() for key in ("index", "label", "predicted")))
@@ -175,8 +162,7 @@ def confusion_matrix_figure(metric: MulticlassConfusionMatrix, matrix: torch.Ten
 
 
 def most_confused_table(matrix: torch.Tensor, names: list[str], num_pairs: int) -> str:
-    confusions = matrix.clone().fill_diagonal_(0).flatten()
-    counts, positions = confusions.sort(descending=True, stable=True)
+    counts, positions = matrix.clone().fill_diagonal_(0).flatten().sort(descending=True, stable=True)
     pairs = zip(counts[:num_pairs].tolist(), positions[:num_pairs].tolist())
     rows = [(names[position // len(names)], names[position % len(names)], count) for count, position in pairs if count]
     return _table(("true", "predicted", "validation samples"), rows)
