@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 from omegaconf import MISSING, DictConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, ValidationError
+from omegaconf.errors import ValidationError
 
 from user_errors import UserError
 
@@ -36,7 +36,12 @@ POSITIVE, NON_NEGATIVE, AT_LEAST_ONE, FRACTION = "> 0", ">= 0", ">= 1", ">= 0 an
 COMPARISONS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
 
 
-def _holds(value: float, bounds: str) -> bool:
+def _holds(value: Any, bounds: str | None) -> bool:
+    """Whether a number, or each of a list, is within `bounds`; what is not a number is its type's to check."""
+    if isinstance(value, list):
+        return all(_holds(item, bounds) for item in value)
+    if bounds is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return True
     return all(COMPARISONS[op](value, float(bound)) for op, bound in map(str.split, bounds.split(" and ")))
 
 
@@ -63,13 +68,8 @@ RANGES = {
 SEED_RANGE = f">= 0 and <= {2**32 - 1}"  # what numpy's and Lightning's seeding accept
 
 
-@dataclasses.dataclass
-class RunSettings:  # the top-level keys of conf/train.yaml
-    task_name: str = MISSING
-    seed: int | None = MISSING
-    ckpt_path: str | None = MISSING
-    resume: bool = MISSING
-    test: bool = MISSING
+# the top-level keys of conf/train.yaml
+RUN_SETTINGS = {"task_name": str, "seed": int | None, "ckpt_path": str | None, "resume": bool, "test": bool}
 
 
 GROUPS = ("optimizer", "scheduler", "model", "data", "module", "trainer", "callbacks", "logger")
@@ -82,8 +82,8 @@ def check_config(cfg: DictConfig, groups: tuple[str, ...] = GROUPS) -> None:
         for key in cfg
         if key != "hydra" and not OmegaConf.is_missing(cfg, key)
     }
-    _typed(RunSettings, {key: value for key, value in values.items() if key in RunSettings.__annotations__}, "")
-    if values.get("seed") is not None and not _holds(values["seed"], SEED_RANGE):
+    _typed(RUN_SETTINGS, {key: value for key, value in values.items() if key in RUN_SETTINGS}, "")
+    if not _holds(values.get("seed"), SEED_RANGE):
         raise UserError(
             f"seed={values['seed']} is out of range: give a whole number {SEED_RANGE}, or seed=null for a random run."
         )
@@ -133,28 +133,22 @@ def _check_target(path: str, node: dict[str, Any], ranges: dict[str, str]) -> No
         raise UserError(
             f"{path}.{unknown[0]} is not a setting of {node['_target_']} ({hint}): check the spelling, or remove it."
         )
-    fields = [(name, _omegaconf_type(parameters[name].annotation), MISSING) for name in settings]
-    _typed(dataclasses.make_dataclass(f"{path}_settings", fields), settings, f"{path}.")
-    for key, value in settings.items():
-        bounds = ranges.get(key)
-        if bounds is None or value is None or isinstance(value, bool):
-            continue
-        for item in value if isinstance(value, (list, tuple)) else [value]:
-            if isinstance(item, (int, float)) and not _holds(item, bounds):
-                raise UserError(f"{path}.{key}={_shown(value)} is out of range: it must be {bounds}.")
+    _typed({name: _omegaconf_type(parameters[name].annotation) for name in settings}, settings, f"{path}.")
+    key = next((key for key, value in settings.items() if not _holds(value, ranges.get(key))), None)
+    if key is not None:
+        raise UserError(f"{path}.{key}={_shown(settings[key])} is out of range: it must be {ranges[key]}.")
 
 
-def _typed(schema: type, values: dict[str, Any], prefix: str) -> None:
+def _typed(types: dict[str, Any], values: dict[str, Any], prefix: str) -> None:
     values = {key: value for key, value in values.items() if not isinstance(value, dict)}
+    schema = dataclasses.make_dataclass("Settings", [(name, kind, MISSING) for name, kind in types.items()])
     try:
         OmegaConf.merge(OmegaConf.structured(schema), values)
     except ValidationError as error:
-        expected = _described(schema.__annotations__.get(str(error.full_key).split(".")[0]))
+        expected = _described(types.get(str(error.full_key).split(".")[0]))
         raise UserError(
             f"{prefix}{error.full_key}={_shown(values.get(error.full_key))} is not {expected}: give {expected} (`--cfg job` shows the current value)."
         ) from None
-    except ConfigKeyError as error:  # only the top level, whose unknown keys Hydra stops first
-        raise UserError(f"{prefix}{error.full_key} is not a setting: check the spelling.") from None
 
 
 def _parameters(target: Any) -> dict[str, inspect.Parameter] | None:
@@ -181,13 +175,12 @@ PLAIN_TYPES = (bool, int, float, str)
 
 def _omegaconf_type(annotation: Any) -> Any:
     """A type OmegaConf can check: the plain scalar type (or Optional of it; `float | Tensor` is a float here), else Any."""
-    if annotation in PLAIN_TYPES:
-        return annotation
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        members = [member for member in typing.get_args(annotation) if member not in (type(None), torch.Tensor)]
-        if len(members) == 1 and members[0] in PLAIN_TYPES:
-            return members[0] | None if type(None) in typing.get_args(annotation) else members[0]
-    return Any
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    members = typing.get_args(annotation) if union else (annotation,)
+    plain = [member for member in members if member not in (type(None), torch.Tensor)]
+    if len(plain) != 1 or plain[0] not in PLAIN_TYPES:
+        return Any
+    return plain[0] | None if type(None) in members else plain[0]
 
 
 def _described(annotation: Any) -> str:
@@ -208,11 +201,9 @@ def _check_devices(trainer: dict[str, Any]) -> None:
         raise UserError(
             f"trainer.accelerator={accelerator} asks for a GPU but this machine has none that torch can use: use trainer=cpu (or trainer.accelerator=auto)."
         )
-    if not isinstance(devices, int) or isinstance(devices, bool) or devices < 1:  # "auto", -1 or indices: Lightning's
-        return
     uses_gpus = accelerator in ("gpu", "cuda") or (accelerator == "auto" and gpus > 0)
     available, unit = (gpus, "GPUs") if uses_gpus else (os.cpu_count() or 1, "CPU cores")
-    if devices > available:
+    if isinstance(devices, int) and devices > available:  # "auto", -1 or indices: Lightning's
         raise UserError(
             f"trainer.devices={devices} asks for more devices than the {available} {unit} of this machine: use trainer.devices={available} or fewer."
         )
