@@ -116,8 +116,13 @@ def _instantiate_each(group: DictConfig | None, what: str) -> list[Any]:
     return [_instantiate(node, f"{what}.{name}") for name, node in (group or {}).items() if node and "_target_" in node]
 
 
-def build_callbacks(cfg: DictConfig) -> list[Callback]:
-    return _instantiate_each(cfg.get("callbacks"), "callbacks")
+def build_callbacks(cfg: DictConfig, experiment: dict[str, Any] | None = None) -> list[Callback]:
+    """The callbacks group; prediction files record `experiment`, the data their rows index (default: this run's)."""
+    callbacks = _instantiate_each(cfg.get("callbacks"), "callbacks")
+    for callback in callbacks:
+        if isinstance(callback, PerSamplePredictions):
+            callback.experiment = experiment or experiment_record()
+    return callbacks
 
 
 def build_loggers(cfg: DictConfig) -> list[Logger]:
@@ -127,12 +132,8 @@ def build_loggers(cfg: DictConfig) -> list[Logger]:
 def build_training_callbacks(cfg: DictConfig) -> list[Callback]:
     """The callbacks group plus what every run needs: checkpoints that rebuild it, an exact resume, continued logs."""
     experiment = experiment_record()
-    callbacks = build_callbacks(cfg)
-    for callback in callbacks:
-        if isinstance(callback, PerSamplePredictions):
-            callback.experiment = experiment
     plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # safe to pickle with weights_only
-    return callbacks + [StoreRunConfig(plain, experiment), ExactResume(), ContinueLogs()]
+    return build_callbacks(cfg, experiment) + [StoreRunConfig(plain, experiment), ExactResume(), ContinueLogs()]
 
 
 def build_trainer(cfg: DictConfig, callbacks: list[Callback], loggers: list[Logger], **options: Any) -> Trainer:
@@ -437,11 +438,10 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if unknown:
         raise UserError(f"splits may name val and test, not {unknown}.")
     cfg, checkpoint, datamodule, module, experiment = rebuild_from_checkpoint(cfg)
-    trainer = build_trainer(cfg, build_callbacks(cfg), build_loggers(cfg))
+    trainer = build_trainer(cfg, build_callbacks(cfg, experiment), build_loggers(cfg))
     for callback in trainer.callbacks:
         if isinstance(callback, PerSamplePredictions):
             callback.weights_from(cfg.ckpt_path, checkpoint["epoch"])
-            callback.experiment = experiment  # what these rows index: the data evaluated
     metrics: dict[str, float] = {}
     for split in cfg.splits:
         run = trainer.validate if split == "val" else trainer.test
@@ -449,7 +449,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         metrics.update(split_metrics)
         print(
             f" * {split}: top-1 {100 * split_metrics[f'{split}/top1']:.2f}%  top-5 {100 * split_metrics[f'{split}/top5']:.2f}%  "
-            f"loss {split_metrics[f'{split}/loss']:.4f}  ({cfg.ckpt_path}, epoch {checkpoint.get('epoch', '?')})"
+            f"loss {split_metrics[f'{split}/loss']:.4f}  ({cfg.ckpt_path}, epoch {checkpoint['epoch']})"
         )
     path = Path(cfg.paths.output_dir, FINAL_METRICS_FILE)
     with writing(str(path)):
