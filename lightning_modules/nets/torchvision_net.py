@@ -72,13 +72,9 @@ class TorchvisionNet(nn.Module):
                 )
             options = {"image_size": height}  # position embeddings for the dataset's image size
         self.model, self.head_lr = get_model(name, num_classes=num_classes, **options), head_lr
+        # every torchvision classifier ends in a Linear (SqueezeNet: a Conv2d) with num_classes outputs
         outputs = lambda module: getattr(module, "out_features", getattr(module, "out_channels", None))  # noqa: E731
-        heads = [path for path, module in self.model.named_modules() if outputs(module) == num_classes]
-        if not heads:
-            raise UserError(
-                f"model.arch={arch} has no final Linear or Conv2d with {num_classes} outputs that this adapter could treat as its head; choose another architecture."
-            )
-        self.head_name = heads[-1]
+        self.head_name = [path for path, module in self.model.named_modules() if outputs(module) == num_classes][-1]
 
         stem_name = next(path for path, module in self.model.named_modules() if isinstance(module, nn.Conv2d))
         stem = self.model.get_submodule(stem_name)
@@ -153,14 +149,13 @@ class TorchvisionNet(nn.Module):
 def imagenet_state_dict(name: str) -> dict[str, Tensor]:
     """torchvision's default ImageNet weights of `name`, from the torch hub cache or downloaded into it."""
     weights = get_model_weights(name).DEFAULT
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(weights.url).path).name
     try:
         return weights.get_state_dict(progress=True, check_hash=True, weights_only=True)
     except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as error:
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(weights.url).path).name
         reason = f"{error.__class__.__name__}: {' '.join(str(error).split())}"
-        if cached.is_file():
-            fix = f"cannot be read from {cached} ({reason}): delete the file so that it is downloaded again"
-        else:
+        fix = f"cannot be read from {cached} ({reason}): delete the file so that it is downloaded again"
+        if not cached.is_file():
             fix = f"are not in the torch cache ({cached}) and could not be downloaded ({reason}): copy {weights.url} there (TORCH_HOME moves the cache)"
         raise UserError(f"The ImageNet weights of {name} {fix}, or pass model.weights_path=FILE.") from error
 
@@ -186,11 +181,11 @@ def read_weights_file(path: str) -> dict[str, Tensor]:
 
 
 def check_input_fits(net: nn.Module, input_shape: tuple[int, ...], small_input_stem: bool) -> None:
-    """One sentence, not a traceback at the first step, when `net` shrinks `input_shape` to nothing (on the meta device)."""
+    """One sentence, not a traceback at the first step, when `net` shrinks `input_shape` to nothing (on the meta device;
+    two images, which BatchNorm in training mode needs)."""
     tensors = {name: tensor.to("meta") for name, tensor in itertools.chain(net.named_parameters(), net.named_buffers())}
     try:
-        with torch.no_grad():
-            functional_call(net.eval(), tensors, (torch.zeros(1, *input_shape, device="meta"),))
+        functional_call(net, tensors, (torch.zeros(2, *input_shape, device="meta"),))
     except RuntimeError as error:
         reason = str(error).strip().splitlines()[0]
         fix = "use larger images or another model"
@@ -198,5 +193,3 @@ def check_input_fits(net: nn.Module, input_shape: tuple[int, ...], small_input_s
             fix = "set model.small_input_stem=true (a 3x3 stride-1 first convolution, for small images)"
         shape = "x".join(map(str, input_shape))
         raise UserError(f"{type(net).__name__} cannot process a {shape} input ({reason}): {fix}.") from error
-    finally:
-        net.train()  # a network under construction
