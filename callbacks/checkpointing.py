@@ -1,6 +1,7 @@
 """What checkpoints hold: the run's experiment, and never a diverged network."""
 
-from pathlib import Path
+import os
+from itertools import chain
 from typing import Any
 
 import torch
@@ -46,22 +47,14 @@ class StopOnNonFiniteLoss(Callback):
 
     def _check(self, trainer: Trainer) -> None:
         unchecked, self._unchecked = self._unchecked, []
-        finite = torch.stack([torch.isfinite(loss).all() for loss, *_ in unchecked]).cpu() if unchecked else None
-        diverged_here = finite is not None and not bool(finite.all())
+        finite = torch.stack([torch.isfinite(loss).all() for loss, *_ in unchecked] or [torch.tensor(True)]).tolist()
+        bad = [entry for entry, ok in zip(unchecked, finite) if not ok]
         # every DDP process stops at the same point, whichever saw the bad loss
-        if not trainer.strategy.reduce_boolean_decision(diverged_here, all=False):
+        if not trainer.strategy.reduce_boolean_decision(bool(bad), all=False):
             return
-        where = "in another process"
-        if diverged_here:
-            _, epoch, batch_idx, step = unchecked[int((~finite).nonzero()[0])]
-            where = f"at epoch {epoch}, batch {batch_idx} (global step {step})"
-        saved = [
-            Path(path)
-            for callback in trainer.checkpoint_callbacks
-            for path in (callback.best_model_path, callback.last_model_path)
-            if path and Path(path).is_file()
-        ]
-        newest = max(saved, key=lambda path: path.stat().st_mtime, default=None)
+        where = "at epoch {1}, batch {2} (global step {3})".format(*bad[0]) if bad else "in another process"
+        paths = [(callback.best_model_path, callback.last_model_path) for callback in trainer.checkpoint_callbacks]
+        newest = max(filter(os.path.isfile, chain(*paths)), key=os.path.getmtime, default=None)
         kept = f"the last good checkpoint, {newest}, is kept" if newest else "no checkpoint had been saved yet"
         raise UserError(
             f"The training loss became NaN or infinite {where}; training stopped without saving that state and {kept}: "
