@@ -2,7 +2,7 @@
 
 import csv
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,9 +16,11 @@ FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 REQUIRED = {"split", "index", "label", "label_name", "correct", "pred1", "pred1_name", "prob1"}
 
 
-def as_spreadsheet_text(row: Sequence[Any]) -> list[Any]:
-    """Text cells from files of elsewhere that a spreadsheet would run as a formula, kept as text by a leading `'`."""
-    return [f"'{cell}" if isinstance(cell, str) and cell.startswith(FORMULA_STARTS) else cell for cell in row]
+def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """`header` and `rows` as CSV; text cells that a spreadsheet would run as a formula kept as text by a leading `'`."""
+    escaped = ([f"'{c}" if isinstance(c, str) and c.startswith(FORMULA_STARTS) else c for c in row] for row in rows)
+    with path.open("w", newline="") as file:
+        csv.writer(file).writerows([header, *escaped])
 
 
 @dataclass
@@ -44,23 +46,17 @@ def write_predictions(
     ranks = range(1, top_ids.shape[1] + 1)
     predicted = [name for rank in ranks for name in (f"pred{rank}", f"pred{rank}_name", f"prob{rank}")]
     header = ["split", "index", "source", "label", "label_name", "correct", "loss", *predicted, "epoch", "checkpoint"]
+    epoch_cell = "" if epoch is None else epoch
+    rows = []
+    for row, sample in enumerate(index):
+        true = None if label is None else int(label[row])
+        truth = ["", "", ""] if true is None else [true, class_names[true], int(top_ids[row, 0] == true)]
+        top = [cell for i, p in zip(top_ids[row], top_probs[row]) for cell in (int(i), class_names[i], f"{p:.6g}")]
+        # + 0.0 turns a loss of -0.0 into 0: "-0" would be escaped as a formula and refused on reading
+        loss_cell = "" if loss is None else f"{float(loss[row]) + 0.0:.6g}"
+        rows.append([split, int(sample), sources[row], *truth, loss_cell, *top, epoch_cell, checkpoint])
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as file:
-        writer = csv.writer(file)
-        writer.writerow(header)
-        for row, sample in enumerate(index):
-            true = None if label is None else int(label[row])
-            truth = ["", "", ""] if true is None else [true, class_names[true], int(top_ids[row, 0] == true)]
-            guesses = [
-                cell for i, p in zip(top_ids[row], top_probs[row]) for cell in (int(i), class_names[i], f"{p:.6g}")
-            ]
-            # + 0.0 turns a loss of -0.0 into 0: "-0" would be escaped as a formula and refused on reading
-            loss_cell, epoch_cell = (
-                "" if loss is None else f"{float(loss[row]) + 0.0:.6g}",
-                "" if epoch is None else epoch,
-            )
-            cells = [split, int(sample), sources[row], *truth, loss_cell, *guesses, epoch_cell, checkpoint]
-            writer.writerow(as_spreadsheet_text(cells))
+    write_csv(path, header, rows)
     meta = {"split": split, "stage": stage, "epoch": epoch, "checkpoint": checkpoint, "num_samples": len(index)}
     sidecar_path(path).write_text(json.dumps(meta | {"experiment": experiment}, indent=2))
 

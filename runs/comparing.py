@@ -1,7 +1,6 @@
 """compare.py: two checkpoints or prediction files judged sample by sample (no library does), with a contact sheet."""
 
 import copy
-import csv
 import math
 from collections import Counter
 from pathlib import Path
@@ -10,7 +9,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from matplotlib.figure import Figure
 from omegaconf import DictConfig
 
-from analysis.prediction_files import PREDICTION_FILE_SUFFIXES, as_spreadsheet_text, read_predictions, sidecar_path
+from analysis.prediction_files import PREDICTION_FILE_SUFFIXES, read_predictions, sidecar_path, write_csv
 from runs.build import build_datamodule, build_loggers, evaluate, rebuild_config
 from runs.config_check import check_config
 from user_errors import UserError
@@ -152,14 +151,11 @@ def compare(cfg: DictConfig) -> None:
     )
     print("\n".join(report(a, b, pairs, cfg.max_listed)))
     output_dir = Path(cfg.paths.output_dir)
-    with (output_dir / "disagreements.csv").open("w", newline="") as file:
-        writer = csv.writer(file)
-        predicted = [f"{side}_{column}" for side in "ab" for column in ("pred", "pred_name", "prob")]
-        writer.writerow(["index", "source", "label", "label_name", *predicted, "change"])
-        for pair in pairs:
-            cells = [pair[0][key] for key in ("index", "source", "label", "label_name")]
-            cells += [row[key] for row in pair for key in ("pred1", "pred1_name", "prob1")]
-            writer.writerow(as_spreadsheet_text([*cells, flip(pair)]))
+    predicted = [f"{side}_{column}" for side in "ab" for column in ("pred", "pred_name", "prob")]
+    header = ["index", "source", "label", "label_name", *predicted, "change"]
+    top1 = [[row[key] for row in pair for key in ("pred1", "pred1_name", "prob1")] for pair in pairs]
+    rows = ([*(pair[0][key] for key in header[:4]), *both, flip(pair)] for pair, both in zip(pairs, top1))
+    write_csv(output_dir / "disagreements.csv", header, rows)
     selection = sheet_selection(pairs, cfg.num_images)
     shown = [a_row["index"] for items in selection.values() for a_row, _ in items]
     if not shown:

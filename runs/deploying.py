@@ -1,6 +1,5 @@
 """export.py (a checkpoint exported with its contract, verified against the eager network) and predict.py."""
 
-import csv
 import json
 import sys
 from pathlib import Path
@@ -8,7 +7,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from analysis.prediction_files import as_spreadsheet_text
+from analysis.prediction_files import write_csv
 from datamodules.image_files import PIL_MODES, BadImageFile
 from deployment.exporting import (
     AGAIN,
@@ -136,12 +135,8 @@ def predict(cfg: DictConfig) -> None:
             for rank, (probability, label) in enumerate(zip(probs.tolist(), labels.tolist()), start=1):
                 print(f"  {rank}. {100 * probability:6.2f}%  {class_names[label]}")
                 rows[-1] += [label, class_names[label], f"{probability:.6f}"]
-    with (Path(cfg.paths.output_dir) / "predictions.csv").open("w", newline="") as out:
-        writer = csv.writer(out)
-        writer.writerow(
-            ["file"] + [f"{key}{rank}" for rank in range(1, top_k + 1) for key in ("pred", "pred_name", "prob")]
-        )
-        writer.writerows(as_spreadsheet_text(row) for row in rows)
+    header = ["file"] + [f"{key}{rank}" for rank in range(1, top_k + 1) for key in ("pred", "pred_name", "prob")]
+    write_csv(Path(cfg.paths.output_dir) / "predictions.csv", header, rows)
     if len(readable) < len(files):
         raise UserError(
             f"{len(files) - len(readable)} of {len(files)} images could not be read (named above); the other {len(readable)} were predicted."
