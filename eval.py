@@ -3,23 +3,13 @@
 Model and data are rebuilt from this conf/ and the checkpoint's recorded choices (docs/trust.md), overrides on top.
 """
 
-import hydra
 from omegaconf import DictConfig
 
-from runs.entry_points import discarded_if_nothing_was_trained, exit_on_user_error, register_resolvers
-
-register_resolvers()  # conf/hydra/default.yaml uses ${run_dir:...}: registered before Hydra composes
+from runs.entry_points import entry_point
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="eval")
+@entry_point("eval")
 def main(cfg: DictConfig) -> None:
-    with exit_on_user_error(), discarded_if_nothing_was_trained(cfg.paths.output_dir):
-        from runs.build import evaluate  # torch and Lightning only once Hydra has composed
-        from runs.entry_points import quiet_library_notices
+    from runs.build import evaluate  # torch and Lightning only once Hydra has composed
 
-        quiet_library_notices()
-        evaluate(cfg)
-
-
-if __name__ == "__main__":
-    main()
+    evaluate(cfg)

@@ -4,6 +4,7 @@ Custom: Hydra cannot find the latest run of an experiment, lock a run directory,
 """
 
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -15,14 +16,15 @@ import sys
 import time
 import traceback
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import hydra
 import yaml
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.utils import JobReturn, JobStatus
+from hydra.core.utils import JobReturn
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
@@ -44,6 +46,36 @@ def quiet_library_notices() -> None:
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")  # Lightning's own
 
 
+Task = Callable[[DictConfig], Any]
+
+
+def entry_point(config_name: str, positional: Sequence[str] = (), arguments: Callable | None = None) -> Callable:
+    """`@entry_point("train")` on an entry script's function: when the script is run (its `__main__`), Hydra composes
+    conf/train.yaml with the command line and calls it, ended as exit_on_user_error says; imported, it is left alone.
+    `positional`: the keys of leading bare arguments (positional_to_overrides); `arguments`: another rewriting of them."""
+
+    def run_if_main(task: Task) -> Task:
+        if task.__module__ != "__main__":
+            return task
+        register_resolvers()  # the configs use ${run_dir:...} and ${output_dir:...}: registered before Hydra composes
+        sys.argv[1:] = (arguments or functools.partial(positional_to_overrides, keys=positional))(sys.argv[1:])
+
+        @functools.wraps(task)  # Hydra finds conf/ and names the job (train.log) by the script that defines `task`
+        def main(cfg: DictConfig) -> Any:
+            with exit_on_user_error():
+                quiet_library_notices()
+                try:
+                    return task(cfg)
+                except Exception as error:
+                    discard_new_output_dir(error)
+                    raise
+
+        hydra.main(version_base="1.3", config_path="conf", config_name=config_name)(main)()
+        return task
+
+    return run_if_main
+
+
 _job_failure: str | None = None  # the failure of this process's job, for its status.json
 
 
@@ -55,20 +87,17 @@ def exit_on_user_error():
         yield
     except Exception as error:
         error = as_user_error(error)
-        stop = _stopped_by_signal(error)
-        if stop is not None:
+        if (stop := _stopped_by_signal(error)) is not None:
             print(f"stopped: {stop[1]}", file=sys.stderr)
             raise SystemExit(128 + stop[0]) from None
-        if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
-            if isinstance(error, UserError):
-                print(f"error: {error}", file=sys.stderr)
-                raise SystemExit(USER_ERROR_EXIT_CODE) from None
-            raise
-        _job_failure = failure_reason(error)
-        if isinstance(error, UserError):
-            log.error(str(error))
+        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:  # the sweep goes on
+            _job_failure = failure_reason(error)
+            log.error(f"This job failed: {_job_failure}", exc_info=None if isinstance(error, UserError) else error)
+        elif isinstance(error, UserError):
+            print(f"error: {error}", file=sys.stderr)
+            raise SystemExit(USER_ERROR_EXIT_CODE) from None
         else:
-            log.error(f"This job failed: {error.__class__.__name__}: {error}", exc_info=error)
+            raise
 
 
 def as_user_error(error: Exception) -> Exception:
@@ -148,52 +177,43 @@ def global_rank() -> int:
     return 0
 
 
-def experiment_identity(cfg: DictConfig) -> dict[str, Any]:
-    """The config as written (unresolved), without the keys that say how to start rather than what is trained."""
-    plain = OmegaConf.to_container(cfg, resolve=False)
+def experiment_identity(cfg: DictConfig | Path) -> dict[str, Any]:
+    """The config as written (unresolved: nothing in a stored one is evaluated), without the keys that say how to start."""
+    plain = OmegaConf.to_container(OmegaConf.load(cfg) if isinstance(cfg, Path) else cfg, resolve=False)
     return {key: value for key, value in plain.items() if key not in ("hydra", "resume", "ckpt_path")}
-
-
-def latest_run_of(cfg: DictConfig, runs_root: Path) -> Path | None:
-    """The run below `runs_root` of the same experiment as `cfg` whose last.ckpt is the newest."""
-    wanted = experiment_identity(cfg)
-    for last in sorted(runs_root.glob(f"*/{LAST_CHECKPOINT}"), key=lambda path: path.stat().st_mtime, reverse=True):
-        stored = last.parent.parent / ".hydra" / "config.yaml"
-        try:  # compared unresolved: nothing in the file is evaluated
-            if stored.is_file() and experiment_identity(OmegaConf.load(stored)) == wanted:
-                return last.parent.parent
-        except (OSError, ValueError, AttributeError, OmegaConfBaseException, yaml.YAMLError):
-            log.warning(f"resume=true: {stored} cannot be read as a run's config; that run is not considered.")
-    return None
 
 
 def sweep_identity(task_overrides: Any) -> list[str]:
     return sorted(str(item) for item in task_overrides or [] if not str(item).startswith(("resume=", "ckpt_path=")))
 
 
-def latest_sweep_of(cfg: DictConfig, sweeps_root: Path) -> Path | None:
-    """The newest sweep below `sweeps_root` whose multirun.yaml records the same command line as `cfg`'s."""
-    wanted = sweep_identity(OmegaConf.select(cfg, "hydra.overrides.task"))
-    for multirun in sorted(sweeps_root.glob("*/multirun.yaml"), key=lambda path: path.stat().st_mtime, reverse=True):
-        try:  # plain YAML: an interpolation in the file is text here, never evaluated
-            recorded = (yaml.safe_load(multirun.read_text()) or {}).get("hydra", {}).get("overrides", {}).get("task")
-        except (OSError, ValueError, AttributeError, yaml.YAMLError):
-            log.warning(f"resume=true: {multirun} cannot be read as a sweep's record; that sweep is not considered.")
-            continue
-        if isinstance(recorded, list) and sweep_identity(recorded) == wanted:
-            return multirun.parent
+def recorded_sweep(multirun: Path) -> list[str]:
+    """A sweep's command line from its multirun.yaml, read as plain YAML: an interpolation in it stays text."""
+    return sweep_identity(yaml.safe_load(multirun.read_text())["hydra"]["overrides"]["task"])
+
+
+def latest(root: Path, marker: str, record: str, identity: Callable[[Path], Any], wanted: Any) -> Path | None:
+    """The folder below `root` with the newest `marker` file among those whose `record` file has the identity `wanted`."""
+    for path in sorted(root.glob(f"*/{marker}"), key=lambda path: path.stat().st_mtime, reverse=True):
+        folder = root / path.relative_to(root).parts[0]
+        try:
+            if identity(folder / record) == wanted:
+                return folder
+        except (OSError, ValueError, AttributeError, KeyError, TypeError, OmegaConfBaseException, yaml.YAMLError):
+            log.warning(f"resume=true: {folder / record} cannot be read; that folder is not considered.")
     return None
 
 
 _chosen: dict[tuple, str] = {}  # Hydra resolves hydra.run.dir more than once: the answer must not change
-_created_run_dirs: dict[Path, Path] = {}  # run directories this process created -> their highest new folder
-_new_output_dirs: dict[Path, Path | None] = {}  # report.py's and sweep_summary.py's folders -> their highest new one
+_created: dict[Path, Path] = {}  # output folders this process created -> their highest new folder
 
 
-def _highest_new_folder(folder: Path) -> Path:
-    while not folder.parent.exists():
-        folder = folder.parent
-    return folder
+def _note_if_new(folder: Path) -> None:
+    highest = folder = folder.resolve()
+    while not highest.parent.exists():
+        highest = highest.parent
+    if not folder.exists():
+        _created[folder] = highest
 
 
 def resolve_run_dir(resume: bool, runs_root: str, new_run_name: str, _root_: DictConfig) -> str:
@@ -201,10 +221,12 @@ def resolve_run_dir(resume: bool, runs_root: str, new_run_name: str, _root_: Dic
     key = (bool(resume), runs_root, new_run_name)
     if key not in _chosen:
         with exit_on_user_error():
-            run = latest_run_of(_root_, Path(runs_root)) if resume else None
+            wanted = experiment_identity(_root_) if resume else None
+            run = resume and latest(
+                Path(runs_root), str(LAST_CHECKPOINT), ".hydra/config.yaml", experiment_identity, wanted
+            )
             chosen = Path(run or f"{runs_root}/{launcher_run_name() or new_run_name}")
-            if not chosen.exists():
-                _created_run_dirs[chosen.resolve()] = _highest_new_folder(chosen.resolve())
+            _note_if_new(chosen)
             try:
                 chosen.mkdir(parents=True, exist_ok=True)
                 if not os.access(chosen, os.W_OK | os.X_OK):
@@ -221,8 +243,9 @@ def resolve_sweep_dir(resume: bool, sweeps_root: str, new_sweep_name: str, _root
     """hydra.sweep.dir: a new folder, or with resume=true the latest sweep of the same command line."""
     key = (bool(resume), sweeps_root, f"sweep {new_sweep_name}")
     if key not in _chosen:
-        earlier = latest_sweep_of(_root_, Path(sweeps_root)) if resume else None
-        if earlier is not None:
+        wanted = sweep_identity(OmegaConf.select(_root_, "hydra.overrides.task"))
+        earlier = resume and latest(Path(sweeps_root), "multirun.yaml", "multirun.yaml", recorded_sweep, wanted)
+        if earlier:
             log.info(f"resume=true: continuing the sweep {earlier}")
         _chosen[key] = str(earlier or f"{sweeps_root}/{new_sweep_name}")
     return _chosen[key]
@@ -238,10 +261,9 @@ def resolve_output_dir(source: str | None, out: str) -> str:
             raise UserError(f"No folder given: pass {expected}, as the first argument.")
         if not Path(source).is_dir():
             raise UserError(f"No folder at {source}: pass {expected}.")
-        folder = Path(out).resolve()
-        if folder.exists() and not folder.is_dir():
+        if Path(out).exists() and not Path(out).is_dir():
             raise UserError(f"out={out} is a file: give a folder to write the report into.")
-    _new_output_dirs.setdefault(folder, None if folder.exists() else _highest_new_folder(folder))
+    _note_if_new(Path(out))
     return out
 
 
@@ -249,32 +271,12 @@ def resolve_output_dir(source: str | None, out: str) -> str:
 RESULT_SUFFIXES = (".ckpt", ".csv", ".json", ".onnx", ".pt2", ".ts")
 
 
-@contextmanager
-def discarded_if_nothing_was_trained(run_dir: str) -> Iterator[None]:
-    """On a UserError, remove the run directory this process created unless it holds a result of the command."""
-    try:
-        yield
-    except Exception as error:
-        folder = Path(run_dir).resolve()
-        if isinstance(as_user_error(error), UserError) and folder in _created_run_dirs:
-            results = [
-                path for path in folder.rglob("*") if path.suffix in RESULT_SUFFIXES and ".hydra" not in path.parts
-            ]
-            if not results:
-                shutil.rmtree(_created_run_dirs[folder], ignore_errors=True)
-        raise
-
-
-@contextmanager
-def discarded_on_user_error(out: str) -> Iterator[None]:
-    """On a UserError, remove the folders that Hydra created for `out` (resolve_output_dir)."""
-    try:
-        yield
-    except UserError:
-        new = _new_output_dirs.get(Path(out).resolve())
-        if new is not None:
-            shutil.rmtree(new, ignore_errors=True)
-        raise
+def discard_new_output_dir(error: Exception) -> None:
+    """On a UserError, remove the output folder this process created, unless it holds a result of the command."""
+    folder = Path(HydraConfig.get().runtime.output_dir).resolve()
+    if isinstance(as_user_error(error), UserError) and folder in _created:
+        if not any(path.suffix in RESULT_SUFFIXES and ".hydra" not in path.parts for path in folder.rglob("*")):
+            shutil.rmtree(_created[folder], ignore_errors=True)
 
 
 def tensorboard_run_name(mode: object, override_dirname: str) -> str:
@@ -340,14 +342,15 @@ def lock_run_directory(run_dir: Path) -> int:
     return descriptor
 
 
-# the temporary file of a checkpoint write (checkpoints/loading.py): `.<name>.ckpt.` + mkstemp's 8 characters + `.tmp`
-INTERRUPTED_CHECKPOINT_WRITE = re.compile(r"^\..+\.ckpt\.[a-z0-9_]{8}\.tmp$")
+def replace_whole(path: Path, text: str) -> None:
+    """`path` replaced by `text` through a file of this process and a rename: a reader or a kill never sees half of it."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    partial.write_text(text, newline="")
+    os.replace(partial, path)
 
 
-def _write_status(job_dir: Path, status: dict[str, Any]) -> None:
-    partial = Path(job_dir) / ".status.json.partial"  # renamed: a kill never leaves half a status
-    partial.write_text(json.dumps(status, indent=2))
-    os.replace(partial, partial.with_name("status.json"))
+def _write_status(config: DictConfig, status: dict[str, Any]) -> None:
+    replace_whole(Path(config.hydra.runtime.output_dir) / "status.json", json.dumps(status, indent=2))
 
 
 class RunCallbacks(Callback):
@@ -365,9 +368,7 @@ class RunCallbacks(Callback):
             run_dir = Path(config.hydra.run.dir)
             run_dir.mkdir(parents=True, exist_ok=True)
             self._lock = lock_run_directory(run_dir)
-        stale = [
-            path for path in (run_dir / "checkpoints").glob(".*.tmp") if INTERRUPTED_CHECKPOINT_WRITE.match(path.name)
-        ]
+        stale = sorted((run_dir / "checkpoints").glob(".*.ckpt.*.tmp"))  # checkpoints/loading.py's temporary files
         for path in stale:  # writes of a killed process: no live write can own them while we hold the lock
             path.unlink(missing_ok=True)
         if stale:
@@ -381,7 +382,7 @@ class RunCallbacks(Callback):
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         if config.hydra.mode == RunMode.MULTIRUN and global_rank() == 0:
             self._started = time.time()
-            _write_status(Path(config.hydra.runtime.output_dir), {"status": "running", "started": self._started})
+            _write_status(config, {"status": "running", "started": self._started})
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         global _job_failure
@@ -390,35 +391,26 @@ class RunCallbacks(Callback):
         from analysis.run_records import COMPLETED, FAILED
         from analysis.sweep_table import write_summary
 
-        status: dict[str, Any] = {"started": self._started, "wall_s": time.time() - self._started}
-        failure, _job_failure = _job_failure, None
-        if failure is not None:
-            status.update(status=FAILED, reason=failure)
-        elif job_return.status == JobStatus.FAILED:
-            try:
-                _ = job_return.return_value  # raises the job's exception: Hydra's public way to read it
-                status.update(status=FAILED, reason="the job failed without an exception to say why")
-            except Exception as error:
-                status.update(status=FAILED, reason=failure_reason(error))
+        # a job's exception ends in exit_on_user_error (run_command), which records it: Hydra sees every job return
+        status = {"started": self._started, "wall_s": time.time() - self._started, "status": COMPLETED}
+        if _job_failure:
+            status.update(status=FAILED, reason=_job_failure)
         else:
-            result = job_return.return_value
-            plain = isinstance(result, (int, float, str, bool, type(None)))
-            status.update(status=COMPLETED, result=result if plain else repr(result))
-        _write_status(Path(config.hydra.runtime.output_dir), status)
+            status["result"] = job_return.return_value  # a number or None (train.py's best_val_top1)
+        _job_failure = None
+        _write_status(config, status)
         write_summary(Path(config.hydra.sweep.dir), self._ended)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         """`N of M jobs failed, ...` and exit 2: failed jobs returned normally (exit_on_user_error)."""
         from analysis.run_records import FAILED
-        from analysis.sweep_table import job_dirs, summarize, write_summary
+        from analysis.sweep_table import job_dirs, write_summary
 
-        sweep_dir = Path(config.hydra.sweep.dir)
-        if global_rank() != 0 or not job_dirs(sweep_dir):
+        jobs = job_dirs(Path(config.hydra.sweep.dir))
+        if global_rank() != 0 or not jobs:
             return
-        markdown_path, csv_path, markdown = write_summary(sweep_dir, self._ended)
+        markdown_path, csv_path, markdown = write_summary(Path(config.hydra.sweep.dir), self._ended)
         log.info(f"Sweep summary: {markdown_path} and {csv_path}\n{markdown}")
-        rows, _ = summarize(sweep_dir, self._ended)
-        failed = sum(row["status"] == FAILED for row in rows)
-        if failed:
-            print(f"{failed} of {len(rows)} jobs failed, reasons in {markdown_path}", file=sys.stderr, flush=True)
+        if failed := sum(row["status"] == FAILED for row in self._ended.values()):  # every ended job's row
+            print(f"{failed} of {len(jobs)} jobs failed, reasons in {markdown_path}", file=sys.stderr, flush=True)
             raise SystemExit(USER_ERROR_EXIT_CODE)

@@ -8,7 +8,6 @@ import fcntl
 import io
 import logging
 import math
-import os
 import signal
 import sys
 import warnings
@@ -28,7 +27,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 from optuna.trial import TrialState
 
-from runs.entry_points import failure_reason, quiet_library_notices, quoted
+from analysis.sweep_table import cell
+from runs.entry_points import RunCallbacks, failure_reason, quoted, replace_whole
 from runs.tuning import several_processes
 from user_errors import UserError
 
@@ -39,7 +39,6 @@ RUN_DIR, FAILURE, STOPPED = "run_dir", "failure", "stopped"  # a trial's user at
 
 def run_search(cfg: DictConfig) -> None:
     settings, space = cfg.search, check_settings(cfg)
-    quiet_library_notices()
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # the storage's heartbeat
     optuna.logging.disable_default_handler()  # Optuna's lines through Hydra's logging: the console and search.log
     optuna.logging.enable_propagation()
@@ -194,7 +193,8 @@ def objective(settings: DictConfig, space: dict[str, Any]):
                 config=config,
                 job_dir_key="hydra.run.dir",
                 job_subdir_key=None,
-                hydra_context=HydraContext(config_loader=loader, callbacks=JobCallbacks(config)),
+                # a trial is a run (RunMode.RUN): the callbacks' status of a multirun's job does not apply
+                hydra_context=HydraContext(config_loader=loader, callbacks=RunCallbacks()),
             )
         except (KeyboardInterrupt, SystemExit):  # Ctrl-C outside training, or Lightning's exit on a signal in testing
             trial.set_user_attr(STOPPED, "interrupted outside training")
@@ -264,32 +264,13 @@ def write_summary(study: optuna.Study, settings: DictConfig) -> Path:
         values = ", ".join(f"{key}={value}" for key, value in best.params.items())
         where = best.user_attrs.get(RUN_DIR)
         lines += [f"Best: trial {best.number}, {settings.objective} {best.value:.4f} ({values}), {where}", ""]
-    lines += ["| " + " | ".join(settings.objective if column == "value" else column for column in columns) + " |"]
-    lines += ["|" + " --- |" * len(columns)]
-    cell = lambda value: f"{value:.4g}" if isinstance(value, float) else str(value).replace("|", "/")  # noqa: E731
-    lines += ["| " + " | ".join(cell(row.get(column, "")) for column in columns) + " |" for row in rows]
+    header = [settings.objective if column == "value" else column for column in columns]
+    cells = [[cell(row.get(column, "")) for column in columns] for row in rows]
+    lines += ["| " + " | ".join(values) + " |" for values in (header, ["---"] * len(columns), *cells)]
     table = io.StringIO()
     writer = csv.DictWriter(table, columns)
     writer.writeheader()
     writer.writerows(rows)
-    folder = Path(settings.dir)
-    for name, text in (("summary.csv", table.getvalue()), ("summary.md", "\n".join(lines) + "\n")):
-        partial = folder / f".{name}.{os.getpid()}.partial"  # replaced whole: another worker never reads half a file
-        partial.write_text(text)
-        os.replace(partial, folder / name)
-    return folder / "summary.md"
-
-
-class JobCallbacks:
-    """A trial's hydra.callbacks around its job, as Hydra's launchers call them (Hydra's own collection is internal)."""
-
-    def __init__(self, config: DictConfig):
-        self.callbacks = [instantiate(callback) for callback in (config.hydra.get("callbacks") or {}).values()]
-
-    def on_job_start(self, **kwargs: Any) -> None:
-        for callback in self.callbacks:
-            callback.on_job_start(**kwargs)
-
-    def on_job_end(self, **kwargs: Any) -> None:
-        for callback in reversed(self.callbacks):
-            callback.on_job_end(**kwargs)
+    replace_whole(Path(settings.dir) / "summary.csv", table.getvalue())  # whole: other workers read it, too
+    replace_whole(Path(settings.dir) / "summary.md", "\n".join(lines) + "\n")
+    return Path(settings.dir) / "summary.md"
