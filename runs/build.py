@@ -268,18 +268,9 @@ def train(cfg: DictConfig, extra_callbacks: list[Callback] = ()) -> dict[str, fl
     if ckpt_path:  # one sentence for a wrong file before Lightning loads it (memory-mapped: no tensor read here)
         check_resumable(experiment_record()["choices"], module, load_checkpoint(ckpt_path, mmap=True), ckpt_path)
     if cfg.get("batch_size_find") or cfg.get("lr_find"):  # the tuner only when asked for
-        from runs.tuning import check_finder, find_batch_size, find_lr
+        from runs.tuning import tune
 
-        if cfg.get("batch_size_find"):  # first: the learning rate that suits a batch depends on its size
-            check_finder("batch_size_find", cfg, ckpt_path)
-            trainer = build_finder_trainer(cfg, cfg.batch_size_finder.steps_per_trial)
-            if find_batch_size(cfg, module, datamodule, trainer, out):
-                cfg.data.batch_size = datamodule.batch_size  # the stored config and hparams row say what was trained
-        if cfg.get("lr_find"):
-            check_finder("lr_find", cfg, ckpt_path)
-            trainer = build_finder_trainer(cfg, cfg.lr_finder.num_training)
-            find_lr(cfg, module, datamodule, trainer, out)
-            cfg.optimizer.lr = module.lr
+        tune(cfg, module, datamodule, ckpt_path, build_finder_trainer)
     loggers = build_loggers(cfg)
     trainer = build_trainer(cfg, [*build_training_callbacks(cfg), *extra_callbacks], loggers)
     log_global_batch(cfg, trainer)

@@ -2,6 +2,7 @@
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,8 @@ log = logging.getLogger(__name__)
 
 # setting -> (what it chooses, the override that then trains on several devices)
 FINDERS = {
-    "lr_find": ("the starting learning rate", "optimizer.lr=<the suggestion>"),
     "batch_size_find": ("the batch size", "data.batch_size=<the one found>"),
+    "lr_find": ("the starting learning rate", "optimizer.lr=<the suggestion>"),
 }
 
 
@@ -26,28 +27,35 @@ def several_processes(trainer: DictConfig) -> bool:
     return several or (trainer.get("num_nodes") or 1) > 1
 
 
-def check_finder(setting: str, cfg: DictConfig, ckpt_path: str | None) -> None:
-    """A finder chooses a setting of a new run, in one process."""
-    chooses, then = FINDERS[setting]
-    if ckpt_path:
-        raise UserError(
-            f"{setting}=true chooses {chooses} of a new run: drop it when continuing a run (resume=true or ckpt_path=...)."
-        )
-    if several_processes(cfg.trainer):
-        raise UserError(
-            f"{setting}=true runs in one process: run it with trainer.devices=1, then train on several devices with {then}."
-        )
+def tune(cfg: DictConfig, module: Any, datamodule: Any, ckpt_path: str | None, finder_trainer: Callable) -> None:
+    """The finders asked for, each on `finder_trainer(cfg, steps)`, without callbacks or loggers: the run's records never
+    see its steps. The batch size first: the learning rate that suits a batch depends on its size."""
+    for setting, (chooses, then) in FINDERS.items():  # a finder chooses a setting of a new run, in one process
+        if cfg.get(setting) and ckpt_path:
+            raise UserError(
+                f"{setting}=true chooses {chooses} of a new run: drop it when continuing a run (resume=true or ckpt_path=...)."
+            )
+        if cfg.get(setting) and several_processes(cfg.trainer):
+            raise UserError(
+                f"{setting}=true runs in one process: run it with trainer.devices=1, then train on several devices with {then}."
+            )
+    out_dir = Path(cfg.paths.output_dir)
+    if cfg.get("batch_size_find"):
+        find_batch_size(cfg, module, datamodule, finder_trainer(cfg, cfg.batch_size_finder.steps_per_trial), out_dir)
+    if cfg.get("lr_find"):
+        find_lr(cfg, module, datamodule, finder_trainer(cfg, cfg.lr_finder.num_training), out_dir)
 
 
-def find_batch_size(cfg: DictConfig, module: Any, datamodule: Any, finder_trainer: Any, out_dir: Path) -> int | None:
-    """Tuner.scale_batch_size on `finder_trainer` (no callbacks or loggers: the run's records never see its steps)."""
+def find_batch_size(cfg: DictConfig, module: Any, datamodule: Any, finder_trainer: Any, out_dir: Path) -> None:
+    """Tuner.scale_batch_size; the stored config and the hparams row then say what was trained."""
     from lightning.pytorch.tuner import Tuner
 
     options, initial = cfg.batch_size_finder, datamodule.batch_size
     found = Tuner(finder_trainer).scale_batch_size(module, datamodule=datamodule, init_val=initial, **options)
     module.reset_metrics()
     if found is None:  # fast_dev_run: Lightning skips the search
-        return None
+        return
+    cfg.data.batch_size = found
     device = finder_trainer.strategy.root_device.type
     record = {"batch_size": found, "started_from": initial, "device": device, **OmegaConf.to_container(options)}
     (out_dir / "batch_size_find.json").write_text(json.dumps(record, indent=2) + "\n")
@@ -57,11 +65,10 @@ def find_batch_size(cfg: DictConfig, module: Any, datamodule: Any, finder_traine
             "Batch-size finder on the CPU: nothing runs out of memory there, so the search only stopped at "
             f"batch_size_finder.max_trials={options.max_trials} doublings or at the training set's size."
         )
-    return found
 
 
-def find_lr(cfg: DictConfig, module: Any, datamodule: Any, finder_trainer: Any, out_dir: Path) -> float | None:
-    """Tuner.lr_find on `finder_trainer`; the module trains with its suggestion unless optimizer.lr is on the command line."""
+def find_lr(cfg: DictConfig, module: Any, datamodule: Any, finder_trainer: Any, out_dir: Path) -> None:
+    """Tuner.lr_find; the module trains with its suggestion unless optimizer.lr is on the command line."""
     from lightning.pytorch.tuner import Tuner
     from matplotlib.figure import Figure
 
@@ -72,8 +79,9 @@ def find_lr(cfg: DictConfig, module: Any, datamodule: Any, finder_trainer: Any, 
         module, datamodule=datamodule, update_attr=not given, attr_name="lr", **cfg.lr_finder
     )
     module.reset_metrics()
+    cfg.optimizer.lr = module.lr
     if finder is None:  # fast_dev_run: Lightning skips the test
-        return None
+        return
     suggestion, lrs = finder.suggestion(), finder.results["lr"]
     record = {
         "suggested_lr": suggestion,
@@ -82,9 +90,7 @@ def find_lr(cfg: DictConfig, module: Any, datamodule: Any, finder_trainer: Any, 
         "min_lr_tried": min(lrs, default=None),
         "max_lr_tried": max(lrs, default=None),
         "num_steps": len(lrs),
-        **OmegaConf.to_container(cfg.lr_finder),
         "batch_size": datamodule.batch_size,
-        "optimizer": cfg.optimizer._target_,
         "lrs": lrs,
         "smoothed_losses": finder.results["loss"],
     }
@@ -96,4 +102,3 @@ def find_lr(cfg: DictConfig, module: Any, datamodule: Any, finder_trainer: Any, 
         f"Learning-rate finder suggests {suggestion} (lr_find.png, lr_find.json); training with optimizer.lr="
         f"{module.lr}{' given on the command line' if given else ''}."
     )
-    return suggestion
