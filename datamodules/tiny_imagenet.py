@@ -50,19 +50,17 @@ CHUNK = 256  # images per decoding task
 def read_lines(path: Path) -> list[str]:
     """The lines of a UTF-8 text file (a byte order mark dropped); one sentence naming the file and line otherwise."""
     try:
-        data = path.read_bytes()
+        text = path.read_bytes().decode("utf-8-sig")
     except OSError as error:
         raise UserError(f"{path} cannot be read ({error.strerror or error}): restore the official file.") from error
-    try:
-        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        line = data.count(b"\n", 0, error.start) + 1
-        column = error.start - data.rfind(b"\n", 0, error.start)
+        data, at = error.object, error.start  # the bytes after a byte order mark
+        line, column = data.count(b"\n", 0, at) + 1, at - data.rfind(b"\n", 0, at)
         raise UserError(
-            f"{path} line {line} is not UTF-8 text (byte 0x{data[error.start]:02x} at column {column}): save the file as UTF-8, or restore the official one."
+            f"{path} line {line} is not UTF-8 text (byte 0x{data[at]:02x} at column {column}): save the file as UTF-8, or restore the official one."
         ) from error
-    lines = [line.removesuffix("\r") for line in text.split("\n")]  # not splitlines: names may hold its separators
-    return lines[:-1] if lines and lines[-1] == "" else lines
+    # not splitlines: names may hold its separators
+    return [line.removesuffix("\r") for line in text.removesuffix("\n").split("\n")]
 
 
 def _entries(folder: Path) -> list[Path]:
@@ -105,7 +103,7 @@ def _some(names: list[str]) -> str:
 
 class SplitFiles(NamedTuple):
     files: list[Path]
-    labels: np.ndarray | None  # class indices; None: unlabelled
+    labels: torch.Tensor | None  # class indices; None: unlabelled
     problems: list[str]  # bad inputs left out, one sentence each
 
 
@@ -117,6 +115,7 @@ class TinyImageNetFolder:
         self.root = Path(root)
         self.wnids_file = self.root / "wnids.txt"
         self.annotations_file = self.root / "val" / "val_annotations.txt"
+        self._listed: dict[str, SplitFiles] = {}
 
     def exists(self) -> bool:
         return self.wnids_file.is_file()
@@ -144,12 +143,9 @@ class TinyImageNetFolder:
             f"{folder} is missing: {self.root} is not a complete {FOLDER_NAME} folder (it needs {holds}); download and unzip the dataset again."
         )
 
-    def check_structure(self) -> str:
-        """OFFICIAL_VAL or CLASS_FOLDERS_VAL, once every split's structure is checked (once); one sentence otherwise."""
-        return self.val_layout
-
     @cached_property
     def val_layout(self) -> str:
+        """OFFICIAL_VAL or CLASS_FOLDERS_VAL, once every split's structure is checked (once); one sentence otherwise."""
         _ = self.class_names  # words.txt is refused, if it is not text, before anything is decoded
         train, val, test = (self.root / split for split in SPLITS)
         if not train.is_dir():
@@ -165,23 +161,24 @@ class TinyImageNetFolder:
         classes = [name for name in folders if name in self.class_index]
         others = [name for name in folders if name not in self.class_index]
         layout = CLASS_FOLDERS_VAL if classes or not (val / "images").is_dir() else OFFICIAL_VAL
-        if classes and _jpegs(val / "images"):
-            why = f"it holds both images in val/images/ and class folders ({_some(classes)}), as a sorting script stopped halfway leaves it"
-        elif classes:
+        if classes:
             why = (
-                others and f"besides class folders it holds folders that are not classes of wnids.txt ({_some(others)})"
+                f"it holds both images in val/images/ and class folders ({_some(classes)}), as a sorting script stopped halfway leaves it"
+                if _jpegs(val / "images")
+                else others
+                and f"besides class folders it holds folders that are not classes of wnids.txt ({_some(others)})"
             )
-        elif layout == OFFICIAL_VAL:
+        elif layout == OFFICIAL_VAL:  # folders beside val/images/ are not read
             why = (
                 not self.annotations_file.exists()
                 and f"it holds val/images/ but no {self.annotations_file.name} to label its images"
             )
-        elif others:
-            why = f"its folders ({_some(others)}) are not classes of wnids.txt"
         else:
             flat = len(_jpegs(val))
             why = (
-                f"it holds {flat} images directly in val/, which say nothing of their classes"
+                f"its folders ({_some(others)}) are not classes of wnids.txt"
+                if others
+                else f"it holds {flat} images directly in val/, which say nothing of their classes"
                 if flat
                 else "it holds neither val/images/ nor class folders"
             )
@@ -202,9 +199,13 @@ class TinyImageNetFolder:
         return layout
 
     def list_split(self, split: str) -> SplitFiles:
-        """A split's files, labels and problems; the whole structure is checked before any split is listed."""
-        if self.val_layout == OFFICIAL_VAL and split == "val":
-            return self._val_annotated()
+        """A split's files, labels and problems, listed once, after the whole structure is checked."""
+        if split not in self._listed:
+            official = self.val_layout == OFFICIAL_VAL
+            self._listed[split] = self._val_annotated() if official and split == "val" else self._list(split)
+        return self._listed[split]
+
+    def _list(self, split: str) -> SplitFiles:
         if split == "test":
             folder = _image_folder(self.root / "test")
             files, problems = _images_in(folder)
@@ -218,50 +219,45 @@ class TinyImageNetFolder:
                 class_problems.append(f"{folder} {what} (class {wnid}, line {index + 1} of {self.wnids_file})")
             files, problems = files + class_files, problems + class_problems
             labels += [index] * len(class_files)
-        return SplitFiles(files, np.array(labels, dtype=np.int64), problems)
+        return SplitFiles(files, torch.tensor(labels, dtype=torch.long), problems)
 
     def _val_annotated(self) -> SplitFiles:
         folder, annotations = self.root / "val" / "images", self.annotations_file
         present, problems = _images_in(folder)
-        label_of, line_of, named_on_bad_lines = {}, {}, set()
+        labelled, named = {}, set()  # file name: (class index, line); every name a line gives
         for number, line in enumerate(read_lines(annotations), start=1):
-            fields, where = line.split("\t"), f"{annotations} line {number}"
+            name, _, rest = line.partition("\t")
+            wnid, where = rest.partition("\t")[0], f"{annotations} line {number}"
             if not line.strip():
                 continue
-            if len(fields) < 2 or fields[1] not in self.class_index:
-                problems.append(
-                    f"{where} is not 'file<TAB>wnid<TAB>x0<TAB>y0<TAB>x1<TAB>y1'"
-                    if len(fields) < 2
-                    else f"{where} names class {fields[1]!r}, which is not in {self.wnids_file}"
-                )
-                named_on_bad_lines.add(fields[0])
-            elif fields[0] in line_of:
-                problems.append(f"{where} labels {fields[0]} again (first on line {line_of[fields[0]]})")
+            named.add(name)
+            if not wnid:
+                problems.append(f"{where} is not 'file<TAB>wnid<TAB>x0<TAB>y0<TAB>x1<TAB>y1'")
+            elif wnid not in self.class_index:
+                problems.append(f"{where} names class {wnid!r}, which is not in {self.wnids_file}")
+            elif name in labelled:
+                problems.append(f"{where} labels {name} again (first on line {labelled[name][1]})")
             else:
-                label_of[fields[0]], line_of[fields[0]] = self.class_index[fields[1]], number
+                labelled[name] = (self.class_index[wnid], number)
         entries = {path.name for path in _jpegs(folder)}  # an unreadable entry was reported, not as missing
         problems += [
-            f"{annotations} line {line_of[name]} names {name}, which is not in {folder}"
-            for name in label_of
+            f"{annotations} line {line} names {name}, which is not in {folder}"
+            for name, (_, line) in labelled.items()
             if name not in entries
         ]
-        problems += [
-            f"{path} has no line in {annotations}"
-            for path in present
-            if path.name not in label_of and path.name not in named_on_bad_lines
-        ]
+        problems += [f"{path} has no line in {annotations}" for path in present if path.name not in named]
         problems += [] if entries else [f"{folder} holds no JPEG images"]
-        files = [path for path in present if path.name in label_of]
-        return SplitFiles(files, np.array([label_of[path.name] for path in files], dtype=np.int64), problems)
+        files = [path for path in present if path.name in labelled]
+        return SplitFiles(files, torch.tensor([labelled[path.name][0] for path in files], dtype=torch.long), problems)
 
 
 def decoded(
     folder: Path, files: list[Path], shape: tuple[int, ...], description: str
-) -> tuple[np.ndarray, np.ndarray, list[str]]:
+) -> tuple[np.ndarray, torch.Tensor, list[str]]:
     """(images memory-mapped, each row's position in `files`, why each file left out failed), from the cache in
     `folder` when its manifest's fingerprint matches the files, else decoded now (one worker per core) into it."""
     if not files:
-        return np.empty((0, *shape), np.uint8), np.empty(0, np.int64), []
+        return np.empty((0, *shape), np.uint8), torch.empty(0, dtype=torch.long), []
     digest = hashlib.sha256(f"format {CACHE_FORMAT}, shape {tuple(shape)}\n".encode())
     for path in files:
         try:
@@ -278,7 +274,7 @@ def decoded(
             log.info(f"The {description} files changed since {folder} was built: decoding them again")
         manifest = _build(folder, files, shape, digest.hexdigest(), description)
     images = np.load(folder / "images.npy", mmap_mode="r")[: manifest["images"]]  # rows beyond: files left out
-    return images, np.array(manifest["kept"], dtype=np.int64), manifest["bad_files"]
+    return images, torch.tensor(manifest["kept"], dtype=torch.long), manifest["bad_files"]
 
 
 def _build(folder: Path, files: list[Path], shape: tuple[int, ...], fingerprint: str, description: str) -> dict:
@@ -390,7 +386,6 @@ class TinyImageNetDataModule(ImageDataModule):
         self.cache_dir = Path(cache_dir) if cache_dir else self.data_dir / f"{FOLDER_NAME}-decoded"
         self.skipped: dict[str, int] = {}  # bad inputs left out, per official folder
         self._datasets: dict[str, Dataset] = {}
-        self._files: dict[str, list[Path]] = {}
 
     @cached_property
     def num_classes(self) -> int:
@@ -403,52 +398,52 @@ class TinyImageNetDataModule(ImageDataModule):
 
     def source(self, split: str, index: int) -> str:
         folder = "train" if self.num_folds and split == "val" else FOLDER_OF_SPLIT[split]  # a fold of train/ validates
-        if folder not in self._files:
-            self._files[folder] = self.folder.list_split(folder).files
-        return str(self._files[folder][index])
+        return str(self.folder.list_split(folder).files[index])
 
     def _folders_of(self, stage: str | None) -> tuple[str, ...]:
         """The official folders a stage reads; cross-validating, fitting and validating read train/ only."""
         return ("train",) if self.num_folds and stage in ("fit", "validate") else FOLDERS_OF_STAGE.get(stage, SPLITS)
 
     def prepare_data(self) -> None:
-        """Download if absent, check the structure, list every split this run reads, then decode them (once per node)."""
+        """Download if absent, check the structure and list every split this run reads, then load them (decoding them
+        into the cache once per node)."""
         if not self.folder.exists():
             self._download()
-        self.folder.check_structure()
-        if self.cache:
-            stage = self.trainer.state.fn.value if self.trainer is not None else None
-            listings = {f: self.folder.list_split(f) for f in self._folders_of(stage) if f not in self._datasets}
-            for folder, listing in listings.items():  # every listing refused before anything is decoded
-                self._refuse(folder, listing.problems)
-            for folder, listing in listings.items():
-                self._refuse(folder, self._load(folder, listing)[1])
+        stage = self.trainer.state.fn.value if self.trainer is not None else None
+        folders = [folder for folder in self._folders_of(stage) if folder not in self._datasets]
+        for folder in folders:  # every listing refused before anything is decoded
+            self._refuse(folder, self.folder.list_split(folder).problems)
+        for folder in folders:
+            self._datasets[folder] = self._loaded(folder)
 
     def read_splits(self, stage: str | None) -> tuple[Dataset | None, Dataset | None, Dataset | None]:
         """The official folders `stage` reads, each loaded once: train/, and val/ as both val and test."""
-        self.folder.check_structure()  # on every process: prepare_data runs on one per node
         for folder in self._folders_of(stage):
-            if folder not in self._datasets:
-                self._datasets[folder] = self._checked(folder)
+            if folder not in self._datasets:  # prepare_data ran in another process (one per node)
+                self._datasets[folder] = self._loaded(folder)
+            if len(self._datasets[folder]) == 0:
+                raise UserError(
+                    f"The Tiny-ImageNet {folder} split in {self.folder.root} has no usable images ({self.skipped[folder]} bad inputs skipped): restore the official files."
+                )
         return self._datasets.get("train"), self._datasets.get("val"), self._datasets.get("val")
 
     @property
     def predict_set(self) -> Dataset | None:
         return self._datasets.get("test")
 
-    def _load(self, folder: str, listing: SplitFiles | None = None) -> tuple[Dataset, list[str]]:
-        """The dataset of an official folder and the bad inputs left out of it."""
-        files, labels, problems = listing or self.folder.list_split(folder)
-        self._files[folder] = files
-        labels = None if labels is None else torch.from_numpy(labels)
-        if not self.cache:
-            return ImageFiles(files, labels, self.input_shape, self.skip_bad_files), problems
-        images, kept, bad = decoded(self.cache_dir / folder, files, self.input_shape, f"Tiny-ImageNet {folder} images")
-        kept = torch.from_numpy(kept)
-        return ArrayImageDataset(images, None if labels is None else labels[kept], kept), problems + bad
-
-    def _checked(self, folder: str) -> Dataset:
-        dataset, problems = self._load(folder)
+    def _loaded(self, folder: str) -> Dataset:
+        """An official folder's dataset, its bad inputs refused or (data.skip_bad_files) left out and reported."""
+        files, labels, problems = self.folder.list_split(folder)
+        if self.cache:
+            images, kept, bad = decoded(
+                self.cache_dir / folder, files, self.input_shape, f"Tiny-ImageNet {folder} images"
+            )
+            dataset, problems = (
+                ArrayImageDataset(images, None if labels is None else labels[kept], kept),
+                problems + bad,
+            )
+        else:
+            dataset = ImageFiles(files, labels, self.input_shape, self.skip_bad_files)
         self._refuse(folder, problems)
         for problem in problems:
             log.warning(f"Skipped (data.skip_bad_files=true): {problem}.")
@@ -456,10 +451,6 @@ class TinyImageNetDataModule(ImageDataModule):
         if problems:
             log.warning(
                 f"Bad inputs left out of the Tiny-ImageNet {folder} split: {len(problems)}; {len(dataset)} images remain."
-            )
-        if len(dataset) == 0:
-            raise UserError(
-                f"The Tiny-ImageNet {folder} split in {self.folder.root} has no usable images ({len(problems)} bad inputs skipped): restore the official files."
             )
         return dataset
 

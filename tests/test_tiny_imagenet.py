@@ -649,7 +649,7 @@ def test_val_sorted_into_class_folders_gives_the_same_labelled_images(images_lev
     official = ready(pristine, stage="validate", cache_dir=str(tmp_path / "official"))
     sort_val_into_class_folders(data_dir / "tiny-imagenet-200", images_level)
     module = ready(data_dir, stage="validate", cache_dir=str(tmp_path / "sorted"))
-    assert module.folder.check_structure() == "class folders"
+    assert module.folder.val_layout == "class folders"
 
     def by_name(module) -> dict[str, tuple[int, bytes]]:
         val = all_batches(module.val_dataloader())
