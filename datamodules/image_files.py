@@ -59,11 +59,7 @@ def to_mode(image: Image.Image, mode: str) -> Image.Image:
             image = ImageCms.profileToProfile(image, profile, ImageCms.createProfile("sRGB"), outputMode="RGB")
         except ImageCms.PyCMSError:  # an unusable profile: PIL's own CMYK formula
             pass
-    if image.mode in ("P", "PA"):
-        image = image.convert("RGBA" if image.mode == "PA" or "transparency" in image.info else "RGB")
-    elif image.mode in ("L", "RGB") and "transparency" in image.info:  # a PNG's colour key
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "La", "RGBa"):
+    if image.mode in ("RGBA", "LA", "La", "RGBa", "PA") or "transparency" in image.info:  # or a colour key
         image = Image.alpha_composite(Image.new("RGBA", image.size, (255,) * 4), image.convert("RGBA"))
     return image.convert(mode)
 
@@ -81,8 +77,6 @@ def decode_image(path: Path | str, image_shape: tuple[int, int, int]) -> np.ndar
         raise BadImageFile(f"{path} cannot be decoded as an image (not an image file PIL knows)") from error
     except UnconvertiblePixels as error:
         raise BadImageFile(f"{path} {error}; save it as an 8-bit image") from error
-    except PermissionError as error:
-        raise BadImageFile(f"{path} cannot be read ({error.strerror})") from error
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:  # truncated, corrupt
         raise BadImageFile(f"{path} cannot be decoded as an image ({error})") from error
     if pixels.shape[:2] != (height, width):
