@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from torchvision.datasets import KMNIST, MNIST, FashionMNIST
 
+from checkpoints.loading import atomic_write_bytes
 from datamodules.base import ArrayImageDataset, ImageDataModule
 from user_errors import UserError
 
@@ -30,25 +31,18 @@ DATASETS = {
 
 
 def unpack_shipped_copy(raw_folder: Path) -> bool:
-    """Unpack the shipped IDX files into `raw_folder`, each renamed into place once its checksum matches; False if absent."""
+    """Unpack the shipped IDX files into `raw_folder`, each written whole once its checksum matches; False if absent."""
     if not all((SHIPPED_COPY / f"{name}.gz").is_file() for name in SHA256):
         return False
-    raw_folder.mkdir(parents=True, exist_ok=True)
     for name, expected in SHA256.items():
-        target, partial = raw_folder / name, raw_folder / f".{name}.unpacking"
-        if target.is_file():
+        if (raw_folder / name).is_file():
             continue
         data = gzip.decompress((SHIPPED_COPY / f"{name}.gz").read_bytes())
         if hashlib.sha256(data).hexdigest() != expected:
             raise UserError(
                 f"The shipped copy {SHIPPED_COPY / name}.gz does not unpack to the official file (checksum differs): restore it with git checkout, or delete it to download MNIST instead."
             )
-        try:
-            partial.write_bytes(data)
-        except BaseException:  # a full disk, a kill: no half-unpacked file stays behind
-            partial.unlink(missing_ok=True)
-            raise
-        partial.replace(target)
+        atomic_write_bytes(data, raw_folder / name)  # a full disk, a kill: no half-unpacked file stays behind
     log.info(f"MNIST unpacked from the copy shipped in {SHIPPED_COPY} into {raw_folder}")
     return True
 
