@@ -22,12 +22,11 @@ class ArrayImageDataset(Dataset):
     def __init__(self, images: torch.Tensor | np.ndarray, labels: torch.Tensor | None, source_index: torch.Tensor):
         self.images, self.labels, self.source_index = images, labels, source_index
 
-    def to(self, device: torch.device) -> "ArrayImageDataset":
+    def to(self, device: torch.device) -> None:
         if isinstance(self.images, np.ndarray):  # a memory-mapped cache: read whole
             self.images = torch.from_numpy(np.ascontiguousarray(self.images))
         self.images, self.source_index = self.images.to(device), self.source_index.to(device)
         self.labels = self.labels.to(device) if self.labels is not None else None
-        return self
 
     def take(self, positions: torch.Tensor) -> "ArrayImageDataset":
         batch = self.__getitems__(positions)
@@ -197,9 +196,7 @@ class ImageDataModule(LightningDataModule):
         return f"{split}[{index}]"
 
     def dataset(self, split: str) -> Dataset:
-        splits = sorted({"train", "val", "test", self.predict_split})
-        if split not in splits:
-            raise UserError(f"There is no split {split!r}: the splits are {splits}.")
+        """train, val, test or predict_split (the entry points accept no other)."""
         return getattr(self, f"{split}_set")
 
     def read_splits(self, stage: str | None) -> tuple[Dataset | None, Dataset | None, Dataset | None]:
@@ -234,11 +231,10 @@ class ImageDataModule(LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         # DDP: this process's share
         sharding = (self.trainer.distributed_sampler_kwargs if self.trainer else None) or {}
-        train_set, options = self._placed(self.train_set)
+        options, gpu = self._placed(self.train_set)
         # the batches' positions are cut where the images are: on the GPU when they were placed there
-        device = train_set.images.device if self._on_gpu(train_set) else None
-        sampler = EpochShuffleSampler(len(train_set), self.shuffle_seed, self.batch_size, device=device, **sharding)
-        return ResumableDataLoader(train_set, sampler=sampler, **options)
+        sampler = EpochShuffleSampler(len(self.train_set), self.shuffle_seed, self.batch_size, device=gpu, **sharding)
+        return ResumableDataLoader(self.train_set, sampler=sampler, **options)
 
     def val_dataloader(self) -> DataLoader:
         return self._evaluation_loader(self.val_set)
@@ -250,24 +246,20 @@ class ImageDataModule(LightningDataModule):
         return self._evaluation_loader(self.dataset(self.predict_split))
 
     def _evaluation_loader(self, dataset: Dataset) -> DataLoader:
-        dataset, options = self._placed(dataset)
-        return DataLoader(dataset, batch_size=self.eval_batch_size, **options)
+        return DataLoader(dataset, batch_size=self.eval_batch_size, **self._placed(dataset)[0])
 
-    @staticmethod
-    def _on_gpu(dataset: Dataset) -> bool:
-        return isinstance(getattr(dataset, "images", None), torch.Tensor) and dataset.images.is_cuda
-
-    def _placed(self, dataset: Dataset) -> tuple[Dataset, dict]:
-        """The dataset, moved whole to the training GPU once when `on_device` asks for it, and its loader's options:
-        batches cut on the GPU have nothing to pin and no workers (CUDA does not fork)."""
+    def _placed(self, dataset: Dataset) -> tuple[dict, torch.device | None]:
+        """The loader options of `dataset`, moved whole to the training GPU once when `on_device` asks for it, and the
+        GPU it is on (None: the CPU): batches cut on the GPU have nothing to pin and no workers (CUDA does not fork)."""
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         if self.on_device and device.type == "cuda" and isinstance(dataset, ArrayImageDataset):
             dataset.to(device)
-        on_gpu = self._on_gpu(dataset)
-        num_workers = 0 if on_gpu else self.num_workers
-        pin_memory = (device.type == "cuda" if self.pin_memory is None else self.pin_memory) and not on_gpu
+        images = getattr(dataset, "images", None)
+        gpu = images.device if isinstance(images, torch.Tensor) and images.is_cuda else None
+        num_workers = 0 if gpu is not None else self.num_workers
+        pin_memory = (device.type == "cuda" if self.pin_memory is None else self.pin_memory) and gpu is None
         options = dict(num_workers=num_workers, pin_memory=pin_memory, persistent_workers=num_workers > 0)
-        return dataset, {**options, "collate_fn": already_collated}
+        return {**options, "collate_fn": already_collated}, gpu
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (B,C,H,W) -> float, normalised with the dataset's mean and std: one multiply-add on a copy."""
