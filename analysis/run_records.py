@@ -34,11 +34,7 @@ class RunRecord:
 
 
 def find_runs(folder: Path) -> list[Path]:
-    """The run itself, or the runs of a sweep in job order."""
-    if not folder.is_dir():
-        raise UserError(
-            f"{folder} is not a folder: pass a run directory (logs/train/runs/<run>) or a sweep directory (logs/train/multiruns/<sweep>)."
-        )
+    """The run itself, or the runs of a sweep in job order (report.py has checked that the folder exists)."""
     if any(folder.glob(f"tensorboard/**/{EVENTS}")):
         return [folder]
     runs = [path for path in sorted(folder.iterdir(), key=job_order) if any(path.glob(f"tensorboard/**/{EVENTS}"))]

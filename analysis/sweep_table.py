@@ -71,7 +71,6 @@ def summarize(sweep_dir: Path, ended: dict[Path, dict] | None = None) -> tuple[l
 
 def write_summary(sweep_dir: Path, ended: dict[Path, dict[str, Any]] | None = None) -> tuple[Path, Path, str]:
     """summary.csv (every override) and summary.md (the table below); returns both paths and the Markdown."""
-    sweep_dir = Path(sweep_dir)
     rows, override_columns = summarize(sweep_dir, ended)
     table = io.StringIO()
     writer = csv.DictWriter(

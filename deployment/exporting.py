@@ -103,8 +103,7 @@ def load_as_input(path: Path | str, input_shape: Sequence[int]) -> torch.Tensor:
     channels, height, width = input_shape
     try:
         with Image.open(path) as image:
-            converted = to_mode(image, PIL_MODES[channels])
-            return pil_to_tensor(converted.resize((width, height), Image.Resampling.BILINEAR))
+            return pil_to_tensor(to_mode(image, PIL_MODES[channels]).resize((width, height), Image.Resampling.BILINEAR))
     except FileNotFoundError as error:
         raise BadImageFile(f"{path} does not exist") from error
     except UnidentifiedImageError as error:  # its message repeats the path
@@ -115,10 +114,9 @@ def load_as_input(path: Path | str, input_shape: Sequence[int]) -> torch.Tensor:
 
 def image_files(paths: Sequence[str]) -> list[Path]:
     """The files named, a folder standing for the image files in it (sorted by name)."""
-    found = []
-    for path in map(Path, paths):
-        if path.is_dir():
-            found += sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        else:
-            found.append(path)
-    return found
+    return [
+        file
+        for path in map(Path, paths)
+        for file in (sorted(path.iterdir()) if path.is_dir() else [path])
+        if file == path or (file.is_file() and file.suffix.lower() in IMAGE_SUFFIXES)
+    ]

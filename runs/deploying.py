@@ -24,7 +24,7 @@ from runs.build import rebuild_from_checkpoint
 from user_errors import UserError
 
 
-def export_checkpoint(cfg: DictConfig) -> dict:
+def export_checkpoint(cfg: DictConfig) -> None:
     check_format(cfg.format)
     if cfg.verify_images < 3:
         raise UserError(
@@ -80,7 +80,6 @@ def export_checkpoint(cfg: DictConfig) -> dict:
     print(
         f"verified on {len(images)} val images: max abs difference of the logits {difference:.3g} <= tolerance {cfg.tolerance}: the export matches the eager model."
     )
-    return contract
 
 
 def predict(cfg: DictConfig) -> None:
@@ -106,7 +105,7 @@ def predict(cfg: DictConfig) -> None:
     else:
         _, _, datamodule, module, _ = rebuild_from_checkpoint(cfg)
         input_shape, class_names = datamodule.input_shape, datamodule.class_names
-        classify = lambda images: module.eval()(datamodule.normalize(images))  # noqa: E731
+        classify = torch.no_grad()(lambda images: module.eval()(datamodule.normalize(images)))
     readable = []
     for file in files:
         try:
@@ -116,9 +115,8 @@ def predict(cfg: DictConfig) -> None:
     top_k, rows = min(cfg.top_k, len(class_names)), []
     for start in range(0, len(readable), cfg.batch_size):
         batch = readable[start : start + cfg.batch_size]
-        try:
-            with torch.no_grad():
-                logits = classify(torch.stack([image for _, image in batch]))
+        try:  # classify runs under torch.no_grad, from a checkpoint or exported
+            logits = classify(torch.stack([image for _, image in batch]))
         except Exception as error:  # an exported model for another input than its contract says
             if not cfg.exported:
                 raise
