@@ -15,6 +15,7 @@ from hydra import compose
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import OverrideType
 from hydra.errors import HydraException, InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
@@ -371,9 +372,8 @@ def recorded_overrides(experiment: dict[str, Any], file: str | Path, user_keys: 
                 f"{file} records the override {line[:80]!r}, which is not a valid override ({str(error).splitlines()[0]}): {ADVICE}."
             ) from None
         key = override.key_or_group
-        if override.is_add() or override.is_delete() or override.is_force_add() or override.package:
-            continue
-        if key in user_keys or key.split(".")[0] in user_keys or not replayed(key):  # the user's choice wins
+        replay = override.type is OverrideType.CHANGE and not override.package and replayed(key)  # no +, ~ or @
+        if not replay or {key, key.split(".")[0]} & user_keys:  # the user's choice wins
             continue
         if _names_code(override.value()):
             raise UserError(
