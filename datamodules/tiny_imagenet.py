@@ -45,6 +45,7 @@ FOLDER_OF_SPLIT = {"train": "train", "val": "val", "test": "val", "predict": "te
 FOLDERS_OF_STAGE = {"fit": ("train", "val"), "validate": ("val",), "test": ("val",), "predict": ("test",)}
 CACHE_FORMAT = 3  # 3: each row's file position in manifest.json (kept.npy before)
 CHUNK = 256  # images per decoding task
+JPEG = (".jpeg", ".jpg")  # the suffixes read, in any case
 
 
 def read_lines(path: Path) -> list[str]:
@@ -71,18 +72,14 @@ def _entries(folder: Path) -> list[Path]:
         return []
 
 
-def _is_jpeg(path: Path) -> bool:
-    return path.suffix.lower() in (".jpeg", ".jpg")
-
-
 def _subfolders(folder: Path) -> list[str]:
-    return [path.name for path in _entries(folder) if path.is_dir() and not _is_jpeg(path)]
+    return [path.name for path in _entries(folder) if path.is_dir() and path.suffix.lower() not in JPEG]
 
 
 def _jpegs(folder: Path) -> list[Path]:
     """Entries named like JPEGs, whatever they are (a broken link, a FIFO), in natural order: val_<i> is sample i."""
     key = lambda path: [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]  # noqa: E731
-    return sorted((path for path in _entries(folder) if _is_jpeg(path)), key=key)
+    return sorted((path for path in _entries(folder) if path.suffix.lower() in JPEG), key=key)
 
 
 def _images_in(folder: Path) -> tuple[list[Path], list[str]]:
@@ -252,20 +249,15 @@ class TinyImageNetFolder:
 
 
 def decoded(
-    folder: Path, files: list[Path], shape: tuple[int, ...], description: str
-) -> tuple[np.ndarray, torch.Tensor, list[str]]:
-    """(images memory-mapped, each row's position in `files`, why each file left out failed), from the cache in
-    `folder` when its manifest's fingerprint matches the files, else decoded now (one worker per core) into it."""
-    if not files:
-        return np.empty((0, *shape), np.uint8), torch.empty(0, dtype=torch.long), []
+    folder: Path, files: list[Path], labels: torch.Tensor | None, shape: tuple[int, ...]
+) -> tuple[ArrayImageDataset, list[str]]:
+    """The images of `files` memory-mapped, with their labels and positions in `files`, and why each file left out
+    failed: from the cache in `folder` when its manifest's fingerprint matches the files, else decoded now into it."""
     digest = hashlib.sha256(f"format {CACHE_FORMAT}, shape {tuple(shape)}\n".encode())
-    for path in files:
-        try:
-            status = os.stat(path)
-            digest.update(f"{path}\t{status.st_size}\t{status.st_mtime_ns}\n".encode())
-        except OSError as error:  # decoding reports it as a bad file
-            digest.update(f"{path}\tunreadable {error.errno}\n".encode())
-    manifest_path = folder / "manifest.json"
+    for path in files:  # each listed as a readable file
+        status = os.stat(path)
+        digest.update(f"{path}\t{status.st_size}\t{status.st_mtime_ns}\n".encode())
+    manifest_path, description = folder / "manifest.json", f"Tiny-ImageNet {folder.name} images"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     if manifest.get("fingerprint") == digest.hexdigest():
         log.info(f"Using the decoded {description} in {folder} ({manifest['images']} images)")
@@ -274,23 +266,21 @@ def decoded(
             log.info(f"The {description} files changed since {folder} was built: decoding them again")
         manifest = _build(folder, files, shape, digest.hexdigest(), description)
     images = np.load(folder / "images.npy", mmap_mode="r")[: manifest["images"]]  # rows beyond: files left out
-    return images, torch.tensor(manifest["kept"], dtype=torch.long), manifest["bad_files"]
+    kept = torch.tensor(manifest["kept"], dtype=torch.long)
+    return ArrayImageDataset(images, None if labels is None else labels[kept], kept), manifest["bad_files"]
 
 
 def _build(folder: Path, files: list[Path], shape: tuple[int, ...], fingerprint: str, description: str) -> dict:
-    # this process's own temporary names: builders on several nodes sharing the folder do not mix their rows
+    """Decoded by one worker per core, CHUNK files a task, into this process's own temporary files, which are renamed
+    into place, the manifest last; builders on several nodes sharing the folder do not mix their rows."""
     partial = {name: folder / f"{name}.{os.getpid()}.partial" for name in ("images.npy", "manifest.json")}
     workers = min(len(os.sched_getaffinity(0)), -(-len(files) // CHUNK))
-    chunks = DataLoader(
-        [range(start, min(start + CHUNK, len(files))) for start in range(0, len(files), CHUNK)],
-        batch_size=None,
-        num_workers=workers if workers > 1 else 0,
-        collate_fn=ImageFiles(files, None, shape).decode,
-    )
+    decode = ImageFiles(files, None, shape).decode
+    chunks = DataLoader(range(len(files)), CHUNK, num_workers=workers if workers > 1 else 0, collate_fn=decode)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "manifest.json").unlink(missing_ok=True)  # from here until the end the cache is invalid
-        kept, bad, started = [], {}, time.perf_counter()
+        kept, bad, started = [], [], time.perf_counter()
         # written, not memory-mapped: a full disk is an OSError (one sentence), not a SIGBUS
         progress = tqdm(total=len(files), unit="img", desc=f"Decoding {description}", mininterval=0.5)
         with open(partial["images.npy"], "wb") as out, progress:
@@ -299,12 +289,11 @@ def _build(folder: Path, files: list[Path], shape: tuple[int, ...], fingerprint:
             for chunk_kept, chunk_images, chunk_bad in chunks:  # in order: kept rows one after another
                 out.write(chunk_images.tobytes())
                 kept += chunk_kept
-                bad.update(chunk_bad)
+                bad += chunk_bad.values()
                 progress.update(len(chunk_kept) + len(chunk_bad))
             out.truncate(out.tell() + len(bad) * int(np.prod(shape)))  # the rows of files left out: never read
         seconds = time.perf_counter() - started
-        bad_files = [bad[position] for position in sorted(bad)]
-        manifest = {"fingerprint": fingerprint, "images": len(kept), "bad_files": bad_files, "kept": kept}
+        manifest = {"fingerprint": fingerprint, "images": len(kept), "bad_files": bad, "kept": kept}
         partial["manifest.json"].write_text(json.dumps(manifest))
         for name, path in partial.items():  # the manifest last: it marks the cache complete
             os.replace(path, folder / name)
@@ -435,13 +424,8 @@ class TinyImageNetDataModule(ImageDataModule):
         """An official folder's dataset, its bad inputs refused or (data.skip_bad_files) left out and reported."""
         files, labels, problems = self.folder.list_split(folder)
         if self.cache:
-            images, kept, bad = decoded(
-                self.cache_dir / folder, files, self.input_shape, f"Tiny-ImageNet {folder} images"
-            )
-            dataset, problems = (
-                ArrayImageDataset(images, None if labels is None else labels[kept], kept),
-                problems + bad,
-            )
+            dataset, bad = decoded(self.cache_dir / folder, files, labels, self.input_shape)
+            problems = problems + bad
         else:
             dataset = ImageFiles(files, labels, self.input_shape, self.skip_bad_files)
         self._refuse(folder, problems)
