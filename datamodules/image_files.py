@@ -44,13 +44,12 @@ def to_mode(image: Image.Image, mode: str) -> Image.Image:
     """`image` as 8-bit "L" or "RGB" where PIL's convert would clip or guess: 16-bit gray scaled, transparency over
     white, CMYK through its ICC profile; UnconvertiblePixels for float or wider-than-16-bit pixels."""
     if image.mode in SIXTEEN_BIT_GRAY_MODES:
-        pixels = np.asarray(image).astype(np.int64)
-        low, high = (int(pixels.min()), int(pixels.max())) if pixels.size else (0, 0)
+        low, high = image.convert("I").getextrema() or (0, 0)  # (None: no pixels)
         if low < 0 or high > 65535:
             raise UnconvertiblePixels(
                 f"holds 32-bit integer pixels ({low}..{high}, mode {image.mode}) that cannot be scaled to 8 bits without a guess"
             )
-        image = Image.fromarray(((pixels * 255 + 32767) // 65535).astype(np.uint8), "L")  # rounded
+        image = image.convert("I").point(lambda value: value * 255 / 65535 + 0.5).convert("L")  # rounded
     elif image.mode == "F":
         raise UnconvertiblePixels("holds floating-point pixels (mode F) whose full scale is unknown")
     elif image.mode == "CMYK" and image.info.get("icc_profile"):
