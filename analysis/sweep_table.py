@@ -35,25 +35,21 @@ def job_row(job_dir: Path) -> dict[str, Any]:
     status = read_status(job_dir) or {"status": COMPLETED if "all" in timing else UNFINISHED}
     state = status.get("status") if status.get("status") in (COMPLETED, FAILED) else UNFINISHED
     reason = status.get("reason", "") if state == FAILED else UNFINISHED_REASON if state == UNFINISHED else ""
-    row = {"job": job_dir.name, "status": state, **overrides_of(job_dir)}
-    if (job_dir / "tensorboard").is_dir():
-        curves, final, _ = read_curves(job_dir)
-        if top1 := curves.get("val/top1"):
-            best = max(top1, key=lambda epoch: (top1[epoch], -epoch))  # the first best, as ModelCheckpoint keeps
-            row.update(
-                best_val_top1=top1[best], best_epoch=best, val_top5=curves.get("val/top5", {}).get(best, math.nan)
-            )
-        if loss := curves.get("val/loss"):
-            row["final_val_loss"] = loss[max(loss)]
-        if "test/top1" in final:
-            row["test_top1"] = final["test/top1"]
-    if timing:
-        row["epochs"] = sum(epoch != "all" for epoch in timing)
-        if not math.isnan(speed := (timing.get("all") or timing[list(timing)[-1]]).get("samples_per_s", math.nan)):
-            row["samples_per_s"] = speed
-    if "wall_s" in status:
-        row["wall_s"] = status["wall_s"]
-    return row | {"reason": reason}
+    curves, final, _ = read_curves(job_dir) if (job_dir / "tensorboard").is_dir() else ({}, {}, None)
+    top1, loss = curves.get("val/top1", {}), curves.get("val/loss", {})
+    best = max(top1, key=lambda epoch: (top1[epoch], -epoch), default="")  # the first best, as ModelCheckpoint keeps
+    speed = (timing.get("all") or timing[list(timing)[-1]]).get("samples_per_s", math.nan) if timing else math.nan
+    metrics = {  # NaN and "": not known (a job that failed, or has not got there yet)
+        "best_val_top1": top1.get(best, math.nan),
+        "best_epoch": best,
+        "val_top5": curves.get("val/top5", {}).get(best, math.nan),
+        "final_val_loss": loss[max(loss)] if loss else math.nan,
+        "test_top1": final.get("test/top1", math.nan),
+        "epochs": sum(epoch != "all" for epoch in timing) if timing else "",
+        "wall_s": status.get("wall_s", math.nan),
+        "samples_per_s": speed,
+    }
+    return {"job": job_dir.name, "status": state, **overrides_of(job_dir), **metrics, "reason": reason}
 
 
 def summarize(sweep_dir: Path, ended: dict[Path, dict] | None = None) -> tuple[list[dict[str, Any]], list[str]]:
