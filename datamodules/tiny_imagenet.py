@@ -375,6 +375,7 @@ class TinyImageNetDataModule(ImageDataModule):
         self.cache_dir = Path(cache_dir) if cache_dir else self.data_dir / f"{FOLDER_NAME}-decoded"
         self.skipped: dict[str, int] = {}  # bad inputs left out, per official folder
         self._datasets: dict[str, Dataset] = {}
+        self.predict_set: Dataset | None = None  # the official test/ images, unlabelled
 
     @cached_property
     def num_classes(self) -> int:
@@ -414,11 +415,8 @@ class TinyImageNetDataModule(ImageDataModule):
                 raise UserError(
                     f"The Tiny-ImageNet {folder} split in {self.folder.root} has no usable images ({self.skipped[folder]} bad inputs skipped): restore the official files."
                 )
+        self.predict_set = self._datasets.get("test")
         return self._datasets.get("train"), self._datasets.get("val"), self._datasets.get("val")
-
-    @property
-    def predict_set(self) -> Dataset | None:
-        return self._datasets.get("test")
 
     def _loaded(self, folder: str) -> Dataset:
         """An official folder's dataset, its bad inputs refused or (data.skip_bad_files) left out and reported."""
