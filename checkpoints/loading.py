@@ -23,12 +23,12 @@ EXPERIMENT_KEY = "experiment"
 
 def is_experiment_record(record: Any) -> bool:
     """{"choices": {group: option or None}, "overrides": [override, ...]}: what a file may say about its experiment."""
-    choices, overrides = (record.get("choices"), record.get("overrides")) if isinstance(record, dict) else (None, None)
     return (
-        isinstance(choices, dict)
-        and isinstance(overrides, list)
-        and all(isinstance(key, str) and isinstance(value, (str, type(None))) for key, value in choices.items())
-        and all(isinstance(override, str) for override in overrides)
+        isinstance(record, dict)
+        and isinstance(record.get("choices"), dict)
+        and isinstance(record.get("overrides"), list)
+        and all(isinstance(key, str) and isinstance(value, str | None) for key, value in record["choices"].items())
+        and all(isinstance(override, str) for override in record["overrides"])
     )
 
 
@@ -43,12 +43,8 @@ def read_weights_only(path: str | Path, setting: str, expected: str, mmap: bool 
     try:
         with zipfile.ZipFile(path) as archive:  # every member's CRC: torch.load would read flipped bytes as weights
             damaged = archive.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:
-        raise UserError(not_a_checkpoint) from error
-    if damaged is not None:
-        raise UserError(f"{path} is damaged ({damaged} fails its checksum): pass {setting}={expected}.")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        if damaged is None:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as error:
         blocked = next(
             (line.strip() for line in str(error).splitlines() if "GLOBAL" in line),
@@ -59,6 +55,7 @@ def read_weights_only(path: str | Path, setting: str, expected: str, mmap: bool 
         ) from error
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:
         raise UserError(not_a_checkpoint) from error
+    raise UserError(f"{path} is damaged ({damaged} fails its checksum): pass {setting}={expected}.")
 
 
 def load_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
@@ -81,19 +78,15 @@ def load_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
 
 def check_same_network(module: Module, saved: dict[str, Any], path: str | Path, advice: str) -> None:
     """Refuse weights of another network or dataset, comparing names and shapes only (a memory-mapped file stays on disk)."""
-    expected = module.state_dict()
-    missing, unexpected = sorted(expected.keys() - saved.keys()), sorted(saved.keys() - expected.keys())
-    if missing or unexpected:
+    here, there = (
+        {name: tuple(tensor.shape) for name, tensor in state.items()} for state in (module.state_dict(), saved)
+    )
+    differ = sorted(name for name in here.keys() | there.keys() if here.get(name) != there.get(name))
+    if differ:
         raise UserError(
-            f"The weights in {path} belong to another network than the one built from this config "
-            f"({len(missing)} missing, e.g. {missing[:1]}; {len(unexpected)} unexpected, e.g. {unexpected[:1]}): {advice}."
+            f"The weights in {path} belong to another network than the one built from this config ({len(differ)} tensors "
+            f"differ, e.g. {differ[0]}: {there.get(differ[0], 'absent')} in the file, {here.get(differ[0], 'absent')} here): {advice}."
         )
-    for name, tensor in expected.items():
-        if saved[name].shape != tensor.shape:
-            raise UserError(
-                f"The weights in {path} have other shapes than the network built from this config (size mismatch for "
-                f"{name}: {tuple(saved[name].shape)} in the checkpoint, {tuple(tensor.shape)} here): {advice}."
-            )
 
 
 def load_weights(module: Module, checkpoint: dict[str, Any], path: str | Path) -> None:
