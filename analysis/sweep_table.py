@@ -54,8 +54,7 @@ def job_row(job_dir: Path) -> dict[str, Any]:
 
 def summarize(sweep_dir: Path, ended: dict[Path, dict] | None = None) -> tuple[list[dict[str, Any]], list[str]]:
     """The rows and the override columns; `ended`: rows of ended jobs, reused rather than read again, and added to."""
-    jobs = job_dirs(sweep_dir)
-    if not jobs:
+    if not (jobs := job_dirs(sweep_dir)):
         raise UserError(
             f"{sweep_dir} holds no job directories of a multirun (<job>/.hydra/overrides.yaml): pass a sweep directory such as logs/train/multiruns/<date>_<time>."
         )

@@ -103,15 +103,13 @@ class ValidationFigures(Callback):
         tensorboard = [logger for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
         if stage == TrainerFn.FITTING and tensorboard:
             self._writer = tensorboard[0].experiment
-            # no label check: it would wait for the device
-            self.confusion = MulticlassConfusionMatrix(trainer.datamodule.num_classes, validate_args=False)
 
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         fitting = trainer.state.fn == TrainerFn.FITTING
         self._active = self._writer is not None and fitting and _every_n_epochs(trainer, self.every_n_epochs)
-        if self._active:
-            self.confusion = self.confusion.to(pl_module.device)
-            self.confusion.reset()
+        if self._active:  # no label check: it would wait for the device
+            confusion = MulticlassConfusionMatrix(trainer.datamodule.num_classes, validate_args=False)
+            self.confusion = confusion.to(pl_module.device)
             self._kept: dict[str, torch.Tensor] = {}
 
     def on_validation_batch_end(

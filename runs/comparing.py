@@ -50,8 +50,7 @@ def check_comparable(a, b) -> None:
             f"A ({a.path}) and B ({b.path}) hold predictions of different {a.split} samples ({len(a_labels.keys() - b_labels.keys())} only in A, "
             f"{len(b_labels.keys() - a_labels.keys())} only in B; another validation split or a limited evaluation): {FIX}."
         )
-    differing = [index for index, label in a_labels.items() if label != b_labels[index]]
-    if differing:
+    if differing := [index for index, label in a_labels.items() if label != b_labels[index]]:
         raise UserError(
             f"A ({a.path}) and B ({b.path}) give sample {differing[0]} different true labels, so they come from different datasets: {FIX}."
         )

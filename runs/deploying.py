@@ -87,8 +87,7 @@ def predict(cfg: DictConfig) -> None:
         raise UserError(
             "Give either ckpt_path=PATH (a checkpoint of train.py) or exported=PATH (a model written by export.py), not both or neither."
         )
-    files = image_files(cfg.images)
-    if not files:
+    if not (files := image_files(cfg.images)):
         raise UserError(
             "No images given: name image files or folders, e.g. python predict.py ckpt_path=PATH digit.png photos/."
         )
