@@ -171,10 +171,8 @@ def launcher_run_name() -> str | None:
 
 def global_rank() -> int:
     """This process's global rank from the variables Lightning reads, in its order (its reader takes seconds to import)."""
-    for variable in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
-        if variable in os.environ:
-            return int(os.environ[variable])
-    return 0
+    variables = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
+    return next((int(os.environ[variable]) for variable in variables if variable in os.environ), 0)
 
 
 def experiment_identity(cfg: DictConfig | Path) -> dict[str, Any]:
@@ -192,7 +190,7 @@ def recorded_sweep(multirun: Path) -> list[str]:
     return sweep_identity(yaml.safe_load(multirun.read_text())["hydra"]["overrides"]["task"])
 
 
-def latest(root: Path, marker: str, record: str, identity: Callable[[Path], Any], wanted: Any) -> Path | None:
+def latest(root: Path, marker: str | Path, record: str, identity: Callable[[Path], Any], wanted: Any) -> Path | None:
     """The folder below `root` with the newest `marker` file among those whose `record` file has the identity `wanted`."""
     for path in sorted(root.glob(f"*/{marker}"), key=lambda path: path.stat().st_mtime, reverse=True):
         folder = root / path.relative_to(root).parts[0]
@@ -204,7 +202,7 @@ def latest(root: Path, marker: str, record: str, identity: Callable[[Path], Any]
     return None
 
 
-_chosen: dict[tuple, str] = {}  # Hydra resolves hydra.run.dir more than once: the answer must not change
+_chosen: dict[tuple, str] = {}  # Hydra resolves hydra.run.dir and hydra.sweep.dir more than once: the answer stays
 _created: dict[Path, Path] = {}  # output folders this process created -> their highest new folder
 
 
@@ -218,36 +216,34 @@ def _note_if_new(folder: Path) -> None:
 
 def resolve_run_dir(resume: bool, runs_root: str, new_run_name: str, _root_: DictConfig) -> str:
     """hydra.run.dir, created here: `<runs_root>/<launcher id or time>`, or with resume=true the experiment's latest."""
-    key = (bool(resume), runs_root, new_run_name)
-    if key not in _chosen:
-        with exit_on_user_error():
-            wanted = experiment_identity(_root_) if resume else None
-            run = resume and latest(
-                Path(runs_root), str(LAST_CHECKPOINT), ".hydra/config.yaml", experiment_identity, wanted
-            )
-            chosen = Path(run or f"{runs_root}/{launcher_run_name() or new_run_name}")
-            _note_if_new(chosen)
-            try:
-                chosen.mkdir(parents=True, exist_ok=True)
-                if not os.access(chosen, os.W_OK | os.X_OK):
-                    raise PermissionError(f"no permission to write in {chosen}")
-            except OSError as error:
-                raise UserError(
-                    f"Cannot write the run directory {chosen} ({error.strerror or error}): point paths.log_dir at a folder you can write to."
-                ) from error
-        _chosen[key] = str(chosen)
+    if (key := ("run", bool(resume), runs_root, new_run_name)) in _chosen:
+        return _chosen[key]
+    with exit_on_user_error():
+        wanted = experiment_identity(_root_) if resume else None
+        run = resume and latest(Path(runs_root), LAST_CHECKPOINT, ".hydra/config.yaml", experiment_identity, wanted)
+        chosen = Path(run or f"{runs_root}/{launcher_run_name() or new_run_name}")
+        _note_if_new(chosen)
+        try:
+            chosen.mkdir(parents=True, exist_ok=True)
+            if not os.access(chosen, os.W_OK | os.X_OK):
+                raise PermissionError(f"no permission to write in {chosen}")
+        except OSError as error:
+            raise UserError(
+                f"Cannot write the run directory {chosen} ({error.strerror or error}): point paths.log_dir at a folder you can write to."
+            ) from error
+    _chosen[key] = str(chosen)
     return _chosen[key]
 
 
 def resolve_sweep_dir(resume: bool, sweeps_root: str, new_sweep_name: str, _root_: DictConfig) -> str:
     """hydra.sweep.dir: a new folder, or with resume=true the latest sweep of the same command line."""
-    key = (bool(resume), sweeps_root, f"sweep {new_sweep_name}")
-    if key not in _chosen:
-        wanted = sweep_identity(OmegaConf.select(_root_, "hydra.overrides.task"))
-        earlier = resume and latest(Path(sweeps_root), "multirun.yaml", "multirun.yaml", recorded_sweep, wanted)
-        if earlier:
-            log.info(f"resume=true: continuing the sweep {earlier}")
-        _chosen[key] = str(earlier or f"{sweeps_root}/{new_sweep_name}")
+    if (key := ("sweep", bool(resume), sweeps_root, new_sweep_name)) in _chosen:
+        return _chosen[key]
+    wanted = sweep_identity(OmegaConf.select(_root_, "hydra.overrides.task"))
+    earlier = resume and latest(Path(sweeps_root), "multirun.yaml", "multirun.yaml", recorded_sweep, wanted)
+    if earlier:
+        log.info(f"resume=true: continuing the sweep {earlier}")
+    _chosen[key] = str(earlier or f"{sweeps_root}/{new_sweep_name}")
     return _chosen[key]
 
 
@@ -281,13 +277,11 @@ def discard_new_output_dir(error: Exception) -> None:
 
 def tensorboard_run_name(mode: object, override_dirname: str) -> str:
     """A multirun job's TensorBoard version folder: its overrides (TensorBoard names a run by its folder)."""
-    if not str(mode).endswith("MULTIRUN") or not override_dirname:
-        return ""
-    return override_dirname.replace("/", "_").replace(os.sep, "_")[:200]
+    return override_dirname.replace("/", "_").replace(os.sep, "_")[:200] if str(mode).endswith("MULTIRUN") else ""
 
 
 def register_resolvers() -> None:
-    """The resolvers the configs use, registered by each entry script before @hydra.main."""
+    """The resolvers the configs use, registered by each entry script before Hydra composes (entry_point)."""
     for name, resolver in {
         "run_dir": resolve_run_dir,
         "sweep_dir": resolve_sweep_dir,
@@ -357,7 +351,6 @@ class RunCallbacks(Callback):
     """Hydra callback: named files read and the run directory locked at its start; a multirun's status and summary."""
 
     def __init__(self) -> None:
-        self._lock: int | None = None
         self._ended: dict[Path, dict[str, Any]] = {}  # the summary rows of ended jobs, not read again
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -367,17 +360,12 @@ class RunCallbacks(Callback):
                 return
             run_dir = Path(config.hydra.run.dir)
             run_dir.mkdir(parents=True, exist_ok=True)
-            self._lock = lock_run_directory(run_dir)
+            lock_run_directory(run_dir)  # held until this process ends, which releases it however it ends
         stale = sorted((run_dir / "checkpoints").glob(".*.ckpt.*.tmp"))  # checkpoints/loading.py's temporary files
         for path in stale:  # writes of a killed process: no live write can own them while we hold the lock
             path.unlink(missing_ok=True)
         if stale:
             log.info(f"Removed the temporary files of interrupted checkpoint writes: {', '.join(map(str, stale))}")
-
-    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if self._lock is not None:
-            os.close(self._lock)
-            self._lock = None
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         if config.hydra.mode == RunMode.MULTIRUN and global_rank() == 0:
