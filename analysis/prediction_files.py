@@ -35,10 +35,6 @@ class Predictions:
     dataset = property(lambda self: str(self.meta["experiment"]["choices"].get("data")))
 
 
-def sidecar_path(path: Path) -> Path:
-    return path.with_suffix(".json")
-
-
 def write_predictions(
     path, *, split, stage, index, label, loss, top_ids, top_probs, class_names, sources, epoch, checkpoint, experiment
 ) -> None:
@@ -58,13 +54,12 @@ def write_predictions(
     path.parent.mkdir(parents=True, exist_ok=True)
     write_csv(path, header, rows)
     meta = {"split": split, "stage": stage, "epoch": epoch, "checkpoint": checkpoint, "num_samples": len(index)}
-    sidecar_path(path).write_text(json.dumps(meta | {"experiment": experiment}, indent=2))
+    path.with_suffix(".json").write_text(json.dumps(meta | {"experiment": experiment}, indent=2))
 
 
 def read_predictions(path: str | Path) -> Predictions:
     """A prediction file and its sidecar, checked cell by cell: a missing or foreign file is a UserError."""
-    path = Path(path).with_suffix(".csv") if Path(path).suffix == ".json" else Path(path)
-    sidecar = sidecar_path(path)
+    path, sidecar = Path(path).with_suffix(".csv"), Path(path).with_suffix(".json")  # either may be named
     if not path.is_file() or not sidecar.is_file():
         raise UserError(
             f"No prediction file at {path} with its sidecar {sidecar.name}: pass a <run dir>/predictions/*.csv written by train.py or eval.py (with its .json), or a checkpoint."

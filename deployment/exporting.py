@@ -11,7 +11,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import nn
 from torchvision.transforms.v2.functional import pil_to_tensor
 
-from datamodules.image_files import PIL_MODES, BadImageFile, to_mode
+from datamodules.image_files import PIL_MODES, BadImageFile, not_a_readable_file, to_mode
 from user_errors import UserError
 
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".ts", "torch_export": ".pt2"}
@@ -101,11 +101,11 @@ def read_contract(model_path: Path) -> dict[str, Any]:
 def load_as_input(path: Path | str, input_shape: Sequence[int]) -> torch.Tensor:
     """uint8 (C, H, W): the mode converted as the datasets convert theirs, the whole image resized (PIL bilinear)."""
     channels, height, width = input_shape
+    if problem := not_a_readable_file(path):  # missing, a folder, or a FIFO that PIL would wait on forever
+        raise BadImageFile(problem)
     try:
         with Image.open(path) as image:
             return pil_to_tensor(to_mode(image, PIL_MODES[channels]).resize((width, height), Image.Resampling.BILINEAR))
-    except FileNotFoundError as error:
-        raise BadImageFile(f"{path} does not exist") from error
     except UnidentifiedImageError as error:  # its message repeats the path
         raise BadImageFile(f"{path} cannot be read as an image (not an image file PIL knows)") from error
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:  # truncated, corrupt

@@ -9,7 +9,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from matplotlib.figure import Figure
 from omegaconf import DictConfig
 
-from analysis.prediction_files import PREDICTION_FILE_SUFFIXES, read_predictions, sidecar_path, write_csv
+from analysis.prediction_files import PREDICTION_FILE_SUFFIXES, read_predictions, write_csv
 from runs.build import build_datamodule, build_loggers, evaluate, rebuild_config
 from runs.config_check import check_config
 from user_errors import UserError
@@ -159,7 +159,7 @@ def compare(cfg: DictConfig) -> None:
     shown = [a_row["index"] for items in selection.values() for a_row, _ in items]
     if not shown:
         return
-    data_cfg, _ = rebuild_config(cfg, a.meta["experiment"], sidecar_path(a.path))
+    data_cfg, _ = rebuild_config(cfg, a.meta["experiment"], a.path.with_suffix(".json"))
     check_config(data_cfg, groups=("data",))
     datamodule = build_datamodule(data_cfg)
     datamodule.setup("validate" if a.split == "val" else "test")
