@@ -46,15 +46,12 @@ def quiet_library_notices() -> None:
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")  # Lightning's own
 
 
-Task = Callable[[DictConfig], Any]
-
-
 def entry_point(config_name: str, positional: Sequence[str] = (), arguments: Callable | None = None) -> Callable:
     """`@entry_point("train")` on an entry script's function: when the script is run (its `__main__`), Hydra composes
     conf/train.yaml with the command line and calls it, ended as exit_on_user_error says; imported, it is left alone.
     `positional`: the keys of leading bare arguments (positional_to_overrides); `arguments`: another rewriting of them."""
 
-    def run_if_main(task: Task) -> Task:
+    def run_if_main(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
         if task.__module__ != "__main__":
             return task
         register_resolvers()  # the configs use ${run_dir:...} and ${output_dir:...}: registered before Hydra composes

@@ -161,8 +161,7 @@ def objective(settings: DictConfig, space: dict[str, Any]):
     hydra, loader = HydraConfig.get(), GlobalHydra.instance().config_loader()
     worker_logging = (hydra.job_logging, hydra.verbose)
     task = [o for o in hydra.overrides.task if o.lstrip("+~").split("=", 1)[0] not in space]  # the trial's replace them
-    own = ("hydra.run.dir", "hydra.job.name")
-    overrides = [o for o in hydra.overrides.hydra if o.split("=", 1)[0] not in own]
+    overrides = [o for o in hydra.overrides.hydra if o.split("=", 1)[0] not in ("hydra.run.dir", "hydra.job.name")]
 
     def run_trial(trial: optuna.Trial) -> float:
         run_dir = Path(settings.dir) / "trials" / str(trial.number)
@@ -203,23 +202,21 @@ def objective(settings: DictConfig, space: dict[str, Any]):
             configure_log(*worker_logging)  # back to search.log after the trial's train.log
         try:
             metrics = job.return_value  # raises a failed job's exception
-        except (optuna.TrialPruned, TrainingStopped) as error:
-            if isinstance(error, TrainingStopped):  # the search stops with its message; the trial does not count
-                trial.set_user_attr(STOPPED, " ".join(str(error).split()))
+            if settings.objective not in metrics:
+                raise UserError(
+                    f"the run returned no {settings.objective} (search.objective); callbacks=none keeps no best checkpoint"
+                )
+            return metrics[settings.objective]
+        except TrainingStopped as error:  # the search stops with its message; the trial does not count
+            trial.set_user_attr(STOPPED, " ".join(str(error).split()))
             raise
-        except Exception as error:
-            if not isinstance(error, UserError):
-                log.error(f"Trial {trial.number} failed", exc_info=error)  # a bug: its traceback, as a run shows it
+        except optuna.TrialPruned:
+            raise
+        except Exception as error:  # its one line; a bug also its traceback, as a run shows it
             reason = failure_reason(error)
-        else:
-            if settings.objective in metrics:
-                return metrics[settings.objective]
-            reason = (
-                f"the run returned no {settings.objective} (search.objective); callbacks=none keeps no best checkpoint"
-            )
-        trial.set_user_attr(FAILURE, reason)
-        log.error(f"Trial {trial.number} failed: {reason}")
-        return math.nan  # Optuna records a trial whose value is nan as failed, and the search goes on
+            trial.set_user_attr(FAILURE, reason)
+            log.error(f"Trial {trial.number} failed: {reason}", exc_info=not isinstance(error, UserError))
+            return math.nan  # Optuna records a trial whose value is nan as failed, and the search goes on
 
     return run_trial
 
