@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import time
-import urllib.error
 import zipfile
 from functools import cached_property
 from pathlib import Path
@@ -118,22 +117,19 @@ class TinyImageNetFolder:
         return self.wnids_file.is_file()
 
     @cached_property
-    def wnids(self) -> list[str]:
+    def class_index(self) -> dict[str, int]:
+        """The classes' wnids, in the order of wnids.txt: line k is class k."""
         wnids = [line.strip() for line in read_lines(self.wnids_file) if line.strip()]
         if not wnids or len(set(wnids)) < len(wnids):
             raise UserError(f"{self.wnids_file} must list each class once, one per line: restore the official file.")
-        return wnids
-
-    @cached_property
-    def class_index(self) -> dict[str, int]:
-        return {wnid: index for index, wnid in enumerate(self.wnids)}
+        return {wnid: index for index, wnid in enumerate(wnids)}
 
     @cached_property
     def class_names(self) -> list[str]:
         """The first name of each class in words.txt (e.g. "goldfish"); the wnid where it has none."""
         words = read_lines(self.root / "words.txt") if (self.root / "words.txt").is_file() else []
         names = {wnid: rest.split(",")[0].strip() for wnid, _, rest in (line.partition("\t") for line in words)}
-        return [names.get(wnid) or wnid for wnid in self.wnids]
+        return [names.get(wnid) or wnid for wnid in self.class_index]
 
     def _missing(self, folder: Path, holds: str) -> UserError:
         return UserError(
@@ -208,7 +204,7 @@ class TinyImageNetFolder:
             files, problems = _images_in(folder)
             return SplitFiles(files, None, problems if files or problems else [f"{folder} holds no JPEG images"])
         files, labels, problems = [], [], []  # <split>/<wnid>/[images/]*.JPEG, labelled by the folder
-        for index, wnid in enumerate(self.wnids):
+        for index, wnid in enumerate(self.class_index):
             folder = _image_folder(self.root / split / wnid)
             class_files, class_problems = _images_in(folder)
             if not class_files:
@@ -380,7 +376,7 @@ class TinyImageNetDataModule(ImageDataModule):
     @cached_property
     def num_classes(self) -> int:
         """The classes in wnids.txt; before the first download, the official 200."""
-        return len(self.folder.wnids) if self.folder.exists() else 200
+        return len(self.folder.class_index) if self.folder.exists() else 200
 
     @property
     def class_names(self) -> list[str]:
@@ -457,7 +453,7 @@ class TinyImageNetDataModule(ImageDataModule):
                 f"The file downloaded from {self.url} to {archive} does not have the md5 checksum {self.md5} of the official "
                 f"zip: delete it and run again, or download and unzip the dataset in {self.data_dir} yourself."
             ) from error
-        except (urllib.error.URLError, OSError) as error:
+        except OSError as error:  # urllib's URLError too
             reason = getattr(error, "reason", error)
             raise UserError(f"{absent} it could not be downloaded from {self.url} ({reason}): {to_do}") from error
         extracting = self.data_dir / f".{FOLDER_NAME}.extracting"  # an interrupted extraction leaves no half folder
