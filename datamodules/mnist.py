@@ -80,13 +80,12 @@ class MNISTDataModule(ImageDataModule):
 
     def prepare_data(self) -> None:
         """Unpack the shipped copy (MNIST only), or download the files, when they are absent."""
+        if all(path.is_file() for path in self._raw_files):
+            return
         shipped = self.use_shipped_copy and self.torchvision_dataset == "MNIST"
         try:
-            if not all(path.is_file() for path in self._raw_files) and not (
-                shipped and unpack_shipped_copy(self.raw_folder)
-            ):
-                for train in (True, False):
-                    self._read(train, download=self.download)
+            if not (shipped and unpack_shipped_copy(self.raw_folder)):
+                self._read(True, download=self.download)  # torchvision's class fetches the test files too
         except OSError as error:  # data_dir is a file, a read-only mount, a full disk
             raise UserError(
                 f"Cannot write the {self.torchvision_dataset} files into {self.raw_folder} ({error.strerror or error}): point data.data_dir at a folder you can write to, with room for them."
