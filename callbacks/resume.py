@@ -46,9 +46,8 @@ class ExactResume(Callback):
         return {"rng_per_rank": per_rank}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if (
-            "train_loader" in state_dict
-        ):  # before the StatefulDataLoader: neither the loader's place nor these states fit
+        # before the StatefulDataLoader: neither the loader's place nor these states fit
+        if "train_loader" in state_dict:
             raise UserError(
                 "The checkpoint was written by an earlier version of train.py, whose loader and random-generator states this version cannot continue exactly: finish that run with the version that wrote it, or start a new run."
             )
@@ -81,9 +80,7 @@ class ExactResume(Callback):
 class ContinuingCSVLogger(CSVLogger):
     """Lightning's CSVLogger deletes an existing metrics.csv: put back, with its columns, for a resumed run to append to."""
 
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self._kept = False  # our own flag, not Lightning's private writer attribute
+    _kept = False  # our own flag, not Lightning's private writer attribute
 
     @property
     @rank_zero_experiment

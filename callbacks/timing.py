@@ -39,15 +39,13 @@ class EpochTiming(Callback):
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._cuda = pl_module.device.type == "cuda"
         # resumed into its own directory: the rows up to the checkpoint's epoch stay (that epoch's is replaced if trained)
-        self.rows = {}
-        if self.path.is_file():
-            with self.path.open(newline="") as file:
-                for row in csv.DictReader(file):
-                    if row["epoch"] != "all" and int(row["epoch"]) <= trainer.current_epoch:
-                        self.rows[int(row["epoch"])] = {
-                            name: int(value) if name in ("epoch", "samples") else float(value or "nan")
-                            for name, value in row.items()
-                        }
+        rows = csv.DictReader(self.path.read_text().splitlines()) if self.path.is_file() else []
+        number = lambda name, value: int(value) if name in ("epoch", "samples") else float(value or "nan")  # noqa: E731
+        self.rows = {
+            int(row["epoch"]): {name: number(name, value) for name, value in row.items()}
+            for row in rows
+            if row["epoch"].isdigit() and int(row["epoch"]) <= trainer.current_epoch
+        }
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self._cuda:
