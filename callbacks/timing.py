@@ -90,17 +90,12 @@ class EpochTiming(Callback):
         local = torch.tensor(
             [self._samples, train_s, wait_s, val_s, peak], dtype=torch.float64, device=pl_module.device
         )
-        # one gather per epoch: all processes' samples, the slowest one's times, the largest peak
-        samples, train_s, wait_s, val_s, peak = pl_module.all_gather(local).reshape(-1, 5).cpu().unbind(dim=1)
-        row = {
-            "epoch": trainer.current_epoch,
-            "train_s": train_s.max().item(),
-            "val_s": val_s.max().item(),
-            "samples": int(samples.sum().item()),
-            "samples_per_s": _ratio(samples.sum().item(), train_s.max().item()),
-            "data_wait_frac": _ratio(wait_s.sum().item(), train_s.sum().item()),
-            "peak_memory_mb": peak.max().item() / 2**20,
-        }
+        # one gather per epoch: all processes' samples and data waits, the slowest one's times, the largest peak
+        gathered = pl_module.all_gather(local).reshape(-1, 5).cpu()
+        samples, all_train_s, wait_s, _, _ = gathered.sum(0).tolist()
+        _, train_s, _, val_s, peak = gathered.amax(0).tolist()
+        values = [train_s, val_s, int(samples), _ratio(samples, train_s), _ratio(wait_s, all_train_s), peak / 2**20]
+        row = dict(zip(COLUMNS, [trainer.current_epoch, *values]))
         self.rows[row["epoch"]] = row
         metrics = {
             f"time/{key}": float(value) for key, value in row.items() if key != "epoch" and not math.isnan(value)
