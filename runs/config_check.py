@@ -125,11 +125,8 @@ def _check_target(path: str, node: dict[str, Any], ranges: dict[str, str]) -> No
     if unknown:
         takes = [name for name in parameters if name not in set_by_program]
         close = difflib.get_close_matches(unknown[0], takes, n=1)
-        hint = (
-            f"did you mean {path}.{close[0]}?"
-            if close
-            else f"it takes {', '.join(takes[:12])}{', ...' * (len(takes) > 12)}"
-        )
+        listed = ", ".join(takes[:12]) + ", ..." * (len(takes) > 12)
+        hint = f"did you mean {path}.{close[0]}?" if close else f"it takes {listed}"
         raise UserError(
             f"{path}.{unknown[0]} is not a setting of {node['_target_']} ({hint}): check the spelling, or remove it."
         )
