@@ -136,9 +136,6 @@ class Batches(Dataset):
     def __init__(self, dataset: Dataset):
         self.dataset = dataset
 
-    def __len__(self) -> int:
-        return len(self.dataset)
-
     def __getitem__(self, positions: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.dataset.__getitems__(positions)
 

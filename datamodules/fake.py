@@ -20,10 +20,7 @@ class FakeDataModule(ImageDataModule):
         self.input_shape, self.num_classes, self.seed = tuple(input_shape), num_classes, seed
         self.mean, self.std = (0.5,) * self.input_shape[0], (0.25,) * self.input_shape[0]
         self.sizes = (train_size, val_size, test_size)
-
-    @property
-    def class_names(self) -> list[str]:
-        return [f"class_{index}" for index in range(self.num_classes)]
+        self.class_names = [f"class_{index}" for index in range(num_classes)]
 
     def read_splits(self, stage: str | None) -> tuple[ArrayImageDataset, ...]:
         generator = torch.Generator().manual_seed(self.seed)

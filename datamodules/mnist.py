@@ -66,13 +66,10 @@ class MNISTDataModule(ImageDataModule):
             )
         self.torchvision_dataset, self.data_dir = torchvision_dataset, Path(data_dir)
         self.dataset_class, self.mean, self.std = DATASETS[torchvision_dataset]
+        self.class_names = list(self.dataset_class.classes)
         self.download, self.use_shipped_copy = download, use_shipped_copy
         self.raw_folder = self.data_dir / torchvision_dataset / "raw"  # where torchvision's class reads them
         self._raw_files = [self.raw_folder / Path(url).stem for url, _ in self.dataset_class.resources]
-
-    @property
-    def class_names(self) -> list[str]:
-        return list(self.dataset_class.classes)
 
     def source(self, split: str, index: int) -> str:
         """The IDX file and the image's position in it (validation images come from the training file)."""
