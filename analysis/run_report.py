@@ -225,18 +225,16 @@ def curves_figure(metric, runs, labels, overfitting, targets=()):
         if single and overfitting[0] is not None:
             onset = overfitting[0].onset
             axes.axvline(onset, color="0.4", linestyle=":", lw=1.2, label=f"overfitting from epoch {onset}")
+    epochs = sorted({epoch for line in axes.get_lines() for epoch in line.get_xdata()})  # before the target lines
+    if len(epochs) == 1:  # a range around the one point, not matplotlib's +-0.05
+        axes.set(xlim=(epochs[0] - 0.5, epochs[0] + 0.5), xticks=epochs)
+    else:
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     for tag, fraction in targets:
         if tag.endswith(f"/{metric}"):
             axes.axhline(fraction, color="0.25", linestyle="--", lw=1.1, zorder=1)
             axes.text(0.99, fraction, f"target: {label(tag)} {100 * fraction:g}%", transform=axes.get_yaxis_transform(),
                       ha="right", va="top", fontsize=8, color="0.25")  # fmt: skip
-    epochs = sorted(
-        {epoch for run in runs for split in ("train", "val") for epoch in run.series(f"{split}/{metric}")[0]}
-    )
-    if len(epochs) == 1:  # a range around the one point, not matplotlib's +-0.05
-        axes.set(xlim=(epochs[0] - 0.5, epochs[0] + 0.5), xticks=epochs)
-    else:
-        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     if metric != "loss":
         axes.yaxis.set_major_formatter(PercentFormatter(xmax=1))
     axes.grid(True, alpha=0.3)
