@@ -113,9 +113,6 @@ class TinyImageNetFolder:
         self.annotations_file = self.root / "val" / "val_annotations.txt"
         self._listed: dict[str, SplitFiles] = {}
 
-    def exists(self) -> bool:
-        return self.wnids_file.is_file()
-
     @cached_property
     def class_index(self) -> dict[str, int]:
         """The classes' wnids, in the order of wnids.txt: line k is class k."""
@@ -376,7 +373,7 @@ class TinyImageNetDataModule(ImageDataModule):
     @cached_property
     def num_classes(self) -> int:
         """The classes in wnids.txt; before the first download, the official 200."""
-        return len(self.folder.class_index) if self.folder.exists() else 200
+        return len(self.folder.class_index) if self.folder.wnids_file.is_file() else 200
 
     @property
     def class_names(self) -> list[str]:
@@ -393,7 +390,7 @@ class TinyImageNetDataModule(ImageDataModule):
     def prepare_data(self) -> None:
         """Download if absent, check the structure and list every split this run reads, then load them (decoding them
         into the cache once per node)."""
-        if not self.folder.exists():
+        if not self.folder.wnids_file.is_file():  # the folder is absent
             self._download()
         stage = self.trainer.state.fn.value if self.trainer is not None else None
         folders = [folder for folder in self._folders_of(stage) if folder not in self._datasets]
