@@ -66,8 +66,7 @@ def to_mode(image: Image.Image, mode: str) -> Image.Image:
 def decode_image(path: Path | str, image_shape: tuple[int, int, int]) -> np.ndarray:
     """uint8 (C, H, W) with C channels (a grayscale JPEG becomes 3 equal ones); BadImageFile naming the file otherwise."""
     channels, height, width = image_shape
-    problem = not_a_readable_file(path)
-    if problem:
+    if problem := not_a_readable_file(path):
         raise BadImageFile(problem)
     try:
         with Image.open(path) as image:
