@@ -55,13 +55,9 @@ def already_collated(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 class FoldSubset(Subset):
     """Samples of a dataset at `positions`, served in whole batches with their labels and source indices."""
 
-    @property
-    def labels(self) -> torch.Tensor:
-        return self.dataset.labels[self.indices]
-
-    @property
-    def source_index(self) -> torch.Tensor:
-        return self.dataset.source_index[self.indices]
+    def __init__(self, dataset: Dataset, indices: torch.Tensor):
+        super().__init__(dataset, indices)
+        self.labels, self.source_index = dataset.labels[indices], dataset.source_index[indices]
 
     def __getitems__(self, positions) -> dict[str, torch.Tensor]:
         return self.dataset.__getitems__(self.indices[torch.as_tensor(positions, dtype=torch.long)])
