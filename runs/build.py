@@ -106,9 +106,13 @@ def build_module(cfg: DictConfig, datamodule: ImageDataModule) -> LightningModul
             cause = cause.__cause__
         if not isinstance(cause, RuntimeError):
             raise
+        fix = "choose a model made for that image size, or data with larger images"
+        stem = cfg.model.get("small_input_stem", True)  # null: the ImageNet stem for loaded weights
+        if stem is False or (stem is None and (cfg.model.get("pretrained") or cfg.model.get("weights_path"))):
+            fix = "set model.small_input_stem=true (a 3x3 stride-1 first convolution, for small images)"
         raise UserError(
-            f"The model {cfg.model._target_} cannot take the {'x'.join(map(str, shape))} images of data {cfg.data._target_} "
-            f"({' '.join(str(cause).split()) or cause.__class__.__name__}): choose a model made for that image size, or data with larger images."
+            f"The model {cfg.model.get('arch', cfg.model._target_)} cannot take the {'x'.join(map(str, shape))} images of data "
+            f"{cfg.data._target_} ({' '.join(str(cause).split()) or cause.__class__.__name__}): {fix}."
         ) from error
     return module
 

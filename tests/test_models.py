@@ -155,7 +155,7 @@ def test_small_input_stem_is_a_3x3_stride_1_convolution_without_the_max_pool(tmp
 
 @pytest.mark.parametrize("model", ["alexnet", "vgg11", "densenet121", "nin"])
 def test_an_imagenet_stem_that_would_shrink_mnist_to_nothing_is_one_clear_sentence(model, tmp_path, mnist_dir):
-    with pytest.raises(UserError, match=r"cannot process a 1x28x28 input .*: set model.small_input_stem=true"):
+    with pytest.raises(UserError, match=r"cannot take the 1x28x28 images .*: set model.small_input_stem=true"):
         build([f"model={model}", "model.small_input_stem=false", *data_overrides("mnist", mnist_dir)], tmp_path)
 
 
@@ -254,7 +254,7 @@ def test_summarize_turns_a_collapsing_stem_into_one_sentence(tmp_path):
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert "AlexNet cannot process a 1x28x28 input" in line and "model.small_input_stem=true" in line
+    assert "The model alexnet cannot take the 1x28x28 images" in line and "model.small_input_stem=true" in line
 
 
 @pytest.mark.parametrize(

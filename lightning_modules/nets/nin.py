@@ -3,8 +3,6 @@ one map per class. `small_input_stem` makes AlexNet's 11x11 stride-4 first convo
 
 from torch import nn
 
-from lightning_modules.nets.torchvision_net import check_input_fits
-
 
 def nin_block(in_channels: int, out_channels: int, kernel_size: int, stride: int, padding: int) -> nn.Sequential:
     convs = [nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding)]
@@ -28,4 +26,3 @@ class NiN(nn.Sequential):
             nn.AdaptiveAvgPool2d(1),
             nn.Flatten(),
         )
-        check_input_fits(self, input_shape, small_input_stem)

@@ -2,7 +2,6 @@
 copied in all but the head. Custom: torchvision's builders take neither other channels nor small images."""
 
 import difflib
-import itertools
 import logging
 import pickle
 import zipfile
@@ -13,7 +12,6 @@ from urllib.parse import urlparse
 import torch
 import torchvision.models
 from torch import Tensor, nn
-from torch.func import functional_call
 from torchvision.models import VisionTransformer, get_model, get_model_weights, list_models
 
 from checkpoints.loading import read_weights_only
@@ -92,7 +90,6 @@ class TorchvisionNet(nn.Module):
         if small and arch.startswith(DROPS_POOL):
             pool = next(path for path, module in self.model.named_modules() if isinstance(module, nn.MaxPool2d))
             self.model.set_submodule(pool, nn.Identity())
-        check_input_fits(self.model, input_shape, small)
         if pretrained:
             origin = f"torchvision's ImageNet weights of {name} ({get_model_weights(name).DEFAULT})"
             self._load(imagenet_state_dict(name), origin, stem_name, small, freeze_backbone)
@@ -178,18 +175,3 @@ def read_weights_file(path: str) -> dict[str, Tensor]:
             f"{path} holds neither a state dict nor a checkpoint of train.py: pass model.weights_path={expected}."
         )
     return content
-
-
-def check_input_fits(net: nn.Module, input_shape: tuple[int, ...], small_input_stem: bool) -> None:
-    """One sentence, not a traceback at the first step, when `net` shrinks `input_shape` to nothing (on the meta device;
-    two images, which BatchNorm in training mode needs)."""
-    tensors = {name: tensor.to("meta") for name, tensor in itertools.chain(net.named_parameters(), net.named_buffers())}
-    try:
-        functional_call(net, tensors, (torch.zeros(2, *input_shape, device="meta"),))
-    except RuntimeError as error:
-        reason = str(error).strip().splitlines()[0]
-        fix = "use larger images or another model"
-        if not small_input_stem:
-            fix = "set model.small_input_stem=true (a 3x3 stride-1 first convolution, for small images)"
-        shape = "x".join(map(str, input_shape))
-        raise UserError(f"{type(net).__name__} cannot process a {shape} input ({reason}): {fix}.") from error
