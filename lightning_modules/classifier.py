@@ -117,6 +117,14 @@ class ImageClassifier(LightningModule):
         metrics.reset()
         self.log_dict(values, on_step=False, on_epoch=True, prog_bar=prog_bar, sync_dist=True)
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # a run continued with another length (ckpt_path= trainer.max_epochs=20) keeps its step count on a schedule
+        # made for its own length: the stored one would end early (OneCycleLR derives its phases from total_steps)
+        run_length = (self.hparams.scheduler or {}).get("run_length")
+        for state in checkpoint.get("lr_schedulers", []) if run_length else []:
+            for key in (run_length, "_schedule_phases"):
+                state.pop(key, None)
+
     def configure_optimizers(self) -> dict[str, Any]:
         # _partial_: Hydra would turn the parameter groups' dicts into DictConfigs, which torch.optim does not take
         params = self.net.parameter_groups() if hasattr(self.net, "parameter_groups") else self.parameters()

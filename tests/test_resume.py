@@ -200,3 +200,25 @@ def test_a_signal_after_the_last_epoch_stops_before_testing_and_resume_tests_onc
     assert not (run / "metrics.json").exists()
     run_entry("train.py", *overrides, "resume=true")
     assert "test/top1" in (run / "metrics.json").read_text()
+
+
+def test_a_checkpoint_continued_for_more_epochs_goes_on_along_a_longer_one_cycle_schedule(tmp_path):
+    """docs/reliability.md: `ckpt_path=... trainer.max_epochs=<more>`; the stored total_steps would stop OneCycleLR."""
+    small = [
+        "trainer=cpu",
+        "data=fake",
+        "data.input_shape=[1,28,28]",
+        "data.num_classes=10",
+        "data.train_size=256",
+        "data.val_size=16",
+        "data.batch_size=16",
+        "scheduler=onecycle",
+        "test=false",
+        "callbacks.progress_bar.refresh_rate=0",
+    ]
+    run_entry("train.py", *small, "trainer.max_epochs=1", f"hydra.run.dir={tmp_path / 'first'}")
+    last = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    assert load(last)["lr_schedulers"][0]["total_steps"] == 16  # 256 images in batches of 16
+    run_entry("train.py", *small, "trainer.max_epochs=3", f"ckpt_path={last}", f"hydra.run.dir={tmp_path / 'more'}")
+    (schedule,) = load(tmp_path / "more" / "checkpoints" / "last.ckpt")["lr_schedulers"]
+    assert (schedule["total_steps"], schedule["last_epoch"]) == (48, 48)
