@@ -18,12 +18,11 @@ FIX = "compare predictions of the same split of the same dataset (with checkpoin
 # the contact sheet's sections: the flip, the side that is wrong (0: A, 1: B), the title
 SECTIONS = (("right->wrong", 1, "A right, B wrong"), ("wrong->right", 0, "A wrong, B right"))
 CELL_WIDTH, CELL_HEIGHT = 2.3, 2.9  # inches per image, wide enough for three caption lines of a class name
-NAME_LENGTH = 24
 
 
 def short_name(name: str) -> str:
     """A class name cut to fit a caption (Tiny-ImageNet's words.txt names can be long lists of synonyms)."""
-    return name if len(name) <= NAME_LENGTH else name[: NAME_LENGTH - 1] + "…"
+    return name if len(name) <= 24 else name[:23] + "…"
 
 
 def predictions_of(cfg: DictConfig, side: str):
@@ -40,19 +39,11 @@ def predictions_of(cfg: DictConfig, side: str):
 
 
 def check_comparable(a, b) -> None:
-    if (a.dataset, a.split) != (b.dataset, b.split):
-        raise UserError(
-            f"A ({a.path}) holds {a.split} predictions of {a.dataset} but B ({b.path}) holds {b.split} predictions of {b.dataset}: {FIX}."
-        )
     a_labels, b_labels = ({row["index"]: row["label"] for row in side.rows} for side in (a, b))
-    if a_labels.keys() != b_labels.keys():
+    if (a.dataset, a.split, a_labels) != (b.dataset, b.split, b_labels):
         raise UserError(
-            f"A ({a.path}) and B ({b.path}) hold predictions of different {a.split} samples ({len(a_labels.keys() - b_labels.keys())} only in A, "
-            f"{len(b_labels.keys() - a_labels.keys())} only in B; another validation split or a limited evaluation): {FIX}."
-        )
-    if differing := [index for index, label in a_labels.items() if label != b_labels[index]]:
-        raise UserError(
-            f"A ({a.path}) and B ({b.path}) give sample {differing[0]} different true labels, so they come from different datasets: {FIX}."
+            f"A ({a.path}) holds {a.split} predictions of {a.dataset} and B ({b.path}) holds {b.split} predictions of {b.dataset}, "
+            f"not of the same samples with the same true labels (another validation split, or a limited evaluation): {FIX}."
         )
     if "" in a_labels.values():
         raise UserError(
@@ -93,22 +84,16 @@ def report(a, b, pairs: list, max_listed: int) -> list[str]:
 
 def sheet_selection(pairs: list, num_images: int) -> dict[str, list]:
     """Up to num_images flips, half of each direction, the wrong model's most confident mistakes first."""
-
-    def most_confident_first(change: str, wrong: int) -> list:
-        flips = [p for p in pairs if flip(p) == change]
-        return sorted(flips, key=lambda p: (-float(p[wrong]["prob1"]), int(p[0]["index"])))
-
-    first, second = (most_confident_first(change, wrong) for change, wrong, _ in SECTIONS)
+    first, second = (  # sorted keeps the pairs' index order among equal probabilities
+        sorted((p for p in pairs if flip(p) == change), key=lambda p, wrong=wrong: -float(p[wrong]["prob1"]))
+        for change, wrong, _ in SECTIONS
+    )
     take = min(len(first), max(num_images // 2, num_images - len(second)))
     return {"right->wrong": first[:take], "wrong->right": second[: num_images - take]}
 
 
 def contact_sheet(a, b, pairs: list, selection: dict[str, list], images: dict, columns: int = 4) -> Figure:
     """Each section's images `columns` to a row, each under its caption: matplotlib, as make_grid draws no captions."""
-
-    def marked(side: str, row: dict[str, str]) -> str:
-        return f"\n{side}: {short_name(row['pred1_name'])} {float(row['prob1']):.2f} {'✓' if row['correct'] == '1' else '✗'}"
-
     sections = [
         (change, "AB"[wrong], title, selection[change]) for change, wrong, title in SECTIONS if selection[change]
     ]
@@ -117,12 +102,15 @@ def contact_sheet(a, b, pairs: list, selection: dict[str, list], images: dict, c
     figure, totals = Figure(figsize=(columns * CELL_WIDTH, height), layout="constrained"), Counter(map(flip, pairs))
     subfigures = figure.subfigures(len(sections), 1, height_ratios=rows, squeeze=False)[:, 0]
     for subfigure, section_rows, (change, wrong, title, items) in zip(subfigures, rows, sections):
-        for position, (a_row, b_row) in enumerate(items):
+        for position, pair in enumerate(items):
             axes = subfigure.add_subplot(section_rows, columns, position + 1)
             # (C, H, W) uint8 as (H, W, 3): a grayscale image's one channel as gray
-            axes.imshow(images[a_row["index"]].permute(1, 2, 0).expand(-1, -1, 3), interpolation="nearest")
-            true = f"#{a_row['index']} true: {short_name(a_row['label_name'])}"
-            axes.set_title(true + marked("A", a_row) + marked("B", b_row), fontsize=9, loc="left")
+            axes.imshow(images[pair[0]["index"]].permute(1, 2, 0).expand(-1, -1, 3), interpolation="nearest")
+            caption = [f"#{pair[0]['index']} true: {short_name(pair[0]['label_name'])}"] + [
+                f"{side}: {short_name(row['pred1_name'])} {float(row['prob1']):.2f} {'✓' if row['correct'] == '1' else '✗'}"
+                for side, row in zip("AB", pair)
+            ]
+            axes.set_title("\n".join(caption), fontsize=9, loc="left")
             axes.axis("off")
         subfigure.suptitle(
             f"{title} ({change}): {len(items)} of {totals[change]}, {wrong}'s most confident mistakes first",
@@ -150,10 +138,11 @@ def compare(cfg: DictConfig) -> None:
     )
     print("\n".join(report(a, b, pairs, cfg.max_listed)))
     output_dir = Path(cfg.paths.output_dir)
-    predicted = [f"{side}_{column}" for side in "ab" for column in ("pred", "pred_name", "prob")]
-    header = ["index", "source", "label", "label_name", *predicted, "change"]
-    top1 = [[row[key] for row in pair for key in ("pred1", "pred1_name", "prob1")] for pair in pairs]
-    rows = ([*(pair[0][key] for key in header[:4]), *both, flip(pair)] for pair, both in zip(pairs, top1))
+    top1, shared = ("pred1", "pred1_name", "prob1"), ["index", "source", "label", "label_name"]
+    header = [*shared, *(f"{side}_{key.replace('1', '')}" for side in "ab" for key in top1), "change"]
+    rows = (
+        [*(pair[0][key] for key in shared), *(row[key] for row in pair for key in top1), flip(pair)] for pair in pairs
+    )
     write_csv(output_dir / "disagreements.csv", header, rows)
     selection = sheet_selection(pairs, cfg.num_images)
     shown = [a_row["index"] for items in selection.values() for a_row, _ in items]

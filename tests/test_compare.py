@@ -144,8 +144,8 @@ def test_mismatched_pairs_are_refused(planted, val_split, tmp_path, mismatch):
         UserError,
         match={
             "dataset": "val predictions of fake",
-            "samples": "different val samples",
-            "labels": "different true labels",
+            "samples": "not of the same samples with the same true labels",
+            "labels": "not of the same samples with the same true labels",
         }[mismatch],
     ):
         check_comparable(a, b)
