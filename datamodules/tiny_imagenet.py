@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
-from torchvision.datasets.utils import download_url, extract_archive
+from torchvision.datasets.utils import download_and_extract_archive
 from tqdm import tqdm
 
 from datamodules.base import ArrayImageDataset, ImageDataModule
@@ -39,6 +39,11 @@ VAL_LAYOUTS = (
     "val/images/*.JPEG labelled by val/val_annotations.txt (the official zip), or val/<wnid>/images/*.JPEG or "
     "val/<wnid>/*.JPEG (one folder per class of wnids.txt)"
 )
+LAYOUTS = {
+    "train": "train/<wnid>/images/*.JPEG or train/<wnid>/*.JPEG, one folder per class of wnids.txt",
+    "val": VAL_LAYOUTS,
+    "test": "test/images/*.JPEG (the official zip) or test/*.JPEG",
+}
 # the official test labels are not public: the labelled stages read val/, only predict reads test/
 FOLDER_OF_SPLIT = {"train": "train", "val": "val", "test": "val", "predict": "test"}
 FOLDERS_OF_STAGE = {"fit": ("train", "val"), "validate": ("val",), "test": ("val",), "predict": ("test",)}
@@ -54,10 +59,9 @@ def read_lines(path: Path) -> list[str]:
     except OSError as error:
         raise UserError(f"{path} cannot be read ({error.strerror or error}): restore the official file.") from error
     except UnicodeDecodeError as error:
-        data, at = error.object, error.start  # the bytes after a byte order mark
-        line, column = data.count(b"\n", 0, at) + 1, at - data.rfind(b"\n", 0, at)
+        line = error.object.count(b"\n", 0, error.start) + 1
         raise UserError(
-            f"{path} line {line} is not UTF-8 text (byte 0x{data[at]:02x} at column {column}): save the file as UTF-8, or restore the official one."
+            f"{path} line {line} is not UTF-8 text: save the file as UTF-8, or restore the official one."
         ) from error
     # not splitlines: names may hold its separators
     return [line.removesuffix("\r") for line in text.removesuffix("\n").split("\n")]
@@ -81,15 +85,14 @@ def _jpegs(folder: Path) -> list[Path]:
     return sorted((path for path in _entries(folder) if path.suffix.lower() in JPEG), key=key)
 
 
-def _images_in(folder: Path) -> tuple[list[Path], list[str]]:
-    """The readable JPEG files of a folder, and why each other entry named like one is left out."""
+def _images_in(folder: Path, which: str = "") -> tuple[list[Path], list[str]]:
+    """The readable JPEG files of <folder>/images (the official layout), else of <folder> (a flattened copy), and why
+    each other entry named like one is left out, or why there is none."""
+    folder = folder / "images" if (folder / "images").is_dir() else folder
     problems = {path: not_a_readable_file(path) for path in _jpegs(folder)}
-    return [path for path, problem in problems.items() if not problem], [p for p in problems.values() if p]
-
-
-def _image_folder(folder: Path) -> Path:
-    """<folder>/images (the official layout), else <folder> itself (a flattened copy)."""
-    return folder / "images" if (folder / "images").is_dir() else folder
+    files, problems = [path for path, why in problems.items() if not why], [why for why in problems.values() if why]
+    what = "holds no JPEG images" if folder.is_dir() else "is missing"
+    return files, problems if files else [*problems, f"{folder} {what}{which}"]
 
 
 def _some(names: list[str]) -> str:
@@ -128,60 +131,28 @@ class TinyImageNetFolder:
         names = {wnid: rest.split(",")[0].strip() for wnid, _, rest in (line.partition("\t") for line in words)}
         return [names.get(wnid) or wnid for wnid in self.class_index]
 
-    def _missing(self, folder: Path, holds: str) -> UserError:
-        return UserError(
-            f"{folder} is missing: {self.root} is not a complete {FOLDER_NAME} folder (it needs {holds}); download and unzip the dataset again."
-        )
-
     @cached_property
     def val_layout(self) -> str:
         """OFFICIAL_VAL or CLASS_FOLDERS_VAL, once every split's structure is checked (once); one sentence otherwise."""
         _ = self.class_names  # words.txt is refused, if it is not text, before anything is decoded
-        train, val, test = (self.root / split for split in SPLITS)
-        if not train.is_dir():
-            raise self._missing(train, "train/<wnid>/images/*.JPEG")
-        if unknown := [name for name in _subfolders(train) if name not in self.class_index]:
-            raise UserError(
-                f"{train} holds folders that are not classes of {self.wnids_file} ({_some(unknown)}): the folder and wnids.txt "
-                "disagree; restore the official wnids.txt, or move those folders out."
-            )
-        if not val.is_dir():
-            raise self._missing(val, VAL_LAYOUTS)
-        folders = [name for name in _subfolders(val) if name != "images"]
-        classes = [name for name in folders if name in self.class_index]
-        others = [name for name in folders if name not in self.class_index]
-        layout = CLASS_FOLDERS_VAL if classes or not (val / "images").is_dir() else OFFICIAL_VAL
-        if classes:
-            why = (
-                f"it holds both images in val/images/ and class folders ({_some(classes)}), as a sorting script stopped halfway leaves it"
-                if _jpegs(val / "images")
-                else others
-                and f"besides class folders it holds folders that are not classes of wnids.txt ({_some(others)})"
-            )
-        elif layout == OFFICIAL_VAL:  # folders beside val/images/ are not read
-            why = (
-                not self.annotations_file.exists()
-                and f"it holds val/images/ but no {self.annotations_file.name} to label its images"
-            )
-        else:
-            flat = len(_jpegs(val))
-            why = (
-                f"its folders ({_some(others)}) are not classes of wnids.txt"
-                if others
-                else f"it holds {flat} images directly in val/, which say nothing of their classes"
-                if flat
-                else "it holds neither val/images/ nor class folders"
-            )
-        if why:
-            raise UserError(
-                f"{val} is in no layout this reader knows ({why}): it reads {VAL_LAYOUTS}; restore one of them."
-            )
-        if not test.is_dir():
-            raise self._missing(test, "test/images/*.JPEG, the unlabelled test images")
-        if not (test / "images").is_dir() and not _jpegs(test):
-            raise UserError(
-                f"{test} is in no layout this reader knows (it holds neither test/images/ nor images): it reads test/images/*.JPEG (the official zip) or test/*.JPEG; restore one of them."
-            )
+        val = self.root / "val"
+        classes = [name in self.class_index for name in _subfolders(val) if name != "images"]
+        layout = CLASS_FOLDERS_VAL if any(classes) else OFFICIAL_VAL  # other folders beside val/images/ are not read
+        known = {
+            "train": all(name in self.class_index for name in _subfolders(self.root / "train")),
+            "val": all(classes) and not _jpegs(val / "images")
+            if any(classes)
+            else (val / "images").is_dir() and self.annotations_file.exists(),
+            "test": (self.root / "test" / "images").is_dir() or _jpegs(self.root / "test"),
+        }
+        for folder in (self.root / split for split in SPLITS):
+            if not folder.is_dir() or not known[folder.name]:
+                found = [path.name + "/" * path.is_dir() for path in _entries(folder)]
+                found.sort(key=lambda name: name.rstrip("/") in self.class_index)  # what is not a class first
+                found = f"it holds {_some(found) or 'nothing'}" if folder.is_dir() else "it is missing"
+                raise UserError(
+                    f"{folder} is in no layout this reader knows ({found}): it reads {LAYOUTS[folder.name]}; restore one of them."
+                )
         ignored = f"; {self.annotations_file.name} is not used" if self.annotations_file.is_file() else ""
         how = f"sorted into class folders (val/<wnid>/[images/]*.JPEG, labelled by the folder{ignored}"
         how = "the official layout (val/images/ labelled by val/val_annotations.txt" if layout == OFFICIAL_VAL else how
@@ -197,18 +168,17 @@ class TinyImageNetFolder:
 
     def _list(self, split: str) -> SplitFiles:
         if split == "test":
-            folder = _image_folder(self.root / "test")
-            files, problems = _images_in(folder)
-            return SplitFiles(files, None, problems if files or problems else [f"{folder} holds no JPEG images"])
+            files, problems = _images_in(self.root / "test")
+            return SplitFiles(files, None, problems)
         files, labels, problems = [], [], []  # <split>/<wnid>/[images/]*.JPEG, labelled by the folder
         for index, wnid in enumerate(self.class_index):
-            folder = _image_folder(self.root / split / wnid)
-            class_files, class_problems = _images_in(folder)
-            if not class_files:
-                what = "holds no JPEG images" if folder.is_dir() else "is missing"
-                class_problems.append(f"{folder} {what} (class {wnid}, line {index + 1} of {self.wnids_file})")
-            files, problems = files + class_files, problems + class_problems
-            labels += [index] * len(class_files)
+            which = f" (class {wnid}, line {index + 1} of {self.wnids_file})"
+            class_files, class_problems = _images_in(self.root / split / wnid, which)
+            files, problems, labels = (
+                files + class_files,
+                problems + class_problems,
+                labels + [index] * len(class_files),
+            )
         return SplitFiles(files, torch.tensor(labels, dtype=torch.long), problems)
 
     def _val_annotated(self) -> SplitFiles:
@@ -216,19 +186,16 @@ class TinyImageNetFolder:
         present, problems = _images_in(folder)
         labelled, named = {}, set()  # file name: (class index, line); every name a line gives
         for number, line in enumerate(read_lines(annotations), start=1):
-            name, _, rest = line.partition("\t")
-            wnid, where = rest.partition("\t")[0], f"{annotations} line {number}"
+            name, wnid = (line.split("\t") + [""])[:2]
             if not line.strip():
                 continue
-            named.add(name)
-            if not wnid:
-                problems.append(f"{where} is not 'file<TAB>wnid<TAB>x0<TAB>y0<TAB>x1<TAB>y1'")
-            elif wnid not in self.class_index:
-                problems.append(f"{where} names class {wnid!r}, which is not in {self.wnids_file}")
-            elif name in labelled:
-                problems.append(f"{where} labels {name} again (first on line {labelled[name][1]})")
+            if wnid not in self.class_index or name in labelled:
+                problems.append(
+                    f"{annotations} line {number} ({line!r}) does not label a file once with a class of wnids.txt"
+                )
             else:
                 labelled[name] = (self.class_index[wnid], number)
+            named.add(name)
         entries = {path.name for path in _jpegs(folder)}  # an unreadable entry was reported, not as missing
         problems += [
             f"{annotations} line {line} names {name}, which is not in {folder}"
@@ -236,7 +203,6 @@ class TinyImageNetFolder:
             if name not in entries
         ]
         problems += [f"{path} has no line in {annotations}" for path in present if path.name not in named]
-        problems += [] if entries else [f"{folder} holds no JPEG images"]
         files = [path for path in present if path.name in labelled]
         return SplitFiles(files, torch.tensor([labelled[path.name][0] for path in files], dtype=torch.long), problems)
 
@@ -388,22 +354,24 @@ class TinyImageNetDataModule(ImageDataModule):
         return ("train",) if self.num_folds and stage in ("fit", "validate") else FOLDERS_OF_STAGE.get(stage, SPLITS)
 
     def prepare_data(self) -> None:
-        """Download if absent, check the structure and list every split this run reads, then load them (decoding them
-        into the cache once per node)."""
+        """Download if absent, then load the splits this run reads: decoded into the cache once per node."""
+        self._load(self.trainer.state.fn.value if self.trainer is not None else None)
+
+    def _load(self, stage: str | None) -> None:
+        """The official folders `stage` reads, each loaded once (in prepare_data, or here in a process that did not
+        run it), every listing refused before anything is decoded."""
         if not self.folder.wnids_file.is_file():  # the folder is absent
             self._download()
-        stage = self.trainer.state.fn.value if self.trainer is not None else None
         folders = [folder for folder in self._folders_of(stage) if folder not in self._datasets]
-        for folder in folders:  # every listing refused before anything is decoded
+        for folder in folders:
             self._refuse(folder, self.folder.list_split(folder).problems)
         for folder in folders:
             self._datasets[folder] = self._loaded(folder)
 
     def read_splits(self, stage: str | None) -> tuple[Dataset | None, Dataset | None, Dataset | None]:
-        """The official folders `stage` reads, each loaded once: train/, and val/ as both val and test."""
+        """The official folders `stage` reads: train/, and val/ as both val and test."""
+        self._load(stage)
         for folder in self._folders_of(stage):
-            if folder not in self._datasets:  # prepare_data ran in another process (one per node)
-                self._datasets[folder] = self._loaded(folder)
             if len(self._datasets[folder]) == 0:
                 raise UserError(
                     f"The Tiny-ImageNet {folder} split in {self.folder.root} has no usable images ({self.skipped[folder]} bad inputs skipped): restore the official files."
@@ -437,30 +405,21 @@ class TinyImageNetDataModule(ImageDataModule):
             )
 
     def _download(self) -> None:
-        """Download the zip (kept, and reused while its checksum holds), verify it, extract it beside, move it in place."""
-        archive = self.data_dir / Path(urlparse(self.url).path).name
+        """Download the zip (kept, and reused while its checksum holds), verify it, extract it beside and move it in
+        place: an interrupted extraction leaves no half folder."""
+        archive, extracting = Path(urlparse(self.url).path).name, self.data_dir / f".{FOLDER_NAME}.extracting"
         absent = f"Tiny-ImageNet is not in {self.folder.root} (no wnids.txt there) and"
         to_do = f"download {self.url}, unzip it in {self.data_dir}, or point data.data_dir at the folder that holds {FOLDER_NAME}/."
         if not self.download:
             raise UserError(f"{absent} data.download=false: {to_do}")
-        try:
-            download_url(self.url, self.data_dir, archive.name, self.md5)
-        except RuntimeError as error:  # torchvision: the downloaded file fails the checksum
-            raise UserError(
-                f"The file downloaded from {self.url} to {archive} does not have the md5 checksum {self.md5} of the official "
-                f"zip: delete it and run again, or download and unzip the dataset in {self.data_dir} yourself."
-            ) from error
-        except OSError as error:  # urllib's URLError too
-            reason = getattr(error, "reason", error)
-            raise UserError(f"{absent} it could not be downloaded from {self.url} ({reason}): {to_do}") from error
-        extracting = self.data_dir / f".{FOLDER_NAME}.extracting"  # an interrupted extraction leaves no half folder
         shutil.rmtree(extracting, ignore_errors=True)
         try:
-            extract_archive(str(archive), str(extracting))
+            download_and_extract_archive(self.url, self.data_dir, extracting, archive, self.md5)
             (extracting / FOLDER_NAME).rename(self.folder.root)
-        except (zipfile.BadZipFile, OSError, RuntimeError) as error:
+        except (zipfile.BadZipFile, OSError, RuntimeError) as error:  # offline, a wrong checksum, not the zip
             raise UserError(
-                f"{archive} is not the Tiny-ImageNet zip, which holds {FOLDER_NAME}/ ({error}): delete it, or set data.url to the official {OFFICIAL_URL}."
+                f"{absent} could not be downloaded from {self.url} to {self.data_dir / archive} with the md5 checksum "
+                f"{self.md5} and unzipped ({getattr(error, 'reason', error)}): {to_do}"
             ) from error
         shutil.rmtree(extracting)
         log.info(f"Extracted {archive} into {self.folder.root}")
