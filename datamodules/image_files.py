@@ -2,7 +2,6 @@
 
 import io
 import os
-import stat
 from pathlib import Path
 
 import numpy as np
@@ -10,48 +9,34 @@ from PIL import Image, ImageCms, UnidentifiedImageError
 
 PIL_MODES = {1: "L", 3: "RGB"}
 SIXTEEN_BIT_GRAY_MODES = {"I", "I;16", "I;16L", "I;16B", "I;16N"}
+TO_8_BITS = "whose full scale is unknown: save it as an 8-bit image"
 
 
 class BadImageFile(Exception):
     """A file that is not a decodable image of the expected size; the message names it."""
 
 
-class UnconvertiblePixels(ValueError):
-    """Pixels whose range is unknown (float, integers beyond 16 bits): 8 bits only with a guess."""
-
-
 def not_a_readable_file(path: Path | str) -> str | None:
-    """Why `path` is not a regular readable file (PIL would block forever on a FIFO), or None."""
+    """Why `path` is not a regular file that can be read (PIL would block forever on a FIFO), or None."""
     path = Path(path)
-    try:
-        status = path.stat()
-    except FileNotFoundError:
-        if path.is_symlink():
-            return f"{path} is a broken symbolic link (to {os.readlink(path)}, which does not exist)"
-        return f"{path} does not exist"
-    except OSError as error:
-        return f"{path} cannot be read ({error.strerror or error})"
-    if stat.S_ISDIR(status.st_mode):
-        return f"{path} is a folder, not an image file"
-    if not stat.S_ISREG(status.st_mode):
-        return f"{path} is not a regular file (a FIFO, socket or device), so it is not opened"
-    if not os.access(path, os.R_OK):
-        return f"{path} cannot be read (no read permission)"
-    return None
+    if path.is_file() and os.access(path, os.R_OK):
+        return None
+    kind = (
+        "a folder" if path.is_dir() else "missing, or a broken link" if not path.exists() else "a FIFO, or unreadable"
+    )
+    return f"{path} is not a readable image file ({kind})"
 
 
 def to_mode(image: Image.Image, mode: str) -> Image.Image:
     """`image` as 8-bit "L" or "RGB" where PIL's convert would clip or guess: 16-bit gray scaled, transparency over
-    white, CMYK through its ICC profile; UnconvertiblePixels for float or wider-than-16-bit pixels."""
+    white, CMYK through its ICC profile; ValueError for float or wider-than-16-bit pixels."""
     if image.mode in SIXTEEN_BIT_GRAY_MODES:
         low, high = image.convert("I").getextrema() or (0, 0)  # (None: no pixels)
         if low < 0 or high > 65535:
-            raise UnconvertiblePixels(
-                f"holds 32-bit integer pixels ({low}..{high}, mode {image.mode}) that cannot be scaled to 8 bits without a guess"
-            )
+            raise ValueError(f"holds 32-bit integer pixels ({low}..{high}, mode {image.mode}), {TO_8_BITS}")
         image = image.convert("I").point(lambda value: value * 255 / 65535 + 0.5).convert("L")  # rounded
     elif image.mode == "F":
-        raise UnconvertiblePixels("holds floating-point pixels (mode F) whose full scale is unknown")
+        raise ValueError(f"holds floating-point pixels (mode F), {TO_8_BITS}")
     elif image.mode == "CMYK" and image.info.get("icc_profile"):
         try:
             profile = ImageCms.ImageCmsProfile(io.BytesIO(image.info["icc_profile"]))
@@ -71,12 +56,9 @@ def decode_image(path: Path | str, image_shape: tuple[int, int, int]) -> np.ndar
     try:
         with Image.open(path) as image:
             pixels = np.asarray(to_mode(image, PIL_MODES[channels]))
-    except UnidentifiedImageError as error:  # its message repeats the path
-        raise BadImageFile(f"{path} cannot be decoded as an image (not an image file PIL knows)") from error
-    except UnconvertiblePixels as error:
-        raise BadImageFile(f"{path} {error}; save it as an 8-bit image") from error
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:  # truncated, corrupt
-        raise BadImageFile(f"{path} cannot be decoded as an image ({error})") from error
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:  # truncated, corrupt, 32 bits
+        reason = "not an image file PIL knows" if isinstance(error, UnidentifiedImageError) else error  # (names path)
+        raise BadImageFile(f"{path} cannot be decoded as an image ({reason})") from error
     if pixels.shape[:2] != (height, width):
         raise BadImageFile(f"{path} is {pixels.shape[1]}x{pixels.shape[0]} pixels, not {width}x{height}")
     return pixels.reshape(height, width, channels).transpose(2, 0, 1)

@@ -225,19 +225,19 @@ def _empty_class(root: Path) -> str:
 def _broken_link(root: Path) -> str:
     link = root / "train" / "n09000000" / "images" / "n09000000_99.JPEG"
     link.symlink_to(root / "train" / "n09000000" / "images" / "moved_away.JPEG")
-    return f"{link} is a broken symbolic link"
+    return f"{link} is not a readable image file (missing, or a broken link)"
 
 
 def _folder_named_jpeg(root: Path) -> str:
     folder = root / "val" / "images" / "val_99.JPEG"
     folder.mkdir()
-    return f"{folder} is a folder, not an image file"
+    return f"{folder} is not a readable image file (a folder)"
 
 
 def _fifo_named_jpeg(root: Path) -> str:  # unreadable: the tests run as root, whom chmod 000 does not stop
     fifo = root / "train" / "n09000137" / "images" / "n09000137_99.JPEG"
     os.mkfifo(fifo)
-    return f"{fifo} is not a regular file"
+    return f"{fifo} is not a readable image file (a FIFO, or unreadable)"
 
 
 # (damage, named in the error, split, images of that split left when skipping)
@@ -637,7 +637,7 @@ def test_image_modes_are_brought_to_rgb_over_their_full_range(tmp_path):
         (Image.fromarray(np.full((64, 64), 0.5, np.float32)), "float.tif", "holds floating-point pixels (mode F)"),
     ]:
         image.save(tmp_path / name)
-        with pytest.raises(BadImageFile, match=re.escape(f"{tmp_path / name} {why}")):
+        with pytest.raises(BadImageFile, match=re.escape(f"{tmp_path / name} cannot be decoded as an image ({why}")):
             decode_image(tmp_path / name, shape)
 
 
