@@ -1,10 +1,8 @@
 """Checkpoints as data: read with weights_only=True, naming no code or places (docs/trust.md); written atomically."""
 
-import errno
 import os
 import pickle
 import shutil
-import tempfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +12,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch.nn import Module
 
-from user_errors import UserError
+from user_errors import UserError, replace_whole
 
 # callbacks/checkpointing.py stores the composed config (never built from) and the experiment (conf/ choices, overrides)
 RUN_CONFIG_KEY = "run_config"
@@ -39,22 +37,18 @@ def read_weights_only(path: str | Path, setting: str, expected: str, mmap: bool 
     path = Path(path)
     if not path.is_file():
         raise UserError(f"No checkpoint file at {path}: pass {setting}={expected}.")
-    not_a_checkpoint = f"{path} is truncated or not a PyTorch checkpoint; pass {setting}={expected}."
     try:
         with zipfile.ZipFile(path) as archive:  # every member's CRC: torch.load would read flipped bytes as weights
             damaged = archive.testzip()
         if damaged is None:
             return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as error:
-        blocked = next(
-            (line.strip() for line in str(error).splitlines() if "GLOBAL" in line),
-            "objects other than tensors and plain data",
-        )
+        blocked = next((line.strip() for line in str(error).splitlines() if "GLOBAL" in line), "not plain data")
         raise UserError(
             f"Refusing to load {path}: loading it would run code it names ({blocked}); pass {setting}={expected}."
         ) from error
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:
-        raise UserError(not_a_checkpoint) from error
+        raise UserError(f"{path} is truncated or not a PyTorch checkpoint; pass {setting}={expected}.") from error
     raise UserError(f"{path} is damaged ({damaged} fails its checksum): pass {setting}={expected}.")
 
 
@@ -76,6 +70,9 @@ def load_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
     return checkpoint
 
 
+AS_TRAINED = "with the model and data it was trained with (leave out model=/data= overrides)"
+
+
 def check_same_network(module: Module, saved: dict[str, Any], path: str | Path, advice: str) -> None:
     """Refuse weights of another network or dataset, comparing names and shapes only (a memory-mapped file stays on disk)."""
     here, there = (
@@ -90,14 +87,13 @@ def check_same_network(module: Module, saved: dict[str, Any], path: str | Path, 
 
 
 def load_weights(module: Module, checkpoint: dict[str, Any], path: str | Path) -> None:
-    advice = "evaluate it with the model and data it was trained with (leave out model=/data= overrides)"
-    check_same_network(module, checkpoint["state_dict"], path, advice)
+    check_same_network(module, checkpoint["state_dict"], path, f"evaluate it {AS_TRAINED}")
     module.load_state_dict(checkpoint["state_dict"])
 
 
 def check_resumable(choices: dict[str, Any], module: Module, checkpoint: dict[str, Any], path: str | Path) -> None:
     """Refuse to continue a checkpoint of another network or dataset than this run's conf/ `choices`."""
-    advice = "resume it with the model and data it was trained with (leave out model=/data= overrides), or start a new run without ckpt_path"
+    advice = f"resume it {AS_TRAINED}, or start a new run without ckpt_path"
     stored = checkpoint[EXPERIMENT_KEY]["choices"]
     for group in ("model", "data"):
         if group in stored and group in choices and stored[group] != choices[group]:
@@ -111,39 +107,15 @@ def temporary_files_of(path: Path) -> list[Path]:
     return sorted(path.parent.glob(f".{path.name}.*.tmp"))
 
 
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """torch.save(obj, path) such that `path` is at every moment either its old complete content or the new one."""
-    _atomic_write(path, lambda file: torch.save(obj, file))
-
-
-def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> None:
-    _atomic_write(path, lambda file: file.write(data))
-
-
-def _atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> None:
-    """Written to a temporary file in the target's own folder, synced, then renamed over it (an atomic rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in temporary_files_of(path):  # a save that was killed half-way; its target is still the older whole file
+def atomic_write_bytes(data: bytes | Callable[[BinaryIO], Any], path: str | os.PathLike) -> None:
+    """replace_whole, first removing what an earlier, killed write to `path` left behind."""
+    for stale in temporary_files_of(Path(path)):
         stale.unlink(missing_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)  # makes the rename itself durable
-    except OSError as error:  # some filesystems (e.g. some network mounts) refuse to sync a directory
-        if error.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
-            raise
-    finally:
-        os.close(folder)
+    replace_whole(path, data)
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    atomic_write_bytes(lambda file: torch.save(obj, file), path)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -155,11 +127,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         try:
             atomic_torch_save(checkpoint, path)
         except (OSError, RuntimeError) as error:  # RuntimeError: torch's writer found a short write (a full disk)
-            if isinstance(error, OSError) and error.strerror:
-                reason = error.strerror
-            else:
-                free = shutil.disk_usage(Path(path).parent).free // 1024
-                reason = f"the write stopped short: it needs more than the {free} KiB free on that disk"
+            reason = getattr(error, "strerror", None) or (
+                f"the write stopped short: it needs more than the {shutil.disk_usage(Path(path).parent).free // 1024} KiB free on that disk"
+            )
             raise UserError(
                 f"Could not write the checkpoint {path} ({reason}): free disk space or point paths.log_dir at a writable disk "
                 "with room; checkpoints saved before are intact."

@@ -30,7 +30,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
 
-from user_errors import USER_ERROR_EXIT_CODE, UserError
+from user_errors import USER_ERROR_EXIT_CODE, UserError, replace_whole
 
 log = logging.getLogger(__name__)
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
@@ -47,9 +47,8 @@ def quiet_library_notices() -> None:
 
 
 def entry_point(config_name: str, positional: Sequence[str] = (), arguments: Callable | None = None) -> Callable:
-    """`@entry_point("train")` on an entry script's function: when the script is run (its `__main__`), Hydra composes
-    conf/train.yaml with the command line and calls it, ended as exit_on_user_error says; imported, it is left alone.
-    `positional`: the keys of leading bare arguments (positional_to_overrides); `arguments`: another rewriting of them."""
+    """`@entry_point("train")`: run as `__main__`, Hydra composes conf/train.yaml with the command line (its bare arguments
+    rewritten by `arguments`, else as `positional` keys) and calls the function, ended as exit_on_user_error says."""
 
     def run_if_main(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
         if task.__module__ != "__main__":
@@ -111,11 +110,9 @@ def _stopped_by_signal(error: Exception) -> tuple[int, str] | None:
 
     from callbacks.resume import TrainingStopped
 
-    if isinstance(error, TrainingStopped):
-        return error.signum, str(error)
     if isinstance(error, SIGTERMException):  # Lightning's own, outside the training loop (e.g. the sanity check)
         return signal.SIGTERM, "SIGTERM before training started; nothing was trained, so nothing needed saving."
-    return None
+    return (error.signum, str(error)) if isinstance(error, TrainingStopped) else None
 
 
 def failure_reason(error: BaseException) -> str:
@@ -146,20 +143,18 @@ def positional_to_overrides(arguments: Sequence[str], keys: Sequence[str]) -> li
 def launcher_run_name() -> str | None:
     """`torchrun-<rdzv id>` or `slurm-<job id>`: every process of a launched job, on every node, picks the same folder."""
     run_id = os.environ.get("TORCHELASTIC_RUN_ID")
-    if run_id == "none":  # torchrun's default --rdzv-id: every job would share it
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            raise UserError(
-                "torchrun was started without --rdzv-id, so its processes cannot agree on a run directory: give every node "
-                "the same --rdzv-id=NAME (a job id), or name the directory with hydra.run.dir=PATH."
-            )
-        return None
-    if run_id is not None:
+    if run_id == "none" and int(os.environ.get("WORLD_SIZE", "1")) > 1:  # torchrun's default: every job would share it
+        raise UserError(
+            "torchrun was started without --rdzv-id, so its processes cannot agree on a run directory: give every node "
+            "the same --rdzv-id=NAME (a job id), or name the directory with hydra.run.dir=PATH."
+        )
+    if run_id not in (None, "none"):
         if not re.fullmatch(r"[\w.-]+", run_id):
             raise UserError(
                 f"torchrun's --rdzv-id={run_id!r} cannot name a run directory: use letters, digits, '.', '_' and '-' only."
             )
         return f"torchrun-{run_id}"
-    if "SLURM_JOB_ID" not in os.environ:  # not under SLURM: no need to import Lightning's detector
+    if run_id or "SLURM_JOB_ID" not in os.environ:  # not under SLURM: no need to import Lightning's detector
         return None
     from lightning.fabric.plugins.environments import SLURMEnvironment
 
@@ -178,13 +173,11 @@ def experiment_identity(cfg: DictConfig | Path) -> dict[str, Any]:
     return {key: value for key, value in plain.items() if key not in ("hydra", "resume", "ckpt_path")}
 
 
-def sweep_identity(task_overrides: Any) -> list[str]:
-    return sorted(str(item) for item in task_overrides or [] if not str(item).startswith(("resume=", "ckpt_path=")))
-
-
-def recorded_sweep(multirun: Path) -> list[str]:
-    """A sweep's command line from its multirun.yaml, read as plain YAML: an interpolation in it stays text."""
-    return sweep_identity(yaml.safe_load(multirun.read_text())["hydra"]["overrides"]["task"])
+def sweep_identity(overrides: Any) -> list[str]:
+    """A sweep's command line (or its multirun.yaml's, read as plain YAML: an interpolation stays text), how to start aside."""
+    if isinstance(overrides, Path):
+        overrides = yaml.safe_load(overrides.read_text())["hydra"]["overrides"]["task"]
+    return sorted(str(item) for item in overrides or [] if not str(item).startswith(("resume=", "ckpt_path=")))
 
 
 def latest(root: Path, marker: str | Path, record: str, identity: Callable[[Path], Any], wanted: Any) -> Path | None:
@@ -237,7 +230,7 @@ def resolve_sweep_dir(resume: bool, sweeps_root: str, new_sweep_name: str, _root
     if (key := ("sweep", bool(resume), sweeps_root, new_sweep_name)) in _chosen:
         return _chosen[key]
     wanted = sweep_identity(OmegaConf.select(_root_, "hydra.overrides.task"))
-    earlier = resume and latest(Path(sweeps_root), "multirun.yaml", "multirun.yaml", recorded_sweep, wanted)
+    earlier = resume and latest(Path(sweeps_root), "multirun.yaml", "multirun.yaml", sweep_identity, wanted)
     if earlier:
         log.info(f"resume=true: continuing the sweep {earlier}")
     _chosen[key] = str(earlier or f"{sweeps_root}/{new_sweep_name}")
@@ -292,21 +285,17 @@ def register_resolvers() -> None:
 
 def read_named_files(config: DictConfig) -> None:
     """Each file the config names, read as its command will: a file not ours is refused before the run writes anything."""
-    named = [
-        (key, Path(config[key]))
-        for key in ("ckpt_path", "a", "b", "exported")
-        if isinstance(config.get(key), str) and config[key] and Path(config[key]).is_file()
-    ]
-    if config.get("resume") and not config.get("ckpt_path"):  # hydra.run.dir only now: resolving it creates it
-        last = Path(config.hydra.run.dir) / LAST_CHECKPOINT
-        named += [("ckpt_path", last)] if last.is_file() else []
+    named = {key: config.get(key) for key in ("ckpt_path", "a", "b", "exported")}
+    if config.get("resume") and not named["ckpt_path"]:  # hydra.run.dir only now: resolving it creates it
+        named["ckpt_path"] = str(Path(config.hydra.run.dir) / LAST_CHECKPOINT)
+    named = {key: Path(path) for key, path in named.items() if isinstance(path, str) and Path(path).is_file()}
     if not named:
         return
     from analysis.prediction_files import PREDICTION_FILE_SUFFIXES, read_predictions
     from checkpoints.loading import load_checkpoint
     from deployment.exporting import read_contract
 
-    for key, path in named:
+    for key, path in named.items():
         if key == "exported":
             read_contract(path)
         elif key != "ckpt_path" and path.suffix in PREDICTION_FILE_SUFFIXES:
@@ -333,15 +322,8 @@ def lock_run_directory(run_dir: Path) -> int:
     return descriptor
 
 
-def replace_whole(path: Path, text: str) -> None:
-    """`path` replaced by `text` through a file of this process and a rename: a reader or a kill never sees half of it."""
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    partial.write_text(text, newline="")
-    os.replace(partial, path)
-
-
 def _write_status(config: DictConfig, status: dict[str, Any]) -> None:
-    replace_whole(Path(config.hydra.runtime.output_dir) / "status.json", json.dumps(status, indent=2))
+    replace_whole(Path(config.hydra.runtime.output_dir) / "status.json", json.dumps(status, indent=2).encode())
 
 
 class RunCallbacks(Callback):
@@ -358,11 +340,8 @@ class RunCallbacks(Callback):
             run_dir = Path(config.hydra.run.dir)
             run_dir.mkdir(parents=True, exist_ok=True)
             lock_run_directory(run_dir)  # held until this process ends, which releases it however it ends
-        stale = sorted((run_dir / "checkpoints").glob(".*.ckpt.*.tmp"))  # checkpoints/loading.py's temporary files
-        for path in stale:  # writes of a killed process: no live write can own them while we hold the lock
-            path.unlink(missing_ok=True)
-        if stale:
-            log.info(f"Removed the temporary files of interrupted checkpoint writes: {', '.join(map(str, stale))}")
+        for path in (run_dir / "checkpoints").glob(".*.ckpt.*.tmp"):  # checkpoints/loading.py's, of a killed write:
+            path.unlink(missing_ok=True)  # no live write can own them while we hold the lock
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         if config.hydra.mode == RunMode.MULTIRUN and global_rank() == 0:

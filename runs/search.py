@@ -28,9 +28,9 @@ from omegaconf.errors import OmegaConfBaseException
 from optuna.trial import TrialState
 
 from analysis.sweep_table import cell
-from runs.entry_points import RunCallbacks, failure_reason, quoted, replace_whole
+from runs.entry_points import RunCallbacks, failure_reason, quoted
 from runs.tuning import several_processes
-from user_errors import UserError
+from user_errors import UserError, replace_whole
 
 log = logging.getLogger(__name__)
 
@@ -141,16 +141,13 @@ def open_study(settings: DictConfig) -> optuna.Study:
                 direction=settings.direction,
                 load_if_exists=True,
             )
+        if (stored := study.direction.name.lower()) != settings.direction:  # load_if_exists keeps the stored one
+            raise ValueError(f"it is to {stored}, not to {settings.direction}; or give another search.study_name")
     except Exception as error:
         raise UserError(
             f"The study cannot be opened ({' '.join(str(error).split())}): check search.storage={storage} (a database "
             "URL or a journal file's path this machine reaches), search.sampler, search.pruner and search.direction."
         ) from None
-    if study.direction.name.lower() != settings.direction:
-        raise UserError(
-            f"The study {settings.study_name} in {storage} is to {study.direction.name.lower()}, not to "
-            f"{settings.direction}: give the search another search.study_name."
-        )
     return study
 
 
@@ -268,6 +265,6 @@ def write_summary(study: optuna.Study, settings: DictConfig) -> Path:
     writer = csv.DictWriter(table, columns)
     writer.writeheader()
     writer.writerows(rows)
-    replace_whole(Path(settings.dir) / "summary.csv", table.getvalue())  # whole: other workers read it, too
-    replace_whole(Path(settings.dir) / "summary.md", "\n".join(lines) + "\n")
+    replace_whole(Path(settings.dir) / "summary.csv", table.getvalue().encode())  # whole: other workers write it, too
+    replace_whole(Path(settings.dir) / "summary.md", ("\n".join(lines) + "\n").encode())
     return Path(settings.dir) / "summary.md"
