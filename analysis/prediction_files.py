@@ -2,6 +2,7 @@
 
 import csv
 import json
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,11 @@ from user_errors import UserError
 PREDICTION_FILE_SUFFIXES = (".csv", ".json")
 # a spreadsheet runs a cell that starts with one of these as a formula (=HYPERLINK(...), =cmd|..., @SUM(...))
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+SPLITS = ("val", "test", "predict")
 REQUIRED = {"split", "index", "label", "label_name", "correct", "pred1", "pred1_name", "prob1"}
+# the numeric columns: (type, empty allowed (unlabelled samples, predict's losses), upper bound); all are >= 0
+NUMBERS = {"index": (int, False, math.inf), "pred": (int, False, math.inf), "label": (int, True, math.inf)}
+NUMBERS |= {"correct": (int, True, math.inf), "prob": (float, False, 1.0), "loss": (float, True, math.inf)}
 
 
 def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
@@ -68,25 +73,21 @@ def read_predictions(path: str | Path) -> Predictions:
         meta = json.loads(sidecar.read_text())
         with path.open(newline="") as file:
             rows = list(csv.DictReader(file))
+        if not (
+            isinstance(meta, dict) and meta.get("split") in SPLITS and is_experiment_record(meta.get("experiment"))
+        ):
+            raise ValueError("its sidecar records no split and experiment")
+        if rows and not REQUIRED <= set(rows[0]):
+            raise ValueError(f"its columns lack some of {sorted(REQUIRED)}")
+        for number, row in enumerate(rows, start=2):  # line 1 is the header
+            if bad := [
+                f"{column}={str(value)[:40]!r}" for column, value in row.items() if not well_formed(column, value)
+            ]:
+                raise ValueError(f"line {number}: {bad[0]}")
     except (ValueError, csv.Error, RecursionError) as error:  # JSON and Unicode errors are ValueErrors
         raise UserError(
-            f"{path} or its sidecar {sidecar.name} is not a prediction file ({error}): pass one written by train.py or eval.py."
+            f"{path} or its sidecar {sidecar.name} is not a prediction file of train.py or eval.py ({error}): pass an unchanged one written by this version."
         ) from error
-    if (
-        not isinstance(meta, dict)
-        or meta.get("split") not in ("val", "test", "predict")
-        or not is_experiment_record(meta.get("experiment"))
-        or (rows and not REQUIRED <= set(rows[0]))
-    ):
-        raise UserError(
-            f"{path} is not a prediction file of train.py or eval.py (its columns lack some of {sorted(REQUIRED)}, or its sidecar a split and experiment): pass one written by this version."
-        )
-    for number, row in enumerate(rows, start=2):  # line 1 is the header
-        for column, value in row.items():
-            if not well_formed(column, value):
-                raise UserError(
-                    f"{path} line {number}: {column}={str(value)[:40]!r} is not what train.py or eval.py writes there: pass an unchanged prediction file."
-                )
     return Predictions(path, meta, rows)
 
 
@@ -94,15 +95,9 @@ def well_formed(column: str | None, value: str | None) -> bool:
     """Numbers of their kind in the numeric columns (labels empty for unlabelled samples, losses for predict)."""
     if column is None or value is None:  # a row longer or shorter than the header
         return False
+    kind = column.rstrip("0123456789") if column.startswith(("pred", "prob")) else column  # pred1 -> pred
+    number, may_be_empty, high = NUMBERS.get(kind, (None, False, 0))
     try:
-        if column == "index" or (column.startswith("pred") and column[4:].isdigit()):
-            return int(value) >= 0
-        if column in ("label", "correct"):
-            return value == "" or int(value) >= 0
-        if column.startswith("prob"):
-            return 0.0 <= float(value) <= 1.0
-        if column == "loss":
-            return value == "" or float(value) >= 0.0
+        return number is None or (may_be_empty and value == "") or 0 <= number(value) <= high
     except ValueError:
         return False
-    return True

@@ -81,12 +81,10 @@ def read_contract(model_path: Path) -> dict[str, Any]:
     contract = contract if isinstance(contract, dict) else {}
     file_format, shape, names = contract.get("format"), contract.get("input"), contract.get("class_names")
     shape = shape.get("shape") if isinstance(shape, dict) else None
-    if file_format not in tuple(SUFFIXES):  # a tuple: an unhashable value is no key
-        raise UserError(f"{contract_path} names no known format (format: {file_format!r}): {AGAIN}.")
-    if SUFFIXES[file_format] != model_path.suffix:
-        raise UserError(
-            f"{contract_path} says {file_format}, whose files end in {SUFFIXES[file_format]}, but the model is {model_path.name}: {AGAIN}."
-        )
+    expected = {suffix: name for name, suffix in SUFFIXES.items()}.get(model_path.suffix)
+    if expected is None or file_format != expected:
+        kind = f"a file of format {expected!r}" if expected else "no file of export.py"
+        raise UserError(f"{contract_path} says format {file_format!r}, but {model_path.name} is {kind}: {AGAIN}.")
     if not (isinstance(shape, list) and len(shape) == 4 and shape[1] in (1, 3)) or not all(
         isinstance(side, int) and 0 < side <= 4096 for side in shape[2:]
     ):

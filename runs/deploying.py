@@ -116,16 +116,15 @@ def predict(cfg: DictConfig) -> None:
         batch = readable[start : start + cfg.batch_size]
         try:  # classify runs under torch.no_grad, from a checkpoint or exported
             logits = classify(torch.stack([image for _, image in batch]))
-        except Exception as error:  # an exported model for another input than its contract says
+            if logits.shape != (len(batch), len(class_names)):
+                raise ValueError(f"{tuple(logits.shape)} logits for {len(batch)} images of {len(class_names)} classes")
+        except Exception as error:  # an exported model for another input or output than its contract says
             if not cfg.exported:
                 raise
+            reason = " ".join(str(error).split())[:100] or error.__class__.__name__
             raise UserError(
-                f"{path} cannot run on the input its contract {path.with_suffix('.json').name} describes ({error.__class__.__name__}): {AGAIN}."
+                f"{path} does not run as its contract {path.with_suffix('.json').name} says ({reason}): {AGAIN}."
             ) from error
-        if logits.shape != (len(batch), len(class_names)):
-            raise UserError(
-                f"{cfg.exported} gives {tuple(logits.shape)} outputs for {len(class_names)} classes: {AGAIN}."
-            )
         for (file, _), probs, labels in zip(batch, *torch.softmax(logits.float(), dim=1).topk(top_k, dim=1)):
             print(f"{file}:")
             rows.append([str(file)])

@@ -272,7 +272,7 @@ def test_predict_with_an_export_whose_contract_is_forged_is_refused(tmp_path):
     Image.new("L", (28, 28)).save(image)
     before = tree_state(tmp_path)
     result = run_entry("predict.py", f"exported={model}", str(image), f"paths.log_dir={tmp_path / 'logs'}", check=False)
-    one_sentence(result, "says torchscript, whose files end in .ts, but the model is model.pt2")
+    one_sentence(result, "says format 'torchscript', but model.pt2 is a file of format 'torch_export'")
     assert tree_state(tmp_path) == before
 
 
@@ -282,7 +282,7 @@ def test_a_pickle_in_a_sidecar_is_only_text(run, tmp_path):
     shutil.copyfile(run / "predictions" / "val-epoch001.csv", csv_file)
     csv_file.with_suffix(".json").write_text(json.dumps({"split": "val", "experiment": pickle.dumps(1).hex()}))
     result = run_entry("compare.py", str(csv_file), str(csv_file), f"paths.log_dir={tmp_path / 'logs'}", check=False)
-    one_sentence(result, f"{csv_file} is not a prediction file of train.py or eval.py")
+    one_sentence(result, f"{csv_file} or its sidecar a.json is not a prediction file of train.py or eval.py")
 
 
 def test_a_run_deletes_only_the_temporary_files_of_its_own_checkpoint_writes(mnist_dir, tmp_path):
@@ -363,7 +363,7 @@ CONTRACT = {"format": "onnx", "input": {"shape": ["batch", 1, 28, 28]}, "class_n
             marks=pytest.mark.slow,
         ),
         pytest.param({**CONTRACT, "class_names": ["a"]}, b"", "gives no list of class names", marks=pytest.mark.slow),
-        pytest.param("a string", b"", "names no known format", marks=pytest.mark.slow),
+        pytest.param("a string", b"", "says format None, but model.onnx is a file of format 'onnx'", marks=pytest.mark.slow),
         (CONTRACT, b"garbage", "cannot be opened as a onnx model"),
     ],
 )
@@ -407,7 +407,7 @@ def test_a_prediction_file_with_a_changed_cell_is_one_sentence(column, value, ru
         f"paths.log_dir={tmp_path / 'logs'}",
         check=False,
     )
-    one_sentence(result, f"{changed} line 5: {column}={value!r} is not what train.py or eval.py writes there")
+    one_sentence(result, f"{changed} or its sidecar a.json is not a prediction file", f"(line 5: {column}={value!r})")
 
 
 @pytest.mark.parametrize(
