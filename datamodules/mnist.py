@@ -69,7 +69,6 @@ class MNISTDataModule(ImageDataModule):
         self.class_names = list(self.dataset_class.classes)
         self.download, self.use_shipped_copy = download, use_shipped_copy
         self.raw_folder = self.data_dir / torchvision_dataset / "raw"  # where torchvision's class reads them
-        self._raw_files = [self.raw_folder / Path(url).stem for url, _ in self.dataset_class.resources]
 
     def source(self, split: str, index: int) -> str:
         """The IDX file and the image's position in it (validation images come from the training file)."""
@@ -77,7 +76,7 @@ class MNISTDataModule(ImageDataModule):
 
     def prepare_data(self) -> None:
         """Unpack the shipped copy (MNIST only), or download the files, when they are absent."""
-        if all(path.is_file() for path in self._raw_files):
+        if all((self.raw_folder / Path(url).stem).is_file() for url, _ in self.dataset_class.resources):
             return
         shipped = self.use_shipped_copy and self.torchvision_dataset == "MNIST"
         try:
@@ -90,31 +89,22 @@ class MNISTDataModule(ImageDataModule):
 
     def read_splits(self, stage: str | None) -> tuple[ArrayImageDataset, None, ArrayImageDataset]:
         """The official training and test files; validation is carved from the training images (val_size)."""
-        splits = []
-        for train in (True, False):
-            images, labels = self._read(train, download=False)
-            if len(images) != len(labels) or (len(labels) and int(labels.max()) >= self.num_classes):
-                raise UserError(
-                    f"The {self.torchvision_dataset} {'training' if train else 'test'} files in {self.raw_folder} disagree ({len(images)} images, "
-                    f"{len(labels)} labels up to {int(labels.max()) if len(labels) else 0} for {self.num_classes} classes): replace them with the official files."
-                )
-            splits.append(ArrayImageDataset(images, labels, torch.arange(len(images))))
-        return splits[0], None, splits[1]
+        train, test = (ArrayImageDataset(*self._read(train, download=False)) for train in (True, False))
+        return train, None, test
 
-    def _read(self, train: bool, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def _read(self, train: bool, download: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A split's images, labels and source indices; one sentence when its files are missing, corrupt or disagree."""
         name, split = self.torchvision_dataset, "training" if train else "test"
         try:
             dataset = self.dataset_class(str(self.data_dir), train=train, download=download)
+            images, labels = dataset.data.unsqueeze(1), dataset.targets
+            if len(images) != len(labels) or int(labels.max()) >= self.num_classes:
+                raise ValueError(f"{len(images)} images, {len(labels)} labels up to {int(labels.max())}")
         except (RuntimeError, AssertionError, ValueError, TypeError, OSError) as error:
             reason = f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0]}".removesuffix(": ")
-            if not all(path.is_file() for path in self._raw_files):
-                how = "could not be downloaded" if download else "are missing (data.download=false)"
-                raise UserError(
-                    f"The {name} {split} files are not in {self.raw_folder} and {how}: put the official uncompressed "
-                    f"IDX files there, or point data.data_dir at the folder that holds {name}/raw/ ({reason})."
-                ) from error
-            raise UserError(  # present but unreadable: a wrong header, a cut-off file
-                f"The {name} {split} files in {self.raw_folder} are corrupt or not IDX files ({reason}): "
-                "replace them with the official files, or delete them so that they are downloaded again."
+            raise UserError(
+                f"The {name} {split} files in {self.raw_folder} are missing or not the official IDX files of "
+                f"{self.num_classes} classes ({reason}): put the official uncompressed IDX files there (data.download=true "
+                f"downloads them), or point data.data_dir at the folder that holds {name}/raw/."
             ) from error
-        return dataset.data.unsqueeze(1), dataset.targets
+        return images, labels, torch.arange(len(images))

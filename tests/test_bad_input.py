@@ -200,25 +200,25 @@ CASES = [
         "data folder missing",
         ["data.data_dir={no_data}", "data.use_shipped_copy=false"],
         USER_ERROR_EXIT,
-        "The MNIST training files are not in {no_data}/MNIST/raw and are missing (data.download=false)",
+        "The MNIST training files in {no_data}/MNIST/raw are missing or not the official IDX files",
     ),
     (
         "data folder empty",
         ["data.data_dir={empty_data}", "data.use_shipped_copy=false"],
         USER_ERROR_EXIT,
-        "The MNIST training files are not in {empty_data}/MNIST/raw and are missing (data.download=false)",
+        "The MNIST training files in {empty_data}/MNIST/raw are missing or not the official IDX files",
     ),
     (
         "corrupt IDX header",
         ["data.data_dir={bad_magic}"],
         USER_ERROR_EXIT,
-        "The MNIST training files in {bad_magic}/MNIST/raw are corrupt or not IDX files",
+        "The MNIST training files in {bad_magic}/MNIST/raw are missing or not the official IDX files",
     ),
     (
         "cut-off IDX file",
         ["data.data_dir={cut_off}"],
         USER_ERROR_EXIT,
-        "The MNIST training files in {cut_off}/MNIST/raw are corrupt or not IDX files",
+        "The MNIST training files in {cut_off}/MNIST/raw are missing or not the official IDX files",
     ),
     ("checkpoint missing", ["ckpt_path={missing}"], USER_ERROR_EXIT, "No checkpoint file at {missing}"),
     (
@@ -299,7 +299,7 @@ CASES = [
         "labels beyond the classes",
         ["data.data_dir={label_255}"],
         USER_ERROR_EXIT,
-        "The MNIST training files in {label_255}/MNIST/raw disagree",
+        "The MNIST training files in {label_255}/MNIST/raw are missing or not the official IDX files of 10 classes (ValueError: 600 images, 600 labels up to 255)",
     ),
     (
         "unwritable output folder",

@@ -149,7 +149,7 @@ def test_a_missing_fashion_mnist_is_one_sentence_naming_it(tmp_path):
     assert result.returncode == 2, result.stderr[-3000:]
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert line.startswith(
-        f"error: The FashionMNIST training files are not in {tmp_path / 'empty' / 'FashionMNIST' / 'raw'} and are missing (data.download=false)"
+        f"error: The FashionMNIST training files in {tmp_path / 'empty' / 'FashionMNIST' / 'raw'} are missing or not the official IDX files"
     )
     assert "holds FashionMNIST/raw/" in line and line.endswith(".") and "Traceback" not in result.stderr
 
