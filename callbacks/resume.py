@@ -60,11 +60,7 @@ class ExactResume(Callback):
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         per_rank, self._rng_per_rank = self._rng_per_rank, []
-        if per_rank:
-            if len(per_rank) != trainer.world_size:
-                log.warning(
-                    f"The checkpoint holds random states of {len(per_rank)} processes, this run has {trainer.world_size}: each process resumes with those of process 0."
-                )
+        if per_rank:  # saved by another number of processes: each resumes with process 0's
             states = per_rank[trainer.global_rank] if len(per_rank) == trainer.world_size else per_rank[0]
             torch.set_rng_state(states["torch"])
             kind, keys, *rest = states["numpy"]
@@ -99,71 +95,11 @@ class ContinuingCSVLogger(CSVLogger):
         return writer
 
 
-def _csv_rows(metrics_file: Path) -> tuple[list[str], list[dict[str, str]]]:
-    with metrics_file.open(newline="") as file:
-        reader = csv.DictReader(file)
-        return reader.fieldnames or [], list(reader)
-
-
-def _step(row: dict[str, str]) -> int:
-    return int(float(row["step"])) if row.get("step") else -1
-
-
 class ContinueLogs(Callback):
-    """Logs that go on across a resume, each epoch once: points after the checkpoint dropped (TensorBoard's purge event,
-    metrics.csv's rows), and the epoch's train/* means that Lightning logs after saving last.ckpt written from it."""
-
-    def __init__(self) -> None:
-        # set from an epoch's end to the next batch: a checkpoint written then marks the epoch done
-        self._ended: Trainer | None = None
-        self._epoch_end_row: dict[str, Any] | None = None  # of the checkpoint being resumed
-
-    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._ended = trainer
-
-    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
-        self._ended = None
-
-    def state_dict(self) -> dict[str, Any]:
-        trainer, metrics = self._ended, {}
-        if trainer is not None:  # the learning rate is logged at its own steps, before
-            metrics = {
-                k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/") and k != "train/lr"
-            }
-        # at the step of the epoch's last batch, one below the global step the epoch ended at
-        row = {"epoch": trainer.current_epoch, "step": trainer.global_step - 1, "metrics": metrics} if metrics else None
-        return {"epoch_end_row": row}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._epoch_end_row = state_dict.get("epoch_end_row")
-
-    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._complete_logs(trainer)  # also here: Lightning skips on_train_start when the checkpoint ends the training
-
-    def _complete_logs(self, trainer: Trainer) -> None:
-        row, self._epoch_end_row = self._epoch_end_row, None
-        if row is None or not trainer.is_global_zero:
-            return
-        # only the checkpoint's own run directory (resume=true): a new directory starts after the checkpoint
-        run_dir = Path(trainer.ckpt_path).resolve().parent.parent
-        for logger in trainer.loggers:
-            missing = False
-            if not Path(logger.log_dir).resolve().is_relative_to(run_dir):
-                continue
-            if isinstance(logger, TensorBoardLogger):
-                from analysis.run_records import read_scalars  # only here: a resume that completes its logs
-
-                scalars = read_scalars(Path(logger.log_dir), set(row["metrics"]))
-                missing = any(row["step"] not in {e.step for e in scalars.get(tag, [])} for tag in row["metrics"])
-            elif isinstance(logger, CSVLogger) and Path(logger.experiment.metrics_file_path).is_file():
-                rows = _csv_rows(Path(logger.experiment.metrics_file_path))[1]
-                missing = not any(_step(r) == row["step"] and all(r.get(key) for key in row["metrics"]) for r in rows)
-            if missing:
-                logger.log_metrics({**row["metrics"], "epoch": row["epoch"]}, step=row["step"])
-                logger.save()
+    """Logs that go on across a resume, each epoch once: the points an interrupted session logged after its checkpoint
+    dropped (TensorBoard's purge event, metrics.csv's rows), every logger flushed before each checkpoint."""
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._complete_logs(trainer)  # strategies that restore the callbacks after on_fit_start
         if trainer.ckpt_path is None or not trainer.is_global_zero:
             return
         for logger in trainer.loggers:  # Lightning logs the next batches from global_step on
@@ -172,12 +108,13 @@ class ContinueLogs(Callback):
                 logger.experiment.file_writer.add_event(restart)
                 logger.experiment.flush()
             elif isinstance(logger, CSVLogger) and Path(logger.experiment.metrics_file_path).is_file():
-                columns, rows = _csv_rows(Path(logger.experiment.metrics_file_path))
-                text = io.StringIO()
-                writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
-                writer.writeheader()
-                writer.writerows(row for row in rows if _step(row) < trainer.global_step)
-                atomic_write_bytes(text.getvalue().encode(), Path(logger.experiment.metrics_file_path))
+                path, text = Path(logger.experiment.metrics_file_path), io.StringIO()
+                with path.open(newline="") as file:
+                    rows = csv.DictReader(file)
+                    writer = csv.DictWriter(text, fieldnames=rows.fieldnames or [], lineterminator="\n")
+                    writer.writeheader()
+                    writer.writerows(row for row in rows if float(row["step"]) < trainer.global_step)
+                atomic_write_bytes(text.getvalue().encode(), path)
 
     def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
         for logger in trainer.loggers:

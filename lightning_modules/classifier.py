@@ -103,7 +103,10 @@ class ImageClassifier(LightningModule):
         return {"logits": logits, "loss": losses}
 
     def on_train_epoch_end(self) -> None:
-        self._log_epoch(self.train_metrics)
+        # to the loggers now, before the epoch's checkpoints (Lightning logs after them): a resume finds them on disk
+        values = self._log_epoch(self.train_metrics, logger=False)
+        for logger in self.loggers:  # at the epoch's last step, as Lightning logs epoch values
+            logger.log_metrics({**values, "epoch": self.current_epoch}, step=self.global_step - 1)
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch(self.val_metrics, prog_bar=True)
@@ -111,11 +114,12 @@ class ImageClassifier(LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_epoch(self.test_metrics)
 
-    def _log_epoch(self, metrics: MetricCollection, prog_bar: bool = False) -> None:
+    def _log_epoch(self, metrics: MetricCollection, prog_bar: bool = False, logger: bool = True) -> dict[str, Any]:
         # computed once per epoch across DDP processes; sync_dist only silences Lightning's warning
         values = metrics.compute()
         metrics.reset()
-        self.log_dict(values, on_step=False, on_epoch=True, prog_bar=prog_bar, sync_dist=True)
+        self.log_dict(values, on_step=False, on_epoch=True, prog_bar=prog_bar, logger=logger, sync_dist=True)
+        return values
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # a run continued with another length (ckpt_path= trainer.max_epochs=20) keeps its step count on a schedule
