@@ -49,9 +49,8 @@ class TorchvisionNet(nn.Module):
             hint = f"did you mean {' or '.join(close)}?" if close else "see list_models(module=torchvision.models)."
             raise UserError(f"model.arch={arch} is not a torchvision image classification model: {hint}")
         if batch_norm and f"{arch}_bn" not in names:
-            with_bn = sorted(name.removesuffix("_bn") for name in names if name.endswith("_bn"))
             raise UserError(
-                f"model.batch_norm=true selects a BatchNorm variant, which torchvision has for {with_bn}, not for {arch}; leave it false."
+                f"model.batch_norm=true asks for {arch}_bn, but torchvision has BatchNorm variants for VGG, not for {arch}: leave it false."
             )
         if pretrained and weights_path:
             raise UserError("model.pretrained=true and model.weights_path both give the weights: set only one of them.")
@@ -150,28 +149,24 @@ def imagenet_state_dict(name: str) -> dict[str, Tensor]:
         return weights.get_state_dict(progress=True, check_hash=True, weights_only=True)
     except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as error:
         cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(weights.url).path).name
-        reason = f"{error.__class__.__name__}: {' '.join(str(error).split())}"
-        fix = f"cannot be read from {cached} ({reason}): delete the file so that it is downloaded again"
-        if not cached.is_file():
-            fix = f"are not in the torch cache ({cached}) and could not be downloaded ({reason}): copy {weights.url} there (TORCH_HOME moves the cache)"
-        raise UserError(f"The ImageNet weights of {name} {fix}, or pass model.weights_path=FILE.") from error
+        raise UserError(
+            f"The ImageNet weights of {name} are neither readable in the torch cache ({cached}) nor downloadable "
+            f"({error.__class__.__name__}: {' '.join(str(error).split())}): copy {weights.url} there, over a damaged "
+            "file (TORCH_HOME moves the cache), or pass model.weights_path=FILE."
+        ) from error
 
 
 def read_weights_file(path: str) -> dict[str, Tensor]:
     """A state dict saved with torch.save, or the torchvision network's weights from a checkpoint of train.py."""
     expected = "a state dict saved with torch.save(model.state_dict()) or a checkpoint of train.py"
     content = read_weights_only(path, "model.weights_path", expected)
-    if isinstance(content, dict) and "state_dict" in content:
+    if isinstance(content, dict) and "state_dict" in content:  # a checkpoint: its torchvision network's weights
         state = content["state_dict"]
         content = {
             key.removeprefix(CHECKPOINT_PREFIX): state[key] for key in state if key.startswith(CHECKPOINT_PREFIX)
         }
-        if not content:
-            raise UserError(
-                f"The checkpoint {path} holds no torchvision-backed network (no '{CHECKPOINT_PREFIX}*' weights): pass model.weights_path={expected} of the same architecture."
-            )
     if not isinstance(content, dict) or not content or not all(isinstance(value, Tensor) for value in content.values()):
         raise UserError(
-            f"{path} holds neither a state dict nor a checkpoint of train.py: pass model.weights_path={expected}."
+            f"{path} holds no torchvision-backed network (neither a state dict nor a checkpoint of train.py with '{CHECKPOINT_PREFIX}*' weights): pass model.weights_path={expected} of the same architecture."
         )
     return content
