@@ -97,17 +97,14 @@ class ValidationFigures(Callback):
     ):
         self.every_n_epochs, self.num_images = every_n_epochs, num_images
         self.max_matrix_classes, self.num_pairs = max_matrix_classes, num_pairs
-        self._writer, self._active = None, False
-
-    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        tensorboard = [logger for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
-        if stage == TrainerFn.FITTING and tensorboard:
-            self._writer = tensorboard[0].experiment
+        self._active = False
 
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        tensorboard = [logger.experiment for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
         fitting = trainer.state.fn == TrainerFn.FITTING
-        self._active = self._writer is not None and fitting and _every_n_epochs(trainer, self.every_n_epochs)
+        self._active = bool(tensorboard) and fitting and _every_n_epochs(trainer, self.every_n_epochs)
         if self._active:  # no label check: it would wait for the device
+            self._writer = tensorboard[0]
             confusion = MulticlassConfusionMatrix(trainer.datamodule.num_classes, validate_args=False)
             self.confusion = confusion.to(pl_module.device)
             self._kept: dict[str, torch.Tensor] = {}

@@ -13,6 +13,8 @@ import torch
 from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from analysis.run_records import read_timing
+
 COLUMNS = ["epoch", "train_s", "val_s", "samples", "samples_per_s", "data_wait_frac", "peak_memory_mb"]
 
 
@@ -39,12 +41,11 @@ class EpochTiming(Callback):
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._cuda = pl_module.device.type == "cuda"
         # resumed into its own directory: the rows up to the checkpoint's epoch stay (that epoch's is replaced if trained)
-        rows = csv.DictReader(self.path.read_text().splitlines()) if self.path.is_file() else []
-        number = lambda name, value: int(value) if name in ("epoch", "samples") else float(value or "nan")  # noqa: E731
+        kept = [(int(epoch), row) for epoch, row in read_timing(self.path.parent).items() if epoch.isdigit()]
         self.rows = {
-            int(row["epoch"]): {name: number(name, value) for name, value in row.items()}
-            for row in rows
-            if row["epoch"].isdigit() and int(row["epoch"]) <= trainer.current_epoch
+            epoch: {**row, "epoch": epoch, "samples": int(row["samples"])}
+            for epoch, row in kept
+            if epoch <= trainer.current_epoch
         }
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -107,7 +108,7 @@ class EpochTiming(Callback):
         self._write(trainer)
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self.rows:
+        if self.rows:  # the run's row "all" marks it finished (analysis/sweep_table.py)
             self._write(trainer, summary=True)
 
     def _write(self, trainer: Trainer, summary: bool = False) -> None:
