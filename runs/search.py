@@ -93,8 +93,7 @@ def check_settings(cfg: DictConfig) -> dict[str, Any]:
             ) from None
         options = loader.get_group_options(key)  # a config group's choice names options that conf/ has
         choices = space[key][1].get("choices", []) if isinstance(space[key], tuple) else [space[key]]
-        unknown = [str(choice) for choice in choices if options and str(choice) not in options]
-        if unknown:
+        if unknown := [str(choice) for choice in choices if options and str(choice) not in options]:
             raise UserError(
                 f"search.params: conf/{key}/ has no option {', '.join(unknown)} (it has {', '.join(options)}); choose among those."
             )
@@ -155,31 +154,25 @@ def objective(settings: DictConfig, space: dict[str, Any]):
     """One trial: its values as overrides of the worker's command line, composed and run as a run of train.py."""
     from callbacks.resume import TrainingStopped
 
-    hydra, loader = HydraConfig.get(), GlobalHydra.instance().config_loader()
-    worker_logging = (hydra.job_logging, hydra.verbose)
+    hydra, loader = HydraConfig.get(), GlobalHydra.instance().config_loader()  # the worker's, kept for its log
     task = [o for o in hydra.overrides.task if o.lstrip("+~").split("=", 1)[0] not in space]  # the trial's replace them
     overrides = [o for o in hydra.overrides.hydra if o.split("=", 1)[0] not in ("hydra.run.dir", "hydra.job.name")]
+    overrides += ["hydra.job.name=train", "task_name=train"]
 
     def run_trial(trial: optuna.Trial) -> float:
         run_dir = Path(settings.dir) / "trials" / str(trial.number)
         trial.set_user_attr(RUN_DIR, str(run_dir))
-        values = {
-            key: getattr(trial, f"suggest_{how[0]}")(key, **how[1]) if isinstance(how, tuple) else how
+        chosen = [
+            f"{key}={getattr(trial, f'suggest_{how[0]}')(key, **how[1]) if isinstance(how, tuple) else how}"
             for key, how in space.items()
-        }
-        chosen = [f"{key}={value}" for key, value in values.items()]
+        ]
         log.info(f"Trial {trial.number}: {' '.join(chosen)} in {run_dir}")
-        trial_overrides = [f"hydra.run.dir={quoted(str(run_dir))}", "hydra.job.name=train", "task_name=train"]
         try:
-            config = loader.load_configuration(
-                hydra.job.config_name,
-                [*overrides, *trial_overrides, *task, *chosen],
-                run_mode=RunMode.RUN,
-            )
+            run_as_train = [*overrides, f"hydra.run.dir={quoted(str(run_dir))}", *task, *chosen]
+            config = loader.load_configuration(hydra.job.config_name, run_as_train, RunMode.RUN)
         except (HydraException, OmegaConfBaseException) as error:
-            reason = " ".join(str(error).split())
             raise UserError(
-                f"Trial {trial.number}'s values do not compose ({reason}): correct search.params."
+                f"Trial {trial.number}'s values do not compose ({' '.join(str(error).split())}): correct search.params."
             ) from None
         with open_dict(config):
             del config["search"]  # the run's stored config is train.py's
@@ -196,7 +189,7 @@ def objective(settings: DictConfig, space: dict[str, Any]):
             trial.set_user_attr(STOPPED, "interrupted outside training")
             raise KeyboardInterrupt from None
         finally:
-            configure_log(*worker_logging)  # back to search.log after the trial's train.log
+            configure_log(hydra.job_logging, hydra.verbose)  # back to search.log after the trial's train.log
         try:
             metrics = job.return_value  # raises a failed job's exception
             if settings.objective not in metrics:
@@ -204,10 +197,9 @@ def objective(settings: DictConfig, space: dict[str, Any]):
                     f"the run returned no {settings.objective} (search.objective); callbacks=none keeps no best checkpoint"
                 )
             return metrics[settings.objective]
-        except TrainingStopped as error:  # the search stops with its message; the trial does not count
-            trial.set_user_attr(STOPPED, " ".join(str(error).split()))
-            raise
-        except optuna.TrialPruned:
+        except (TrainingStopped, optuna.TrialPruned) as error:  # stopped: the search stops; the trial does not count
+            if isinstance(error, TrainingStopped):
+                trial.set_user_attr(STOPPED, " ".join(str(error).split()))
             raise
         except Exception as error:  # its one line; a bug also its traceback, as a run shows it
             reason = failure_reason(error)
@@ -262,9 +254,7 @@ def write_summary(study: optuna.Study, settings: DictConfig) -> Path:
     cells = [[cell(row.get(column, "")) for column in columns] for row in rows]
     lines += ["| " + " | ".join(values) + " |" for values in (header, ["---"] * len(columns), *cells)]
     table = io.StringIO()
-    writer = csv.DictWriter(table, columns)
-    writer.writeheader()
-    writer.writerows(rows)
+    csv.writer(table).writerows([columns, *([row.get(column, "") for column in columns] for row in rows)])
     replace_whole(Path(settings.dir) / "summary.csv", table.getvalue().encode())  # whole: other workers write it, too
     replace_whole(Path(settings.dir) / "summary.md", ("\n".join(lines) + "\n").encode())
     return Path(settings.dir) / "summary.md"
