@@ -42,6 +42,7 @@ from checkpoints.loading import (
 from datamodules.base import ImageDataModule
 from runs.config_check import check_config
 from runs.entry_points import LAST_CHECKPOINT
+from runs.tuning import several_processes
 from user_errors import UserError, writing
 
 log = logging.getLogger(__name__)
@@ -59,12 +60,18 @@ def _choices(hydra: DictConfig) -> dict[str, str | None]:
     return {group: option for group, option in hydra.runtime.choices.items() if not group.startswith("hydra")}
 
 
+def command_line_keys() -> list[str]:
+    """The keys, or config groups, that this job's command line sets."""
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    return [override.key_or_group for override in OverridesParser.create().parse_overrides(overrides)]
+
+
 def _instantiate(node: DictConfig, what: str, **kwargs: Any) -> Any:
     """hydra.utils.instantiate, with a failure as one sentence that names the config group."""
     try:
         return instantiate(node, **kwargs)
     except InstantiationException as error:
-        cause = error.__cause__
+        cause = error
         while isinstance(cause, InstantiationException):  # nested: the module instantiating its network
             cause = cause.__cause__
         if isinstance(cause, UserError):
@@ -134,13 +141,6 @@ def build_loggers(cfg: DictConfig) -> list[Logger]:
     return _instantiate_each(cfg.get("logger"), "logger")
 
 
-def build_training_callbacks(cfg: DictConfig) -> list[Callback]:
-    """The callbacks group plus what every run needs: checkpoints that rebuild it, an exact resume, continued logs."""
-    experiment = experiment_record()
-    plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # safe to pickle with weights_only
-    return build_callbacks(cfg, experiment) + [StoreRunConfig(plain, experiment), ExactResume(), ContinueLogs()]
-
-
 def build_trainer(cfg: DictConfig, callbacks: list[Callback], loggers: list[Logger], **options: Any) -> Trainer:
     if not loggers:  # logger=none: Lightning refuses a LearningRateMonitor, which only writes to loggers
         callbacks = [callback for callback in callbacks if not isinstance(callback, LearningRateMonitor)]
@@ -150,23 +150,14 @@ def build_trainer(cfg: DictConfig, callbacks: list[Callback], loggers: list[Logg
     )
 
 
-def build_finder_trainer(cfg: DictConfig, steps: int) -> Trainer:
-    """The run's trainer without records, with a finite length that `steps` ends first (schedulers may need one)."""
-    options = {"max_epochs": steps, "max_steps": steps, "min_epochs": None, "num_sanity_val_steps": 0}
-    options |= {"enable_checkpointing": False, "enable_progress_bar": False, "enable_model_summary": False}
-    return build_trainer(cfg, [], [], **options)
-
-
 # Lightning's DDP strategies that start processes 1..N-1 by running the command line again
 RELAUNCHING_DDP = ("ddp", "ddp_find_unused_parameters_true", "ddp_find_unused_parameters_false")
 
 
 def _strategy(trainer_cfg: DictConfig) -> Any:
     """trainer.strategy, but `ddp` (or `auto` on several devices) as `ddp_spawn` in a multirun outside SLURM."""
-    strategy = requested = trainer_cfg.get("strategy", "auto")
-    devices, num_nodes = trainer_cfg.get("devices"), trainer_cfg.get("num_nodes") or 1
-    if strategy == "auto" and ((isinstance(devices, int) and devices > 1) or num_nodes > 1):
-        strategy = "ddp"
+    requested = trainer_cfg.get("strategy", "auto")
+    strategy = "ddp" if requested == "auto" and several_processes(trainer_cfg) else requested
     multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     if not multirun or strategy not in RELAUNCHING_DDP or SLURMEnvironment.detect():
         return requested
@@ -182,8 +173,6 @@ HPARAM_KEYS = tuple(
     "module/label_smoothing seed".split()
 )
 NOT_HPARAMS = ("callbacks", "logger", "paths", "hydra", "data/data_dir", "ckpt_path", "resume")
-FINAL_METRICS = ("best_val_top1", "val_top1", "val_top5", "val_loss", "train_top1", "train_top5", "train_loss")
-TEST_METRICS = ("test_top1", "test_top5", "test_loss")
 NOT_FINAL = ("train_step/", "train/lr")
 # TensorBoard's Custom Scalars tab: train and val of each metric on one chart
 COMPARISON_LAYOUT = {
@@ -196,10 +185,8 @@ COMPARISON_LAYOUT = {
 
 def hyperparameter_row(cfg: DictConfig, module: LightningModule) -> dict[str, Any]:
     """HPARAM_KEYS, the config keys set on the command line (a group's: its _target_), and the parameter counts."""
-    overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
-    overridden = [override.lstrip("+~").split("=", 1)[0].replace(".", "/") for override in overrides]
     row: dict[str, Any] = {}
-    for key in dict.fromkeys([*HPARAM_KEYS, *overridden]):
+    for key in dict.fromkeys([*HPARAM_KEYS, *(key.replace(".", "/") for key in command_line_keys())]):
         value = OmegaConf.select(cfg, key.replace("/", "."), default=KeyError)  # KeyError: not in the config
         if OmegaConf.is_dict(value):  # a group chosen on the command line: its class
             key, value = f"{key}/_target_", value.get("_target_", KeyError)
@@ -213,35 +200,19 @@ def hyperparameter_row(cfg: DictConfig, module: LightningModule) -> dict[str, An
 @rank_zero_only
 def log_hyperparameters(loggers: list[Logger], cfg: DictConfig, module: LightningModule) -> None:
     """The hparams row, written before fitting so a failed run shows too (log_hyperparams would need the metrics)."""
-    row, names = hyperparameter_row(cfg, module), FINAL_METRICS + (TEST_METRICS if cfg.get("test") else ())
+    row, splits = hyperparameter_row(cfg, module), ("val", "train", "test") if cfg.get("test") else ("val", "train")
+    names = ["best_val_top1", *(f"{split}_{name}" for split in splits for name in ("top1", "top5", "loss"))]
     for logger in loggers:
-        if not isinstance(logger, TensorBoardLogger):
-            logger.log_hyperparams(row)
-            continue
-        logger.experiment.add_custom_scalars(COMPARISON_LAYOUT)
-        for summary in tensorboard_hparams(row, dict.fromkeys([f"hp/{name}" for name in names], 0.0)):
-            logger.experiment.file_writer.add_summary(summary)
-        logger.experiment.flush()
+        logger.log_hyperparams(row)  # TensorBoard's writes only its hparams.yaml: its tab needs the metrics' names
+        if isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_custom_scalars(COMPARISON_LAYOUT)
+            for summary in tensorboard_hparams(row, dict.fromkeys([f"hp/{name}" for name in names], 0.0)):
+                logger.experiment.file_writer.add_summary(summary)
+            logger.experiment.flush()
 
 
 # the final metrics of a finished run, in its run directory (test metrics included when it tested)
 FINAL_METRICS_FILE = "metrics.json"
-
-
-def checkpoint_to_resume(cfg: DictConfig) -> str | None:
-    """ckpt_path, or with resume=true this run directory's last.ckpt (runs/entry_points.py chose the directory)."""
-    if not cfg.resume:
-        return cfg.ckpt_path
-    if cfg.ckpt_path:
-        raise UserError(
-            "Give either resume=true (continue the latest run of this experiment) or ckpt_path=PATH, not both."
-        )
-    last = Path(cfg.paths.output_dir) / LAST_CHECKPOINT
-    if last.is_file():
-        log.info(f"Resuming {cfg.paths.output_dir} from {last}")
-        return str(last)
-    log.info("resume=true: no earlier run of this experiment has a last.ckpt; starting a new run.")
-    return None
 
 
 def log_global_batch(cfg: DictConfig, trainer: Trainer) -> None:
@@ -260,24 +231,29 @@ def log_global_batch(cfg: DictConfig, trainer: Trainer) -> None:
 
 def train(cfg: DictConfig, extra_callbacks: list[Callback] = ()) -> dict[str, float]:
     """Fit, then test the best checkpoint; the final metrics. `extra_callbacks`: a search's pruning callback."""
-    out = Path(cfg.paths.output_dir)
-    final = out / FINAL_METRICS_FILE
+    out = Path(cfg.paths.output_dir)  # with resume=true: the latest run of this experiment (runs/entry_points.py)
+    final, last = out / FINAL_METRICS_FILE, out / LAST_CHECKPOINT
     if cfg.resume and final.is_file():  # training and testing again would log every final row twice
         log.info(f"resume=true: the latest run of this experiment, {out}, has finished; nothing to resume.")
         return json.loads(final.read_text())
-    ckpt_path = checkpoint_to_resume(cfg)
+    ckpt_path = str(last) if cfg.resume and last.is_file() else cfg.ckpt_path  # config_check: never both
+    if cfg.resume:
+        log.info(f"Resuming {out} from {last}" if ckpt_path else "resume=true: no earlier run has a last.ckpt")
     if cfg.seed is not None:
         L.seed_everything(cfg.seed, workers=True)
-    datamodule = build_datamodule(cfg)
+    datamodule, experiment = build_datamodule(cfg), experiment_record()
     module = build_module(cfg, datamodule)
     if ckpt_path:  # one sentence for a wrong file before Lightning loads it (memory-mapped: no tensor read here)
-        check_resumable(experiment_record()["choices"], module, load_checkpoint(ckpt_path, mmap=True), ckpt_path)
+        check_resumable(experiment["choices"], module, load_checkpoint(ckpt_path, mmap=True), ckpt_path)
     if cfg.get("batch_size_find") or cfg.get("lr_find"):  # the tuner only when asked for
         from runs.tuning import tune
 
-        tune(cfg, module, datamodule, ckpt_path, build_finder_trainer)
+        tune(cfg, module, datamodule, ckpt_path)
+    plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # safe to pickle with weights_only
+    # what every run adds to its callbacks group: checkpoints that rebuild it, an exact resume, continued logs
+    callbacks = [StoreRunConfig(plain, experiment), ExactResume(), ContinueLogs(), *extra_callbacks]
     loggers = build_loggers(cfg)
-    trainer = build_trainer(cfg, [*build_training_callbacks(cfg), *extra_callbacks], loggers)
+    trainer = build_trainer(cfg, [*build_callbacks(cfg, experiment), *callbacks], loggers)
     log_global_batch(cfg, trainer)
     log_hyperparameters(loggers, cfg, module)
 
@@ -365,33 +341,28 @@ def recorded_overrides(experiment: dict[str, Any], file: str | Path, user_keys: 
             )
         overrides.append(f"{group}={option}")
     for line in experiment["overrides"]:
-        if len(line) > 1000 or "\0" in line or "${" in line:
-            raise UserError(
-                f"{file} records an override that no command line of train.py writes ({line[:60]!r}...): {ADVICE}."
-            )
         try:
+            if len(line) > 1000 or "\0" in line or "${" in line:
+                raise ValueError("no command line of train.py writes it")
             (override,) = OverridesParser.create().parse_overrides([line])
+            key = override.key_or_group
+            if override.type is not OverrideType.CHANGE or override.package or not replayed(key):
+                continue  # what a file may not choose, and what adds (+), removes (~) or moves (@) keys
+            if _names_code(override.value()):
+                raise ValueError("its value holds one of Hydra's instantiation keys (_target_, ...)")
         except (HydraException, ValueError) as error:
             raise UserError(
-                f"{file} records the override {line[:80]!r}, which is not a valid override ({str(error).splitlines()[0]}): {ADVICE}."
+                f"{file} records the override {line[:80]!r}, which is refused ({str(error).splitlines()[0]}): {ADVICE}."
             ) from None
-        key = override.key_or_group
-        replay = override.type is OverrideType.CHANGE and not override.package and replayed(key)  # no +, ~ or @
-        if not replay or {key, key.split(".")[0]} & user_keys:  # the user's choice wins
-            continue
-        if _names_code(override.value()):
-            raise UserError(
-                f"{file} records the override {line[:80]!r}, whose value holds one of Hydra's instantiation keys (_target_, ...): a file gives values, never things to build; {ADVICE}."
-            )
-        overrides.append(line)
+        if not {key, key.split(".")[0]} & user_keys:  # the user's choice wins
+            overrides.append(line)
     return overrides
 
 
 def rebuild_config(cfg: DictConfig, experiment: dict, file: str | Path, stored: dict | None = None) -> tuple:
     """`cfg` with data, model and module composed from this conf/, `file`'s record and the user's; and that record."""
     hydra = HydraConfig.get()
-    user = list(hydra.overrides.task)
-    user_keys = {override.key_or_group for override in OverridesParser.create().parse_overrides(user)}
+    user, user_keys = list(hydra.overrides.task), set(command_line_keys())
     recorded = recorded_overrides(experiment, file, user_keys)
     try:
         rebuilt = compose(config_name=hydra.job.config_name, overrides=[*recorded, *user], return_hydra_config=True)
@@ -404,13 +375,10 @@ def rebuild_config(cfg: DictConfig, experiment: dict, file: str | Path, stored: 
         restored[key] = rebuilt[key]
     for group in ("data", "model"):  # `stored`, the file's config, only compared: has a default changed since?
         before = (stored or {}).get(group)
-        if not isinstance(before, dict) or group in user_keys:
-            continue
+        before = before if isinstance(before, dict) and group not in user_keys else {}
         for name, value in OmegaConf.to_container(restored[group], resolve=True).items():
             key = f"{group}.{name}"
-            if not replayed(key) or key in user_keys or name not in before:
-                continue
-            if isinstance(value, (int, float, str, bool, list)) and before[name] != value:
+            if name in before and before[name] != value and replayed(key) and key not in user_keys:
                 raise UserError(
                     f"{file} was trained with {key}={before[name]!r}, but this installation's conf/ composes {key}={value!r} for it: give {key}={before[name]!r} on the command line to evaluate what was trained."
                 )

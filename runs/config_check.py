@@ -21,14 +21,11 @@ from user_errors import UserError
 
 # Parameters the program passes itself; a value in the config would be silently overridden.
 SET_BY_THE_PROGRAM = {
-    "model": {"input_shape": "the data's image shape", "num_classes": "the data's number of classes"},
-    "module": dict.fromkeys(
-        ("net", "optimizer", "scheduler", "input_shape", "num_classes"),
-        "the groups model/optimizer/scheduler and the data",
-    ),
-    "optimizer": {"params": "the network's parameters"},
-    "scheduler.scheduler": {"optimizer": "the optimizer group"},
-    "trainer": {"callbacks": "the callbacks group", "logger": "the logger group"},
+    "model": ("input_shape", "num_classes"),
+    "module": ("net", "optimizer", "scheduler", "input_shape", "num_classes"),
+    "optimizer": ("params",),
+    "scheduler.scheduler": ("optimizer",),
+    "trainer": ("callbacks", "logger"),
 }
 
 
@@ -82,10 +79,10 @@ def check_config(cfg: DictConfig, groups: tuple[str, ...] = GROUPS) -> None:
         for key in cfg
         if key != "hydra" and not OmegaConf.is_missing(cfg, key)
     }
-    _typed(RUN_SETTINGS, {key: value for key, value in values.items() if key in RUN_SETTINGS}, "")
-    if not _holds(values.get("seed"), SEED_RANGE):
+    _typed("", RUN_SETTINGS, {key: value for key, value in values.items() if key in RUN_SETTINGS}, {"seed": SEED_RANGE})
+    if values.get("resume") and values.get("ckpt_path"):
         raise UserError(
-            f"seed={values['seed']} is out of range: give a whole number {SEED_RANGE}, or seed=null for a random run."
+            "Give either resume=true (continue the latest run of this experiment) or ckpt_path=PATH, not both."
         )
     for group in groups:
         if isinstance(values.get(group), dict):
@@ -112,11 +109,11 @@ def _check_target(path: str, node: dict[str, Any], ranges: dict[str, str]) -> No
             f"{path}._target_={node['_target_']} names nothing that can be imported: check the spelling of the class."
         ) from None
     settings = {key: value for key, value in node.items() if not key.startswith("_")}
-    set_by_program = SET_BY_THE_PROGRAM.get(path, {})
+    set_by_program = SET_BY_THE_PROGRAM.get(path, ())
     key = next((key for key in settings if key in set_by_program), None)
     if key is not None:
         raise UserError(
-            f"{path}.{key} is set by the program from {set_by_program[key]}, so a value here would be ignored: remove {path}.{key}."
+            f"{path}.{key} is set by the program (from the data or another group), so a value here would be ignored: remove {path}.{key}."
         )
     parameters = _parameters(target)
     if parameters is None:  # the target takes **kwargs it forwards somewhere we cannot see
@@ -130,22 +127,28 @@ def _check_target(path: str, node: dict[str, Any], ranges: dict[str, str]) -> No
         raise UserError(
             f"{path}.{unknown[0]} is not a setting of {node['_target_']} ({hint}): check the spelling, or remove it."
         )
-    _typed({name: _omegaconf_type(parameters[name].annotation) for name in settings}, settings, f"{path}.")
-    key = next((key for key, value in settings.items() if not _holds(value, ranges.get(key))), None)
-    if key is not None:
-        raise UserError(f"{path}.{key}={_shown(settings[key])} is out of range: it must be {ranges[key]}.")
+    _typed(f"{path}.", {name: _omegaconf_type(parameters[name].annotation) for name in settings}, settings, ranges)
 
 
-def _typed(types: dict[str, Any], values: dict[str, Any], prefix: str) -> None:
+WORDS = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
+
+
+def _typed(prefix: str, types: dict[str, Any], values: dict[str, Any], ranges: dict[str, str]) -> None:
+    """Each value converted to its type by OmegaConf, then held to its range."""
     values = {key: value for key, value in values.items() if not isinstance(value, dict)}
     schema = dataclasses.make_dataclass("Settings", [(name, kind, MISSING) for name, kind in types.items()])
     try:
         OmegaConf.merge(OmegaConf.structured(schema), values)
     except ValidationError as error:
-        expected = _described(types.get(str(error.full_key).split(".")[0]))
+        kind = types.get(str(error.full_key).split(".")[0])
+        inner = [member for member in typing.get_args(kind) if member is not type(None)]  # Optional: the type and null
+        expected = f"{WORDS[inner[0]]} or null" if inner else WORDS.get(kind, "a valid value")
         raise UserError(
             f"{prefix}{error.full_key}={_shown(values.get(error.full_key))} is not {expected}: give {expected} (`--cfg job` shows the current value)."
         ) from None
+    key = next((key for key, value in values.items() if not _holds(value, ranges.get(key))), None)
+    if key is not None:
+        raise UserError(f"{prefix}{key}={_shown(values[key])} is out of range: it must be {ranges[key]}.")
 
 
 def _parameters(target: Any) -> dict[str, inspect.Parameter] | None:
@@ -167,23 +170,14 @@ def _parameters(target: Any) -> dict[str, inspect.Parameter] | None:
     return None
 
 
-PLAIN_TYPES = (bool, int, float, str)
-
-
 def _omegaconf_type(annotation: Any) -> Any:
     """A type OmegaConf can check: the plain scalar type (or Optional of it; `float | Tensor` is a float here), else Any."""
     union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
     members = typing.get_args(annotation) if union else (annotation,)
     plain = [member for member in members if member not in (type(None), torch.Tensor)]
-    if len(plain) != 1 or plain[0] not in PLAIN_TYPES:
+    if len(plain) != 1 or plain[0] not in WORDS:
         return Any
     return plain[0] | None if type(None) in members else plain[0]
-
-
-def _described(annotation: Any) -> str:
-    names = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
-    inner = [member for member in typing.get_args(annotation) if member is not type(None)]
-    return f"{names.get(inner[0], 'a value')} or null" if inner else names.get(annotation, "a valid value")
 
 
 def _shown(value: Any) -> str:
@@ -198,7 +192,7 @@ def _check_devices(trainer: dict[str, Any]) -> None:
         raise UserError(
             f"trainer.accelerator={accelerator} asks for a GPU but this machine has none that torch can use: use trainer=cpu (or trainer.accelerator=auto)."
         )
-    uses_gpus = accelerator in ("gpu", "cuda") or (accelerator == "auto" and gpus > 0)
+    uses_gpus = gpus > 0 and accelerator in ("gpu", "cuda", "auto")  # gpu without one: refused above
     available, unit = (gpus, "GPUs") if uses_gpus else (os.cpu_count() or 1, "CPU cores")
     if isinstance(devices, int) and devices > available:  # "auto", -1 or indices: Lightning's
         raise UserError(

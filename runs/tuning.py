@@ -2,11 +2,9 @@
 
 import json
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from user_errors import UserError
@@ -27,9 +25,8 @@ def several_processes(trainer: DictConfig) -> bool:
     return several or (trainer.get("num_nodes") or 1) > 1
 
 
-def tune(cfg: DictConfig, module: Any, datamodule: Any, ckpt_path: str | None, finder_trainer: Callable) -> None:
-    """The finders asked for, each on `finder_trainer(cfg, steps)`, without callbacks or loggers: the run's records never
-    see its steps. The batch size first: the learning rate that suits a batch depends on its size."""
+def tune(cfg: DictConfig, module: Any, datamodule: Any, ckpt_path: str | None) -> None:
+    """The finders asked for, the batch size first (the learning rate that suits a batch depends on its size)."""
     for setting, (chooses, then) in FINDERS.items():  # a finder chooses a setting of a new run, in one process
         if cfg.get(setting) and ckpt_path:
             raise UserError(
@@ -39,26 +36,35 @@ def tune(cfg: DictConfig, module: Any, datamodule: Any, ckpt_path: str | None, f
             raise UserError(
                 f"{setting}=true runs in one process: run it with trainer.devices=1, then train on several devices with {then}."
             )
-    out_dir = Path(cfg.paths.output_dir)
     if cfg.get("batch_size_find"):
-        find_batch_size(cfg, module, datamodule, finder_trainer(cfg, cfg.batch_size_finder.steps_per_trial), out_dir)
+        find_batch_size(cfg, module, datamodule, finder_trainer(cfg, cfg.batch_size_finder.steps_per_trial))
     if cfg.get("lr_find"):
-        find_lr(cfg, module, datamodule, finder_trainer(cfg, cfg.lr_finder.num_training), out_dir)
+        find_lr(cfg, module, datamodule, finder_trainer(cfg, cfg.lr_finder.num_training))
 
 
-def find_batch_size(cfg: DictConfig, module: Any, datamodule: Any, finder_trainer: Any, out_dir: Path) -> None:
+def finder_trainer(cfg: DictConfig, steps: int) -> Any:
+    """The run's trainer without callbacks or loggers (the run's records never see a finder's steps), with a finite
+    length that `steps` ends first (schedulers may need one)."""
+    from runs.build import build_trainer
+
+    options = {"max_epochs": steps, "max_steps": steps, "min_epochs": None, "num_sanity_val_steps": 0}
+    options |= {"enable_checkpointing": False, "enable_progress_bar": False, "enable_model_summary": False}
+    return build_trainer(cfg, [], [], **options)
+
+
+def find_batch_size(cfg: DictConfig, module: Any, datamodule: Any, trainer: Any) -> None:
     """Tuner.scale_batch_size; the stored config and the hparams row then say what was trained."""
     from lightning.pytorch.tuner import Tuner
 
     options, initial = cfg.batch_size_finder, datamodule.batch_size
-    found = Tuner(finder_trainer).scale_batch_size(module, datamodule=datamodule, init_val=initial, **options)
+    found = Tuner(trainer).scale_batch_size(module, datamodule=datamodule, init_val=initial, **options)
     module.reset_metrics()
     if found is None:  # fast_dev_run: Lightning skips the search
         return
     cfg.data.batch_size = found
-    device = finder_trainer.strategy.root_device.type
+    device = trainer.strategy.root_device.type
     record = {"batch_size": found, "started_from": initial, "device": device, **OmegaConf.to_container(options)}
-    (out_dir / "batch_size_find.json").write_text(json.dumps(record, indent=2) + "\n")
+    Path(cfg.paths.output_dir, "batch_size_find.json").write_text(json.dumps(record, indent=2) + "\n")
     log.info(f"Batch-size finder: training with data.batch_size={found} (started from {initial}); batch_size_find.json")
     if device == "cpu":
         log.warning(
@@ -67,22 +73,22 @@ def find_batch_size(cfg: DictConfig, module: Any, datamodule: Any, finder_traine
         )
 
 
-def find_lr(cfg: DictConfig, module: Any, datamodule: Any, finder_trainer: Any, out_dir: Path) -> None:
+def find_lr(cfg: DictConfig, module: Any, datamodule: Any, trainer: Any) -> None:
     """Tuner.lr_find; the module trains with its suggestion unless optimizer.lr is on the command line."""
     from lightning.pytorch.tuner import Tuner
     from matplotlib.figure import Figure
 
-    given = HydraConfig.initialized() and any(
-        override.lstrip("+~").split("=", 1)[0] == "optimizer.lr" for override in HydraConfig.get().overrides.task
-    )
-    finder = Tuner(finder_trainer).lr_find(
+    from runs.build import command_line_keys
+
+    given = "optimizer.lr" in command_line_keys()
+    finder = Tuner(trainer).lr_find(
         module, datamodule=datamodule, update_attr=not given, attr_name="lr", **cfg.lr_finder
     )
     module.reset_metrics()
     cfg.optimizer.lr = module.lr
     if finder is None:  # fast_dev_run: Lightning skips the test
         return
-    suggestion, lrs = finder.suggestion(), finder.results["lr"]
+    suggestion, lrs, out_dir = finder.suggestion(), finder.results["lr"], Path(cfg.paths.output_dir)
     record = {
         "suggested_lr": suggestion,
         "used_lr": module.lr,

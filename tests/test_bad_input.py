@@ -140,7 +140,7 @@ CASES = [
         "negative seed",
         ["seed=-1"],
         USER_ERROR_EXIT,
-        "seed=-1 is out of range: give a whole number >= 0 and <= 4294967295, or seed=null for a random run.",
+        "seed=-1 is out of range: it must be >= 0 and <= 4294967295.",
     ),
     (
         "negative loader workers",
@@ -176,7 +176,7 @@ CASES = [
         "a key the data decides",
         ["+model.num_classes=5"],
         USER_ERROR_EXIT,
-        "model.num_classes is set by the program from the data's number of classes, so a value here would be ignored: remove model.num_classes.",
+        "model.num_classes is set by the program (from the data or another group), so a value here would be ignored: remove model.num_classes.",
     ),
     (
         "unknown trainer argument",

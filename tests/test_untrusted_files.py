@@ -172,10 +172,13 @@ def test_compare_of_prediction_files_choosing_places_shows_images_from_the_users
             {"choices": {"data": "../../evil"}},
             "was made with data=../../evil, which this installation's conf/data/ does not have",
         ),
-        ({"overrides": ["model.hidden=${oc.env:HOME}"]}, "records an override that no command line of train.py writes"),
+        (
+            {"overrides": ["model.hidden=${oc.env:HOME}"]},
+            "records the override 'model.hidden=${oc.env:HOME}', which is refused (no command line of train.py writes it)",
+        ),
         pytest.param(
             {"overrides": ["model.batch_norm=[unclosed"]},
-            "records the override 'model.batch_norm=[unclosed', which is not a valid override",
+            "records the override 'model.batch_norm=[unclosed', which is refused (",
             marks=pytest.mark.slow,
         ),
         pytest.param(
@@ -185,11 +188,11 @@ def test_compare_of_prediction_files_choosing_places_shows_images_from_the_users
         ),
         (
             {"overrides": ["model.batch_norm={_target_:builtins.open,file:'VICTIM/notes.txt',mode:w}"]},
-            "whose value holds one of Hydra's instantiation keys",
+            "which is refused (its value holds one of Hydra's instantiation keys",
         ),
         pytest.param(
             {"overrides": ["module.label_smoothing=[{_target_:shutil.rmtree,path:'VICTIM'}]"]},
-            "whose value holds one of Hydra's instantiation keys",
+            "which is refused (its value holds one of Hydra's instantiation keys",
             marks=pytest.mark.slow,
         ),
         ({"top": {"state_dict": "weights"}}, "is not a checkpoint written by this version of train.py"),
