@@ -95,11 +95,6 @@ def _images_in(folder: Path, which: str = "") -> tuple[list[Path], list[str]]:
     return files, problems if files else [*problems, f"{folder} {what}{which}"]
 
 
-def _some(names: list[str]) -> str:
-    shown = ", ".join(repr(name) if not name.isprintable() else name for name in names[:3])
-    return shown + (f" and {len(names) - 3} more" if len(names) > 3 else "")
-
-
 class SplitFiles(NamedTuple):
     files: list[Path]
     labels: torch.Tensor | None  # class indices; None: unlabelled
@@ -147,9 +142,10 @@ class TinyImageNetFolder:
         }
         for folder in (self.root / split for split in SPLITS):
             if not folder.is_dir() or not known[folder.name]:
-                found = [path.name + "/" * path.is_dir() for path in _entries(folder)]
-                found.sort(key=lambda name: name.rstrip("/") in self.class_index)  # what is not a class first
-                found = f"it holds {_some(found) or 'nothing'}" if folder.is_dir() else "it is missing"
+                paths = sorted(_entries(folder), key=lambda path: path.name in self.class_index)  # not a class first
+                names = [repr(p.name) if not p.name.isprintable() else p.name + "/" * p.is_dir() for p in paths]
+                more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+                found = f"it holds {', '.join(names[:3]) + more or 'nothing'}" if folder.is_dir() else "it is missing"
                 raise UserError(
                     f"{folder} is in no layout this reader knows ({found}): it reads {LAYOUTS[folder.name]}; restore one of them."
                 )
@@ -184,27 +180,22 @@ class TinyImageNetFolder:
     def _val_annotated(self) -> SplitFiles:
         folder, annotations = self.root / "val" / "images", self.annotations_file
         present, problems = _images_in(folder)
-        labelled, named = {}, set()  # file name: (class index, line); every name a line gives
+        entries = {path.name for path in _jpegs(folder)}  # an unreadable one is reported as such, not by its line
+        labelled, named = {}, set()  # file name: class index; every name a line gives
         for number, line in enumerate(read_lines(annotations), start=1):
             name, wnid = (line.split("\t") + [""])[:2]
             if not line.strip():
                 continue
-            if wnid not in self.class_index or name in labelled:
+            if wnid not in self.class_index or name in labelled or name not in entries:
                 problems.append(
-                    f"{annotations} line {number} ({line!r}) does not label a file once with a class of wnids.txt"
+                    f"{annotations} line {number} ({line!r}) does not label a file of {folder} once with a class of wnids.txt"
                 )
             else:
-                labelled[name] = (self.class_index[wnid], number)
+                labelled[name] = self.class_index[wnid]
             named.add(name)
-        entries = {path.name for path in _jpegs(folder)}  # an unreadable entry was reported, not as missing
-        problems += [
-            f"{annotations} line {line} names {name}, which is not in {folder}"
-            for name, (_, line) in labelled.items()
-            if name not in entries
-        ]
         problems += [f"{path} has no line in {annotations}" for path in present if path.name not in named]
         files = [path for path in present if path.name in labelled]
-        return SplitFiles(files, torch.tensor([labelled[path.name][0] for path in files], dtype=torch.long), problems)
+        return SplitFiles(files, torch.tensor([labelled[path.name] for path in files], dtype=torch.long), problems)
 
 
 def decoded(
@@ -220,9 +211,7 @@ def decoded(
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     if manifest.get("fingerprint") == digest.hexdigest():
         log.info(f"Using the decoded {description} in {folder} ({manifest['images']} images)")
-    else:
-        if manifest:
-            log.info(f"The {description} files changed since {folder} was built: decoding them again")
+    else:  # absent, or the files changed since it was built
         manifest = _build(folder, files, shape, digest.hexdigest(), description)
     images = np.load(folder / "images.npy", mmap_mode="r")[: manifest["images"]]  # rows beyond: files left out
     kept = torch.tensor(manifest["kept"], dtype=torch.long)
@@ -353,13 +342,10 @@ class TinyImageNetDataModule(ImageDataModule):
         """The official folders a stage reads; cross-validating, fitting and validating read train/ only."""
         return ("train",) if self.num_folds and stage in ("fit", "validate") else FOLDERS_OF_STAGE.get(stage, SPLITS)
 
-    def prepare_data(self) -> None:
-        """Download if absent, then load the splits this run reads: decoded into the cache once per node."""
-        self._load(self.trainer.state.fn.value if self.trainer is not None else None)
-
-    def _load(self, stage: str | None) -> None:
-        """The official folders `stage` reads, each loaded once (in prepare_data, or here in a process that did not
-        run it), every listing refused before anything is decoded."""
+    def prepare_data(self, stage: str | None = None) -> None:
+        """Download if absent, then load the official folders `stage` (by default the trainer's) reads, each once:
+        decoded into the cache once per node, every listing refused before anything is decoded."""
+        stage = stage or (self.trainer.state.fn.value if self.trainer is not None else None)
         if not self.folder.wnids_file.is_file():  # the folder is absent
             self._download()
         folders = [folder for folder in self._folders_of(stage) if folder not in self._datasets]
@@ -370,7 +356,7 @@ class TinyImageNetDataModule(ImageDataModule):
 
     def read_splits(self, stage: str | None) -> tuple[Dataset | None, Dataset | None, Dataset | None]:
         """The official folders `stage` reads: train/, and val/ as both val and test."""
-        self._load(stage)
+        self.prepare_data(stage)  # when prepare_data ran in another process (one per node)
         for folder in self._folders_of(stage):
             if len(self._datasets[folder]) == 0:
                 raise UserError(

@@ -212,7 +212,7 @@ def _unknown_class(root: Path) -> str:
     lines = annotations.read_text().splitlines(keepends=True)
     lines[2] = lines[2].replace(lines[2].split("\t")[1], "n99999999")
     annotations.write_text("".join(lines))
-    return f"{annotations} line 3 ({lines[2].rstrip()!r}) does not label a file once with a class of wnids.txt"
+    return f"{annotations} line 3 ({lines[2].rstrip()!r}) does not label a file of {root / 'val' / 'images'} once with a class of wnids.txt"
 
 
 def _empty_class(root: Path) -> str:
