@@ -355,14 +355,11 @@ class RunCallbacks(Callback):
         from analysis.run_records import COMPLETED, FAILED
         from analysis.sweep_table import write_summary
 
-        # a job's exception ends in exit_on_user_error (run_command), which records it: Hydra sees every job return
-        status = {"started": self._started, "wall_s": time.time() - self._started, "status": COMPLETED}
-        if _job_failure:
-            status.update(status=FAILED, reason=_job_failure)
-        else:
-            status["result"] = job_return.return_value  # a number or None (train.py's best_val_top1)
+        # a job's exception ends in exit_on_user_error (entry_point), which records it: Hydra sees every job return
+        failed = {"status": FAILED, "reason": _job_failure}
+        ended = failed if _job_failure else {"status": COMPLETED, "result": job_return.return_value}  # a number or None
+        _write_status(config, {"started": self._started, "wall_s": time.time() - self._started, **ended})
         _job_failure = None
-        _write_status(config, status)
         write_summary(Path(config.hydra.sweep.dir), self._ended)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
