@@ -122,8 +122,6 @@ class ContinueLogs(Callback):
 
 
 class TrainingStopped(Exception):
-    """Training stopped on a signal after saving a checkpoint; the message says how to resume."""
-
     def __init__(self, signum: int, message: str):
         super().__init__(message)
         self.signum = signum
@@ -190,8 +188,7 @@ class StopOnSignal(Callback):
 
     def _stop(self, trainer: Trainer, where: str) -> None:
         signum = self.received or signal.SIGTERM
-        trainer.save_checkpoint(self.path)
-        self._restore_handlers()
+        trainer.save_checkpoint(self.path)  # on_exception then restores the handlers
         raise TrainingStopped(
             signum,
             f"training stopped by {signal.Signals(signum).name} {where} (global step {trainer.global_step}); "

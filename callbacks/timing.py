@@ -1,7 +1,6 @@
 """Per-epoch times, throughput, data wait and peak memory -> timing.csv and time/* (docs/analysis.md): no library
 measures the data wait, the gap between training steps, marked with CUDA events on a GPU so that no step waits."""
 
-import csv
 import math
 import resource
 import sys
@@ -13,6 +12,7 @@ import torch
 from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from analysis.prediction_files import write_csv
 from analysis.run_records import read_timing
 
 COLUMNS = ["epoch", "train_s", "val_s", "samples", "samples_per_s", "data_wait_frac", "peak_memory_mb"]
@@ -123,10 +123,7 @@ class EpochTiming(Callback):
             values = [train_s, sum(val_times) if val_times else math.nan, samples, _ratio(samples, train_s)]
             rows.append(dict(zip(COLUMNS, ["all", *values, _ratio(wait_s, train_s), peak])))
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("w", newline="") as file:
-            writer = csv.DictWriter(file, COLUMNS)
-            writer.writeheader()
-            writer.writerows({key: _format(value) for key, value in row.items()} for row in rows)
+        write_csv(self.path, COLUMNS, ([_format(row[key]) for key in COLUMNS] for row in rows))
 
 
 def _ratio(numerator: float, denominator: float) -> float:

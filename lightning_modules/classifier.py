@@ -87,20 +87,17 @@ class ImageClassifier(LightningModule):
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
-        return self._evaluate(batch, self.val_metrics)
+        """Each sample's logits and loss, for the callbacks (prediction files, figures); the test step too."""
+        logits, labels = self(batch["image"]), batch["label"]
+        losses = F.cross_entropy(logits, labels, reduction="none", label_smoothing=self.loss_fn.label_smoothing)
+        metrics = self.test_metrics if self.trainer.testing else self.val_metrics
+        metrics.update(preds=logits, target=labels, value=losses)
+        return {"logits": logits, "loss": losses}
 
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
-        return self._evaluate(batch, self.test_metrics)
+    test_step = validation_step
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         return {"logits": self(batch["image"])}
-
-    def _evaluate(self, batch: dict[str, torch.Tensor], metrics: MetricCollection) -> dict[str, torch.Tensor]:
-        """Each sample's logits and loss, for the callbacks (prediction files, figures)."""
-        logits, labels = self(batch["image"]), batch["label"]
-        losses = F.cross_entropy(logits, labels, reduction="none", label_smoothing=self.loss_fn.label_smoothing)
-        metrics.update(preds=logits, target=labels, value=losses)
-        return {"logits": logits, "loss": losses}
 
     def on_train_epoch_end(self) -> None:
         # to the loggers now, before the epoch's checkpoints (Lightning logs after them): a resume finds them on disk

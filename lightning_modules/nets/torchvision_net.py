@@ -121,8 +121,7 @@ class TorchvisionNet(nn.Module):
         for path, parameter in self.model.named_parameters():
             parameter.requires_grad = not freeze or path.startswith(fresh)
         parts = [(path, [p.requires_grad for p in child.parameters()]) for path, child in self.model.named_children()]
-        frozen = [path for path, grads in parts if grads and not any(grads)]
-        frozen += [f"{path} (partly)" for path, grads in parts if any(grads) and not all(grads)]
+        frozen = [f"{path} (partly)" if any(grads) else path for path, grads in parts if grads and not all(grads)]
         trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         total = sum(p.numel() for p in self.model.parameters())
         log.info(
