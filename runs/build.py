@@ -144,10 +144,8 @@ def build_loggers(cfg: DictConfig) -> list[Logger]:
 def build_trainer(cfg: DictConfig, callbacks: list[Callback], loggers: list[Logger], **options: Any) -> Trainer:
     if not loggers:  # logger=none: Lightning refuses a LearningRateMonitor, which only writes to loggers
         callbacks = [callback for callback in callbacks if not isinstance(callback, LearningRateMonitor)]
-    strategy = _strategy(cfg.trainer)
-    return _instantiate(
-        cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False, strategy=strategy, **options
-    )
+    options |= {"callbacks": callbacks, "logger": loggers or False, "strategy": _strategy(cfg.trainer)}
+    return _instantiate(cfg.trainer, "trainer", **options)
 
 
 # Lightning's DDP strategies that start processes 1..N-1 by running the command line again
@@ -259,8 +257,11 @@ def train(cfg: DictConfig, extra_callbacks: list[Callback] = ()) -> dict[str, fl
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     metrics = {name: value.item() for name, value in trainer.callback_metrics.items()}
-    if ckpt_path and not any(name.startswith("val/") for name in metrics):
-        metrics = {**last_logged_epoch_values(loggers), **metrics}  # resumed after its last epoch: what it logged
+    if ckpt_path and not any(name.startswith("val/") for name in metrics) and (out / "tensorboard").is_dir():
+        from analysis.run_records import read_curves  # resumed after its last epoch: the values it logged last
+
+        logged = {tag: curve[max(curve)] for tag, curve in read_curves(out)[0].items() if not tag.startswith("time/")}
+        metrics = {**logged, **metrics}
     checkpoint = trainer.checkpoint_callback
     best = checkpoint.best_model_path if checkpoint else ""
     if best and checkpoint.monitor:  # callbacks=none: Lightning's own checkpoint keeps the latest epoch, unscored
@@ -282,19 +283,6 @@ def train(cfg: DictConfig, extra_callbacks: list[Callback] = ()) -> dict[str, fl
             atomic_write_bytes(json.dumps(metrics, indent=2).encode(), final)
     log.info(f"Output dir: {out}")
     return metrics
-
-
-def last_logged_epoch_values(loggers: list[Logger]) -> dict[str, float]:
-    """The latest value of each train/* and val/* scalar in this run's TensorBoard events."""
-    from analysis.run_records import read_scalars
-
-    values: dict[str, float] = {}
-    for logger in loggers:
-        if isinstance(logger, TensorBoardLogger) and Path(logger.log_dir).is_dir():
-            for tag, events in read_scalars(Path(logger.log_dir)).items():
-                if tag.startswith(("train/", "val/")) and tag != "train/lr" and events:
-                    values[tag] = max(events, key=lambda event: event.step).value
-    return values
 
 
 # the config groups whose recorded option is chosen again (experiment: a recipe of conf/ choosing the others)
