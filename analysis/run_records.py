@@ -101,12 +101,10 @@ def read_config(run: Path) -> tuple[dict[str, Any], list[str]]:
     if config.is_file():
         overrides = yaml.safe_load(overrides.read_text()) if overrides.is_file() else []
         return yaml.safe_load(config.read_text()) or {}, list(overrides or [])
-    checkpoints = sorted((run / "checkpoints").glob("*.ckpt"), key=lambda path: path.stat().st_mtime)
-    if not checkpoints:
-        return {}, []
+    latest = max((run / "checkpoints").glob("*.ckpt"), key=lambda path: path.stat().st_mtime, default=None)
     from checkpoints.loading import RUN_CONFIG_KEY, load_checkpoint
 
-    return load_checkpoint(checkpoints[-1])[RUN_CONFIG_KEY], []
+    return load_checkpoint(latest)[RUN_CONFIG_KEY] if latest else {}, []
 
 
 def read_run(run: Path) -> RunRecord:

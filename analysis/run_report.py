@@ -34,25 +34,23 @@ def targets_of(target: Mapping[str, object] | None) -> list[tuple[str, float]]:
     """{"train_top5": 0.95, "val_top1": None} -> [("train/top5", 0.95)]: a null target is dropped."""
     if target is not None and not isinstance(target, Mapping):
         raise UserError(f"target={target!r} is not a set of targets: set one at a time, e.g. target.val_top1=0.98.")
-    found = []
     for name, fraction in (target or {}).items():
         if name not in TARGET_TAGS:
             names = ", ".join(f"target.{key}" for key in TARGET_TAGS)
             raise UserError(f"target.{name} is not a target: name one of {names}, e.g. target.val_top1=0.98.")
-        if fraction is None:
-            continue
-        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+        if fraction is not None and (
+            type(fraction) not in (int, float) or not 0 < fraction <= 1
+        ):  # True is no fraction
             raise UserError(
                 f"target.{name}={fraction} is not a fraction with 0 < FRACTION <= 1: give the accuracy to reach as a fraction, e.g. target.{name}=0.98, or target.{name}=null to drop it."
             )
-        found.append((TARGET_TAGS[name], float(fraction)))
-    return found
+    return [(TARGET_TAGS[name], float(fraction)) for name, fraction in (target or {}).items() if fraction is not None]
 
 
 def check_overfitting_rule(patience: object, min_rise: object) -> None:
-    if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+    if type(patience) is not int or patience < 1:  # True is no number of epochs
         raise UserError(f"patience={patience} is not a whole number of epochs of at least 1: e.g. patience=3.")
-    if isinstance(min_rise, bool) or not isinstance(min_rise, (int, float)) or not 0 <= min_rise < math.inf:
+    if type(min_rise) not in (int, float) or not 0 <= min_rise < math.inf:
         raise UserError(f"min_rise={min_rise} is not a relative rise of at least 0: e.g. min_rise=0.05 (5%).")
 
 
@@ -88,7 +86,6 @@ def target_sentence(tag: str, curve: Curve, target: float) -> str:
 
 
 def label(tag: str) -> str:
-    """ "train/top5" -> "train top-5"."""
     return tag.replace("/", " ").replace("top", "top-")
 
 
@@ -101,7 +98,6 @@ def best_of(curve: Curve, tag: str) -> tuple[int | None, float]:
 
 
 def show(value: float, tag: str = "top1", spec: str = "") -> str:
-    """A loss with 4 decimals, an accuracy in percent, or `spec`; "–" for none."""
     return "–" if math.isnan(value) else format(value, spec or (".4f" if tag.endswith("loss") else ".2%"))
 
 

@@ -3,14 +3,13 @@
 import csv
 import io
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from analysis.run_records import COMPLETED, FAILED, job_order, read_curves, read_status, read_timing
-from user_errors import UserError
+from user_errors import UserError, replace_whole
 
 METRIC_COLUMNS = "best_val_top1 best_epoch val_top5 final_val_loss test_top1 epochs wall_s samples_per_s".split()
 UNFINISHED = "unfinished"
@@ -76,11 +75,8 @@ def write_summary(sweep_dir: Path, ended: dict[Path, dict[str, Any]] | None = No
     completed = sum(row["status"] == COMPLETED for row in rows)
     lines = [f"# Sweep {sweep_dir}", "", f"{len(rows)} jobs; {completed} completed.", ""]
     markdown = "\n".join(lines + markdown_table(rows, override_columns)) + "\n"
-    for path, text in ((sweep_dir / "summary.csv", table.getvalue()), (sweep_dir / "summary.md", markdown)):
-        # jobs running at once each rewrite the summary: through a file of this process and a rename, never half of one
-        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-        partial.write_text(text, newline="")
-        os.replace(partial, path)
+    replace_whole(sweep_dir / "summary.csv", table.getvalue().encode())  # whole: jobs running at once each rewrite it
+    replace_whole(sweep_dir / "summary.md", markdown.encode())
     return sweep_dir / "summary.md", sweep_dir / "summary.csv", markdown
 
 

@@ -104,10 +104,9 @@ def load_as_input(path: Path | str, input_shape: Sequence[int]) -> torch.Tensor:
     try:
         with Image.open(path) as image:
             return pil_to_tensor(to_mode(image, PIL_MODES[channels]).resize((width, height), Image.Resampling.BILINEAR))
-    except UnidentifiedImageError as error:  # its message repeats the path
-        raise BadImageFile(f"{path} cannot be read as an image (not an image file PIL knows)") from error
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:  # truncated, corrupt
-        raise BadImageFile(f"{path} cannot be read as an image ({error})") from error
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:  # truncated, corrupt, 32 bits
+        reason = "not an image file PIL knows" if isinstance(error, UnidentifiedImageError) else error  # (names path)
+        raise BadImageFile(f"{path} cannot be read as an image ({reason})") from error
 
 
 def image_files(paths: Sequence[str]) -> list[Path]:
