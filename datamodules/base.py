@@ -64,17 +64,12 @@ class FoldSubset(Subset):
 
 
 def check_fold_settings(num_folds: int | None, fold: int) -> None:
-    if num_folds is None and fold != 0:  # otherwise every "fold" of a sweep would silently train the same split
+    # a fold without num_folds: every "fold" of a sweep would silently train the same split
+    if not (fold == 0 if num_folds is None else num_folds >= 2 and 0 <= fold < num_folds):
         raise UserError(
-            f"data.fold={fold} needs data.num_folds, the number of folds: e.g. data.num_folds=5 data.fold={fold}."
-        )
-    if num_folds is not None and num_folds < 2:
-        raise UserError(
-            f"data.num_folds must be at least 2 (train on K-1 folds, validate on one), got {num_folds}; data.num_folds=null keeps the single seeded validation split."
-        )
-    if num_folds is not None and not 0 <= fold < num_folds:
-        raise UserError(
-            f"data.fold must be between 0 and {num_folds - 1} (data.num_folds={num_folds} folds, counted from 0), got {fold}."
+            f"data.fold={fold} is not a fold of data.num_folds={'null' if num_folds is None else num_folds}: data.num_folds "
+            "is at least 2 (train on K-1 folds, validate on one) and data.fold counts them from 0 (e.g. data.num_folds=5 "
+            "data.fold=4); data.num_folds=null with data.fold=0 keeps the single seeded validation split."
         )
 
 
@@ -245,10 +240,9 @@ class ImageDataModule(LightningDataModule):
         """The loader options of `dataset`, moved whole to the training GPU once when `on_device` asks for it, and the
         GPU it is on (None: the CPU): batches cut on the GPU have nothing to pin and no workers (CUDA does not fork)."""
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
-        if self.on_device and device.type == "cuda" and isinstance(dataset, ArrayImageDataset):
-            dataset.to(device)
-        images = getattr(dataset, "images", None)
-        gpu = images.device if isinstance(images, torch.Tensor) and images.is_cuda else None
+        gpu = device if self.on_device and device.type == "cuda" and isinstance(dataset, ArrayImageDataset) else None
+        if gpu is not None:
+            dataset.to(gpu)
         num_workers = 0 if gpu is not None else self.num_workers
         pin_memory = (device.type == "cuda" if self.pin_memory is None else self.pin_memory) and gpu is None
         options = dict(num_workers=num_workers, pin_memory=pin_memory, persistent_workers=num_workers > 0)

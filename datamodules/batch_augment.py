@@ -37,11 +37,7 @@ class BatchAugment:
         self.scale, self.ratio = (float(scale[0]), float(scale[1])), (float(ratio[0]), float(ratio[1]))
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        flipped = (
-            torch.rand(len(images), device=images.device) < 0.5
-            if self.flip
-            else torch.zeros(len(images), dtype=torch.bool, device=images.device)
-        )
+        flipped = torch.rand(len(images), device=images.device) < (0.5 if self.flip else 0.0)
         if self.crop == "random_resized":
             return self._resize_boxes(
                 images, flipped, *self._random_boxes(len(images), *images.shape[2:], images.device)
@@ -80,7 +76,7 @@ class BatchAugment:
         high = torch.stack(
             [(2 * (left + box_width) - 1) / width - 1, (2 * (top + box_height) - 1) / height - 1], dim=1
         ).view(batch, 1, 1, 2)
-        grid = torch.minimum(torch.maximum(grid, low), high)
+        grid = grid.clamp(low, high)
         return F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
 
     def _random_boxes(self, batch: int, height: int, width: int, device: torch.device) -> tuple[torch.Tensor, ...]:
@@ -89,16 +85,15 @@ class BatchAugment:
         aspect = torch.exp(torch.empty(batch, 10, device=device).uniform_(*map(math.log, self.ratio)))
         box_width, box_height = torch.sqrt(area * aspect).round(), torch.sqrt(area / aspect).round()
         fits = (box_width > 0) & (box_width <= width) & (box_height > 0) & (box_height <= height)
-        first = fits.float().argmax(1, keepdim=True)
-        box_width, box_height = box_width.gather(1, first)[:, 0], box_height.gather(1, first)[:, 0]
-        image_ratio = width / height
-        fallback_width = round(height * self.ratio[1]) if image_ratio > self.ratio[1] else width
-        fallback_height = round(width / self.ratio[0]) if image_ratio < self.ratio[0] else height
-        any_fits = fits.any(1)
-        box_width = torch.where(any_fits, box_width, float(fallback_width))
-        box_height = torch.where(any_fits, box_height, float(fallback_height))
-        top = torch.floor(torch.rand(batch, device=device) * (height - box_height + 1))
-        left = torch.floor(torch.rand(batch, device=device) * (width - box_width + 1))
-        top = torch.where(any_fits, top, float((height - fallback_height) // 2))
-        left = torch.where(any_fits, left, float((width - fallback_width) // 2))
+        first, any_fits = fits.float().argmax(1, keepdim=True), fits.any(1)
+        (low, high), ratio = self.ratio, width / height
+        fallback_width = round(height * high) if ratio > high else width
+        fallback_height = round(width / low) if ratio < low else height
+        box_width = torch.where(any_fits, box_width.gather(1, first)[:, 0], float(fallback_width))
+        box_height = torch.where(any_fits, box_height.gather(1, first)[:, 0], float(fallback_height))
+        top, left = torch.rand(2, batch, device=device)
+        top = torch.where(
+            any_fits, torch.floor(top * (height - box_height + 1)), float((height - fallback_height) // 2)
+        )
+        left = torch.where(any_fits, torch.floor(left * (width - box_width + 1)), float((width - fallback_width) // 2))
         return box_height, box_width, top, left

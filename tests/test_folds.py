@@ -42,10 +42,10 @@ def test_folds_are_fixed_by_the_seed_and_shuffled():
 @pytest.mark.parametrize(
     ("num_folds", "fold", "message"),
     [
-        (None, 2, "data.fold=2 needs data.num_folds"),
-        (1, 0, "data.num_folds must be at least 2"),
-        (5, 5, "data.fold must be between 0 and 4"),
-        (3, -1, "data.fold must be between 0 and 2"),
+        (None, 2, "data.fold=2 is not a fold of data.num_folds=null: "),
+        (1, 0, "data.fold=0 is not a fold of data.num_folds=1: data.num_folds is at least 2"),
+        (5, 5, "data.fold=5 is not a fold of data.num_folds=5: "),
+        (3, -1, "data.fold=-1 is not a fold of data.num_folds=3: "),
     ],
 )
 def test_bad_fold_settings_are_one_sentence(num_folds, fold, message):
@@ -94,7 +94,9 @@ def test_train_refuses_a_fold_outside_the_folds_in_one_sentence(mnist_dir, tmp_p
     assert result.returncode == 2
     assert (
         result.stderr.strip().splitlines()[-1]
-        == "error: data.fold must be between 0 and 2 (data.num_folds=3 folds, counted from 0), got 3."
+        == "error: data.fold=3 is not a fold of data.num_folds=3: data.num_folds is at least 2 (train on K-1 folds, "
+        "validate on one) and data.fold counts them from 0 (e.g. data.num_folds=5 data.fold=4); data.num_folds=null "
+        "with data.fold=0 keeps the single seeded validation split."
     )
 
 
