@@ -8,8 +8,7 @@ import numpy as np
 from PIL import Image, ImageCms, UnidentifiedImageError
 
 PIL_MODES = {1: "L", 3: "RGB"}
-SIXTEEN_BIT_GRAY_MODES = {"I", "I;16", "I;16L", "I;16B", "I;16N"}
-TO_8_BITS = "whose full scale is unknown: save it as an 8-bit image"
+GRAY_BEYOND_8_BITS = {"I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
 
 
 class BadImageFile(Exception):
@@ -30,13 +29,11 @@ def not_a_readable_file(path: Path | str) -> str | None:
 def to_mode(image: Image.Image, mode: str) -> Image.Image:
     """`image` as 8-bit "L" or "RGB" where PIL's convert would clip or guess: 16-bit gray scaled, transparency over
     white, CMYK through its ICC profile; ValueError for float or wider-than-16-bit pixels."""
-    if image.mode in SIXTEEN_BIT_GRAY_MODES:
-        low, high = image.convert("I").getextrema() or (0, 0)  # (None: no pixels)
-        if low < 0 or high > 65535:
-            raise ValueError(f"holds 32-bit integer pixels ({low}..{high}, mode {image.mode}), {TO_8_BITS}")
+    if image.mode in GRAY_BEYOND_8_BITS:
+        low, high = (image if image.mode == "F" else image.convert("I")).getextrema() or (0, 0)  # (None: no pixels)
+        if image.mode == "F" or low < 0 or high > 65535:
+            raise ValueError(f"holds mode {image.mode} pixels ({low}..{high}) of unknown full scale: save it as 8 bits")
         image = image.convert("I").point(lambda value: value * 255 / 65535 + 0.5).convert("L")  # rounded
-    elif image.mode == "F":
-        raise ValueError(f"holds floating-point pixels (mode F), {TO_8_BITS}")
     elif image.mode == "CMYK" and image.info.get("icc_profile"):
         try:
             profile = ImageCms.ImageCmsProfile(io.BytesIO(image.info["icc_profile"]))

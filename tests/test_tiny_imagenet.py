@@ -632,9 +632,9 @@ def test_image_modes_are_brought_to_rgb_over_their_full_range(tmp_path):
         (
             Image.fromarray(np.full((64, 64), 70000, np.int32)),
             "gray32_wide.tif",
-            "holds 32-bit integer pixels (70000..70000, mode I)",
+            "holds mode I pixels (70000..70000) of unknown full scale",
         ),
-        (Image.fromarray(np.full((64, 64), 0.5, np.float32)), "float.tif", "holds floating-point pixels (mode F)"),
+        (Image.fromarray(np.full((64, 64), 0.5, np.float32)), "float.tif", "holds mode F pixels (0.5..0.5)"),
     ]:
         image.save(tmp_path / name)
         with pytest.raises(BadImageFile, match=re.escape(f"{tmp_path / name} cannot be decoded as an image ({why}")):
