@@ -50,8 +50,6 @@ log = logging.getLogger(__name__)
 
 def experiment_record() -> dict[str, Any]:
     """What a checkpoint or prediction file says of its experiment: the options chosen from conf/ and the overrides."""
-    if not HydraConfig.initialized():
-        return {"choices": {}, "overrides": []}
     hydra = HydraConfig.get()
     return {"choices": _choices(hydra), "overrides": list(hydra.overrides.task)}
 
@@ -62,8 +60,8 @@ def _choices(hydra: DictConfig) -> dict[str, str | None]:
 
 def command_line_keys() -> list[str]:
     """The keys, or config groups, that this job's command line sets."""
-    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-    return [override.key_or_group for override in OverridesParser.create().parse_overrides(overrides)]
+    overrides = OverridesParser.create().parse_overrides(list(HydraConfig.get().overrides.task))
+    return [override.key_or_group for override in overrides]
 
 
 def _instantiate(node: DictConfig, what: str, **kwargs: Any) -> Any:
@@ -156,7 +154,7 @@ def _strategy(trainer_cfg: DictConfig) -> Any:
     """trainer.strategy, but `ddp` (or `auto` on several devices) as `ddp_spawn` in a multirun outside SLURM."""
     requested = trainer_cfg.get("strategy", "auto")
     strategy = "ddp" if requested == "auto" and several_processes(trainer_cfg) else requested
-    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     if not multirun or strategy not in RELAUNCHING_DDP or SLURMEnvironment.detect():
         return requested
     spawning = strategy.replace("ddp", "ddp_spawn", 1)
