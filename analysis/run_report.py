@@ -38,9 +38,7 @@ def targets_of(target: Mapping[str, object] | None) -> list[tuple[str, float]]:
         if name not in TARGET_TAGS:
             names = ", ".join(f"target.{key}" for key in TARGET_TAGS)
             raise UserError(f"target.{name} is not a target: name one of {names}, e.g. target.val_top1=0.98.")
-        if fraction is not None and (
-            type(fraction) not in (int, float) or not 0 < fraction <= 1
-        ):  # True is no fraction
+        if fraction is not None and (type(fraction) not in (int, float) or not 0 < fraction <= 1):  # not True
             raise UserError(
                 f"target.{name}={fraction} is not a fraction with 0 < FRACTION <= 1: give the accuracy to reach as a fraction, e.g. target.{name}=0.98, or target.{name}=null to drop it."
             )
