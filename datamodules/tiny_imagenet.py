@@ -4,7 +4,6 @@ Custom because torchvision has no Tiny-ImageNet (ImageFolder reads neither val_a
 and decoding 100k small JPEGs every epoch costs more than a GPU step; the cache is reused while the files are unchanged.
 """
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -26,7 +25,7 @@ from tqdm import tqdm
 
 from datamodules.base import ArrayImageDataset, ImageDataModule
 from datamodules.image_files import BadImageFile, decode_image, not_a_readable_file
-from user_errors import UserError
+from user_errors import UserError, replace_whole
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +72,6 @@ def _entries(folder: Path) -> list[Path]:
         return sorted(path for path in folder.iterdir() if not path.name.startswith("."))
     except OSError:
         return []
-
-
-def _subfolders(folder: Path) -> list[str]:
-    return [path.name for path in _entries(folder) if path.is_dir() and path.suffix.lower() not in JPEG]
 
 
 def _jpegs(folder: Path) -> list[Path]:
@@ -131,10 +126,10 @@ class TinyImageNetFolder:
         """OFFICIAL_VAL or CLASS_FOLDERS_VAL, once every split's structure is checked (once); one sentence otherwise."""
         _ = self.class_names  # words.txt is refused, if it is not text, before anything is decoded
         val = self.root / "val"
-        classes = [name in self.class_index for name in _subfolders(val) if name != "images"]
+        classes = [path.name in self.class_index for path in _entries(val) if path.is_dir() and path.name != "images"]
         layout = CLASS_FOLDERS_VAL if any(classes) else OFFICIAL_VAL  # other folders beside val/images/ are not read
         known = {
-            "train": all(name in self.class_index for name in _subfolders(self.root / "train")),
+            "train": all(path.name in self.class_index for path in _entries(self.root / "train") if path.is_dir()),
             "val": all(classes) and not _jpegs(val / "images")
             if any(classes)
             else (val / "images").is_dir() and self.annotations_file.exists(),
@@ -219,40 +214,36 @@ def decoded(
 
 
 def _build(folder: Path, files: list[Path], shape: tuple[int, ...], fingerprint: str, description: str) -> dict:
-    """Decoded by one worker per core, CHUNK files a task, into this process's own temporary files, which are renamed
-    into place, the manifest last; builders on several nodes sharing the folder do not mix their rows."""
-    partial = {name: folder / f"{name}.{os.getpid()}.partial" for name in ("images.npy", "manifest.json")}
+    """Decoded by one worker per core, CHUNK files a task, each file written through a temporary one of this process
+    renamed into place, the manifest last: builders on several nodes sharing the folder do not mix their rows."""
     workers = min(len(os.sched_getaffinity(0)), -(-len(files) // CHUNK))
     decode = ImageFiles(files, None, shape).decode
     chunks = DataLoader(range(len(files)), CHUNK, num_workers=workers if workers > 1 else 0, collate_fn=decode)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "manifest.json").unlink(missing_ok=True)  # from here until the end the cache is invalid
-        kept, bad, started = [], [], time.perf_counter()
-        # written, not memory-mapped: a full disk is an OSError (one sentence), not a SIGBUS
-        progress = tqdm(total=len(files), unit="img", desc=f"Decoding {description}", mininterval=0.5)
-        with open(partial["images.npy"], "wb") as out, progress:
-            header = {"descr": "|u1", "fortran_order": False, "shape": (len(files), *shape)}
-            np.lib.format.write_array_header_1_0(out, header)
+    kept, bad, started = [], [], time.perf_counter()
+
+    def write_rows(out) -> None:  # written, not memory-mapped: a full disk is an OSError (one sentence), not a SIGBUS
+        np.lib.format.write_array_header_1_0(
+            out, {"descr": "|u1", "fortran_order": False, "shape": (len(files), *shape)}
+        )
+        with tqdm(total=len(files), unit="img", desc=f"Decoding {description}", mininterval=0.5) as progress:
             for chunk_kept, chunk_images, chunk_bad in chunks:  # in order: kept rows one after another
                 out.write(chunk_images.tobytes())
-                kept += chunk_kept
-                bad += chunk_bad.values()
+                kept.extend(chunk_kept)
+                bad.extend(chunk_bad.values())
                 progress.update(len(chunk_kept) + len(chunk_bad))
-            out.truncate(out.tell() + len(bad) * int(np.prod(shape)))  # the rows of files left out: never read
-        seconds = time.perf_counter() - started
+        out.truncate(out.tell() + len(bad) * int(np.prod(shape)))  # the rows of files left out: never read
+
+    try:
+        (folder / "manifest.json").unlink(missing_ok=True)  # from here until the end the cache is invalid
+        replace_whole(folder / "images.npy", write_rows)
         manifest = {"fingerprint": fingerprint, "images": len(kept), "bad_files": bad, "kept": kept}
-        partial["manifest.json"].write_text(json.dumps(manifest))
-        for name, path in partial.items():  # the manifest last: it marks the cache complete
-            os.replace(path, folder / name)
+        replace_whole(folder / "manifest.json", json.dumps(manifest).encode())  # last: it marks the cache complete
     except OSError as error:  # not writable, disk full, ...
-        for path in partial.values():
-            with contextlib.suppress(OSError):
-                path.unlink()
         raise UserError(
             f"Could not write the decoded {description} in {folder} ({error.strerror or error}): set data.cache_dir to a writable "
             f"folder with {len(files) * int(np.prod(shape)) / 1e6:,.0f} MB free, or data.cache=false to decode images as they are loaded."
         ) from error
+    seconds = time.perf_counter() - started
     log.info(
         f"Decoded {len(files)} {description} into {folder} in {seconds:.1f} s ({len(files) / seconds:.0f} images/s, {max(workers, 1)} processes)"
     )
