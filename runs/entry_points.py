@@ -46,15 +46,15 @@ def quiet_library_notices() -> None:
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")  # Lightning's own
 
 
-def entry_point(config_name: str, positional: Sequence[str] = (), arguments: Callable | None = None) -> Callable:
+def entry_point(config_name: str, positional: Sequence[str] = (), gathered: str = "") -> Callable:
     """`@entry_point("train")`: run as `__main__`, Hydra composes conf/train.yaml with the command line (its bare arguments
-    rewritten by `arguments`, else as `positional` keys) and calls the function, ended as exit_on_user_error says."""
+    as positional_to_overrides says) and calls the function, ended as exit_on_user_error says."""
 
     def run_if_main(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
         if task.__module__ != "__main__":
             return task
         register_resolvers()  # the configs use ${run_dir:...} and ${output_dir:...}: registered before Hydra composes
-        sys.argv[1:] = (arguments or functools.partial(positional_to_overrides, keys=positional))(sys.argv[1:])
+        sys.argv[1:] = positional_to_overrides(sys.argv[1:], positional, gathered)
 
         @functools.wraps(task)  # Hydra finds conf/ and names the job (train.log) by the script that defines `task`
         def main(cfg: DictConfig) -> Any:
@@ -130,14 +130,21 @@ def quoted(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def positional_to_overrides(arguments: Sequence[str], keys: Sequence[str]) -> list[str]:
-    """`A B ...` -> `a='A' b='B' ...`: the leading arguments that are neither key=value nor flags, one per key."""
-    rewritten = list(arguments)
-    for position, key in enumerate(keys):
-        if position >= len(rewritten) or "=" in rewritten[position] or rewritten[position].startswith("-"):
-            break
-        rewritten[position] = f"{key}={quoted(rewritten[position])}"
-    return rewritten
+def positional_to_overrides(arguments: Sequence[str], keys: Sequence[str], gathered: str = "") -> list[str]:
+    """Bare arguments (not key=value, a flag or a flag's value such as `job` in `--cfg job`) as `key='A'`, one per key in
+    order; with `gathered` (predict.py's "image"), the rest and each `image=PATH` as one `images=[...]` (a key once)."""
+    rewritten, values, keys = [], [], list(keys)
+    for argument in arguments:
+        not_bare = "=" in argument or argument.startswith("-") or bool(rewritten) and rewritten[-1].startswith("-")
+        if gathered and argument.startswith(f"{gathered}="):
+            values.append(argument.removeprefix(f"{gathered}="))
+        elif not_bare or not (keys or gathered):
+            rewritten.append(argument)
+        elif keys:
+            rewritten.append(f"{keys.pop(0)}={quoted(argument)}")
+        else:
+            values.append(argument)
+    return rewritten + ([f"{gathered}s=[{','.join(map(quoted, values))}]"] if values else [])
 
 
 def launcher_run_name() -> str | None:

@@ -9,7 +9,7 @@ from PIL import Image
 
 from datamodules.image_files import decode_image
 from deployment.exporting import load_as_input
-from predict import gather_images
+from runs.entry_points import positional_to_overrides
 from tests.helpers.commands import run_entry
 from tests.helpers.csv_rows import read_rows
 from tests.helpers.idx_files import synthetic_digits
@@ -145,7 +145,7 @@ def test_images_reach_the_tiny_imagenet_shape_as_the_dataset_decodes_them(tmp_pa
 
 def test_bare_paths_and_image_arguments_become_one_images_list():
     arguments = ["ckpt_path=x.ckpt", "a.png", "image=dir/b c.jpg", "--cfg", "job", "photos/", "top_k=3"]
-    assert gather_images(arguments) == [
+    assert positional_to_overrides(arguments, (), gathered="image") == [
         "ckpt_path=x.ckpt",
         "--cfg",
         "job",
