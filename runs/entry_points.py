@@ -30,7 +30,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
 
-from user_errors import USER_ERROR_EXIT_CODE, UserError, replace_whole
+from user_errors import USER_ERROR_EXIT_CODE, UserError, replace_whole, writing
 
 log = logging.getLogger(__name__)
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
@@ -220,14 +220,10 @@ def resolve_run_dir(resume: bool, runs_root: str, new_run_name: str, _root_: Dic
         run = resume and latest(Path(runs_root), LAST_CHECKPOINT, ".hydra/config.yaml", experiment_identity, wanted)
         chosen = Path(run or f"{runs_root}/{launcher_run_name() or new_run_name}")
         _note_if_new(chosen)
-        try:
+        with writing(f"the run directory {chosen}"):
             chosen.mkdir(parents=True, exist_ok=True)
             if not os.access(chosen, os.W_OK | os.X_OK):
-                raise PermissionError(f"no permission to write in {chosen}")
-        except OSError as error:
-            raise UserError(
-                f"Cannot write the run directory {chosen} ({error.strerror or error}): point paths.log_dir at a folder you can write to."
-            ) from error
+                raise PermissionError("no permission to write in it")
     _chosen[key] = str(chosen)
     return _chosen[key]
 

@@ -305,7 +305,7 @@ CASES = [
         "unwritable output folder",
         ["paths.log_dir={a_file}/logs"],
         USER_ERROR_EXIT,
-        "Cannot write the run directory {a_file}/logs/train/runs/",
+        "Could not write the run directory {a_file}/logs/train/runs/",
     ),
 ]
 
