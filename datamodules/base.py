@@ -73,8 +73,9 @@ def check_fold_settings(num_folds: int | None, fold: int) -> None:
         )
 
 
-def fold_of_each_sample(labels: torch.Tensor, num_folds: int, seed: int) -> torch.Tensor:
-    """Stratified, seeded folds (as scikit-learn's StratifiedKFold, without it): each class shuffled, dealt out in turn."""
+def fold_positions(labels: torch.Tensor, num_folds: int, fold: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Positions trained on (every fold but `fold`) and validated on (fold `fold`), ascending. The folds are stratified
+    and seeded (as scikit-learn's StratifiedKFold, without it): each class shuffled, dealt out in turn."""
     if len(labels) < num_folds:
         raise UserError(
             f"data.num_folds={num_folds} folds need at least {num_folds} training images, there are {len(labels)}: choose fewer folds."
@@ -83,12 +84,6 @@ def fold_of_each_sample(labels: torch.Tensor, num_folds: int, seed: int) -> torc
     by_class = shuffled[torch.sort(labels[shuffled], stable=True).indices]  # class by class, shuffled within
     folds = torch.empty(len(labels), dtype=torch.long)
     folds[by_class] = torch.arange(len(labels)) % num_folds
-    return folds
-
-
-def fold_positions(labels: torch.Tensor, num_folds: int, fold: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Positions trained on (every fold but `fold`) and validated on (fold `fold`), ascending."""
-    folds = fold_of_each_sample(labels, num_folds, seed)
     return torch.nonzero(folds != fold).flatten(), torch.nonzero(folds == fold).flatten()
 
 
@@ -225,15 +220,13 @@ class ImageDataModule(LightningDataModule):
         return ResumableDataLoader(self.train_set, sampler=sampler, **options)
 
     def val_dataloader(self) -> DataLoader:
-        return self._evaluation_loader(self.val_set)
+        return DataLoader(self.val_set, batch_size=self.eval_batch_size, **self._placed(self.val_set)[0])
 
     def test_dataloader(self) -> DataLoader:
-        return self._evaluation_loader(self.test_set)
+        return DataLoader(self.test_set, batch_size=self.eval_batch_size, **self._placed(self.test_set)[0])
 
     def predict_dataloader(self) -> DataLoader:
-        return self._evaluation_loader(self.dataset(self.predict_split))
-
-    def _evaluation_loader(self, dataset: Dataset) -> DataLoader:
+        dataset = self.dataset(self.predict_split)
         return DataLoader(dataset, batch_size=self.eval_batch_size, **self._placed(dataset)[0])
 
     def _placed(self, dataset: Dataset) -> tuple[dict, torch.device | None]:

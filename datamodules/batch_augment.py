@@ -72,10 +72,8 @@ class BatchAugment:
         theta[:, 1, 2] = (2 * top + box_height) / height - 1
         grid = F.affine_grid(theta, list(images.shape), align_corners=False)
         # sample no further out than the centres of the box's edge pixels, as a crop before the resize does
-        low = torch.stack([(2 * left + 1) / width - 1, (2 * top + 1) / height - 1], dim=1).view(batch, 1, 1, 2)
-        high = torch.stack(
-            [(2 * (left + box_width) - 1) / width - 1, (2 * (top + box_height) - 1) / height - 1], dim=1
-        ).view(batch, 1, 1, 2)
+        low = torch.stack([(2 * left + 1) / width - 1, (2 * top + 1) / height - 1], dim=1)[:, None, None]
+        high = low + torch.stack([2 * (box_width - 1) / width, 2 * (box_height - 1) / height], dim=1)[:, None, None]
         grid = grid.clamp(low, high)
         return F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from benchmarks.tiny_imagenet_files import write_tiny_imagenet
-from datamodules.base import check_fold_settings, fold_of_each_sample, fold_positions
+from datamodules.base import check_fold_settings, fold_positions
 from datamodules.fake import FakeDataModule
 from datamodules.mnist import MNISTDataModule
 from datamodules.tiny_imagenet import TinyImageNetDataModule
@@ -33,10 +33,10 @@ def test_folds_are_disjoint_cover_the_training_set_and_are_stratified():
 
 
 def test_folds_are_fixed_by_the_seed_and_shuffled():
-    first = fold_of_each_sample(LABELS, 4, seed=0)
-    assert torch.equal(first, fold_of_each_sample(LABELS, 4, seed=0))
-    assert not torch.equal(first, fold_of_each_sample(LABELS, 4, seed=1))
-    assert not torch.equal(first[:250], torch.arange(250) % 4)  # not dealt out in file order
+    first = fold_positions(LABELS, 4, 0, seed=0)[1]
+    assert torch.equal(first, fold_positions(LABELS, 4, 0, seed=0)[1])
+    assert not torch.equal(first, fold_positions(LABELS, 4, 0, seed=1)[1])
+    assert not torch.equal(first[first < 250], torch.arange(0, 250, 4))  # class 0 not dealt out in file order
 
 
 @pytest.mark.parametrize(
