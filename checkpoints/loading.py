@@ -12,7 +12,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch.nn import Module
 
-from user_errors import UserError, replace_whole
+from user_errors import UserError, replace_whole, writing
 
 # callbacks/checkpointing.py stores the composed config (never built from) and the experiment (conf/ choices, overrides)
 RUN_CONFIG_KEY = "run_config"
@@ -124,13 +124,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         if storage_options is not None or "://" in str(path):
             return super().save_checkpoint(checkpoint, path, storage_options)
-        try:
-            atomic_torch_save(checkpoint, path)
-        except (OSError, RuntimeError) as error:  # RuntimeError: torch's writer found a short write (a full disk)
-            reason = getattr(error, "strerror", None) or (
-                f"the write stopped short: it needs more than the {shutil.disk_usage(Path(path).parent).free // 1024} KiB free on that disk"
-            )
-            raise UserError(
-                f"Could not write the checkpoint {path} ({reason}): free disk space or point paths.log_dir at a writable disk "
-                "with room; checkpoints saved before are intact."
-            ) from error
+        with writing(f"the checkpoint {path}"):  # one that fails leaves the checkpoints saved before as they were
+            try:
+                atomic_torch_save(checkpoint, path)
+            except RuntimeError as error:  # torch's writer found a short write (a full disk)
+                free = shutil.disk_usage(Path(path).parent).free // 1024
+                raise OSError(
+                    f"the write stopped short: it needs more than the {free} KiB free on that disk"
+                ) from error

@@ -461,8 +461,7 @@ def test_a_full_disk_stops_with_one_sentence_and_leaves_no_partial_checkpoint(sm
     assert "error: Could not write the checkpoint " in result.stderr
     assert "(the write stopped short: it needs more than the " in result.stderr
     assert (
-        " KiB free on that disk): free disk space or point paths.log_dir at a writable disk with room; checkpoints saved before are intact."
-        in result.stderr
+        " KiB free on that disk): free disk space or point paths.log_dir at a disk you can write to." in result.stderr
     )
     assert "Traceback" not in result.stderr
     leftovers = [path for path in small_disk.rglob("*") if path.is_file() and (path.suffix in (".ckpt", ".tmp"))]
