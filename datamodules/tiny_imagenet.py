@@ -12,10 +12,9 @@ import re
 import shutil
 import time
 import zipfile
+from collections import namedtuple
 from functools import cached_property
 from pathlib import Path
-from typing import NamedTuple
-from urllib.parse import urlparse
 
 import numpy as np
 import torch
@@ -34,13 +33,10 @@ SPLITS = ("train", "val", "test")
 OFFICIAL_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 OFFICIAL_MD5 = "90528d7ca1a48142e341f4ef8d21d0de"
 OFFICIAL_VAL, CLASS_FOLDERS_VAL = "official", "class folders"
-VAL_LAYOUTS = (
-    "val/images/*.JPEG labelled by val/val_annotations.txt (the official zip), or val/<wnid>/images/*.JPEG or "
-    "val/<wnid>/*.JPEG (one folder per class of wnids.txt)"
-)
-LAYOUTS = {
+LAYOUTS = {  # what each official folder may hold
     "train": "train/<wnid>/images/*.JPEG or train/<wnid>/*.JPEG, one folder per class of wnids.txt",
-    "val": VAL_LAYOUTS,
+    "val": "val/images/*.JPEG labelled by val/val_annotations.txt (the official zip), or val/<wnid>/images/*.JPEG or "
+    "val/<wnid>/*.JPEG (one folder per class of wnids.txt)",
     "test": "test/images/*.JPEG (the official zip) or test/*.JPEG",
 }
 # the official test labels are not public: the labelled stages read val/, only predict reads test/
@@ -59,9 +55,7 @@ def read_lines(path: Path) -> list[str]:
         raise UserError(f"{path} cannot be read ({error.strerror or error}): restore the official file.") from error
     except UnicodeDecodeError as error:
         line = error.object.count(b"\n", 0, error.start) + 1
-        raise UserError(
-            f"{path} line {line} is not UTF-8 text: save the file as UTF-8, or restore the official one."
-        ) from error
+        raise UserError(f"{path} line {line} is not UTF-8 text: save the file as UTF-8 (or restore it).") from error
     # not splitlines: names may hold its separators
     return [line.removesuffix("\r") for line in text.removesuffix("\n").split("\n")]
 
@@ -90,10 +84,8 @@ def _images_in(folder: Path, which: str = "") -> tuple[list[Path], list[str]]:
     return files, problems if files else [*problems, f"{folder} {what}{which}"]
 
 
-class SplitFiles(NamedTuple):
-    files: list[Path]
-    labels: torch.Tensor | None  # class indices; None: unlabelled
-    problems: list[str]  # bad inputs left out, one sentence each
+# a split's files, their class indices (a tensor; None: unlabelled) and the bad inputs left out, one sentence each
+SplitFiles = namedtuple("SplitFiles", "files labels problems")
 
 
 class TinyImageNetFolder:
@@ -165,11 +157,9 @@ class TinyImageNetFolder:
         for index, wnid in enumerate(self.class_index):
             which = f" (class {wnid}, line {index + 1} of {self.wnids_file})"
             class_files, class_problems = _images_in(self.root / split / wnid, which)
-            files, problems, labels = (
-                files + class_files,
-                problems + class_problems,
-                labels + [index] * len(class_files),
-            )
+            files += class_files
+            problems += class_problems
+            labels += [index] * len(class_files)
         return SplitFiles(files, torch.tensor(labels, dtype=torch.long), problems)
 
     def _val_annotated(self) -> SplitFiles:
@@ -384,14 +374,14 @@ class TinyImageNetDataModule(ImageDataModule):
     def _download(self) -> None:
         """Download the zip (kept, and reused while its checksum holds), verify it, extract it beside and move it in
         place: an interrupted extraction leaves no half folder."""
-        archive, extracting = Path(urlparse(self.url).path).name, self.data_dir / f".{FOLDER_NAME}.extracting"
+        archive, extracting = os.path.basename(self.url), self.data_dir / f".{FOLDER_NAME}.extracting"
         absent = f"Tiny-ImageNet is not in {self.folder.root} (no wnids.txt there) and"
         to_do = f"download {self.url}, unzip it in {self.data_dir}, or point data.data_dir at the folder that holds {FOLDER_NAME}/."
         if not self.download:
             raise UserError(f"{absent} data.download=false: {to_do}")
         shutil.rmtree(extracting, ignore_errors=True)
         try:
-            download_and_extract_archive(self.url, self.data_dir, extracting, archive, self.md5)
+            download_and_extract_archive(self.url, self.data_dir, extracting, md5=self.md5)
             (extracting / FOLDER_NAME).rename(self.folder.root)
         except (zipfile.BadZipFile, OSError, RuntimeError) as error:  # offline, a wrong checksum, not the zip
             raise UserError(
