@@ -195,9 +195,7 @@ class ImageDataModule(LightningDataModule):
         train, val, test = self.read_splits(stage)
         if self.num_folds and train is not None:
             train_at, val_at = fold_positions(train.labels, self.num_folds, self.fold, self.split_seed)
-            log.info(
-                f"Fold {self.fold} of {self.num_folds}: training on {len(train_at)} images, validating on {len(val_at)}"
-            )
+            log.info(f"Fold {self.fold} of {self.num_folds}: {len(train_at)} images train, {len(val_at)} validate")
             train, val = FoldSubset(train, train_at), FoldSubset(train, val_at)
         elif val is None and train is not None:
             train, val = self.carve_val_set(train)

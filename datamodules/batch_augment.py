@@ -53,8 +53,7 @@ class BatchAugment:
             padded = torch.cat([padded, padded.flip(3)])  # sample b mirrored is sample batch + b
         padded_height, padded_width = padded.shape[2:]
         source = torch.arange(batch, device=device) + batch * flipped
-        top = torch.randint(0, 2 * pad + 1, (batch, 1, 1), device=device)
-        left = torch.randint(0, 2 * pad + 1, (batch, 1, 1), device=device)
+        top, left = torch.randint(0, 2 * pad + 1, (2, batch, 1, 1), device=device)
         first_rows = (source[:, None, None] * channels + torch.arange(channels, device=device)[:, None]) * padded_height
         starts = (first_rows + top + torch.arange(height, device=device)) * padded_width + left  # (B, C, H)
         runs = padded.reshape(-1).unfold(0, width, 1)

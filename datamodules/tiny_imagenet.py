@@ -75,8 +75,7 @@ def _jpegs(folder: Path) -> list[Path]:
 
 
 def _images_in(folder: Path, which: str = "") -> tuple[list[Path], list[str]]:
-    """The readable JPEG files of <folder>/images (the official layout), else of <folder> (a flattened copy), and why
-    each other entry named like one is left out, or why there is none."""
+    """The readable JPEGs of <folder>/images, else of <folder> (flattened), and why each other one (or all) is left out."""
     folder = folder / "images" if (folder / "images").is_dir() else folder
     problems = {path: not_a_readable_file(path) for path in _jpegs(folder)}
     files, problems = [path for path, why in problems.items() if not why], [why for why in problems.values() if why]
@@ -89,8 +88,7 @@ SplitFiles = namedtuple("SplitFiles", "files labels problems")
 
 
 class TinyImageNetFolder:
-    """wnids.txt (line k: class k), words.txt (names), train/<wnid>/images/, val/images/ with val_annotations.txt,
-    test/images/; also val/ sorted into class folders and folders without the images/ level."""
+    """A tiny-imagenet-200 folder: wnids.txt (line k: class k), words.txt (names), and the splits as LAYOUTS says."""
 
     def __init__(self, root: Path):
         self.root = Path(root)
