@@ -265,9 +265,7 @@ class ImageFiles(Dataset):
         kept, pixels, bad = self.decode(torch.as_tensor(positions, dtype=torch.long).tolist())
         for position, error in bad.items():
             if not self.skip_bad_files:
-                raise UserError(
-                    f"{error}: replace it with the original file, or set data.skip_bad_files=true to skip bad files."
-                )
+                raise UserError(f"{error}: restore the original, or set data.skip_bad_files=true to skip bad files.")
             if position not in self._reported:
                 self._reported.add(position)
                 log.warning(f"Skipping a bad file: {error}.")
