@@ -115,7 +115,7 @@ def read_run(run: Path) -> RunRecord:
         timing = read_timing(run).get("all", {})
         if not isinstance(config, dict) or not all(isinstance(override, str) for override in overrides):
             raise ValueError(".hydra/ holds no composed config")
-    except (yaml.YAMLError, csv.Error, ValueError, KeyError, AttributeError) as error:
+    except (yaml.YAMLError, csv.Error, ValueError, TypeError, KeyError, AttributeError) as error:
         reason = " ".join(str(error).split())[:120] or error.__class__.__name__
         raise UserError(
             f"The records of {run} (.hydra/config.yaml, .hydra/overrides.yaml, timing.csv) are not those train.py writes ({reason}): report a run of train.py."
