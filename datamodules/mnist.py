@@ -34,9 +34,7 @@ def unpack_shipped_copy(raw_folder: Path) -> bool:
     """Unpack the shipped IDX files into `raw_folder`, each written whole once its checksum matches; False if absent."""
     if not all((SHIPPED_COPY / f"{name}.gz").is_file() for name in SHA256):
         return False
-    for name, expected in SHA256.items():
-        if (raw_folder / name).is_file():
-            continue
+    for name, expected in SHA256.items():  # all four: prepare_data calls it when any is missing
         data = gzip.decompress((SHIPPED_COPY / f"{name}.gz").read_bytes())
         if hashlib.sha256(data).hexdigest() != expected:
             raise UserError(
