@@ -142,7 +142,7 @@ def test_pretrained_weights_offline_without_the_cache_are_one_clear_sentence(tmp
     assert result.returncode == 2 and "Traceback" not in result.stderr
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert (
-        "ImageNet weights of resnet18 are neither readable in the torch cache" in line
+        "ImageNet weights of resnet18 cannot be read from the torch cache" in line
         and str(hub_cache_file(tmp_path / "empty", "resnet18")) in line
     )
     assert "model.weights_path=FILE" in line

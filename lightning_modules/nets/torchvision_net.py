@@ -149,7 +149,7 @@ def imagenet_state_dict(name: str) -> dict[str, Tensor]:
     except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as error:
         cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(weights.url).path).name
         raise UserError(
-            f"The ImageNet weights of {name} are neither readable in the torch cache ({cached}) nor downloadable "
+            f"The ImageNet weights of {name} cannot be read from the torch cache ({cached}) and could not be downloaded "
             f"({error.__class__.__name__}: {' '.join(str(error).split())}): copy {weights.url} there, over a damaged "
             "file (TORCH_HOME moves the cache), or pass model.weights_path=FILE."
         ) from error
