@@ -45,14 +45,16 @@ def to_mode(image: Image.Image, mode: str) -> Image.Image:
     return image.convert(mode)
 
 
-def decode_image(path: Path | str, image_shape: tuple[int, int, int]) -> np.ndarray:
-    """uint8 (C, H, W) with C channels (a grayscale JPEG becomes 3 equal ones); BadImageFile naming the file otherwise."""
+def decode_image(path: Path | str, image_shape: tuple[int, int, int], resize: bool = False) -> np.ndarray:
+    """uint8 (C, H, W) with C channels (a grayscale JPEG becomes 3 equal ones), `resize`d as a whole (PIL bilinear, as
+    predict.py takes any image) or refused when of another size; BadImageFile naming the file otherwise."""
     channels, height, width = image_shape
     if problem := not_a_readable_file(path):
         raise BadImageFile(problem)
     try:
         with Image.open(path) as image:
-            pixels = np.asarray(to_mode(image, PIL_MODES[channels]))
+            image = to_mode(image, PIL_MODES[channels])
+            pixels = np.asarray(image.resize((width, height), Image.Resampling.BILINEAR) if resize else image)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:  # truncated, corrupt, 32 bits
         reason = "not an image file PIL knows" if isinstance(error, UnidentifiedImageError) else error  # (names path)
         raise BadImageFile(f"{path} cannot be decoded as an image ({reason})") from error

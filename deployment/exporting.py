@@ -7,11 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch import nn
-from torchvision.transforms.v2.functional import pil_to_tensor
 
-from datamodules.image_files import PIL_MODES, BadImageFile, not_a_readable_file, to_mode
 from user_errors import UserError
 
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".ts", "torch_export": ".pt2"}
@@ -94,19 +91,6 @@ def read_contract(model_path: Path) -> dict[str, Any]:
     if not (isinstance(names, list) and len(names) >= 2 and all(isinstance(name, str) for name in names)):
         raise UserError(f"{contract_path} gives no list of class names (class_names: {str(names)[:60]}): {AGAIN}.")
     return contract
-
-
-def load_as_input(path: Path | str, input_shape: Sequence[int]) -> torch.Tensor:
-    """uint8 (C, H, W): the mode converted as the datasets convert theirs, the whole image resized (PIL bilinear)."""
-    channels, height, width = input_shape
-    if problem := not_a_readable_file(path):  # missing, a folder, or a FIFO that PIL would wait on forever
-        raise BadImageFile(problem)
-    try:
-        with Image.open(path) as image:
-            return pil_to_tensor(to_mode(image, PIL_MODES[channels]).resize((width, height), Image.Resampling.BILINEAR))
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:  # truncated, corrupt, 32 bits
-        reason = "not an image file PIL knows" if isinstance(error, UnidentifiedImageError) else error  # (names path)
-        raise BadImageFile(f"{path} cannot be read as an image ({reason})") from error
 
 
 def image_files(paths: Sequence[str]) -> list[Path]:

@@ -8,7 +8,7 @@ import torch
 from omegaconf import DictConfig
 
 from analysis.prediction_files import write_csv
-from datamodules.image_files import PIL_MODES, BadImageFile
+from datamodules.image_files import PIL_MODES, BadImageFile, decode_image
 from deployment.exporting import (
     AGAIN,
     SUFFIXES,
@@ -16,7 +16,6 @@ from deployment.exporting import (
     check_format,
     export,
     image_files,
-    load_as_input,
     load_exported,
     read_contract,
 )
@@ -108,7 +107,7 @@ def predict(cfg: DictConfig) -> None:
     readable = []
     for file in files:
         try:
-            readable.append((file, load_as_input(file, input_shape)))
+            readable.append((file, torch.tensor(decode_image(file, input_shape, resize=True))))
         except BadImageFile as error:
             print(f"error: {error}; the other images are still predicted.", file=sys.stderr)
     top_k, rows = min(cfg.top_k, len(class_names)), []

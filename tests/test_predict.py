@@ -8,7 +8,6 @@ import torch
 from PIL import Image
 
 from datamodules.image_files import decode_image
-from deployment.exporting import load_as_input
 from runs.entry_points import positional_to_overrides
 from tests.helpers.commands import run_entry
 from tests.helpers.csv_rows import read_rows
@@ -67,9 +66,9 @@ def test_predict_names_the_classes_of_images_of_any_mode_and_reports_a_corrupt_o
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 2
-    assert errors[0].startswith(f"error: {folder / 'corrupt.png'} cannot be read as an image (") and errors[0].endswith(
-        "; the other images are still predicted."
-    )
+    assert errors[0].startswith(f"error: {folder / 'corrupt.png'} cannot be decoded as an image (") and errors[
+        0
+    ].endswith("; the other images are still predicted.")
     assert errors[1] == "error: 1 of 5 images could not be read (named above); the other 4 were predicted."
     predicted = predictions_in(result.stdout)
     assert sorted(predicted) == sorted(expected)
@@ -120,12 +119,12 @@ def test_images_reach_the_tiny_imagenet_shape_as_the_dataset_decodes_them(tmp_pa
     Image.fromarray(colour).save(tmp_path / "same_size.jpg", quality=90)
     # an image of the dataset's size gives exactly the pixels the dataset's decoder gives
     assert np.array_equal(
-        load_as_input(tmp_path / "same_size.jpg", (3, 64, 64)).numpy(),
+        decode_image(tmp_path / "same_size.jpg", (3, 64, 64), resize=True),
         decode_image(tmp_path / "same_size.jpg", (3, 64, 64)),
     )
     gray = rng.integers(0, 256, (80, 100), dtype=np.uint8)
     Image.fromarray(gray).save(tmp_path / "gray.png")
-    converted = load_as_input(tmp_path / "gray.png", (3, 64, 64))
+    converted = torch.tensor(decode_image(tmp_path / "gray.png", (3, 64, 64), resize=True))
     assert converted.shape == (3, 64, 64) and converted.dtype == torch.uint8
     assert torch.equal(converted[0], converted[1]) and torch.equal(
         converted[1], converted[2]
@@ -137,10 +136,10 @@ def test_images_reach_the_tiny_imagenet_shape_as_the_dataset_decodes_them(tmp_pa
     )  # fully transparent: white, as the dataset makes it
     Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
     assert np.array_equal(
-        load_as_input(tmp_path / "rgba.png", (3, 64, 64)).numpy(), decode_image(tmp_path / "rgba.png", (3, 64, 64))
+        decode_image(tmp_path / "rgba.png", (3, 64, 64), resize=True), decode_image(tmp_path / "rgba.png", (3, 64, 64))
     )
-    assert (load_as_input(tmp_path / "rgba.png", (3, 64, 64)) == 255).all()
-    assert load_as_input(tmp_path / "rgba.png", (1, 28, 28)).shape == (1, 28, 28)
+    assert (decode_image(tmp_path / "rgba.png", (3, 64, 64), resize=True) == 255).all()
+    assert decode_image(tmp_path / "rgba.png", (1, 28, 28), resize=True).shape == (1, 28, 28)
 
 
 def test_bare_paths_and_image_arguments_become_one_images_list():

@@ -366,7 +366,9 @@ CONTRACT = {"format": "onnx", "input": {"shape": ["batch", 1, 28, 28]}, "class_n
             marks=pytest.mark.slow,
         ),
         pytest.param({**CONTRACT, "class_names": ["a"]}, b"", "gives no list of class names", marks=pytest.mark.slow),
-        pytest.param("a string", b"", "says format None, but model.onnx is a file of format 'onnx'", marks=pytest.mark.slow),
+        pytest.param(
+            "a string", b"", "says format None, but model.onnx is a file of format 'onnx'", marks=pytest.mark.slow
+        ),
         (CONTRACT, b"garbage", "cannot be opened as a onnx model"),
     ],
 )
