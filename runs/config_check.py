@@ -109,25 +109,20 @@ def _check_target(path: str, node: dict[str, Any], ranges: dict[str, str]) -> No
             f"{path}._target_={node['_target_']} names nothing that can be imported: check the spelling of the class."
         ) from None
     settings = {key: value for key, value in node.items() if not key.startswith("_")}
-    set_by_program = SET_BY_THE_PROGRAM.get(path, ())
-    key = next((key for key in settings if key in set_by_program), None)
-    if key is not None:
-        raise UserError(
-            f"{path}.{key} is set by the program (from the data or another group), so a value here would be ignored: remove {path}.{key}."
-        )
-    parameters = _parameters(target)
-    if parameters is None:  # the target takes **kwargs it forwards somewhere we cannot see
-        return
-    unknown = sorted(settings.keys() - parameters.keys())
+    set_by_program, parameters = SET_BY_THE_PROGRAM.get(path, ()), _parameters(target)
+    takes = [name for name in parameters or () if name not in set_by_program]  # None: **kwargs we cannot follow
+    unknown = sorted(key for key in settings if key in set_by_program or (parameters is not None and key not in takes))
     if unknown:
-        takes = [name for name in parameters if name not in set_by_program]
         close = difflib.get_close_matches(unknown[0], takes, n=1)
         listed = ", ".join(takes[:12]) + ", ..." * (len(takes) > 12)
         hint = f"did you mean {path}.{close[0]}?" if close else f"it takes {listed}"
+        if unknown[0] in set_by_program:
+            hint = "the program passes it itself, from the data or another group"
         raise UserError(
             f"{path}.{unknown[0]} is not a setting of {node['_target_']} ({hint}): check the spelling, or remove it."
         )
-    _typed(f"{path}.", {name: _omegaconf_type(parameters[name].annotation) for name in settings}, settings, ranges)
+    if parameters is not None:
+        _typed(f"{path}.", {name: _omegaconf_type(parameters[name].annotation) for name in settings}, settings, ranges)
 
 
 WORDS = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}

@@ -176,7 +176,7 @@ CASES = [
         "a key the data decides",
         ["+model.num_classes=5"],
         USER_ERROR_EXIT,
-        "model.num_classes is set by the program (from the data or another group), so a value here would be ignored: remove model.num_classes.",
+        "model.num_classes is not a setting of lightning_modules.nets.lenet.LeNet5 (the program passes it itself, from the data or another group): check the spelling, or remove it.",
     ),
     (
         "unknown trainer argument",
