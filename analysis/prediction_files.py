@@ -1,6 +1,7 @@
 """Per-sample prediction files: `<name>.csv`, one row per sample, and its `<name>.json` sidecar (docs/analysis.md)."""
 
 import csv
+import io
 import json
 import math
 from collections.abc import Iterable, Sequence
@@ -9,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from checkpoints.loading import is_experiment_record
-from user_errors import UserError
+from user_errors import UserError, replace_whole
 
 PREDICTION_FILE_SUFFIXES = (".csv", ".json")
 # a spreadsheet runs a cell that starts with one of these as a formula (=HYPERLINK(...), =cmd|..., @SUM(...))
@@ -22,10 +23,18 @@ NUMBERS |= {"correct": (int, True, math.inf), "prob": (float, False, 1.0), "loss
 
 
 def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    """`header` and `rows` as CSV; text cells that a spreadsheet would run as a formula kept as text by a leading `'`."""
+    """`header` and `rows` as CSV, replaced whole (readers and other writers run at once); text cells that a spreadsheet
+    would run as a formula kept as text by a leading `'`."""
     escaped = ([f"'{c}" if isinstance(c, str) and c.startswith(FORMULA_STARTS) else c for c in row] for row in rows)
-    with path.open("w", newline="") as file:
-        csv.writer(file).writerows([header, *escaped])
+    text = io.StringIO()
+    csv.writer(text).writerows([header, *escaped])
+    replace_whole(path, text.getvalue().encode())
+
+
+def markdown_rows(header: Sequence[Any], rows: Iterable[Sequence[Any]]) -> list[str]:
+    """A Markdown table's lines: the header, its rule, the rows; a cell's `|` escaped and its lines joined."""
+    lines = (header, ["---"] * len(header), *rows)
+    return ["| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in line) + " |" for line in lines]
 
 
 @dataclass
@@ -56,7 +65,6 @@ def write_predictions(
         # + 0.0 turns a loss of -0.0 into 0: "-0" would be escaped as a formula and refused on reading
         loss_cell = "" if loss is None else f"{float(loss[row]) + 0.0:.6g}"
         rows.append([split, int(sample), sources[row], *truth, loss_cell, *top, epoch_cell, checkpoint])
-    path.parent.mkdir(parents=True, exist_ok=True)
     write_csv(path, header, rows)
     meta = {"split": split, "stage": stage, "epoch": epoch, "checkpoint": checkpoint, "num_samples": len(index)}
     path.with_suffix(".json").write_text(json.dumps(meta | {"experiment": experiment}, indent=2))

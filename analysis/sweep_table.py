@@ -1,13 +1,12 @@
 """The table of a sweep, one row per job: summary.md and summary.csv beside the jobs, and in report.md."""
 
-import csv
-import io
 import math
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from analysis.prediction_files import markdown_rows, write_csv
 from analysis.run_records import COMPLETED, FAILED, job_order, read_curves, read_status, read_timing
 from user_errors import UserError, replace_whole
 
@@ -66,17 +65,13 @@ def summarize(sweep_dir: Path, ended: dict[Path, dict] | None = None) -> tuple[l
 def write_summary(sweep_dir: Path, ended: dict[Path, dict[str, Any]] | None = None) -> tuple[Path, Path, str]:
     """summary.csv (every override) and summary.md (the table below); returns both paths and the Markdown."""
     rows, override_columns = summarize(sweep_dir, ended)
-    table = io.StringIO()
-    writer = csv.DictWriter(
-        table, ["job", "status", *override_columns, *METRIC_COLUMNS, "reason"], extrasaction="ignore"
-    )
-    writer.writeheader()
-    writer.writerows({k: "" if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()} for row in rows)
+    columns = ["job", "status", *override_columns, *METRIC_COLUMNS, "reason"]
+    known = lambda value: "" if isinstance(value, float) and math.isnan(value) else value  # noqa: E731
+    write_csv(sweep_dir / "summary.csv", columns, ([known(row.get(key, "")) for key in columns] for row in rows))
     completed = sum(row["status"] == COMPLETED for row in rows)
     lines = [f"# Sweep {sweep_dir}", "", f"{len(rows)} jobs; {completed} completed.", ""]
     markdown = "\n".join(lines + markdown_table(rows, override_columns)) + "\n"
-    replace_whole(sweep_dir / "summary.csv", table.getvalue().encode())  # whole: jobs running at once each rewrite it
-    replace_whole(sweep_dir / "summary.md", markdown.encode())
+    replace_whole(sweep_dir / "summary.md", markdown.encode())  # whole: jobs running at once each rewrite it
     return sweep_dir / "summary.md", sweep_dir / "summary.csv", markdown
 
 
@@ -86,11 +81,11 @@ def markdown_table(rows: list[dict[str, Any]], override_columns: list[str]) -> l
     common = [f"`{key}={rows[0][key]}`" for key in override_columns if key not in varying and key in rows[0]]
     columns = ["job", "status", *varying, *METRIC_COLUMNS] + (["reason"] if any(row["reason"] for row in rows) else [])
     lines = [f"Every job: {' '.join(common)}", ""] if common else []
-    lines += ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
-    return lines + ["| " + " | ".join(cell(row.get(name, "")) for name in columns) + " |" for row in rows]
+    return lines + markdown_rows(columns, ([cell(row.get(name, "")) for name in columns] for row in rows))
 
 
-def cell(value: Any) -> str:
+def cell(value: Any) -> Any:
+    """A number as a table shows it: 4 significant digits, or 4 decimals below 1; NaN (not known) empty."""
     if isinstance(value, float):
-        value = "" if math.isnan(value) else f"{value:.4g}" if abs(value) >= 1 else f"{value:.4f}"
-    return str(value).replace("|", "\\|").replace("\n", " ")
+        return "" if math.isnan(value) else f"{value:.4g}" if abs(value) >= 1 else f"{value:.4f}"
+    return value

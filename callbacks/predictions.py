@@ -14,7 +14,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 from torchmetrics.utilities.distributed import gather_all_tensors
 from torchvision.utils import make_grid
 
-from analysis.prediction_files import write_predictions
+from analysis.prediction_files import markdown_rows, write_predictions
 from user_errors import writing
 
 log = logging.getLogger(__name__)
@@ -144,7 +144,7 @@ class ValidationFigures(Callback):
             self._writer.add_image("val/misclassified", make_grid(images, nrow=4, pad_value=255), step)
             rows = zip(range(1, self.num_images + 1), *(wrong[key].tolist() for key in ("index", "label", "predicted")))
             rows = [(place, index, names[label], names[predicted]) for place, index, label, predicted in rows]
-            table = _table(("image, row by row", "sample", "true", "predicted"), rows)
+            table = "\n".join(markdown_rows(("image, row by row", "sample", "true", "predicted"), rows))
             self._writer.add_text("val/misclassified_labels", table, step)
 
 
@@ -160,9 +160,4 @@ def most_confused_table(matrix: torch.Tensor, names: list[str], num_pairs: int) 
     counts, positions = matrix.clone().fill_diagonal_(0).flatten().sort(descending=True, stable=True)
     pairs = zip(counts[:num_pairs].tolist(), positions[:num_pairs].tolist())
     rows = [(names[position // len(names)], names[position % len(names)], count) for count, position in pairs if count]
-    return _table(("true", "predicted", "validation samples"), rows)
-
-
-def _table(header: tuple[str, ...], rows: list[tuple]) -> str:
-    lines = [header, ["---"] * len(header), *rows]
-    return "\n".join("| " + " | ".join(map(str, line)) + " |" for line in lines)
+    return "\n".join(markdown_rows(("true", "predicted", "validation samples"), rows))

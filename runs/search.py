@@ -3,9 +3,7 @@
 Not a Hydra sweeper: the pruner must reach the training loop, a sweeper hands its launcher only overrides, and
 hydra-optuna-sweeper needs Optuna < 3 (docs/devices_and_sweeps.md)."""
 
-import csv
 import fcntl
-import io
 import logging
 import math
 import signal
@@ -27,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 from optuna.trial import TrialState
 
+from analysis.prediction_files import markdown_rows, write_csv
 from analysis.sweep_table import cell
 from runs.entry_points import RunCallbacks, failure_reason, quoted
 from runs.tuning import several_processes
@@ -251,10 +250,9 @@ def write_summary(study: optuna.Study, settings: DictConfig) -> Path:
         where = best.user_attrs.get(RUN_DIR)
         lines += [f"Best: trial {best.number}, {settings.objective} {best.value:.4f} ({values}), {where}", ""]
     header = [settings.objective if column == "value" else column for column in columns]
-    cells = [[cell(row.get(column, "")) for column in columns] for row in rows]
-    lines += ["| " + " | ".join(values) + " |" for values in (header, ["---"] * len(columns), *cells)]
-    table = io.StringIO()
-    csv.writer(table).writerows([columns, *([row.get(column, "") for column in columns] for row in rows)])
-    replace_whole(Path(settings.dir) / "summary.csv", table.getvalue().encode())  # whole: other workers write it, too
-    replace_whole(Path(settings.dir) / "summary.md", ("\n".join(lines) + "\n").encode())
+    lines += markdown_rows(header, ([cell(row.get(column, "")) for column in columns] for row in rows))
+    write_csv(
+        Path(settings.dir) / "summary.csv", columns, ([row.get(column, "") for column in columns] for row in rows)
+    )
+    replace_whole(Path(settings.dir) / "summary.md", ("\n".join(lines) + "\n").encode())  # other workers write it too
     return Path(settings.dir) / "summary.md"
