@@ -73,11 +73,9 @@ def load_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
 AS_TRAINED = "with the model and data it was trained with (leave out model=/data= overrides)"
 
 
-def check_same_network(module: Module, saved: dict[str, Any], path: str | Path, advice: str) -> None:
+def check_same_network(wanted: dict[str, Any], saved: dict[str, Any], path: str | Path, advice: str) -> None:
     """Refuse weights of another network or dataset, comparing names and shapes only (a memory-mapped file stays on disk)."""
-    here, there = (
-        {name: tuple(tensor.shape) for name, tensor in state.items()} for state in (module.state_dict(), saved)
-    )
+    here, there = ({name: tuple(tensor.shape) for name, tensor in state.items()} for state in (wanted, saved))
     differ = sorted(name for name in here.keys() | there.keys() if here.get(name) != there.get(name))
     if differ:
         raise UserError(
@@ -87,7 +85,7 @@ def check_same_network(module: Module, saved: dict[str, Any], path: str | Path, 
 
 
 def load_weights(module: Module, checkpoint: dict[str, Any], path: str | Path) -> None:
-    check_same_network(module, checkpoint["state_dict"], path, f"evaluate it {AS_TRAINED}")
+    check_same_network(module.state_dict(), checkpoint["state_dict"], path, f"evaluate it {AS_TRAINED}")
     module.load_state_dict(checkpoint["state_dict"])
 
 
@@ -100,7 +98,7 @@ def check_resumable(choices: dict[str, Any], module: Module, checkpoint: dict[st
             raise UserError(
                 f"{path} was trained with {group}={stored[group]}, this run has {group}={choices[group]}: {advice}."
             )
-    check_same_network(module, checkpoint["state_dict"], path, advice)
+    check_same_network(module.state_dict(), checkpoint["state_dict"], path, advice)
 
 
 def temporary_files_of(path: Path) -> list[Path]:

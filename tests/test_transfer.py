@@ -206,7 +206,10 @@ def test_weights_the_network_cannot_use_are_refused_in_one_sentence(resnet18_fil
     _, path = resnet18_file
     small_stem = ["model=resnet18", *data_overrides("mnist", mnist_dir)]
     resnet34 = save_state_dict(torchvision.models.resnet34(), tmp_path / "resnet34.pt")
-    with pytest.raises(UserError, match=r"do not fit this network \(\d+ problems, e\.g\. .*unexpected"):
+    with pytest.raises(
+        UserError,
+        match=r"belong to another network than the one built from this config \(\d+ tensors differ, e\.g\. .* in the file, absent here\): use weights of the same architecture",
+    ):
         build([*small_stem, f"model.weights_path={resnet34}"], tmp_path)
     lenet_checkpoint = tmp_path / "lenet.ckpt"
     torch.save({"state_dict": {"net.features.0.weight": torch.zeros(6, 1, 5, 5)}, "run_config": {}}, lenet_checkpoint)

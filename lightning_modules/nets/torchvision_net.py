@@ -14,7 +14,7 @@ import torchvision.models
 from torch import Tensor, nn
 from torchvision.models import VisionTransformer, get_model, get_model_weights, list_models
 
-from checkpoints.loading import read_weights_only
+from checkpoints.loading import check_same_network, read_weights_only
 from user_errors import UserError
 
 log = logging.getLogger(__name__)
@@ -108,15 +108,9 @@ class TorchvisionNet(nn.Module):
             fit = weight.sum(1, keepdim=True) if wanted[1] == 1 else weight.expand(-1, wanted[1], -1, -1) / wanted[1]
             source[f"{stem}.weight"] = fit
             fitted = f"; {stem} loaded with its {weight.shape[1]} input channels fitted to {wanted[1]}"
-        problems = [f"{key} missing" for key in target if key not in source and not key.startswith(fresh)]
-        shapes = lambda key: f"{key} has shape {tuple(source[key].shape)}, the network {tuple(target[key].shape)}"  # noqa: E731
-        problems += [shapes(key) for key in source if key in target and source[key].shape != target[key].shape]
-        problems += [f"{key} unexpected" for key in sorted(source) if key not in target]
-        if problems:
-            raise UserError(
-                f"The weights from {origin} do not fit this network ({len(problems)} problems, e.g. {'; '.join(problems[:2])}): "
-                "use weights of the same architecture, with model.small_input_stem set as when they were trained."
-            )
+        wanted = {key: value for key, value in target.items() if not key.startswith(fresh)}
+        advice = "use weights of the same architecture, with model.small_input_stem set as when they were trained"
+        check_same_network(wanted, source, origin, advice)
         self.model.load_state_dict(source, strict=False)
         for path, parameter in self.model.named_parameters():
             parameter.requires_grad = not freeze or path.startswith(fresh)
