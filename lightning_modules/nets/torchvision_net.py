@@ -108,9 +108,9 @@ class TorchvisionNet(nn.Module):
             fit = weight.sum(1, keepdim=True) if wanted[1] == 1 else weight.expand(-1, wanted[1], -1, -1) / wanted[1]
             source[f"{stem}.weight"] = fit
             fitted = f"; {stem} loaded with its {weight.shape[1]} input channels fitted to {wanted[1]}"
-        wanted = {key: value for key, value in target.items() if not key.startswith(fresh)}
+        expected = {key: value for key, value in target.items() if not key.startswith(fresh)}
         advice = "use weights of the same architecture, with model.small_input_stem set as when they were trained"
-        check_same_network(wanted, source, origin, advice)
+        check_same_network(expected, source, origin, advice)
         self.model.load_state_dict(source, strict=False)
         for path, parameter in self.model.named_parameters():
             parameter.requires_grad = not freeze or path.startswith(fresh)
