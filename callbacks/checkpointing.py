@@ -39,13 +39,7 @@ class StopOnNonFiniteLoss(Callback):
         if len(self._unchecked) >= self.check_every_n_steps:
             self._check(trainer)
 
-    def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._check(trainer)
-
-    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
-        self._check(trainer)
-
-    def _check(self, trainer: Trainer) -> None:
+    def _check(self, trainer: Trainer, *_: Any) -> None:
         unchecked, self._unchecked = self._unchecked, []
         finite = torch.stack([torch.isfinite(loss).all() for loss, *_ in unchecked] or [torch.tensor(True)]).tolist()
         bad = [entry for entry, ok in zip(unchecked, finite) if not ok]
@@ -60,3 +54,5 @@ class StopOnNonFiniteLoss(Callback):
             f"The training loss became NaN or infinite {where}; training stopped without saving that state and {kept}: "
             "lower optimizer.lr (or use gradient clipping, trainer.gradient_clip_val=1.0) and check the data."
         )
+
+    on_validation_start = on_save_checkpoint = _check

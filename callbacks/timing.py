@@ -26,10 +26,10 @@ def _seconds(start: Any, end: Any) -> float:
 
 
 class EpochTiming(Callback):
+    _measuring = False
+
     def __init__(self, filename: str):
         self.path = Path(filename)
-        self.rows: dict[int, dict[str, Any]] = {}  # by epoch
-        self._measuring = False
 
     def _mark(self) -> Any:
         if not self._cuda:
@@ -41,32 +41,27 @@ class EpochTiming(Callback):
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._cuda = pl_module.device.type == "cuda"
         # resumed into its own directory: the rows up to the checkpoint's epoch stay (that epoch's is replaced if trained)
-        kept = [(int(epoch), row) for epoch, row in read_timing(self.path.parent).items() if epoch.isdigit()]
-        self.rows = {
-            epoch: {**row, "epoch": epoch, "samples": int(row["samples"])}
-            for epoch, row in kept
-            if epoch <= trainer.current_epoch
-        }
+        kept = ((int(epoch), row) for epoch, row in read_timing(self.path.parent).items() if epoch.isdigit())
+        rows = {epoch: {**row, "epoch": epoch, "samples": int(row["samples"])} for epoch, row in kept}
+        self.rows = {epoch: row for epoch, row in rows.items() if epoch <= trainer.current_epoch}
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self._cuda:
             torch.cuda.reset_peak_memory_stats(pl_module.device)
         self._measuring, self._samples, self._previous_end = True, 0, self._mark()
-        self._steps: list[tuple[Any, Any, Any]] = []  # (previous step's end, this step's start, its end)
-        self._validations: list[tuple[Any, Any]] = []
+        self._spans: dict[str, list[tuple[Any, Any]]] = {"train": [], "wait": [], "val": []}  # (start, end) marks
 
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
         if not self._measuring:  # resumed mid-epoch, without on_train_epoch_start: the row counts the rest
             self.on_train_epoch_start(trainer, pl_module)
-        self._step_start = self._mark()
+        self._spans["wait"].append((self._previous_end, self._mark()))  # a step's train span starts with its wait
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         end = self._mark()
-        self._steps.append((self._previous_end, self._step_start, end))
-        self._previous_end = end
-        self._samples += len(batch["image"])
+        self._spans["train"].append((self._previous_end, end))
+        self._previous_end, self._samples = end, self._samples + len(batch["image"])
 
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self._measuring:  # within a training epoch (not the sanity check, not eval)
@@ -75,15 +70,14 @@ class EpochTiming(Callback):
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self._measuring:
             self._previous_end = self._mark()  # the next data wait starts after validation
-            self._validations.append((self._validation_start, self._previous_end))
+            self._spans["val"].append((self._validation_start, self._previous_end))
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not self._measuring:  # the end of an epoch replayed on resuming from a checkpoint saved there
             return
         self._measuring = False
-        wait_s = sum(_seconds(gap_start, start) for gap_start, start, _ in self._steps)
-        train_s = sum(_seconds(gap_start, end) for gap_start, _, end in self._steps)
-        val_s = sum(_seconds(*pair) for pair in self._validations) if self._validations else math.nan
+        train_s, wait_s, val_s = (sum(_seconds(*span) for span in spans) for spans in self._spans.values())
+        val_s = val_s if self._spans["val"] else math.nan
         if self._cuda:
             peak = torch.cuda.max_memory_allocated(pl_module.device)
         else:  # the process's peak resident set so far, in bytes on macOS and KiB on Linux
