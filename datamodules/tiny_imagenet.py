@@ -4,6 +4,7 @@ Custom because torchvision has no Tiny-ImageNet (ImageFolder reads neither val_a
 and decoding 100k small JPEGs every epoch costs more than a GPU step; the cache is reused while the files are unchanged.
 """
 
+import functools
 import hashlib
 import json
 import logging
@@ -94,7 +95,7 @@ class TinyImageNetFolder:
         self.root = Path(root)
         self.wnids_file = self.root / "wnids.txt"
         self.annotations_file = self.root / "val" / "val_annotations.txt"
-        self._listed: dict[str, SplitFiles] = {}
+        self.list_split = functools.cache(self.list_split)  # source() asks for a split's files once per sample
 
     @cached_property
     def class_index(self) -> dict[str, int]:
@@ -141,13 +142,9 @@ class TinyImageNetFolder:
         return layout
 
     def list_split(self, split: str) -> SplitFiles:
-        """A split's files, labels and problems, listed once, after the whole structure is checked."""
-        if split not in self._listed:
-            official = self.val_layout == OFFICIAL_VAL
-            self._listed[split] = self._val_annotated() if official and split == "val" else self._list(split)
-        return self._listed[split]
-
-    def _list(self, split: str) -> SplitFiles:
+        """A split's files, labels and problems (listed once: see __init__), after the whole structure is checked."""
+        if self.val_layout == OFFICIAL_VAL and split == "val":
+            return self._val_annotated()
         if split == "test":
             files, problems = _images_in(self.root / "test")
             return SplitFiles(files, None, problems)
@@ -185,7 +182,9 @@ def decoded(
     folder: Path, files: list[Path], labels: torch.Tensor | None, shape: tuple[int, ...]
 ) -> tuple[ArrayImageDataset, list[str]]:
     """The images of `files` memory-mapped, with their labels and positions in `files`, and why each file left out
-    failed: from the cache in `folder` when its manifest's fingerprint matches the files, else decoded now into it."""
+    failed: from the cache in `folder` when its manifest's fingerprint matches the files, else decoded now into it by
+    one worker per core, CHUNK files a task, each file written through a temporary one of this process renamed into
+    place, the manifest last: builders on several nodes sharing the folder do not mix their rows."""
     digest = hashlib.sha256(f"format {CACHE_FORMAT}, shape {tuple(shape)}\n".encode())
     for path in files:  # each listed as a readable file
         status = os.stat(path)
@@ -195,47 +194,41 @@ def decoded(
     if manifest.get("fingerprint") == digest.hexdigest():
         log.info(f"Using the decoded {description} in {folder} ({manifest['images']} images)")
     else:  # absent, or the files changed since it was built
-        manifest = _build(folder, files, shape, digest.hexdigest(), description)
+        workers = min(len(os.sched_getaffinity(0)), -(-len(files) // CHUNK))
+        decode = ImageFiles(files, None, shape).decode
+        chunks = DataLoader(range(len(files)), CHUNK, num_workers=workers if workers > 1 else 0, collate_fn=decode)
+        kept, bad, started = [], [], time.perf_counter()
+
+        # written, not memory-mapped: a full disk is an OSError (one sentence), not a SIGBUS
+        def write_rows(out) -> None:
+            np.lib.format.write_array_header_1_0(
+                out, {"descr": "|u1", "fortran_order": False, "shape": (len(files), *shape)}
+            )
+            with tqdm(total=len(files), unit="img", desc=f"Decoding {description}", mininterval=0.5) as progress:
+                for chunk_kept, chunk_images, chunk_bad in chunks:  # in order: kept rows one after another
+                    out.write(chunk_images.tobytes())
+                    kept.extend(chunk_kept)
+                    bad.extend(chunk_bad.values())
+                    progress.update(len(chunk_kept) + len(chunk_bad))
+            out.truncate(out.tell() + len(bad) * int(np.prod(shape)))  # the rows of files left out: never read
+
+        try:
+            manifest_path.unlink(missing_ok=True)  # from here until the end the cache is invalid
+            replace_whole(folder / "images.npy", write_rows)
+            manifest = {"fingerprint": digest.hexdigest(), "images": len(kept), "bad_files": bad, "kept": kept}
+            replace_whole(manifest_path, json.dumps(manifest).encode())  # last: it marks the cache complete
+        except OSError as error:  # not writable, disk full, ...
+            raise UserError(
+                f"Could not write the decoded {description} in {folder} ({error.strerror or error}): set data.cache_dir to a writable "
+                f"folder with {len(files) * int(np.prod(shape)) / 1e6:,.0f} MB free, or data.cache=false to decode images as they are loaded."
+            ) from error
+        seconds = time.perf_counter() - started
+        log.info(
+            f"Decoded {len(files)} {description} into {folder} in {seconds:.1f} s ({len(files) / seconds:.0f} images/s, {max(workers, 1)} processes)"
+        )
     images = np.load(folder / "images.npy", mmap_mode="r")[: manifest["images"]]  # rows beyond: files left out
     kept = torch.tensor(manifest["kept"], dtype=torch.long)
     return ArrayImageDataset(images, None if labels is None else labels[kept], kept), manifest["bad_files"]
-
-
-def _build(folder: Path, files: list[Path], shape: tuple[int, ...], fingerprint: str, description: str) -> dict:
-    """Decoded by one worker per core, CHUNK files a task, each file written through a temporary one of this process
-    renamed into place, the manifest last: builders on several nodes sharing the folder do not mix their rows."""
-    workers = min(len(os.sched_getaffinity(0)), -(-len(files) // CHUNK))
-    decode = ImageFiles(files, None, shape).decode
-    chunks = DataLoader(range(len(files)), CHUNK, num_workers=workers if workers > 1 else 0, collate_fn=decode)
-    kept, bad, started = [], [], time.perf_counter()
-
-    def write_rows(out) -> None:  # written, not memory-mapped: a full disk is an OSError (one sentence), not a SIGBUS
-        np.lib.format.write_array_header_1_0(
-            out, {"descr": "|u1", "fortran_order": False, "shape": (len(files), *shape)}
-        )
-        with tqdm(total=len(files), unit="img", desc=f"Decoding {description}", mininterval=0.5) as progress:
-            for chunk_kept, chunk_images, chunk_bad in chunks:  # in order: kept rows one after another
-                out.write(chunk_images.tobytes())
-                kept.extend(chunk_kept)
-                bad.extend(chunk_bad.values())
-                progress.update(len(chunk_kept) + len(chunk_bad))
-        out.truncate(out.tell() + len(bad) * int(np.prod(shape)))  # the rows of files left out: never read
-
-    try:
-        (folder / "manifest.json").unlink(missing_ok=True)  # from here until the end the cache is invalid
-        replace_whole(folder / "images.npy", write_rows)
-        manifest = {"fingerprint": fingerprint, "images": len(kept), "bad_files": bad, "kept": kept}
-        replace_whole(folder / "manifest.json", json.dumps(manifest).encode())  # last: it marks the cache complete
-    except OSError as error:  # not writable, disk full, ...
-        raise UserError(
-            f"Could not write the decoded {description} in {folder} ({error.strerror or error}): set data.cache_dir to a writable "
-            f"folder with {len(files) * int(np.prod(shape)) / 1e6:,.0f} MB free, or data.cache=false to decode images as they are loaded."
-        ) from error
-    seconds = time.perf_counter() - started
-    log.info(
-        f"Decoded {len(files)} {description} into {folder} in {seconds:.1f} s ({len(files) / seconds:.0f} images/s, {max(workers, 1)} processes)"
-    )
-    return manifest
 
 
 class ImageFiles(Dataset):
@@ -298,7 +291,6 @@ class TinyImageNetDataModule(ImageDataModule):
         self.folder = TinyImageNetFolder(self.data_dir / FOLDER_NAME)
         self.download, self.url, self.md5, self.cache, self.skip_bad_files = download, url, md5, cache, skip_bad_files
         self.cache_dir = Path(cache_dir) if cache_dir else self.data_dir / f"{FOLDER_NAME}-decoded"
-        self.skipped: dict[str, int] = {}  # bad inputs left out, per official folder
         self._datasets: dict[str, Dataset] = {}
         self.predict_set: Dataset | None = None  # the official test/ images, unlabelled
 
@@ -315,17 +307,15 @@ class TinyImageNetDataModule(ImageDataModule):
         folder = "train" if self.num_folds and split == "val" else FOLDER_OF_SPLIT[split]  # a fold of train/ validates
         return str(self.folder.list_split(folder).files[index])
 
-    def _folders_of(self, stage: str | None) -> tuple[str, ...]:
-        """The official folders a stage reads; cross-validating, fitting and validating read train/ only."""
-        return ("train",) if self.num_folds and stage in ("fit", "validate") else FOLDERS_OF_STAGE.get(stage, SPLITS)
-
     def prepare_data(self, stage: str | None = None) -> None:
         """Download if absent, then load the official folders `stage` (by default the trainer's) reads, each once:
         decoded into the cache once per node, every listing refused before anything is decoded."""
         stage = stage or (self.trainer.state.fn.value if self.trainer is not None else None)
         if not self.folder.wnids_file.is_file():  # the folder is absent
             self._download()
-        folders = [folder for folder in self._folders_of(stage) if folder not in self._datasets]
+        # cross-validating, fitting and validating read train/ only
+        folders = ("train",) if self.num_folds and stage in ("fit", "validate") else FOLDERS_OF_STAGE.get(stage, SPLITS)
+        folders = [folder for folder in folders if folder not in self._datasets]
         for folder in folders:
             self._refuse(folder, self.folder.list_split(folder).problems)
         for folder in folders:
@@ -334,11 +324,6 @@ class TinyImageNetDataModule(ImageDataModule):
     def read_splits(self, stage: str | None) -> tuple[Dataset | None, Dataset | None, Dataset | None]:
         """The official folders `stage` reads: train/, and val/ as both val and test."""
         self.prepare_data(stage)  # when prepare_data ran in another process (one per node)
-        for folder in self._folders_of(stage):
-            if len(self._datasets[folder]) == 0:
-                raise UserError(
-                    f"The Tiny-ImageNet {folder} split in {self.folder.root} has no usable images ({self.skipped[folder]} bad inputs skipped): restore the official files."
-                )
         self.predict_set = self._datasets.get("test")
         return self._datasets.get("train"), self._datasets.get("val"), self._datasets.get("val")
 
@@ -353,7 +338,10 @@ class TinyImageNetDataModule(ImageDataModule):
         self._refuse(folder, problems)
         for problem in problems:
             log.warning(f"Skipped (data.skip_bad_files=true): {problem}.")
-        self.skipped[folder] = len(problems)
+        if len(dataset) == 0:
+            raise UserError(
+                f"The Tiny-ImageNet {folder} split in {self.folder.root} has no usable images ({len(problems)} bad inputs skipped): restore the official files."
+            )
         if problems:
             log.warning(
                 f"Bad inputs left out of the Tiny-ImageNet {folder} split: {len(problems)}; {len(dataset)} images remain."
