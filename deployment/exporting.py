@@ -33,16 +33,15 @@ class NormalizedNet(nn.Module):
 def check_format(name: str) -> None:
     if name not in SUFFIXES:
         raise UserError(f"format must be one of {', '.join(SUFFIXES)}, not {name!r}.")
-    missing = [package for package in ONNX_PACKAGES if name == "onnx" and importlib.util.find_spec(package) is None]
-    if missing:
+    if missing := [package for package in ONNX_PACKAGES if name == "onnx" and not importlib.util.find_spec(package)]:
         raise UserError(
             f"format=onnx needs the packages {', '.join(ONNX_PACKAGES)} and {', '.join(missing)} is not installed: pip install 'classic-dl[export]' (or pip install {' '.join(missing)})."
         )
 
 
-def export(model: nn.Module, example: torch.Tensor, file_format: str, path: Path) -> None:
-    """`model` in eval mode, traced on `example` (uint8 images) with a dynamic batch dimension, written to `path`."""
-    dynamic = ({0: torch.export.Dim("batch")},)
+def export(model: nn.Module, example: torch.Tensor, file_format: str, folder: Path) -> Path:
+    """`model` in eval mode, traced on `example` (uint8 images) with a dynamic batch dimension, as folder/model.<suffix>."""
+    path, dynamic = Path(folder) / f"model{SUFFIXES[file_format]}", ({0: torch.export.Dim("batch")},)
     if file_format == "torch_export":
         torch.export.save(torch.export.export(model.eval(), (example,), dynamic_shapes=dynamic), path)
     elif file_format == "onnx":
@@ -51,6 +50,7 @@ def export(model: nn.Module, example: torch.Tensor, file_format: str, path: Path
     else:
         with torch.no_grad():
             torch.jit.trace(model.eval(), (example,)).save(str(path))
+    return path
 
 
 def load_exported(path: Path, file_format: str) -> Callable[[torch.Tensor], torch.Tensor]:

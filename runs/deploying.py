@@ -9,16 +9,7 @@ from omegaconf import DictConfig
 
 from analysis.prediction_files import write_csv
 from datamodules.image_files import PIL_MODES, BadImageFile, decode_image
-from deployment.exporting import (
-    AGAIN,
-    SUFFIXES,
-    NormalizedNet,
-    check_format,
-    export,
-    image_files,
-    load_exported,
-    read_contract,
-)
+from deployment.exporting import AGAIN, NormalizedNet, check_format, export, image_files, load_exported, read_contract
 from runs.build import rebuild_from_checkpoint
 from user_errors import UserError
 
@@ -33,9 +24,9 @@ def export_checkpoint(cfg: DictConfig) -> None:
     datamodule.setup("validate")
     val = datamodule.dataset("val")
     images = val.__getitems__(list(range(min(cfg.verify_images, len(val)))))["image"]
-    path = Path(cfg.paths.output_dir) / f"model{SUFFIXES[cfg.format]}"
     try:  # traced on 2 images (torch.export specialises a batch of 1), verified on more: a batch size baked in shows
-        export(NormalizedNet(module.eval().net, datamodule.mean, datamodule.std), images[:2], cfg.format, path)
+        net = NormalizedNet(module.eval().net, datamodule.mean, datamodule.std)
+        path = export(net, images[:2], cfg.format, cfg.paths.output_dir)
     except Exception as error:  # torch's exporters raise many types; the first line names what they cannot handle
         reason = (str(error).strip().splitlines() or [error.__class__.__name__])[0]
         raise UserError(

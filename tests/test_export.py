@@ -78,8 +78,7 @@ def test_a_recurrent_network_exports_with_a_dynamic_batch(file_format, mnist_dir
     datamodule.setup("validate")
     net = RowRNN(datamodule.input_shape, 10, cell="lstm", hidden_size=32, num_layers=2, bidirectional=True).eval()
     images = datamodule.val_set.images[:9]
-    path = tmp_path / f"model.{SUFFIX[file_format]}"
-    export(NormalizedNet(net, datamodule.mean, datamodule.std), images[:2], file_format, path)
+    path = export(NormalizedNet(net, datamodule.mean, datamodule.std), images[:2], file_format, tmp_path)
     with torch.no_grad():
         expected = net(datamodule.normalize(images))
     assert torch.allclose(load_exported(path, file_format)(images), expected, atol=1e-5, rtol=0)
@@ -100,8 +99,7 @@ def test_every_model_of_the_zoo_exports_with_matching_logits(model, file_format,
     datamodule = build_datamodule(cfg)
     module = build_module(cfg, datamodule).eval()
     images = torch.randint(0, 256, (3, *datamodule.input_shape), dtype=torch.uint8)
-    path = tmp_path / f"model.{SUFFIX[file_format]}"
-    export(NormalizedNet(module.net, datamodule.mean, datamodule.std), images[:2], file_format, path)
+    path = export(NormalizedNet(module.net, datamodule.mean, datamodule.std), images[:2], file_format, tmp_path)
     with torch.no_grad():
         expected = module(datamodule.normalize(images))
     assert torch.allclose(load_exported(path, file_format)(images), expected, atol=1e-4, rtol=1e-4)
