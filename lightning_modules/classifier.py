@@ -106,10 +106,9 @@ class ImageClassifier(LightningModule):
             logger.log_metrics({**values, "epoch": self.current_epoch}, step=self.global_step - 1)
 
     def on_validation_epoch_end(self) -> None:
-        self._log_epoch(self.val_metrics, prog_bar=True)
+        self._log_epoch(self.test_metrics if self.trainer.testing else self.val_metrics, prog_bar=True)
 
-    def on_test_epoch_end(self) -> None:
-        self._log_epoch(self.test_metrics)
+    on_test_epoch_end = on_validation_epoch_end
 
     def _log_epoch(self, metrics: MetricCollection, prog_bar: bool = False, logger: bool = True) -> dict[str, Any]:
         # computed once per epoch across DDP processes; sync_dist only silences Lightning's warning
@@ -153,9 +152,6 @@ def epoch_metrics(num_classes: int, stage: str) -> MetricCollection:
     """<stage>/loss (the mean over samples), <stage>/top1 and top5."""
     # validate_args=False and nan_strategy="disable": no update waits for the device (a NaN loss shows);
     # compute_groups=False: torchmetrics would merge top-1 and top-5 into one state if their first counts agreed
-    top = {"top1": 1, "top5": min(5, num_classes)}
-    accuracy = {
-        name: MulticlassAccuracy(num_classes, top_k=k, average="micro", validate_args=False) for name, k in top.items()
-    }
-    metrics = {"loss": MeanMetric(nan_strategy="disable"), **accuracy}
+    accuracy = lambda k: MulticlassAccuracy(num_classes, top_k=k, average="micro", validate_args=False)  # noqa: E731
+    metrics = {"loss": MeanMetric(nan_strategy="disable"), "top1": accuracy(1), "top5": accuracy(min(5, num_classes))}
     return MetricCollection(metrics, prefix=f"{stage}/", compute_groups=False)
