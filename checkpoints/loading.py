@@ -101,19 +101,11 @@ def check_resumable(choices: dict[str, Any], module: Module, checkpoint: dict[st
     check_same_network(module.state_dict(), checkpoint["state_dict"], path, advice)
 
 
-def temporary_files_of(path: Path) -> list[Path]:
-    return sorted(path.parent.glob(f".{path.name}.*.tmp"))
-
-
 def atomic_write_bytes(data: bytes | Callable[[BinaryIO], Any], path: str | os.PathLike) -> None:
-    """replace_whole, first removing what an earlier, killed write to `path` left behind."""
-    for stale in temporary_files_of(Path(path)):
+    """replace_whole, first removing what an earlier, killed write to `path` left behind (replace_whole's names)."""
+    for stale in Path(path).parent.glob(f".{Path(path).name}.*.tmp"):
         stale.unlink(missing_ok=True)
     replace_whole(path, data)
-
-
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    atomic_write_bytes(lambda file: torch.save(obj, file), path)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -124,7 +116,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             return super().save_checkpoint(checkpoint, path, storage_options)
         with writing(f"the checkpoint {path}"):  # one that fails leaves the checkpoints saved before as they were
             try:
-                atomic_torch_save(checkpoint, path)
+                atomic_write_bytes(lambda file: torch.save(checkpoint, file), path)
             except RuntimeError as error:  # torch's writer found a short write (a full disk)
                 free = shutil.disk_usage(Path(path).parent).free // 1024
                 raise OSError(

@@ -10,7 +10,6 @@ import logging
 import os
 import re
 import shutil
-import signal
 import socket
 import sys
 import time
@@ -58,13 +57,9 @@ def entry_point(config_name: str, positional: Sequence[str] = (), gathered: str 
 
         @functools.wraps(task)  # Hydra finds conf/ and names the job (train.log) by the script that defines `task`
         def main(cfg: DictConfig) -> Any:
-            with exit_on_user_error():
+            with exit_on_user_error(discard_new_output_dir):
                 quiet_library_notices()
-                try:
-                    return task(cfg)
-                except Exception as error:
-                    discard_new_output_dir(error)
-                    raise
+                return task(cfg)
 
         hydra.main(version_base="1.3", config_path="conf", config_name=config_name)(main)()
         return task
@@ -76,16 +71,22 @@ _job_failure: str | None = None  # the failure of this process's job, for its st
 
 
 @contextmanager
-def exit_on_user_error():
-    """A UserError as its message and exit 2, a signal's stop as 128 + its number; a multirun's failed job as its status."""
+def exit_on_user_error(on_user_error: Callable[[], None] = lambda: None):
+    """A UserError as its message and exit 2, after `on_user_error`; a signal's stop as 128 + its number; a multirun's
+    failed job as its status."""
     global _job_failure
     try:
         yield
     except Exception as error:
-        error = as_user_error(error)
-        if (stop := _stopped_by_signal(error)) is not None:
-            print(f"stopped: {stop[1]}", file=sys.stderr)
-            raise SystemExit(128 + stop[0]) from None
+        if isinstance(error, (MissingMandatoryValue, ConfigKeyError, ConfigAttributeError)) and error.full_key:
+            # a value the user left unset (`???`) or removed (`~key`), found only where it is read
+            error = UserError(f"{error.full_key} has no value: give {error.full_key}=VALUE on the command line.")
+        if isinstance(error, UserError):
+            on_user_error()
+        # a signal's stop: callbacks.resume.TrainingStopped, known by its signum (importing it would import Lightning)
+        if (signum := getattr(error, "signum", None)) is not None:
+            print(f"stopped: {error}", file=sys.stderr)
+            raise SystemExit(128 + signum) from None
         if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:  # the sweep goes on
             _job_failure = failure_reason(error)
             log.error(f"This job failed: {_job_failure}", exc_info=None if isinstance(error, UserError) else error)
@@ -94,25 +95,6 @@ def exit_on_user_error():
             raise SystemExit(USER_ERROR_EXIT_CODE) from None
         else:
             raise
-
-
-def as_user_error(error: Exception) -> Exception:
-    """A config value the user left unset (`???`) or removed (`~key`), found only where it is read, as a UserError."""
-    if isinstance(error, (MissingMandatoryValue, ConfigKeyError, ConfigAttributeError)) and error.full_key:
-        return UserError(f"{error.full_key} has no value: give {error.full_key}=VALUE on the command line.")
-    return error
-
-
-def _stopped_by_signal(error: Exception) -> tuple[int, str] | None:
-    if "lightning" not in sys.modules:  # those exceptions exist only once training has imported Lightning
-        return None
-    from lightning.pytorch.utilities.exceptions import SIGTERMException
-
-    from callbacks.resume import TrainingStopped
-
-    if isinstance(error, SIGTERMException):  # Lightning's own, outside the training loop (e.g. the sanity check)
-        return signal.SIGTERM, "SIGTERM before training started; nothing was trained, so nothing needed saving."
-    return (error.signum, str(error)) if isinstance(error, TrainingStopped) else None
 
 
 def failure_reason(error: BaseException) -> str:
@@ -260,12 +242,12 @@ def resolve_output_dir(source: str | None, out: str) -> str:
 RESULT_SUFFIXES = (".ckpt", ".csv", ".json", ".onnx", ".pt2", ".ts")
 
 
-def discard_new_output_dir(error: Exception) -> None:
-    """On a UserError, remove the output folder this process created, unless it holds a result of the command."""
+def discard_new_output_dir() -> None:
+    """Remove the output folder this process created, unless it holds a result of the command."""
     folder = Path(HydraConfig.get().runtime.output_dir).resolve()
-    if isinstance(as_user_error(error), UserError) and folder in _created:
-        if not any(path.suffix in RESULT_SUFFIXES and ".hydra" not in path.parts for path in folder.rglob("*")):
-            shutil.rmtree(_created[folder], ignore_errors=True)
+    results = (path for path in folder.rglob("*") if path.suffix in RESULT_SUFFIXES and ".hydra" not in path.parts)
+    if folder in _created and not any(results):
+        shutil.rmtree(_created[folder], ignore_errors=True)
 
 
 def tensorboard_run_name(mode: object, override_dirname: str) -> str:

@@ -7,21 +7,28 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
-from checkpoints.loading import AtomicCheckpointIO, atomic_torch_save, temporary_files_of
+from checkpoints.loading import AtomicCheckpointIO
 from runs.build import build_trainer
 from tests.helpers.commands import REPO
 from tests.helpers.compose import compose_config
+from user_errors import UserError
 
 # Saves ever newer versions of a 16 MB checkpoint to the same path, as fast as it can: most of its time is
 # spent inside a write, so a kill at a random moment usually lands in one.
 WRITER = """
 import sys, torch
-from checkpoints.loading import atomic_torch_save
+from checkpoints.loading import AtomicCheckpointIO
 for version in range(1, 10**9):
-    atomic_torch_save({"version": version, "weights": torch.full((4_000_000,), float(version))}, sys.argv[1])
+    AtomicCheckpointIO().save_checkpoint({"version": version, "weights": torch.full((4_000_000,), float(version))}, sys.argv[1])
 """
+
+
+def temporary_files_of(path: Path) -> list[Path]:
+    """What a write of `path` that was killed leaves (user_errors.replace_whole's temporary file)."""
+    return sorted(path.parent.glob(f".{path.name}.*.tmp"))
 
 
 def test_sigkill_during_writes_always_leaves_a_whole_checkpoint(tmp_path):
@@ -42,22 +49,20 @@ def test_sigkill_during_writes_always_leaves_a_whole_checkpoint(tmp_path):
         newest = max(newest, checkpoint["version"])
         assert len(temporary_files_of(path)) <= 1  # at most the write that was killed
     assert newest > 1
-    atomic_torch_save({"version": 0}, path)  # the next save removes what a killed one left
+    AtomicCheckpointIO().save_checkpoint({"version": 0}, path)  # the next save removes what a killed one left
     assert temporary_files_of(path) == []
 
 
 def test_a_failed_write_keeps_the_previous_file(tmp_path):
     path = tmp_path / "last.ckpt"
-    atomic_torch_save({"version": 1}, path)
+    AtomicCheckpointIO().save_checkpoint({"version": 1}, path)
 
     class Unpicklable:
         def __reduce__(self):
             raise RuntimeError("cannot be saved")
 
-    try:
-        atomic_torch_save({"version": 2, "bad": Unpicklable()}, path)
-    except RuntimeError:
-        pass
+    with pytest.raises(UserError, match="Could not write the checkpoint"):
+        AtomicCheckpointIO().save_checkpoint({"version": 2, "bad": Unpicklable()}, path)
     assert torch.load(path, weights_only=True) == {"version": 1}
     assert temporary_files_of(path) == []
 
