@@ -142,7 +142,9 @@ class ResumableDataLoader(StatefulDataLoader):
 
 class ImageDataModule(LightningDataModule):
     """Serves batches {"image": uint8 (B,C,H,W), "label", "index"}; float conversion, normalisation and augmentation
-    run on whole batches on the device. A subclass sets input_shape, num_classes, mean, std, class_names and read_splits."""
+    run on whole batches on the device. A subclass sets input_shape, num_classes, mean, std, class_names and
+    read_splits(stage): the labelled (train, val, test) splits, those `stage` does not serve may be None; val None:
+    `val_size` images of train validate."""
 
     input_shape: tuple[int, int, int]
     num_classes: int
@@ -181,11 +183,6 @@ class ImageDataModule(LightningDataModule):
     def dataset(self, split: str) -> Dataset:
         """train, val, test or predict_split (the entry points accept no other)."""
         return getattr(self, f"{split}_set")
-
-    def read_splits(self, stage: str | None) -> tuple[Dataset | None, Dataset | None, Dataset | None]:
-        """The labelled (train, val, test) splits; val None: `val_size` images of train validate. Those `stage` does
-        not serve may be None."""
-        raise NotImplementedError
 
     def setup(self, stage: str | None = None) -> None:
         """Validates on fold `fold` of train with num_folds set, else the dataset's own val, else `val_size` carved from train."""

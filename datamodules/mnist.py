@@ -87,10 +87,9 @@ class MNISTDataModule(ImageDataModule):
 
     def read_splits(self, stage: str | None) -> tuple[ArrayImageDataset, None, ArrayImageDataset]:
         """The official training and test files; validation is carved from the training images (val_size)."""
-        train, test = (ArrayImageDataset(*self._read(train, download=False)) for train in (True, False))
-        return train, None, test
+        return self._read(True), None, self._read(False)
 
-    def _read(self, train: bool, download: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _read(self, train: bool, download: bool = False) -> ArrayImageDataset:
         """A split's images, labels and source indices; one sentence when its files are missing, corrupt or disagree."""
         name, split = self.torchvision_dataset, "training" if train else "test"
         try:
@@ -105,4 +104,4 @@ class MNISTDataModule(ImageDataModule):
                 f"{self.num_classes} classes ({reason}): put the official uncompressed IDX files there (data.download=true "
                 f"downloads them), or point data.data_dir at the folder that holds {name}/raw/."
             ) from error
-        return images, labels, torch.arange(len(images))
+        return ArrayImageDataset(images, labels, torch.arange(len(images)))

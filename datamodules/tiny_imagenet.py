@@ -46,6 +46,7 @@ FOLDERS_OF_STAGE = {"fit": ("train", "val"), "validate": ("val",), "test": ("val
 CACHE_FORMAT = 3  # 3: each row's file position in manifest.json (kept.npy before)
 CHUNK = 256  # images per decoding task
 JPEG = (".jpeg", ".jpg")  # the suffixes read, in any case
+warn_once = functools.cache(log.warning)  # a bad file met every epoch: one warning per loader process
 
 
 def read_lines(path: Path) -> list[str]:
@@ -238,7 +239,6 @@ class ImageFiles(Dataset):
     def __init__(self, files: list[Path], labels: torch.Tensor | None, shape: tuple, skip_bad_files: bool = False):
         self.files, self.labels, self.shape, self.skip_bad_files = files, labels, tuple(shape), skip_bad_files
         self.source_index = torch.arange(len(files))
-        self._reported: set[int] = set()
 
     def __len__(self) -> int:
         return len(self.files)
@@ -256,12 +256,10 @@ class ImageFiles(Dataset):
 
     def __getitems__(self, positions) -> dict[str, torch.Tensor]:
         kept, pixels, bad = self.decode(torch.as_tensor(positions, dtype=torch.long).tolist())
-        for position, error in bad.items():
+        for error in bad.values():
             if not self.skip_bad_files:
                 raise UserError(f"{error}: restore the original, or set data.skip_bad_files=true to skip bad files.")
-            if position not in self._reported:
-                self._reported.add(position)
-                log.warning(f"Skipping a bad file: {error}.")
+            warn_once(f"Skipping a bad file: {error}.")
         kept = torch.as_tensor(kept, dtype=torch.long)
         batch = {"image": torch.from_numpy(pixels), "index": kept}
         if self.labels is not None:
