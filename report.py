@@ -9,9 +9,7 @@ from runs.entry_points import entry_point
 
 @entry_point("report", positional=("run",))
 def main(cfg: DictConfig) -> None:
-    from analysis.run_report import METRICS, check_overfitting_rule, targets_of, write_report
+    from analysis.run_report import METRICS, write_report
 
-    targets = targets_of(cfg.target)
-    check_overfitting_rule(cfg.patience, cfg.min_rise)
-    report = write_report(Path(cfg.run), Path(cfg.out), targets, cfg.patience, cfg.min_rise)
+    report = write_report(Path(cfg.run), Path(cfg.out), cfg.target, cfg.patience, cfg.min_rise)
     print(f"report: {report} (figures {', '.join(f'{metric}.png' for metric in METRICS)} beside it)")

@@ -1,7 +1,6 @@
 """Reading what a run left in its directory: TensorBoard scalars, timing.csv, status.json and its config."""
 
 import csv
-import json
 import logging
 import math
 from dataclasses import dataclass, field
@@ -13,7 +12,6 @@ import yaml
 from user_errors import UserError
 
 TIMING_FILE = "timing.csv"  # callbacks/timing.py: a row per epoch ("0", "1", ...) and the run's ("all")
-STATUS_FILE = "status.json"  # runs/entry_points.py: how a job of a multirun ended
 COMPLETED, FAILED = "completed", "failed"
 EVENTS = "events.out.tfevents.*"
 
@@ -49,14 +47,14 @@ def job_order(path: Path) -> tuple:
     return (0, int(path.name), "") if path.name.isdigit() else (1, 0, path.name)
 
 
-def read_scalars(event_folder: Path, tags: set[str] | None = None) -> dict[str, list[Any]]:
+def read_scalars(event_folder: Path) -> dict[str, list[Any]]:
     """tag -> its ScalarEvents (step, wall_time, value) as TensorBoard shows them: a resumed run's orphans purged."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # slow: only where read
 
     logging.getLogger("tensorboard").setLevel(logging.ERROR)  # its warnings about the graph logged twice
     sizes = {"scalars": 0, "images": 1, "tensors": 1, "histograms": 1}
     accumulator = EventAccumulator(str(event_folder), size_guidance=sizes, purge_orphaned_data=True).Reload()
-    return {tag: accumulator.Scalars(tag) for tag in accumulator.Tags()["scalars"] if tags is None or tag in tags}
+    return {tag: accumulator.Scalars(tag) for tag in accumulator.Tags()["scalars"]}
 
 
 def read_curves(run: Path) -> tuple[dict[str, dict[int, float]], dict[str, float], float]:
@@ -70,7 +68,7 @@ def read_curves(run: Path) -> tuple[dict[str, dict[int, float]], dict[str, float
     curves = {
         tag: {epoch_at_step.get(event.step, position): event.value for position, event in enumerate(events)}
         for tag, events in scalars.items()
-        if tag.startswith(("train/", "val/", "time/")) and tag != "train/lr"
+        if tag.startswith(("train/", "val/")) and tag != "train/lr"
     }
     final = {tag: events[-1].value for tag, events in scalars.items() if tag.startswith("test/")}
     times = [event.wall_time for events in scalars.values() for event in events]
@@ -88,30 +86,20 @@ def read_timing(run: Path) -> dict[str, dict[str, float]]:
         }
 
 
-def read_status(job_dir: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((Path(job_dir) / STATUS_FILE).read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-def read_config(run: Path) -> tuple[dict[str, Any], list[str]]:
-    """.hydra/'s config and overrides, or the config stored in the run's latest checkpoint."""
-    config, overrides = run / ".hydra" / "config.yaml", run / ".hydra" / "overrides.yaml"
-    if config.is_file():
-        overrides = yaml.safe_load(overrides.read_text()) if overrides.is_file() else []
-        return yaml.safe_load(config.read_text()) or {}, list(overrides or [])
-    latest = max((run / "checkpoints").glob("*.ckpt"), key=lambda path: path.stat().st_mtime, default=None)
-    from checkpoints.loading import RUN_CONFIG_KEY, load_checkpoint
-
-    return load_checkpoint(latest)[RUN_CONFIG_KEY] if latest else {}, []
-
-
 def read_run(run: Path) -> RunRecord:
-    """Every record of a run, only ever read as data: one that train.py did not write is one sentence."""
+    """Every record of a run, only ever read as data: one that train.py did not write is one sentence; the config is
+    .hydra/'s, or the one stored in the run's latest checkpoint."""
     curves, final, wall_s = read_curves(run)
+    config, overrides = run / ".hydra" / "config.yaml", run / ".hydra" / "overrides.yaml"
     try:
-        config, overrides = read_config(run)
+        overrides = list(yaml.safe_load(overrides.read_text()) or []) if overrides.is_file() else []
+        if config.is_file():
+            config = yaml.safe_load(config.read_text()) or {}
+        else:
+            from checkpoints.loading import RUN_CONFIG_KEY, load_checkpoint
+
+            latest = max((run / "checkpoints").glob("*.ckpt"), key=lambda path: path.stat().st_mtime, default=None)
+            config = load_checkpoint(latest)[RUN_CONFIG_KEY] if latest else {}
         timing = read_timing(run).get("all", {})
         if not isinstance(config, dict) or not all(isinstance(override, str) for override in overrides):
             raise ValueError(".hydra/ holds no composed config")

@@ -45,13 +45,6 @@ def targets_of(target: Mapping[str, object] | None) -> list[tuple[str, float]]:
     return [(TARGET_TAGS[name], float(fraction)) for name, fraction in (target or {}).items() if fraction is not None]
 
 
-def check_overfitting_rule(patience: object, min_rise: object) -> None:
-    if type(patience) is not int or patience < 1:  # True is no number of epochs
-        raise UserError(f"patience={patience} is not a whole number of epochs of at least 1: e.g. patience=3.")
-    if type(min_rise) not in (int, float) or not 0 <= min_rise < math.inf:
-        raise UserError(f"min_rise={min_rise} is not a relative rise of at least 0: e.g. min_rise=0.05 (5%).")
-
-
 def detect_overfitting(train_loss: Curve, val_loss: Curve, patience=3, min_rise=0.05) -> Overfitting | None:
     """After the lowest val loss, `patience` epochs all above it, ending `min_rise` above it, while train loss fell."""
     train, (epochs, values) = dict(zip(*train_loss)), val_loss
@@ -103,20 +96,8 @@ def last(run: RunRecord, tag: str) -> float:
     return (run.series(tag)[1] or [math.nan])[-1]
 
 
-def labels_of(runs: Sequence[RunRecord]) -> list[str]:
-    """Each run's overrides that not every run shares (its legend label), else its folder's name."""
-    shared = set.intersection(*(set(run.overrides) for run in runs))
-    return [" ".join(item for item in run.overrides if item not in shared) or run.path.name for run in runs]
-
-
 def observations(run: RunRecord, overfitting: Overfitting | None, targets: Sequence[tuple[str, float]]) -> list[str]:
-    found = []
-    epochs, values = run.series("val/top1")
-    if values:
-        epoch, best = best_of((epochs, values), "val/top1")
-        at = f"epoch {epoch}; the last epoch ({epochs[-1]}) has {show(values[-1])}" if epoch != epochs[-1] else ""
-        found.append(f"best val top-1 {show(best)} at {at or 'the last epoch'}.")
-    losses = run.series("val/loss")[1]
+    found, losses = [], run.series("val/loss")[1]
     if overfitting is not None:
         found.append(overfitting.sentence)
     elif len(losses) > 3 and losses[-1] == min(losses) and losses[-1] < losses[-4]:
@@ -136,7 +117,7 @@ def observations(run: RunRecord, overfitting: Overfitting | None, targets: Seque
 
 
 def run_section(run: RunRecord, overfitting: Overfitting | None, targets: Sequence[tuple[str, float]]) -> list[str]:
-    epochs = [max(points) for tag, points in run.curves.items() if tag.startswith(("train/", "val/")) and points]
+    epochs = [max(points) for points in run.curves.values() if points]
     lines = [f"| metric | last epoch ({max(epochs, default=None)}) | best (epoch) |", "| --- | --- | --- |"]
     for tag in (f"{split}/{metric}" for split in ("train", "val") for metric in METRICS):
         epoch, best = best_of(run.series(tag), tag)
@@ -173,8 +154,8 @@ def fold_statistics(runs: Sequence[RunRecord], labels: Sequence[str]) -> list[st
         if (run.config.get("data") or {}).get("num_folds"):
             rest = " ".join(part for part in name.split() if not part.startswith("data.fold="))
             groups.setdefault(rest, []).append(run)
-    columns = [("best val top-1", "val/top1", lambda run: best_of(run.series("val/top1"), "val/top1")[1])]
-    columns += [(f"last-epoch val {label(m)}", f"val/{m}", lambda run, tag=f"val/{m}": last(run, tag)) for m in METRICS]
+    measures = {"best val top-1": lambda run: best_of(run.series("val/top1"), "val/top1")[1]}  # named like their tag
+    measures |= {f"last-epoch val {label(m)}": lambda run, tag=f"val/{m}": last(run, tag) for m in METRICS}
     lines = []
     for rest, members in groups.items():
         if len(members) < 2:
@@ -183,12 +164,11 @@ def fold_statistics(runs: Sequence[RunRecord], labels: Sequence[str]) -> list[st
         heading = f"{len(members)} folds ({folds}) of data.num_folds={members[0].config['data']['num_folds']}"
         lines += ["", heading + (f", {rest}" if rest else "") + ":", ""]
         lines += ["| metric | mean | standard deviation | per fold |", "| --- | --- | --- | --- |"]
-        for name, tag, measure in columns:
+        for name, measure in measures.items():
             values = [measure(run) for run in members]
             if not any(math.isnan(value) for value in values):  # logged by every fold
-                mean, stdev = statistics.mean(values), statistics.stdev(values)
-                per_fold = ", ".join(show(value, tag) for value in values)
-                lines.append(f"| {name} | {show(mean, tag)} | {show(stdev, tag)} | {per_fold} |")
+                shown = [show(value, name) for value in (statistics.mean(values), statistics.stdev(values), *values)]
+                lines.append(f"| {name} | {shown[0]} | {shown[1]} | {', '.join(shown[2:])} |")  # mean, stdev, per fold
     note = "\nStandard deviation over the folds with the n-1 denominator (the sample standard deviation)."
     return ["## K-fold cross-validation", *lines, note] if lines else []
 
@@ -203,7 +183,7 @@ def curves_figure(metric, runs, labels, overfitting, targets=()):
     single, title = len(runs) == 1, TITLES[metric]
     figure = Figure(figsize=(8.5 if single else 11, 5), layout="constrained")
     axes = figure.add_subplot(title=f"{title} per epoch", xlabel="epoch (counted from 0)", ylabel=title.split(" (")[0])
-    for position, (run, name) in enumerate(zip(runs, labels)):
+    for position, (run, name, found) in enumerate(zip(runs, labels, overfitting)):
         colour = colormaps["tab10" if len(runs) <= 10 else "tab20"](position % 20)
         for split, style in (("train", "--"), ("val", "-")):
             epochs, values = run.series(f"{split}/{metric}")
@@ -216,9 +196,8 @@ def curves_figure(metric, runs, labels, overfitting, targets=()):
         if single and epochs:  # the val curve
             epoch, best = best_of((epochs, values), metric)
             axes.plot(epoch, best, "*", color="C3", ms=13, zorder=3, clip_on=False, label=f"best val (epoch {epoch})")
-        if single and overfitting[0] is not None:
-            onset = overfitting[0].onset
-            axes.axvline(onset, color="0.4", linestyle=":", lw=1.2, label=f"overfitting from epoch {onset}")
+        if single and found:
+            axes.axvline(found.onset, color="0.4", linestyle=":", lw=1.2, label=f"overfitting from epoch {found.onset}")
     epochs = sorted({epoch for line in axes.get_lines() for epoch in line.get_xdata()})  # before the target lines
     if len(epochs) == 1:  # a range around the one point, not matplotlib's +-0.05
         axes.set(xlim=(epochs[0] - 0.5, epochs[0] + 0.5), xticks=epochs)
@@ -234,15 +213,21 @@ def curves_figure(metric, runs, labels, overfitting, targets=()):
     axes.grid(True, alpha=0.3)
     figure.supxlabel(AVERAGING_NOTE, fontsize=8, color="0.35")
     if single and axes.get_legend_handles_labels()[0]:  # none: nothing logged for this metric
-        axes.legend(loc="best", fontsize=9)
+        axes.legend(fontsize=9)
     elif axes.get_legend_handles_labels()[0]:
         figure.legend(loc="outside right upper", fontsize=8, title="run (val)", ncols=1 if len(runs) <= 16 else 2)
     return figure
 
 
-def write_report(folder: Path, out: Path, targets: Sequence[tuple[str, float]], patience: int, min_rise: float) -> Path:
+def write_report(folder: Path, out: Path, target: Mapping[str, object] | None, patience=3, min_rise=0.05) -> Path:
+    targets = targets_of(target)
+    if type(patience) is not int or patience < 1:  # True is no number of epochs
+        raise UserError(f"patience={patience} is not a whole number of epochs of at least 1: e.g. patience=3.")
+    if type(min_rise) not in (int, float) or not 0 <= min_rise < math.inf:
+        raise UserError(f"min_rise={min_rise} is not a relative rise of at least 0: e.g. min_rise=0.05 (5%).")
     runs = [read_run(path) for path in find_runs(folder)]
-    labels = labels_of(runs)
+    shared = set.intersection(*(set(run.overrides) for run in runs))  # a run's label: the overrides that set it apart
+    labels = [" ".join(item for item in run.overrides if item not in shared) or run.path.name for run in runs]
     overfitting = [
         detect_overfitting(run.series("train/loss"), run.series("val/loss"), patience, min_rise) for run in runs
     ]

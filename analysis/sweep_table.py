@@ -1,5 +1,6 @@
 """The table of a sweep, one row per job: summary.md and summary.csv beside the jobs, and in report.md."""
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -7,7 +8,7 @@ from typing import Any
 import yaml
 
 from analysis.prediction_files import markdown_rows, write_csv
-from analysis.run_records import COMPLETED, FAILED, job_order, read_curves, read_status, read_timing
+from analysis.run_records import COMPLETED, FAILED, job_order, read_curves, read_timing
 from user_errors import UserError, replace_whole
 
 METRIC_COLUMNS = "best_val_top1 best_epoch val_top5 final_val_loss test_top1 epochs wall_s samples_per_s".split()
@@ -20,17 +21,16 @@ def job_dirs(sweep_dir: Path) -> list[Path]:
     return sorted((path.parent.parent for path in Path(sweep_dir).glob("*/.hydra/overrides.yaml")), key=job_order)
 
 
-def overrides_of(job_dir: Path) -> dict[str, str]:
-    """{"optimizer.lr": "0.01", ...}; plain YAML, so an interpolation from elsewhere stays text."""
+def job_row(job_dir: Path) -> dict[str, Any]:
+    """Status (status.json, written by runs/entry_points.py; without one, completed once timing.csv has its "all"
+    row), overrides (plain YAML, so an interpolation from elsewhere stays text) and metrics."""
+    timing = read_timing(job_dir)
+    try:
+        status = json.loads((job_dir / "status.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        status = {"status": COMPLETED if "all" in timing else UNFINISHED}
     overrides = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []
     pairs = (str(override).split("=", 1) for override in (overrides if isinstance(overrides, list) else []))
-    return {key.lstrip("+~"): value[0] if value else "(deleted)" for key, *value in pairs}
-
-
-def job_row(job_dir: Path) -> dict[str, Any]:
-    """Status (status.json; without one, completed once timing.csv has its "all" row), overrides and metrics."""
-    timing = read_timing(job_dir)
-    status = read_status(job_dir) or {"status": COMPLETED if "all" in timing else UNFINISHED}
     state = status.get("status") if status.get("status") in (COMPLETED, FAILED) else UNFINISHED
     reason = status.get("reason", "") if state == FAILED else UNFINISHED_REASON if state == UNFINISHED else ""
     curves, final, _ = read_curves(job_dir) if (job_dir / "tensorboard").is_dir() else ({}, {}, None)
@@ -47,7 +47,8 @@ def job_row(job_dir: Path) -> dict[str, Any]:
         "wall_s": status.get("wall_s", math.nan),
         "samples_per_s": speed,
     }
-    return {"job": job_dir.name, "status": state, **overrides_of(job_dir), **metrics, "reason": reason}
+    overrides = {key.lstrip("+~"): value[0] if value else "(deleted)" for key, *value in pairs}
+    return {"job": job_dir.name, "status": state, **overrides, **metrics, "reason": reason}
 
 
 def summarize(sweep_dir: Path, ended: dict[Path, dict] | None = None) -> tuple[list[dict[str, Any]], list[str]]:
@@ -59,7 +60,8 @@ def summarize(sweep_dir: Path, ended: dict[Path, dict] | None = None) -> tuple[l
     ended = {} if ended is None else ended
     rows = [ended.get(job) or job_row(job) for job in jobs]
     ended.update((job, row) for job, row in zip(jobs, rows) if row["status"] != UNFINISHED)
-    return rows, list(dict.fromkeys(key for job in jobs for key in overrides_of(job)))
+    fixed = {"job", "status", *METRIC_COLUMNS, "reason"}
+    return rows, list(dict.fromkeys(key for row in rows for key in row if key not in fixed))
 
 
 def write_summary(sweep_dir: Path, ended: dict[Path, dict[str, Any]] | None = None) -> tuple[Path, Path, str]:
