@@ -114,13 +114,11 @@ class ValidationFigures(Callback):
     ) -> None:
         if not self._active:
             return
-        logits = outputs["logits"].detach()
-        self.confusion.update(logits, batch["label"])
-        predicted = logits.argmax(dim=1)
-        candidates = {"image": batch["image"], "index": batch["index"], "label": batch["label"], "predicted": predicted}
-        candidates["wrong"] = predicted != batch["label"]
-        if self._kept:
-            candidates = {name: torch.cat([self._kept[name], values]) for name, values in candidates.items()}
+        logits, labels = outputs["logits"].detach(), batch["label"]
+        self.confusion.update(logits, labels)
+        new = {"image": batch["image"], "index": batch["index"], "label": labels, "predicted": logits.argmax(dim=1)}
+        new["wrong"] = new["predicted"] != labels
+        candidates = {name: torch.cat([self._kept.get(name, values[:0]), values]) for name, values in new.items()}
         # misclassified first, each group in order of arrival; a fixed number kept
         order = torch.argsort(candidates["wrong"].to(torch.uint8), descending=True, stable=True)[: self.num_images]
         self._kept = {name: values[order] for name, values in candidates.items()}

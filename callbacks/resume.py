@@ -30,9 +30,8 @@ class ExactResume(Callback):
     """Lightning saves no global generator states, draws random numbers before training starts (the TensorBoard graph)
     and skips the loader's place once configure_optimizers reads estimated_stepping_batches (Lightning #20550)."""
 
-    def __init__(self) -> None:
-        self._rng_per_rank: list[Any] = []
-        self._loader_states: list[Any] = []
+    _rng_per_rank: list[Any] = []  # only ever replaced, never changed in place
+    _loader_states: list[Any] = []
 
     def state_dict(self) -> dict[str, Any]:
         kind, keys, *rest = np.random.get_state()

@@ -92,9 +92,7 @@ class EpochTiming(Callback):
         values = [train_s, val_s, int(samples), _ratio(samples, train_s), _ratio(wait_s, all_train_s), peak / 2**20]
         row = dict(zip(COLUMNS, [trainer.current_epoch, *values]))
         self.rows[row["epoch"]] = row
-        metrics = {
-            f"time/{key}": float(value) for key, value in row.items() if key != "epoch" and not math.isnan(value)
-        }
+        metrics = {f"time/{key}": float(value) for key, value in zip(COLUMNS[1:], values) if not math.isnan(value)}
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):  # other loggers' metric files stay free of run-to-run noise
                 # at the epoch's last step, as Lightning logs epoch means: a resume restarts TensorBoard at the next

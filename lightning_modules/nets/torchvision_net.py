@@ -78,9 +78,8 @@ class TorchvisionNet(nn.Module):
         # null: small from scratch, the ImageNet stem for weights learned with it; ViT's stem cuts patches, one token each
         small = not (pretrained or weights_path) if small_input_stem is None else small_input_stem
         small = small and not isinstance(self.model, VisionTransformer)
-        own = {"kernel_size": stem.kernel_size, "stride": stem.stride, "padding": stem.padding}
-        geometry = SMALL_STEM if small else own
-        if channels != stem.in_channels or geometry != own:
+        geometry = SMALL_STEM if small else {key: getattr(stem, key) for key in SMALL_STEM}
+        if channels != stem.in_channels or any(value != getattr(stem, key) for key, value in geometry.items()):
             new_stem = nn.Conv2d(channels, stem.out_channels, bias=stem.bias is not None, **geometry)
             nn.init.kaiming_normal_(new_stem.weight, mode="fan_out", nonlinearity="relu")  # as torchvision's stems
             if new_stem.bias is not None:
