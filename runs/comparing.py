@@ -112,11 +112,8 @@ def contact_sheet(a, b, pairs: list, selection: dict[str, list], images: dict, c
             ]
             axes.set_title("\n".join(caption), fontsize=9, loc="left")
             axes.axis("off")
-        subfigure.suptitle(
-            f"{title} ({change}): {len(items)} of {totals[change]}, {wrong}'s most confident mistakes first",
-            fontsize=10,
-            fontweight="bold",
-        )
+        heading = f"{title} ({change}): {len(items)} of {totals[change]}, {wrong}'s most confident mistakes first"
+        subfigure.suptitle(heading, fontsize=10, fontweight="bold")
     figure.suptitle(
         f"A = {describe(a)}, B = {describe(b)}\n{len(pairs)} {a.split} samples judged differently: "
         f"{totals['right->wrong']} right->wrong, {totals['wrong->right']} wrong->right, {totals['both wrong']} wrong in both (not shown)\n"
@@ -132,17 +129,13 @@ def compare(cfg: DictConfig) -> None:
     a, b = predictions_of(cfg, "a"), predictions_of(cfg, "b")
     check_comparable(a, b)
     b_rows = {row["index"]: row for row in b.rows}
-    pairs = sorted(
-        ((row, b_rows[row["index"]]) for row in a.rows if row["pred1"] != b_rows[row["index"]]["pred1"]),
-        key=lambda pair: int(pair[0]["index"]),
-    )
+    pairs = [(row, b_rows[row["index"]]) for row in sorted(a.rows, key=lambda row: int(row["index"]))]
+    pairs = [(a_row, b_row) for a_row, b_row in pairs if a_row["pred1"] != b_row["pred1"]]
     print("\n".join(report(a, b, pairs, cfg.max_listed)))
     output_dir = Path(cfg.paths.output_dir)
     top1, shared = ("pred1", "pred1_name", "prob1"), ["index", "source", "label", "label_name"]
     header = [*shared, *(f"{side}_{key.replace('1', '')}" for side in "ab" for key in top1), "change"]
-    rows = (
-        [*(pair[0][key] for key in shared), *(row[key] for row in pair for key in top1), flip(pair)] for pair in pairs
-    )
+    rows = ([*map(pair[0].get, shared), *(row[key] for row in pair for key in top1), flip(pair)] for pair in pairs)
     write_csv(output_dir / "disagreements.csv", header, rows)
     selection = sheet_selection(pairs, cfg.num_images)
     shown = [a_row["index"] for items in selection.values() for a_row, _ in items]
