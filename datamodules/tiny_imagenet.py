@@ -50,14 +50,13 @@ warn_once = functools.cache(log.warning)  # a bad file met every epoch: one warn
 
 
 def read_lines(path: Path) -> list[str]:
-    """The lines of a UTF-8 text file (a byte order mark dropped); one sentence naming the file and line otherwise."""
+    """The lines of a UTF-8 text file (a byte order mark dropped); one sentence naming the file otherwise."""
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except OSError as error:
         raise UserError(f"{path} cannot be read ({error.strerror or error}): restore the official file.") from error
     except UnicodeDecodeError as error:
-        line = error.object.count(b"\n", 0, error.start) + 1
-        raise UserError(f"{path} line {line} is not UTF-8 text: save the file as UTF-8 (or restore it).") from error
+        raise UserError(f"{path} is not UTF-8 text: save it as UTF-8 (or restore it).") from error
     # not splitlines: names may hold its separators
     return [line.removesuffix("\r") for line in text.removesuffix("\n").split("\n")]
 

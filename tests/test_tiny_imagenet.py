@@ -521,7 +521,7 @@ def test_a_text_file_that_is_not_utf8_is_one_sentence_with_file_and_line(name, d
     lines[2] = lines[2] + " caf\u00e9".encode("latin-1")  # as an editor saving in Windows-1252 writes it
     path.write_bytes(b"\n".join(lines))
     line = _error_line(train_run(data_dir, tmp_path))
-    assert f"{path} line 3 is not UTF-8 text" in line and "save the file as UTF-8" in line
+    assert f"{path} is not UTF-8 text" in line and "save it as UTF-8" in line
     assert "skip_bad_files" not in line and not (tmp_path / "cache").exists()  # refused before any decoding
 
 
