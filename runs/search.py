@@ -27,6 +27,7 @@ from optuna.trial import TrialState
 
 from analysis.prediction_files import markdown_rows, write_csv
 from analysis.sweep_table import cell
+from runs.config_check import check_config
 from runs.entry_points import RunCallbacks, failure_reason, quoted
 from runs.tuning import several_processes
 from user_errors import UserError, replace_whole
@@ -68,8 +69,7 @@ def run_search(cfg: DictConfig) -> None:
 def check_settings(cfg: DictConfig) -> dict[str, Any]:
     """The search's settings and the command line's own mistakes, before any trial starts; returns the space."""
     settings = cfg.search
-    if OmegaConf.is_missing(settings, "study_name"):
-        raise UserError("search.study_name is not set: give search.study_name=NAME.")
+    OmegaConf.to_container(settings, throw_on_missing=True)  # search.study_name=???: entry_points' "has no value"
     if isinstance(settings.n_trials, bool) or not isinstance(settings.n_trials, int) or settings.n_trials < 1:
         raise UserError(f"search.n_trials={settings.n_trials} must be a whole number of trials, 1 or more.")
     if not settings.params:
@@ -96,8 +96,6 @@ def check_settings(cfg: DictConfig) -> dict[str, Any]:
             raise UserError(
                 f"search.params: conf/{key}/ has no option {', '.join(unknown)} (it has {', '.join(options)}); choose among those."
             )
-    from runs.config_check import check_config
-
     check_config(OmegaConf.masked_copy(cfg, [key for key in cfg if key != "search"]))  # what train.py would compose
     return space
 
@@ -151,7 +149,10 @@ def open_study(settings: DictConfig) -> optuna.Study:
 
 def objective(settings: DictConfig, space: dict[str, Any]):
     """One trial: its values as overrides of the worker's command line, composed and run as a run of train.py."""
+    from optuna_integration import PyTorchLightningPruningCallback
+
     from callbacks.resume import TrainingStopped
+    from runs.build import train
 
     hydra, loader = HydraConfig.get(), GlobalHydra.instance().config_loader()  # the worker's, kept for its log
     task = [o for o in hydra.overrides.task if o.lstrip("+~").split("=", 1)[0] not in space]  # the trial's replace them
@@ -175,9 +176,14 @@ def objective(settings: DictConfig, space: dict[str, Any]):
             ) from None
         with open_dict(config):
             del config["search"]  # the run's stored config is train.py's
+
+        def train_trial(cfg: DictConfig) -> dict[str, float]:  # as train.py's main, with the pruner's callback
+            check_config(cfg)
+            return train(cfg, [PyTorchLightningPruningCallback(trial, monitor=settings.report)])
+
         try:
             job = run_job(
-                task_function=lambda cfg: train_trial(cfg, trial, settings.report),
+                task_function=train_trial,
                 config=config,
                 job_dir_key="hydra.run.dir",
                 job_subdir_key=None,
@@ -207,16 +213,6 @@ def objective(settings: DictConfig, space: dict[str, Any]):
             return math.nan  # Optuna records a trial whose value is nan as failed, and the search goes on
 
     return run_trial
-
-
-def train_trial(cfg: DictConfig, trial: optuna.Trial, report: str) -> dict[str, float]:
-    from optuna_integration import PyTorchLightningPruningCallback
-
-    from runs.build import train
-    from runs.config_check import check_config
-
-    check_config(cfg)
-    return train(cfg, [PyTorchLightningPruningCallback(trial, monitor=report)])
 
 
 def write_summary(study: optuna.Study, settings: DictConfig) -> Path:
