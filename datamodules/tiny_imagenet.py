@@ -135,10 +135,8 @@ class TinyImageNetFolder:
                 raise UserError(
                     f"{folder} is in no layout this reader knows ({found}): it reads {LAYOUTS[folder.name]}; restore one of them."
                 )
-        ignored = f"; {self.annotations_file.name} is not used" if self.annotations_file.is_file() else ""
-        how = f"sorted into class folders (val/<wnid>/[images/]*.JPEG, labelled by the folder{ignored}"
-        how = "the official layout (val/images/ labelled by val/val_annotations.txt" if layout == OFFICIAL_VAL else how
-        log.info(f"Tiny-ImageNet in {self.root}: val/ is {how})")
+        ignored = "; val_annotations.txt is not used" * (layout != OFFICIAL_VAL and self.annotations_file.is_file())
+        log.info(f"Tiny-ImageNet in {self.root}: val/ is in the {layout} layout{ignored}")
         return layout
 
     def list_split(self, split: str) -> SplitFiles:
