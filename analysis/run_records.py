@@ -11,7 +11,6 @@ import yaml
 
 from user_errors import UserError
 
-TIMING_FILE = "timing.csv"  # callbacks/timing.py: a row per epoch ("0", "1", ...) and the run's ("all")
 COMPLETED, FAILED = "completed", "failed"
 EVENTS = "events.out.tfevents.*"
 
@@ -76,8 +75,8 @@ def read_curves(run: Path) -> tuple[dict[str, dict[int, float]], dict[str, float
 
 
 def read_timing(run: Path) -> dict[str, dict[str, float]]:
-    """timing.csv by epoch ("0", "1", ..., "all"): train_s, val_s, samples, samples_per_s, ...; {} without one."""
-    path = Path(run) / TIMING_FILE
+    """callbacks/timing.py's timing.csv by epoch ("0", "1", ..., the run's "all"): train_s, val_s, ...; {} if none."""
+    path = Path(run) / "timing.csv"
     if not path.is_file():
         return {}
     with path.open(newline="") as file:

@@ -26,7 +26,6 @@ Curve = tuple[list[int], list[float]]  # epochs, values
 
 class Overfitting(NamedTuple):
     onset: int  # the first epoch after the val loss minimum
-    best_epoch: int
     sentence: str
 
 
@@ -59,7 +58,6 @@ def detect_overfitting(train_loss: Curve, val_loss: Curve, patience=3, min_rise=
     onset, rise = epochs[best + 1], 100 * (after[-1] / values[best] - 1) if values[best] > 0 else math.inf
     return Overfitting(
         onset,
-        first,
         f"val loss rises from epoch {onset} while train loss keeps falling: overfitting from epoch {onset} "
         f"(val loss lowest at epoch {first}, {values[best]:.4f}, then {after[-1]:.4f} at the last epoch, +{rise:.0f}%; "
         f"train loss {train[first]:.4f} -> {train[last]:.4f}).",

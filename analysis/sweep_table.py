@@ -22,14 +22,13 @@ def job_dirs(sweep_dir: Path) -> list[Path]:
 
 
 def job_row(job_dir: Path) -> dict[str, Any]:
-    """Status (status.json, written by runs/entry_points.py; without one, completed once timing.csv has its "all"
-    row), overrides (plain YAML, so an interpolation from elsewhere stays text) and metrics."""
+    """Status (status.json, else completed once timing.csv has its "all" row), overrides and metrics."""
     timing = read_timing(job_dir)
     try:
         status = json.loads((job_dir / "status.json").read_text())
     except (OSError, json.JSONDecodeError):
         status = {"status": COMPLETED if "all" in timing else UNFINISHED}
-    overrides = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []
+    overrides = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text())  # plain: interpolations stay text
     pairs = (str(override).split("=", 1) for override in (overrides if isinstance(overrides, list) else []))
     state = status.get("status") if status.get("status") in (COMPLETED, FAILED) else UNFINISHED
     reason = status.get("reason", "") if state == FAILED else UNFINISHED_REASON if state == UNFINISHED else ""
