@@ -69,10 +69,9 @@ class MNISTDataModule(ImageDataModule):
         return f"{self.raw_folder / ('t10k' if split == 'test' else 'train')}-images-idx3-ubyte[{index}]"
 
     def prepare_data(self) -> None:
-        """Unpack the shipped copy (MNIST only), or download the files, when they are absent."""
         if all((self.raw_folder / Path(url).stem).is_file() for url, _ in self.dataset_class.resources):
             return
-        shipped = self.use_shipped_copy and self.torchvision_dataset == "MNIST"
+        shipped = self.use_shipped_copy and self.torchvision_dataset == "MNIST"  # the shipped copy is MNIST's only
         try:
             if not (shipped and unpack_shipped_copy(self.raw_folder)):
                 self._read(True, download=self.download)  # torchvision's class fetches the test files too

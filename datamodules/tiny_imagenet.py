@@ -99,7 +99,6 @@ class TinyImageNetFolder:
 
     @cached_property
     def class_index(self) -> dict[str, int]:
-        """The classes' wnids, in the order of wnids.txt: line k is class k."""
         wnids = [line.strip() for line in read_lines(self.wnids_file) if line.strip()]
         if not wnids or len(set(wnids)) < len(wnids):
             raise UserError(f"{self.wnids_file} must list each class once, one per line: restore the official file.")
