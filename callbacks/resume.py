@@ -138,12 +138,10 @@ class StopOnSignal(Callback):
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.received, self._stop_after_epoch = None, None
-        self._install()
+        self.on_train_start(trainer, pl_module)
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._install()  # again: Lightning registers its own SIGTERM handler after on_fit_start
-
-    def _install(self) -> None:
+        # at fit start, and again here: Lightning registers its own SIGTERM handler after on_fit_start
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGINT, signal.SIGTERM):
                 self._previous_handlers.setdefault(signum, signal.signal(signum, self._on_signal))
