@@ -28,10 +28,6 @@ class ArrayImageDataset(Dataset):
         self.images, self.source_index = self.images.to(device), self.source_index.to(device)
         self.labels = self.labels.to(device) if self.labels is not None else None
 
-    def take(self, positions: torch.Tensor) -> "ArrayImageDataset":
-        batch = self.__getitems__(positions)
-        return ArrayImageDataset(batch["image"], batch.get("label"), batch["index"])
-
     def __len__(self) -> int:
         return len(self.source_index)
 
@@ -204,7 +200,8 @@ class ImageDataModule(LightningDataModule):
                 f"data.val_size must be between 1 and {len(train_set) - 1} (images carved from the training set for validation), got {self.val_size}."
             )
         order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(self.split_seed))
-        return train_set.take(order[self.val_size :]), train_set.take(order[: self.val_size].sort().values)
+        parts = (train_set.__getitems__(at) for at in (order[self.val_size :], order[: self.val_size].sort().values))
+        return tuple(ArrayImageDataset(part["image"], part.get("label"), part["index"]) for part in parts)  # copies
 
     def train_dataloader(self) -> DataLoader:
         # DDP: this process's share
