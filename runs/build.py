@@ -258,8 +258,7 @@ def train(cfg: DictConfig, extra_callbacks: list[Callback] = ()) -> dict[str, fl
     if ckpt_path and not any(name.startswith("val/") for name in metrics) and (out / "tensorboard").is_dir():
         from analysis.run_records import read_curves  # resumed after its last epoch: the values it logged last
 
-        logged = {tag: curve[max(curve)] for tag, curve in read_curves(out)[0].items() if not tag.startswith("time/")}
-        metrics = {**logged, **metrics}
+        metrics = {**{tag: curve[max(curve)] for tag, curve in read_curves(out)[0].items()}, **metrics}
     checkpoint = trainer.checkpoint_callback
     best = checkpoint.best_model_path if checkpoint else ""
     if best and checkpoint.monitor:  # callbacks=none: Lightning's own checkpoint keeps the latest epoch, unscored
