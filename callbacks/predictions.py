@@ -37,7 +37,6 @@ class PerSamplePredictions(Callback):
         self.every_n_epochs, self.top_k = every_n_epochs, top_k
         # the experiment whose data the rows index, set by runs/build.py (the sidecar records it for compare.py)
         self.experiment: dict[str, Any] = {"choices": {}, "overrides": []}
-        self._collected: list[dict[str, torch.Tensor]] | None = None
         self._checkpoint, self._checkpoint_epoch = "", None  # where the evaluated weights come from
 
     def weights_from(self, checkpoint: str, epoch: int) -> None:
@@ -48,7 +47,7 @@ class PerSamplePredictions(Callback):
         self.weights_from(trainer.ckpt_path or "", checkpoint["epoch"])
 
     def _start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._collected = [] if _every_n_epochs(trainer, self.every_n_epochs) else None
+        self._collected = [] if _every_n_epochs(trainer, self.every_n_epochs) else None  # the batches' columns
 
     def _collect(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, *_: int) -> None:
         if self._collected is None:
@@ -97,7 +96,6 @@ class ValidationFigures(Callback):
     ):
         self.every_n_epochs, self.num_images = every_n_epochs, num_images
         self.max_matrix_classes, self.num_pairs = max_matrix_classes, num_pairs
-        self._active = False
 
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         tensorboard = [logger.experiment for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
