@@ -179,9 +179,8 @@ def decoded(
     folder: Path, files: list[Path], labels: torch.Tensor | None, shape: tuple[int, ...]
 ) -> tuple[ArrayImageDataset, list[str]]:
     """The images of `files` memory-mapped, with their labels and positions in `files`, and why each file left out
-    failed: from the cache in `folder` when its manifest's fingerprint matches the files, else decoded now into it by
-    one worker per core, CHUNK files a task, each file written through a temporary one of this process renamed into
-    place, the manifest last: builders on several nodes sharing the folder do not mix their rows."""
+    failed: from the cache in `folder` when its manifest's fingerprint matches the files, else decoded now into it,
+    each file through a temporary one renamed into place, the manifest last: builders sharing the folder do not mix."""
     digest = hashlib.sha256(f"format {CACHE_FORMAT}, shape {tuple(shape)}\n".encode())
     for path in files:  # each listed as a readable file
         status = os.stat(path)
@@ -293,9 +292,7 @@ class TinyImageNetDataModule(ImageDataModule):
         """The classes in wnids.txt; before the first download, the official 200."""
         return len(self.folder.class_index) if self.folder.wnids_file.is_file() else 200
 
-    @property
-    def class_names(self) -> list[str]:
-        return self.folder.class_names
+    class_names = property(lambda self: self.folder.class_names)  # words.txt read when first asked
 
     def source(self, split: str, index: int) -> str:
         folder = "train" if self.num_folds and split == "val" else FOLDER_OF_SPLIT[split]  # a fold of train/ validates
@@ -316,7 +313,6 @@ class TinyImageNetDataModule(ImageDataModule):
             self._datasets[folder] = self._loaded(folder)
 
     def read_splits(self, stage: str | None) -> tuple[Dataset | None, Dataset | None, Dataset | None]:
-        """The official folders `stage` reads: train/, and val/ as both val and test."""
         self.prepare_data(stage)  # when prepare_data ran in another process (one per node)
         self.predict_set = self._datasets.get("test")
         return self._datasets.get("train"), self._datasets.get("val"), self._datasets.get("val")
