@@ -228,8 +228,7 @@ def decoded(
 
 
 class ImageFiles(Dataset):
-    """Files decoded as they are fetched: the cache's decoding workers, and data.cache=false, where a bad file stops the
-    run or, skipping, is left out of its batch with a warning (once per loader process)."""
+    """Files decoded as fetched (the cache's workers; data.cache=false): a bad one stops the run, or is left out."""
 
     def __init__(self, files: list[Path], labels: torch.Tensor | None, shape: tuple, skip_bad_files: bool = False):
         self.files, self.labels, self.shape, self.skip_bad_files = files, labels, tuple(shape), skip_bad_files
