@@ -18,8 +18,7 @@ class StoreRunConfig(Callback):
         self.run_config, self.experiment = run_config, experiment
 
     def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
-        checkpoint[RUN_CONFIG_KEY] = self.run_config
-        checkpoint[EXPERIMENT_KEY] = self.experiment
+        checkpoint.update({RUN_CONFIG_KEY: self.run_config, EXPERIMENT_KEY: self.experiment})
 
 
 class StopOnNonFiniteLoss(Callback):

@@ -114,7 +114,6 @@ class EpochTiming(Callback):
             peak = max(row["peak_memory_mb"] for row in rows)
             values = [train_s, sum(val_times) if val_times else math.nan, samples, _ratio(samples, train_s)]
             rows.append(dict(zip(COLUMNS, ["all", *values, _ratio(wait_s, train_s), peak])))
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         write_csv(self.path, COLUMNS, ([_format(row[key]) for key in COLUMNS] for row in rows))
 
 
