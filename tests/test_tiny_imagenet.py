@@ -515,7 +515,7 @@ NOT_UTF8 = {
 @pytest.mark.parametrize(
     "name", [name if name == "wnids.txt" else pytest.param(name, marks=pytest.mark.slow) for name in NOT_UTF8]
 )
-def test_a_text_file_that_is_not_utf8_is_one_sentence_with_file_and_line(name, data_dir, tmp_path):
+def test_a_text_file_that_is_not_utf8_is_one_sentence_naming_it(name, data_dir, tmp_path):
     path = data_dir / "tiny-imagenet-200" / NOT_UTF8[name]
     lines = path.read_bytes().split(b"\n")
     lines[2] = lines[2] + " caf\u00e9".encode("latin-1")  # as an editor saving in Windows-1252 writes it
