@@ -222,3 +222,18 @@ def test_a_checkpoint_continued_for_more_epochs_goes_on_along_a_longer_one_cycle
     run_entry("train.py", *small, "trainer.max_epochs=3", f"ckpt_path={last}", f"hydra.run.dir={tmp_path / 'more'}")
     (schedule,) = load(tmp_path / "more" / "checkpoints" / "last.ckpt")["lr_schedulers"]
     assert (schedule["total_steps"], schedule["last_epoch"]) == (48, 48)
+
+
+def test_a_signal_during_the_sanity_check_stops_after_the_first_batch_with_a_checkpoint(tmp_path, mnist_dir):
+    """SIGTERM before training starts: the run stops after its first batch with a checkpoint (exit 143), not with
+    Lightning's own SIGTERM stop, which saves nothing and exits 0."""
+    from tests.helpers.commands import TINY
+
+    overrides = [*TINY, "trainer.max_epochs=1", f"data.data_dir={mnist_dir}", f"paths.log_dir={tmp_path}"]
+    overrides += ["+callbacks.kill._target_=tests.helpers.failing_callback.KillAt"]
+    overrides += ["+callbacks.kill.moment=sigterm_in_sanity_check", f"+callbacks.kill.once={tmp_path / 'signalled'}"]
+    stopped = run_entry("train.py", *overrides, check=False)
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
+    assert "training stopped by SIGTERM after batch 1 of epoch 0" in stopped.stderr
+    (run,) = (tmp_path / "train" / "runs").iterdir()
+    assert (run / "checkpoints" / "last.ckpt").is_file()

@@ -61,6 +61,11 @@ class KillAt(Checkpoint):
             )
             self._kill()
 
+    def on_sanity_check_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.moment == "sigterm_in_sanity_check" and not self.once.exists():
+            self.once.touch()
+            os.kill(os.getpid(), signal.SIGTERM)
+
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.moment == "sigterm_after_training" and not self.once.exists():
             self.once.touch()
