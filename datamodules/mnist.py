@@ -10,7 +10,7 @@ from torchvision.datasets import KMNIST, MNIST, FashionMNIST
 
 from checkpoints.loading import atomic_write_bytes
 from datamodules.base import ArrayImageDataset, ImageDataModule
-from user_errors import UserError
+from user_errors import UserError, writing
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +72,10 @@ class MNISTDataModule(ImageDataModule):
         if all((self.raw_folder / Path(url).stem).is_file() for url, _ in self.dataset_class.resources):
             return
         shipped = self.use_shipped_copy and self.torchvision_dataset == "MNIST"  # the shipped copy is MNIST's only
-        try:
+        fix = "point data.data_dir at a folder you can write to, with room for them"  # a file, a read-only mount, full
+        with writing(f"the {self.torchvision_dataset} files into {self.raw_folder}", fix):
             if not (shipped and unpack_shipped_copy(self.raw_folder)):
                 self._read(True, download=self.download)  # torchvision's class fetches the test files too
-        except OSError as error:  # data_dir is a file, a read-only mount, a full disk
-            raise UserError(
-                f"Cannot write the {self.torchvision_dataset} files into {self.raw_folder} ({error.strerror or error}): point data.data_dir at a folder you can write to, with room for them."
-            ) from error
 
     def read_splits(self, stage: str | None) -> tuple[ArrayImageDataset, None, ArrayImageDataset]:
         """The official training and test files; validation is carved from the training images (val_size)."""

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from datamodules.base import ArrayImageDataset, ImageDataModule
 from datamodules.image_files import BadImageFile, decode_image, not_a_readable_file
-from user_errors import UserError, replace_whole
+from user_errors import UserError, replace_whole, writing
 
 log = logging.getLogger(__name__)
 
@@ -208,16 +208,14 @@ def decoded(
                     progress.update(len(chunk_kept) + len(chunk_bad))
             out.truncate(out.tell() + len(bad) * int(np.prod(shape)))  # the rows of files left out: never read
 
-        try:
+        fix = f"set data.cache_dir to a writable folder with {len(files) * int(np.prod(shape)) / 1e6:,.0f} MB free, or "
+        with writing(
+            f"the decoded {description} in {folder}", fix + "data.cache=false to decode images as they are loaded"
+        ):
             manifest_path.unlink(missing_ok=True)  # from here until the end the cache is invalid
             replace_whole(folder / "images.npy", write_rows)
             manifest = {"fingerprint": digest.hexdigest(), "images": len(kept), "bad_files": bad, "kept": kept}
             replace_whole(manifest_path, json.dumps(manifest).encode())  # last: it marks the cache complete
-        except OSError as error:  # not writable, disk full, ...
-            raise UserError(
-                f"Could not write the decoded {description} in {folder} ({error.strerror or error}): set data.cache_dir to a writable "
-                f"folder with {len(files) * int(np.prod(shape)) / 1e6:,.0f} MB free, or data.cache=false to decode images as they are loaded."
-            ) from error
         seconds = time.perf_counter() - started
         log.info(
             f"Decoded {len(files)} {description} into {folder} in {seconds:.1f} s ({len(files) / seconds:.0f} images/s, {max(workers, 1)} processes)"

@@ -293,7 +293,7 @@ CASES = [
         "data folder is a file",
         ["data.data_dir={a_file}"],
         USER_ERROR_EXIT,
-        "Cannot write the MNIST files into {a_file}/MNIST/raw (Not a directory)",
+        "Could not write the MNIST files into {a_file}/MNIST/raw (Not a directory)",
     ),
     (
         "labels beyond the classes",

@@ -27,7 +27,7 @@ def test_mnist_unpacked_onto_a_full_disk_is_one_sentence_and_leaves_no_partial_f
     )
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert result.returncode == 2 and len(errors) == 1, result.stderr[-3000:]
-    assert f"Cannot write the MNIST files into {full_disk}/MNIST/raw (No space left on device)" in errors[0]
+    assert f"Could not write the MNIST files into {full_disk}/MNIST/raw (No space left on device)" in errors[0]
     assert not [path for path in full_disk.rglob("*") if path.is_file()]
     assert not (tmp_path / "logs").exists()
 
@@ -65,5 +65,5 @@ def test_an_empty_mnist_folder_on_a_read_only_disk_is_one_sentence(tmp_path):
         )
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert result.returncode == 2 and len(errors) == 1, result.stderr[-3000:]
-    assert f"Cannot write the MNIST files into {folder}/MNIST/raw (Read-only file system)" in errors[0]
+    assert f"Could not write the MNIST files into {folder}/MNIST/raw (Read-only file system)" in errors[0]
     assert not (tmp_path / "logs").exists()

@@ -16,14 +16,14 @@ class UserError(Exception):
 
 
 @contextlib.contextmanager
-def writing(what: str) -> Iterator[None]:
-    """A write of `what` that fails (a full disk, no permission) as one sentence naming it."""
+def writing(
+    what: str, fix: str = "free disk space or point paths.log_dir at a disk you can write to"
+) -> Iterator[None]:
+    """A write of `what` that fails (a full disk, no permission) as one sentence naming it and the `fix`."""
     try:
         yield
     except OSError as error:
-        raise UserError(
-            f"Could not write {what} ({error.strerror or error}): free disk space or point paths.log_dir at a disk you can write to."
-        ) from error
+        raise UserError(f"Could not write {what} ({error.strerror or error}): {fix}.") from error
 
 
 def replace_whole(path: str | os.PathLike, content: bytes | Callable[[BinaryIO], Any]) -> None:
