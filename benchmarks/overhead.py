@@ -54,7 +54,7 @@ from benchmarks.runs import (
     timed_run,
     train_py_overrides,
 )
-from datamodules.base import Batches, EpochShuffleSampler, already_collated
+from datamodules.base import EpochShuffleSampler, already_collated
 from datamodules.mnist import MNISTDataModule
 from lightning_modules.nets.lenet import LeNet5
 
@@ -198,9 +198,7 @@ def lightning_loop(data_dir: str, steps: int, first_step: int, seed: int, max_ep
     module = PlainLoopModule(datamodule, steps, max_epochs)
     datamodule.setup("fit")
     sampler = EpochShuffleSampler(len(datamodule.train_set), datamodule.shuffle_seed, BATCH_SIZE)
-    train_loader = DataLoader(
-        Batches(datamodule.train_set), sampler=sampler, batch_size=None, collate_fn=already_collated
-    )
+    train_loader = DataLoader(datamodule.train_set, sampler=sampler, batch_size=None, collate_fn=already_collated)
     val_loader = DataLoader(datamodule.val_set, batch_size=VAL_BATCH_SIZE, collate_fn=already_collated)
     trainer = L.Trainer(
         accelerator="cpu",

@@ -43,6 +43,9 @@ class ArrayImageDataset(Dataset):
             batch["label"] = self.labels[positions]
         return batch
 
+    def __getitem__(self, positions) -> dict[str, torch.Tensor]:  # the training loader's item: a batch's positions
+        return self.__getitems__(positions)
+
 
 def already_collated(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return batch
@@ -57,6 +60,8 @@ class FoldSubset(Subset):
 
     def __getitems__(self, positions) -> dict[str, torch.Tensor]:
         return self.dataset.__getitems__(self.indices[torch.as_tensor(positions, dtype=torch.long)])
+
+    __getitem__ = __getitems__
 
 
 def check_fold_settings(num_folds: int | None, fold: int) -> None:
@@ -112,24 +117,15 @@ class EpochShuffleSampler(DistributedSampler):
         self._resume = dict(state)
 
 
-class Batches(Dataset):
-    """`dataset` indexed a batch at a time: item `positions` is `dataset.__getitems__(positions)`."""
-
-    def __init__(self, dataset: Dataset):
-        self.dataset = dataset
-
-    def __getitem__(self, positions: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.dataset.__getitems__(positions)
-
-
 class ResumableDataLoader(StatefulDataLoader):
-    """torchdata's loader, whose place Lightning saves in every checkpoint, over `sampler`'s batches; `generator`
-    keeps the worker seeds off the global generator."""
+    """torchdata's loader, whose place Lightning saves in every checkpoint, over `sampler`'s batches (each item of
+    `dataset` is a whole batch, at the positions the sampler gives); `generator` keeps the worker seeds off the
+    global generator."""
 
     def __init__(self, dataset: Dataset, sampler: EpochShuffleSampler, **kwargs):
         with warnings.catch_warnings():  # torchdata 0.11 calls torch's deprecated set_vital
             warnings.filterwarnings("ignore", message="'set_vital' is deprecated")
-            super().__init__(Batches(dataset), sampler=sampler, batch_size=None, generator=torch.Generator(), **kwargs)
+            super().__init__(dataset, sampler=sampler, batch_size=None, generator=torch.Generator(), **kwargs)
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         # lazily: workers would start drawing the epoch's batches before Lightning has set the epoch

@@ -258,6 +258,8 @@ class ImageFiles(Dataset):
             batch["label"] = self.labels[kept]
         return batch
 
+    __getitem__ = __getitems__  # the training loader's item is a batch's positions
+
 
 class TinyImageNetDataModule(ImageDataModule):
     input_shape = (3, 64, 64)

@@ -47,6 +47,7 @@ def test_the_dataset_gets_each_batch_as_one_index_tensor():
     loader, dataset = loader_over(100, 32)
     batches = list(loader)
     assert [len(batch["label"]) for batch in batches] == [32, 32, 32, 4]
+    assert len(dataset.received) == 4  # one call per batch
     assert all(isinstance(positions, torch.Tensor) and positions.dtype == torch.long for positions in dataset.received)
     assert sorted(torch.cat([batch["index"] for batch in batches]).tolist()) == list(range(100))
 
@@ -88,7 +89,7 @@ def test_a_resumed_epoch_serves_the_batches_not_yet_served(num_workers):
 
 def test_loader_processes_serve_the_same_batches():
     in_process, _ = loader_over(100, 16)
-    dataset = in_process.dataset.dataset
+    dataset = in_process.dataset
     with_workers = ResumableDataLoader(dataset, EpochShuffleSampler(100, seed=5, batch_size=16), num_workers=2)
     for loader in (in_process, with_workers):
         loader.sampler.set_epoch(1)
