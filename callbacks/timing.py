@@ -13,7 +13,6 @@ from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from analysis.prediction_files import write_csv
-from analysis.run_records import read_timing
 
 COLUMNS = ["epoch", "train_s", "val_s", "samples", "samples_per_s", "data_wait_frac", "peak_memory_mb"]
 
@@ -40,10 +39,13 @@ class EpochTiming(Callback):
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._cuda = pl_module.device.type == "cuda"
-        # resumed into its own directory: the rows up to the checkpoint's epoch stay (that epoch's is replaced if trained)
-        kept = ((int(epoch), row) for epoch, row in read_timing(self.path.parent).items() if epoch.isdigit())
-        rows = {epoch: {**row, "epoch": epoch, "samples": int(row["samples"])} for epoch, row in kept}
-        self.rows = {epoch: row for epoch, row in rows.items() if epoch <= trainer.current_epoch}
+        self.rows: dict[int, dict[str, Any]] = {}
+        if self.path.is_file():  # resumed into its own directory: the rows up to the checkpoint's epoch stay
+            from analysis.run_records import read_timing  # only then: a default run's imports stay few
+
+            kept = ((int(epoch), row) for epoch, row in read_timing(self.path.parent).items() if epoch.isdigit())
+            rows = {epoch: {**row, "epoch": epoch, "samples": int(row["samples"])} for epoch, row in kept}
+            self.rows = {epoch: row for epoch, row in rows.items() if epoch <= trainer.current_epoch}
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self._cuda:

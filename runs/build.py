@@ -40,9 +40,8 @@ from checkpoints.loading import (
     load_weights,
 )
 from datamodules.base import ImageDataModule
-from runs.config_check import check_config
+from runs.config_check import check_config, several_processes
 from runs.entry_points import LAST_CHECKPOINT
-from runs.tuning import several_processes
 from user_errors import UserError, writing
 
 log = logging.getLogger(__name__)

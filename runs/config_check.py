@@ -193,3 +193,10 @@ def _check_devices(trainer: dict[str, Any]) -> None:
         raise UserError(
             f"trainer.devices={devices} asks for more devices than the {available} {unit} of this machine: use trainer.devices={available} or fewer."
         )
+
+
+def several_processes(trainer: DictConfig) -> bool:
+    """Whether these trainer settings start more than one process: devices -1, above 1, or several ids ("0,1", [0, 1])."""
+    devices = str(trainer.get("devices")).strip()
+    several = devices == "-1" or "," in devices or (devices.isdigit() and int(devices) > 1)
+    return several or (trainer.get("num_nodes") or 1) > 1

@@ -27,9 +27,8 @@ from optuna.trial import TrialState
 
 from analysis.prediction_files import markdown_rows, write_csv
 from analysis.sweep_table import cell
-from runs.config_check import check_config
+from runs.config_check import check_config, several_processes
 from runs.entry_points import RunCallbacks, failure_reason, quoted
-from runs.tuning import several_processes
 from user_errors import UserError, replace_whole
 
 log = logging.getLogger(__name__)

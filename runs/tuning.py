@@ -7,6 +7,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from runs.build import build_trainer
+from runs.config_check import several_processes
 from user_errors import UserError
 
 log = logging.getLogger(__name__)
@@ -16,13 +18,6 @@ FINDERS = {
     "batch_size_find": ("the batch size", "data.batch_size=<the one found>"),
     "lr_find": ("the starting learning rate", "optimizer.lr=<the suggestion>"),
 }
-
-
-def several_processes(trainer: DictConfig) -> bool:
-    """Whether these trainer settings start more than one process: devices -1, above 1, or several ids ("0,1", [0, 1])."""
-    devices = str(trainer.get("devices")).strip()
-    several = devices == "-1" or "," in devices or (devices.isdigit() and int(devices) > 1)
-    return several or (trainer.get("num_nodes") or 1) > 1
 
 
 def tune(cfg: DictConfig, module: Any, datamodule: Any, ckpt_path: str | None) -> None:
@@ -45,8 +40,6 @@ def tune(cfg: DictConfig, module: Any, datamodule: Any, ckpt_path: str | None) -
 def finder_trainer(cfg: DictConfig, steps: int) -> Any:
     """The run's trainer without callbacks or loggers (the run's records never see a finder's steps), with a finite
     length that `steps` ends first (schedulers may need one)."""
-    from runs.build import build_trainer
-
     options = {"max_epochs": steps, "max_steps": steps, "min_epochs": None, "num_sanity_val_steps": 0}
     options |= {"enable_checkpointing": False, "enable_progress_bar": False, "enable_model_summary": False}
     return build_trainer(cfg, [], [], **options)
