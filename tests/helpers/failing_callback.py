@@ -37,6 +37,7 @@ class KillAt(Checkpoint):
     epoch's train/* means (a Checkpoint's on_train_epoch_end runs after the others', and this one after
     last_checkpoint's: it checks that last.ckpt holds this epoch). `saving`: while the epoch's first checkpoint is
     being written, so that last.ckpt still holds the epoch before. `test_start`: in the test phase.
+    `sigterm_in_sanity_check` and `sigterm_after_training` send SIGTERM instead, at those moments.
     It kills only while the file `once` does not exist, and creates it first: resume=true with the same config lives."""
 
     def __init__(self, moment: str, once: str, epoch: int = 0):
