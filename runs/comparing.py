@@ -10,6 +10,7 @@ from matplotlib.figure import Figure
 from omegaconf import DictConfig
 
 from analysis.prediction_files import PREDICTION_FILE_SUFFIXES, read_predictions, write_csv
+from checkpoints.loading import load_checkpoint
 from runs.build import build_datamodule, build_loggers, evaluate, rebuild_config
 from runs.config_check import check_config
 from user_errors import UserError
@@ -126,6 +127,8 @@ def contact_sheet(a, b, pairs: list, selection: dict[str, list], images: dict, c
 def compare(cfg: DictConfig) -> None:
     if cfg.split not in ("val", "test"):
         raise UserError(f"split must be val or test, not {cfg.split!r}.")
+    for path in map(Path, (cfg.a, cfg.b)):  # both files refused before either checkpoint is evaluated
+        read_predictions(path) if path.suffix in PREDICTION_FILE_SUFFIXES else load_checkpoint(path, mmap=True)
     a, b = predictions_of(cfg, "a"), predictions_of(cfg, "b")
     check_comparable(a, b)
     b_rows = {row["index"]: row for row in b.rows}

@@ -268,27 +268,6 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver(name, resolver, replace=True)
 
 
-def read_named_files(config: DictConfig) -> None:
-    """Each file the config names, read as its command will: a file not ours is refused before the run writes anything."""
-    named = {key: config.get(key) for key in ("ckpt_path", "a", "b", "exported")}
-    if config.get("resume") and not named["ckpt_path"]:  # hydra.run.dir only now: resolving it creates it
-        named["ckpt_path"] = str(Path(config.hydra.run.dir) / LAST_CHECKPOINT)
-    named = {key: Path(path) for key, path in named.items() if isinstance(path, str) and Path(path).is_file()}
-    if not named:
-        return
-    from analysis.prediction_files import PREDICTION_FILE_SUFFIXES, read_predictions
-    from checkpoints.loading import load_checkpoint
-    from deployment.exporting import read_contract
-
-    for key, path in named.items():
-        if key == "exported":
-            read_contract(path)
-        elif key != "ckpt_path" and path.suffix in PREDICTION_FILE_SUFFIXES:
-            read_predictions(path)
-        else:
-            load_checkpoint(path, mmap=True)
-
-
 def lock_run_directory(run_dir: Path) -> int:
     """An OS lock (flock) on `<run_dir>/run.lock`, released by the kernel however its process ends; its descriptor."""
     descriptor = os.open(Path(run_dir) / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
@@ -312,14 +291,13 @@ def _write_status(config: DictConfig, status: dict[str, Any]) -> None:
 
 
 class RunCallbacks(Callback):
-    """Hydra callback: named files read and the run directory locked at its start; a multirun's status and summary."""
+    """Hydra callback: the run directory locked at its start; a multirun's status and summary."""
 
     def __init__(self) -> None:
         self._ended: dict[Path, dict[str, Any]] = {}  # the summary rows of ended jobs, not read again
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         with exit_on_user_error():
-            read_named_files(config)
             if global_rank() != 0:  # another process of a DDP run: rank 0 holds the lock for all of them
                 return
             run_dir = Path(config.hydra.run.dir)

@@ -227,12 +227,19 @@ def test_a_record_that_does_not_compose_is_one_sentence(change, said, run, mnist
 
 
 def test_a_pickle_that_runs_code_is_refused_before_anything_is_written(run, mnist_dir, tmp_path):
-    """torch.load(weights_only=True) refuses it; the Hydra callback reads it before the run directory exists."""
+    """torch.load(weights_only=True) refuses it, before anything is built: the run directory the command made goes.
+    compare.py refuses it before evaluating the other, good, checkpoint (whose predictions would stay)."""
     shared = tmp_path / "shared.ckpt"
     torch.save({"state_dict": {}, "payload": WritesAMarker(tmp_path / "pickle_ran.txt")}, shared)
     logs = tmp_path / "logs"
     result = run_entry(
         "eval.py", f"ckpt_path={shared}", f"data.data_dir={mnist_dir}", f"paths.log_dir={logs}", check=False
+    )
+    one_sentence(result, f"Refusing to load {shared}: loading it would run code it names")
+    assert not (tmp_path / "pickle_ran.txt").exists() and not logs.exists()
+    good = run / "checkpoints" / "last.ckpt"
+    result = run_entry(
+        "compare.py", f"a={good}", f"b={shared}", f"data.data_dir={mnist_dir}", f"paths.log_dir={logs}", check=False
     )
     one_sentence(result, f"Refusing to load {shared}: loading it would run code it names")
     assert not (tmp_path / "pickle_ran.txt").exists() and not logs.exists()
