@@ -86,19 +86,13 @@ def read_timing(run: Path) -> dict[str, dict[str, float]]:
 
 
 def read_run(run: Path) -> RunRecord:
-    """Every record of a run, only ever read as data: one that train.py did not write is one sentence; the config is
-    .hydra/'s, or the one stored in the run's latest checkpoint."""
+    """Every record of a run, only ever read as data (text files, never a checkpoint): one that train.py did not write
+    is one sentence."""
     curves, final, wall_s = read_curves(run)
     config, overrides = run / ".hydra" / "config.yaml", run / ".hydra" / "overrides.yaml"
     try:
         overrides = list(yaml.safe_load(overrides.read_text()) or []) if overrides.is_file() else []
-        if config.is_file():
-            config = yaml.safe_load(config.read_text()) or {}
-        else:
-            from checkpoints.loading import RUN_CONFIG_KEY, load_checkpoint
-
-            latest = max((run / "checkpoints").glob("*.ckpt"), key=lambda path: path.stat().st_mtime, default=None)
-            config = load_checkpoint(latest)[RUN_CONFIG_KEY] if latest else {}
+        config = (yaml.safe_load(config.read_text()) or {}) if config.is_file() else {}  # gone: none shown
         timing = read_timing(run).get("all", {})
         if not isinstance(config, dict) or not all(isinstance(override, str) for override in overrides):
             raise ValueError(".hydra/ holds no composed config")
