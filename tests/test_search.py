@@ -16,8 +16,11 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from runs.search import check_settings
 from tests.helpers.commands import REPO, SCALE_SHORTENING
+from tests.helpers.compose import compose_config
 from tests.helpers.csv_rows import read_rows
+from user_errors import UserError
 
 # docs/scale.md, verbatim
 WORKER = "python search.py hparams_search=mnist_optuna search.n_trials=4"
@@ -162,16 +165,20 @@ def test_the_dashboard_reads_the_study(pruned_search):
 
 
 def test_a_mistake_in_the_search_settings_is_one_sentence(tmp_path):
+    """search.py itself for one mistake (exit 2, one line, nothing written); check_settings in-process for the others."""
+    result = search("search.n_trials=0", f"paths.log_dir={tmp_path}")
+    said = "error: search.n_trials=0 must be a whole number of trials, 1 or more."
+    assert result.returncode == 2 and result.stderr.strip() == said, result.stderr[-2000:]
+    assert not (tmp_path / "search" / "mnist_optuna").exists() and not list(tmp_path.rglob("search.log"))
     for override, sentence in (
-        ("search.n_trials=0", "search.n_trials=0 must be a whole number of trials, 1 or more."),
         ("trainer.devices=2", "A search runs each trial in one process"),
         ("+search.params.model='glob(*)'", "search.params: 'model: glob(*)' is not a search range"),
         ("search.params.optimizer='choice(sgd, adamm)'", "search.params: conf/optimizer/ has no option adamm"),
     ):
-        result = search(override, f"paths.log_dir={tmp_path}")
-        assert result.returncode == 2 and result.stderr.startswith(f"error: {sentence}"), result.stderr[-2000:]
-        assert len(result.stderr.strip().splitlines()) == 1
-        assert not (tmp_path / "search" / "mnist_optuna").exists() and not list(tmp_path.rglob("search.log"))
+        cfg = compose_config([override], tmp_path, config_name="search")
+        with pytest.raises(UserError) as refused:
+            check_settings(cfg)
+        assert str(refused.value).startswith(sentence) and "\n" not in str(refused.value)
 
 
 @pytest.mark.slow
