@@ -227,7 +227,7 @@ def test_a_record_that_does_not_compose_is_one_sentence(change, said, run, mnist
 
 
 def test_a_pickle_that_runs_code_is_refused_before_anything_is_written(run, mnist_dir, tmp_path):
-    """torch.load(weights_only=True) refuses it, before anything is built: the run directory the command made goes.
+    """torch.load(weights_only=True) refuses it before anything is evaluated: the run directory the command made goes.
     compare.py refuses it before evaluating the other, good, checkpoint (whose predictions would stay)."""
     shared = tmp_path / "shared.ckpt"
     torch.save({"state_dict": {}, "payload": WritesAMarker(tmp_path / "pickle_ran.txt")}, shared)
