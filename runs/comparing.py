@@ -26,13 +26,16 @@ def short_name(name: str) -> str:
     return name if len(name) <= 24 else name[:23] + "…"
 
 
-def predictions_of(cfg: DictConfig, side: str):
-    """The file given as `side`, or the predictions of the checkpoint given, evaluated into <run>/<side>."""
+def read_side(cfg: DictConfig, side: str):
+    """The prediction file given as `side`, or the checkpoint given, read and checked (not yet evaluated)."""
     path = Path(cfg[side])
-    if path.suffix in PREDICTION_FILE_SUFFIXES:
-        return read_predictions(path)
+    return read_predictions(path) if path.suffix in PREDICTION_FILE_SUFFIXES else load_checkpoint(path, mmap=True)
+
+
+def evaluated(cfg: DictConfig, side: str):
+    """The predictions of the checkpoint given as `side`, evaluated into <run>/<side>."""
     evaluation = copy.deepcopy(cfg)
-    evaluation.ckpt_path, evaluation.splits = str(path), [cfg.split]
+    evaluation.ckpt_path, evaluation.splits = str(cfg[side]), [cfg.split]
     evaluation.paths.output_dir = str(Path(cfg.paths.output_dir) / side)
     evaluate(evaluation)
     (written,) = Path(evaluation.paths.output_dir, "predictions").glob(f"{cfg.split}-*.csv")
@@ -127,9 +130,8 @@ def contact_sheet(a, b, pairs: list, selection: dict[str, list], images: dict, c
 def compare(cfg: DictConfig) -> None:
     if cfg.split not in ("val", "test"):
         raise UserError(f"split must be val or test, not {cfg.split!r}.")
-    for path in map(Path, (cfg.a, cfg.b)):  # both files refused before either checkpoint is evaluated
-        read_predictions(path) if path.suffix in PREDICTION_FILE_SUFFIXES else load_checkpoint(path, mmap=True)
-    a, b = predictions_of(cfg, "a"), predictions_of(cfg, "b")
+    read = {side: read_side(cfg, side) for side in "ab"}  # both refused before either checkpoint is evaluated
+    a, b = (evaluated(cfg, side) if isinstance(read[side], dict) else read[side] for side in "ab")
     check_comparable(a, b)
     b_rows = {row["index"]: row for row in b.rows}
     pairs = [(row, b_rows[row["index"]]) for row in sorted(a.rows, key=lambda row: int(row["index"]))]
